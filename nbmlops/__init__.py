@@ -1,0 +1,147 @@
+"""nbmlops: every notebook cell execution becomes a complete, crash-safe MLflow run.
+
+In a notebook::
+
+    %load_ext nbmlops
+
+    %%track
+    alpha = 0.5                      # a param
+    model = Ridge(alpha=alpha).fit(X_train, y_train)
+    r2 = model.score(X_test, y_test)  # a metric; X_train, y_train, ... are fingerprinted inputs
+
+In a script::
+
+    with nbmlops.track("train") as run:
+        nbmlops.log_param("alpha", 0.5)
+        nbmlops.log_metric("r2", 0.91)
+
+Importing this package is cheap: mlflow, pandas and scikit-learn are imported only when used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from nbmlops.tracking.run import Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "active_run",
+    "configure",
+    "fingerprint",
+    "flush",
+    "load_ipython_extension",
+    "log_dataset",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "set_tags",
+    "track",
+    "unload_ipython_extension",
+]
+
+
+def track(
+    name: str | None = None,
+    *,
+    experiment: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> "Run":
+    """A new run, used as a context manager: ``with nbmlops.track("train") as run: ...``.
+
+    The run is FINISHED when the block completes, FAILED when it raises (the exception propagates
+    unchanged), KILLED on KeyboardInterrupt. Inside a ``%%track`` cell it becomes a child run.
+    """
+    from nbmlops.tracking.run import track as _track
+
+    return _track(name, experiment=experiment, params=params, tags=tags)
+
+
+def active_run() -> "Run":
+    """The innermost run in progress (raises :class:`~nbmlops.exceptions.TrackingError` if none)."""
+    from nbmlops.tracking.run import active_run as _active_run
+
+    return _active_run()
+
+
+def log_param(key: str, value: Any) -> None:
+    """Log a param on the active run."""
+    active_run().log_param(key, value)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log several params on the active run."""
+    active_run().log_params(params)
+
+
+def log_metric(key: str, value: float, step: int | None = None) -> None:
+    """Log a metric value on the active run; repeated calls make a series (steps 0, 1, ... by default)."""
+    active_run().log_metric(key, value, step=step)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log several metric values on the active run."""
+    active_run().log_metrics(metrics, step=step)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Set tags on the active run."""
+    active_run().set_tags(tags)
+
+
+def log_dataset(obj: Any, name: str | None = None, context: str = "input") -> str:
+    """Fingerprint ``obj`` and log it as a dataset input of the active run; returns the fingerprint."""
+    return active_run().log_dataset(obj, name, context)
+
+
+def fingerprint(obj: Any) -> str:
+    """Full-content digest (32 hex chars) of a DataFrame, Series, numpy array, file or directory."""
+    from nbmlops.data import fingerprint as _fingerprint
+
+    return _fingerprint(obj)
+
+
+def flush(timeout: float | None = None) -> None:
+    """Block until every journaled record has reached the tracking store.
+
+    Raises :class:`~nbmlops.exceptions.FlushTimeoutError` (how many are waiting, and why) after ``timeout`` s.
+    """
+    from nbmlops.tracking.session import get_session
+
+    get_session().flush(timeout)
+
+
+def configure(**settings: Any) -> dict[str, Any]:
+    """Set settings for this session (``tracking_uri``, ``experiment``, ...); see :mod:`nbmlops.config`."""
+    from nbmlops.config import configure as _configure
+
+    return _configure(**settings)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbmlops``: register ``%%track`` and ``%nbmlops``; recover runs of dead kernels."""
+    from nbmlops.magics import NbmlopsMagics
+    from nbmlops.tracking.session import get_session
+
+    magics = NbmlopsMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    _loaded[id(ipython)] = magics
+    get_session()
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext nbmlops``: undo what loading did."""
+    magics = _loaded.pop(id(ipython), None)
+    if magics is not None:
+        ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
+        for kind in ("cell", "line"):
+            ipython.magics_manager.magics[kind].pop("track" if kind == "cell" else "nbmlops", None)
+
+
+_loaded: dict[int, Any] = {}

@@ -1,0 +1,140 @@
+"""The ``nbmlops`` command.
+
+Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable);
+2 usage error (a bad option or setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import NbmlopsError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbmlops",
+        description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
+        epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable), 2 usage error.",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on the store (bound to 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, this machine only)")
+
+    commands.add_parser(
+        "sync", help="deliver records left in journals by processes that ended before the store took them"
+    )
+    commands.add_parser("status", help="where runs are stored, what is waiting, how to open the UI")
+    commands.add_parser("config", help="every setting, and where its value came from")
+
+    runs = commands.add_parser("runs", help="manage runs")
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    runs_commands.add_parser(
+        "reap", help="mark FAILED the runs left RUNNING by processes that died (SIGKILL, out of memory)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = resolve_settings(tracking_uri=args.tracking_uri)
+        handler = {"ui": _ui, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
+        return handler(settings, args)
+    except NbmlopsError as exc:
+        print(f"nbmlops: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
+
+
+def _ui(settings: Settings, args: argparse.Namespace) -> int:
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri]
+    if settings.artifact_root:
+        command += ["--default-artifact-root", settings.artifact_root]
+    command += ["--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI for {settings.tracking_uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execv(sys.executable, command)
+    return EXIT_OK  # pragma: no cover - execv does not return
+
+
+def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.tracking.delivery import register_uri, sync_journals
+
+    register_uri(settings.tracking_uri)
+    report = sync_journals(settings.journal_dir)
+    for damage in report.damage:
+        print(f"skipped damaged record: {damage}", file=sys.stderr)
+    for reason in report.refused:
+        print(f"refused by the store (kept in journal/refused.jsonl): {reason}", file=sys.stderr)
+    for error in report.errors:
+        print(f"not delivered: {error}", file=sys.stderr)
+    print(f"delivered {report.delivered} record(s) from {report.journals} journal(s)", end="")
+    print(f"; {len(report.busy)} journal(s) still owned by running processes" if report.busy else "")
+    if report.runs_failed:
+        print(f"marked {len(report.runs_failed)} run(s) of dead processes FAILED")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _reap(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.tracking.reap import reap
+
+    report = reap(settings)
+    for error in report.sync.errors:
+        print(f"not delivered: {error}", file=sys.stderr)
+    failed = len(report.failed) + len(report.sync.runs_failed)
+    print(f"marked {failed} run(s) of dead processes FAILED")
+    return EXIT_OK if report.sync.ok else EXIT_FAILED
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.journal import list_journals
+    from nbmlops.redact import redact_uri
+    from nbmlops.tracking.store import open_store
+
+    print(f"tracking store: {redact_uri(settings.tracking_uri)}")
+    if settings.artifact_root:
+        print(f"artifacts:      {settings.artifact_root}")
+    journals = list_journals(settings.journal_dir)
+    if journals:
+        print(f"journals:       {len(journals)} in {settings.journal_dir} (`nbmlops sync` delivers any left over)")
+    rows = open_store(settings.tracking_uri, settings.artifact_root).experiment_run_counts()
+    print("experiments:")
+    for experiment_id, name, count in rows:
+        print(f"  [{experiment_id}] {name}: {count} run(s)")
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        print(f"open the MLflow UI: {settings.ui_url}")
+    else:
+        print("open the MLflow UI: nbmlops ui   (then browse http://127.0.0.1:5000)")
+    return EXIT_OK
+
+
+def _config(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.redact import redact_uri
+
+    print(f"root           = {settings.root}")
+    for key in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+        value = getattr(settings, key)
+        shown = ",".join(value) if isinstance(value, tuple) else redact_uri(str(value)) if value else value
+        print(f"{key:14} = {shown}  ({settings.sources.get(key, 'default')})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Settings, and the one rule that decides where each comes from.
+
+Precedence, highest first (the same for every setting):
+
+1. arguments of the call or magic (``nbmlops.track(experiment=...)``, ``%%track --experiment``);
+2. this session's settings (``%nbmlops config key=value`` or ``nbmlops.configure(key=value)``);
+3. the environment: ``NBMLOPS_<KEY>`` (for the tracking URI, ``NBMLOPS_TRACKING_URI`` and then
+   ``MLFLOW_TRACKING_URI``);
+4. the ``[tool.nbmlops]`` table of the project's ``pyproject.toml``;
+5. the built-in default: the embedded store ``sqlite:///<root>/.nbmlops/mlflow.db`` with artifacts in
+   ``<root>/.nbmlops/artifacts``.
+
+``<root>`` is the nearest ancestor of the working directory holding ``.nbmlops/``, ``.git`` or
+``pyproject.toml`` (else the working directory itself).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from nbmlops.exceptions import ConfigError
+
+__all__ = ["Settings", "configure", "find_root", "resolve_settings", "session_settings"]
+
+ROOT_MARKERS = (".nbmlops", ".git", "pyproject.toml")
+CAPTURE_KINDS = ("params", "metrics", "data", "code", "git", "environment", "figures")
+
+_session: dict[str, Any] = {}
+_session_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. ``sources`` says where each value came from."""
+
+    root: Path
+    tracking_uri: str
+    artifact_root: str | None
+    experiment: str | None
+    ui_url: str
+    flush_timeout: float
+    capture: tuple[str, ...]
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def state_dir(self) -> Path:
+        """The ``.nbmlops`` folder under the root: journal, locks, embedded store."""
+        return self.root / ".nbmlops"
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where the append-only journals live."""
+        return self.state_dir / "journal"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the tracking URI is the default embedded sqlite store."""
+        return self.sources.get("tracking_uri") == "default"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest ancestor of ``start`` (default: cwd) holding a root marker, else ``start``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            return candidate
+    return here
+
+
+def configure(**values: Any) -> dict[str, Any]:
+    """Set this session's settings (precedence level 2); ``None`` removes one. Returns them all."""
+    known = {f.name for f in fields(Settings)} - {"root", "sources"}
+    for key in values:
+        if key not in known:
+            raise ConfigError(key, f"unknown setting; known: {', '.join(sorted(known))}", "configure()")
+    with _session_lock:
+        for key, value in values.items():
+            if value is None:
+                _session.pop(key, None)
+            else:
+                _session[key] = _convert(key, value, "configure()")
+        return dict(_session)
+
+
+def session_settings() -> dict[str, Any]:
+    """A copy of the settings made in this session with :func:`configure`."""
+    with _session_lock:
+        return dict(_session)
+
+
+def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
+    """Resolve every setting by the precedence rule; ``overrides`` are level 1 (``None`` = unset)."""
+    root = find_root(root)
+    project = _read_pyproject(root)
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("argument", {k: v for k, v in overrides.items() if v is not None}),
+        ("session", session_settings()),
+        ("environment", _read_environment()),
+        (f"{root / 'pyproject.toml'} [tool.nbmlops]", project),
+    ]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+        for source, layer in layers:
+            if name in layer:
+                values[name] = _convert(name, layer[name], source)
+                sources[name] = source
+                break
+    state = root / ".nbmlops"
+    if "tracking_uri" not in values:
+        values["tracking_uri"] = f"sqlite:///{state / 'mlflow.db'}"
+        sources["tracking_uri"] = "default"
+    if "artifact_root" not in values:
+        local = values["tracking_uri"].split(":", 1)[0] in ("sqlite", "file")
+        values["artifact_root"] = str(state / "artifacts") if local else None
+        sources["artifact_root"] = "default"
+    if "ui_url" not in values:
+        uri = values["tracking_uri"]
+        values["ui_url"] = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        sources["ui_url"] = "default"
+    values.setdefault("experiment", None)
+    values.setdefault("flush_timeout", 10.0)
+    values.setdefault("capture", CAPTURE_KINDS)
+    return Settings(root=root, sources=sources, **values)
+
+
+def _read_environment() -> dict[str, str]:
+    env = {}
+    for name in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+        value = os.environ.get(f"NBMLOPS_{name.upper()}")
+        if value:
+            env[name] = value
+    if "tracking_uri" not in env and os.environ.get("MLFLOW_TRACKING_URI"):
+        env["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    return env
+
+
+def _read_pyproject(root: Path) -> dict[str, Any]:
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    try:
+        with path.open("rb") as fh:
+            table = tomllib.load(fh).get("tool", {}).get("nbmlops", {})
+    except (OSError, ValueError) as exc:
+        raise ConfigError("pyproject.toml", f"cannot read [tool.nbmlops]: {exc}", str(path)) from exc
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _convert(key: str, value: Any, source: str) -> Any:
+    """Check and convert one raw value, naming the setting and its source on error."""
+    if key in ("tracking_uri", "artifact_root", "experiment", "ui_url"):
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise ConfigError(key, f"expected a non-empty string, got {value!r}", source)
+        text = str(value).strip()
+        if key == "tracking_uri" and "://" not in text and not text.startswith("databricks"):
+            text = Path(text).expanduser().resolve().as_uri()
+        return text
+    if key == "flush_timeout":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number of seconds, got {value!r}", source) from None
+        if seconds < 0:
+            raise ConfigError(key, f"must be >= 0, got {seconds}", source)
+        return seconds
+    if key == "capture":
+        kinds = [k.strip() for k in value.split(",")] if isinstance(value, str) else list(value)
+        kinds = [k for k in kinds if k]
+        if kinds == ["none"]:
+            return ()
+        if kinds == ["all"]:
+            return CAPTURE_KINDS
+        bad = [k for k in kinds if k not in CAPTURE_KINDS]
+        if bad:
+            raise ConfigError(
+                key, f"unknown capture kind(s) {bad}; choose from {', '.join(CAPTURE_KINDS)}, all, none", source
+            )
+        return tuple(kinds)
+    raise ConfigError(key, "unknown setting", source)

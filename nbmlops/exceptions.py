@@ -1,0 +1,90 @@
+"""Every error nbmlops raises on purpose descends from :class:`NbmlopsError`.
+
+The tree::
+
+    NbmlopsError
+    ├── ConfigError            a setting has a bad value (names the setting and where it came from)
+    ├── UnsupportedDataError   fingerprint/profile got an object it cannot digest (also a TypeError)
+    ├── StoreUnavailableError  the tracking store could not be reached or written
+    ├── TrackingError          misuse of the tracking API (no active run, a param changed within a run)
+    └── FlushTimeoutError      flush() gave up with records still waiting (says how many and why)
+
+A user's own exception inside a tracked cell is never wrapped: it is re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FlushTimeoutError",
+    "NbmlopsError",
+    "StoreUnavailableError",
+    "TrackingError",
+    "UnsupportedDataError",
+]
+
+
+class NbmlopsError(Exception):
+    """Root of every error raised by nbmlops."""
+
+
+class ConfigError(NbmlopsError, ValueError):
+    """A setting has a value nbmlops cannot use.
+
+    Attributes:
+        key: the setting's name (for example ``tracking_uri``).
+        source: where the value came from (an environment variable, a file, an argument).
+    """
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key = key
+        self.source = source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"{key}{where}: {message}")
+
+
+class UnsupportedDataError(NbmlopsError, TypeError):
+    """An object that nbmlops cannot fingerprint or profile.
+
+    Attributes:
+        type_name: the qualified name of the object's type.
+    """
+
+    def __init__(self, type_name: str, message: str | None = None) -> None:
+        self.type_name = type_name
+        super().__init__(message or f"cannot fingerprint an object of type {type_name}")
+
+
+class StoreUnavailableError(NbmlopsError):
+    """The tracking store could not be reached or refused a write.
+
+    Attributes:
+        uri: the tracking URI, with any credentials removed.
+        reason: what went wrong, in one line.
+    """
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.uri = uri
+        self.reason = reason
+        super().__init__(f"tracking store {uri} is unavailable: {reason}")
+
+
+class TrackingError(NbmlopsError):
+    """The tracking API was used in a way that cannot be recorded (no active run, a changed param)."""
+
+
+class FlushTimeoutError(NbmlopsError):
+    """``flush()`` returned before every journaled record reached the store.
+
+    Attributes:
+        pending: how many records are still waiting in the journal.
+        reason: why they are waiting (the last delivery error, or "still delivering").
+    """
+
+    def __init__(self, pending: int, reason: str) -> None:
+        self.pending = pending
+        self.reason = reason
+        super().__init__(
+            f"{pending} record(s) still waiting for the tracking store: {reason}. "
+            "They are safe in the local journal; `nbmlops sync` delivers them later."
+        )

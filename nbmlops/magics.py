@@ -1,0 +1,220 @@
+"""``%%track`` and ``%nbmlops``: parse options, call the core, show the result."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from nbmlops.config import CAPTURE_KINDS, configure, resolve_settings
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
+from nbmlops.tracking.session import get_session
+from nbmlops.tracking.summary import Summary, run_url
+
+__all__ = ["NbmlopsMagics"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@magics_class
+class NbmlopsMagics(Magics):
+    """The nbmlops magics; one instance per shell."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._cell_id: str | None = None
+
+    def pre_run_cell(self, info: Any) -> None:
+        """Remember the id the frontend gave the cell about to run."""
+        self._cell_id = getattr(info, "cell_id", None)
+
+    @magic_arguments()
+    @argument("-n", "--name", help="Run name shown in MLflow (default: 'cell <execution count>').")
+    @argument(
+        "-e", "--experiment", help="MLflow experiment (default: the notebook's path relative to the project root)."
+    )
+    @argument("--params", nargs="+", default=[], metavar="VAR", help="Variables to log as params after the cell.")
+    @argument("--metrics", nargs="+", default=[], metavar="VAR", help="Variables to log as metrics after the cell.")
+    @argument(
+        "--data",
+        nargs="+",
+        default=[],
+        metavar="VAR",
+        help="Variables to fingerprint and log as datasets (inputs if they exist before the cell, else outputs).",
+    )
+    @argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="A tag for the run; repeatable.")
+    @argument(
+        "--no-capture",
+        nargs="*",
+        default=None,
+        metavar="KIND",
+        help=(
+            "Turn off automatic capture: alone, everything automatic; or some of "
+            f"{', '.join(CAPTURE_KINDS)}. Named --params/--metrics/--data are still logged."
+        ),
+    )
+    @no_var_expand
+    @cell_magic
+    def track(self, line: str, cell: str) -> Any:
+        """Run the cell as one MLflow run.
+
+        Records literal assignments as params, numbers the cell computes as metrics, the pandas and
+        numpy data it reads (full-content fingerprint and profile), its code and the kernel history,
+        git state, environment and matplotlib figures. The run is FINISHED when the cell completes,
+        FAILED when it raises (the exception is re-raised unchanged), KILLED on interrupt. A summary
+        with a link to the MLflow UI is shown after the cell.
+        """
+        __tracebackhide__ = True
+        options = _parse_track_options(line)
+        shell = self.shell
+        code = shell.transform_cell(cell)
+        tree = shell.transform_ast(shell.compile.ast_parse(code))
+        context = CellContext(
+            notebook=_notebook_path(shell.user_ns),
+            cell_id=self._cell_id,
+            execution_count=shell.execution_count,
+            history=list(shell.history_manager.input_hist_raw) if shell.history_manager else [],
+        )
+        tracked = TrackedCell(cell, tree, shell.user_ns, options, context)
+        tracked.start()
+        error: BaseException | None = None
+        try:
+            return _execute(shell, tree, code, cell)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            summary = tracked.finish(error)
+            self._show(summary, tracked)
+
+    def _show(self, summary: Summary, tracked: TrackedCell) -> None:
+        handle = display(summary.mimebundle(), raw=True, display_id=True)
+        if handle is None or not getattr(self.shell, "kernel", None):
+            return
+        ui_url = tracked.settings.ui_url
+
+        def update(run_id: str, experiment_id: str) -> None:
+            summary.url = run_url(ui_url, experiment_id, run_id)
+            handle.update(summary.mimebundle(), raw=True)
+
+        assert tracked.run is not None
+        get_session().on_run_created(tracked.run.key, update)
+
+    @line_magic
+    def nbmlops(self, line: str) -> Any:
+        """nbmlops session commands.
+
+        %nbmlops config               show every setting and where it came from
+        %nbmlops config KEY=VALUE ... set settings for this session (KEY=  removes one)
+        %nbmlops status               tracking store and records waiting for it
+        %nbmlops flush [SECONDS]      wait until every record has reached the store
+        """
+        words = shlex.split(line)
+        command, args = (words[0], words[1:]) if words else ("status", [])
+        try:
+            if command == "config":
+                return _config(args)
+            if command == "status":
+                session = get_session()
+                settings = resolve_settings()
+                state = f"unreachable: {session.store_error}" if session.store_error else "ok"
+                print(f"tracking store: {settings.tracking_uri} ({state})\nwaiting records: {session.pending}")
+                return None
+            if command == "flush":
+                get_session().flush(float(args[0]) if args else None)
+                return None
+        except (NbmlopsError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush")
+
+
+def _config(args: list[str]) -> None:
+    updates: dict[str, Any] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise UsageError(f"%nbmlops config {arg}: expected KEY=VALUE")
+        updates[key.strip().replace("-", "_")] = value.strip() or None
+    if updates:
+        configure(**updates)
+    settings = resolve_settings()
+    for key in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+        value = getattr(settings, key)
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        print(f"{key:14} = {shown}  ({settings.sources.get(key, 'default')})")
+
+
+def _parse_track_options(line: str) -> CellOptions:
+    """Parse and check ``%%track`` options; any problem is a UsageError naming the option."""
+    args = parse_argstring(NbmlopsMagics.track, line)
+    tags: dict[str, str] = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag {item}: expected KEY=VALUE")
+        tags[key.strip()] = value
+    for option in ("params", "metrics", "data"):
+        bad = [name for name in getattr(args, option) if not _IDENTIFIER.match(name)]
+        if bad:
+            raise UsageError(f"--{option}: not variable names: {', '.join(bad)}")
+    if args.no_capture is None:
+        no_capture: frozenset[str] = frozenset()
+    else:
+        unknown = [k for k in args.no_capture if k not in CAPTURE_KINDS]
+        if unknown:
+            raise UsageError(f"--no-capture: unknown kind(s) {', '.join(unknown)}; choose from {', '.join(CAPTURE_KINDS)}")
+        no_capture = frozenset(args.no_capture or CAPTURE_KINDS)
+    return CellOptions(
+        name=_unquote(args.name),
+        experiment=_unquote(args.experiment),
+        params=args.params,
+        metrics=args.metrics,
+        data=args.data,
+        tags=tags,
+        no_capture=no_capture,
+    )
+
+
+def _unquote(value: str | None) -> str | None:
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _execute(shell: Any, tree: ast.Module, code: str, raw: str) -> Any:
+    """Run the cell body in the user namespace as IPython would; return the last expression's value."""
+    __tracebackhide__ = True
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body[-1].value)
+        tree = ast.Module(body=tree.body[:-1], type_ignores=[])
+    filename = shell.compile.cache(code, shell.execution_count, raw_code=raw)
+    exec(shell.compile(tree, filename, "exec"), shell.user_ns)
+    if last is None:
+        return None
+    value = eval(shell.compile(last, filename, "eval"), shell.user_ns)
+    return None if code.rstrip().endswith(";") else value
+
+
+def _notebook_path(user_ns: dict[str, Any]) -> str | None:
+    """The notebook running this kernel, from what papermill, VS Code or Jupyter tell the kernel."""
+    for candidate in (
+        os.environ.get("NBMLOPS_NOTEBOOK"),
+        user_ns.get("__vsc_ipynb_file__"),
+        user_ns.get("__session__"),
+        os.environ.get("JPY_SESSION_NAME"),
+    ):
+        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
+            if os.path.isabs(candidate) or os.path.exists(candidate):
+                return os.path.abspath(candidate)
+            here = os.path.basename(candidate)  # Jupyter may name it relative to the server's root
+            return os.path.abspath(here if os.path.exists(here) else candidate)
+    return None

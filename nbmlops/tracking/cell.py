@@ -1,0 +1,172 @@
+"""One execution of a tracked cell: what to record before the body runs and after it ends."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Any, MutableMapping
+
+from nbmlops.config import CAPTURE_KINDS, Settings, resolve_settings
+from nbmlops.tracking.capture import analyse_cell, estimator_params, is_data, is_metric_value
+from nbmlops.tracking.run import Run, end_for, experiment_for
+from nbmlops.tracking.session import get_session
+from nbmlops.tracking.summary import Summary
+
+__all__ = ["CellContext", "CellOptions", "TrackedCell"]
+
+_previous_metrics: dict[str, dict[str, float]] = {}
+
+
+@dataclass
+class CellOptions:
+    """The options of one ``%%track`` cell."""
+
+    name: str | None = None
+    experiment: str | None = None
+    params: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    no_capture: frozenset[str] = frozenset()
+
+
+@dataclass
+class CellContext:
+    """Where the cell runs: its notebook, cell id, execution count and the kernel history before it."""
+
+    notebook: str | None = None
+    cell_id: str | None = None
+    execution_count: int | None = None
+    history: list[str] = field(default_factory=list)
+
+
+class TrackedCell:
+    """Records one cell execution as one run: call :meth:`start`, run the body, then :meth:`finish`."""
+
+    def __init__(
+        self,
+        source: str,
+        tree: ast.Module,
+        namespace: MutableMapping[str, Any],
+        options: CellOptions,
+        context: CellContext,
+        settings: Settings | None = None,
+    ) -> None:
+        self.source = source
+        self.tree = tree
+        self.namespace = namespace
+        self.options = options
+        self.context = context
+        self.settings = settings or resolve_settings(experiment=options.experiment)
+        self.capture = set(self.settings.capture) - set(options.no_capture)
+        self.analysis = analyse_cell(tree)
+        self.cell_key = context.cell_id or options.name or hashlib.sha1(source.encode()).hexdigest()[:16]
+        self.run: Run | None = None
+        self._figures_before: set[int] = set()
+
+    def start(self) -> Run:
+        """Start the run and record what is known before the body runs: params, code, input data."""
+        session = get_session()
+        session.redactor.learn_source(self.source)
+        notebook = self.context.notebook
+        source = (notebook, "NOTEBOOK") if notebook else ("interactive", "LOCAL")
+        name = self.options.name or (f"cell {self.context.execution_count}" if self.context.execution_count else "cell")
+        tags = {"nbmlops.kind": "cell", "nbmlops.cell_key": self.cell_key, **self.options.tags}
+        if notebook:
+            tags["nbmlops.notebook"] = notebook
+        if self.context.cell_id:
+            tags["nbmlops.cell_id"] = self.context.cell_id
+        if self.context.execution_count is not None:
+            tags["nbmlops.execution_count"] = str(self.context.execution_count)
+        experiment = self.options.experiment or self.settings.experiment
+        if experiment is None:
+            experiment = experiment_for(notebook, self.settings.root) if notebook else "interactive"
+        capture = tuple(k for k in CAPTURE_KINDS if k in self.capture)
+        settings = replace(self.settings, capture=capture)
+        params = dict(self.analysis.literals) if "params" in self.capture else {}
+        self.run = Run(name, experiment=experiment, params=params, tags=tags, source=source, settings=settings)
+        self.run.start()
+        if "code" in self.capture:
+            self._log_code(session.redactor)
+        for name in self._input_names():
+            self.run.log_dataset(self.namespace[name], name, context="input")
+        if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
+            self._figures_before = set(sys.modules["matplotlib.pyplot"].get_fignums())
+        return self.run
+
+    def _input_names(self) -> list[str]:
+        names = [n for n in self.options.data if n in self.namespace]
+        if "data" in self.capture:
+            names += [n for n in self.analysis.read if n in self.namespace and is_data(self.namespace[n])]
+        return list(dict.fromkeys(names))
+
+    def _log_code(self, redactor: Any) -> None:
+        assert self.run is not None
+        self.run.log_text(redactor.redact_source(self.source), "code/cell.py")
+        history = [{"n": n, "source": redactor.redact_source(src)} for n, src in enumerate(self.context.history) if n]
+        if history:
+            self.run.log_text(json.dumps(history, indent=1), "code/history.json")
+            readable = "\n".join(f"# In[{h['n']}]\n{h['source']}\n" for h in history)
+            self.run.log_text(readable, "code/history.py")
+
+    def finish(self, exc: BaseException | None) -> Summary:
+        """Record what the body produced, end the run by how the body ended, and summarise it."""
+        run = self.run
+        assert run is not None
+        try:
+            if exc is None or not isinstance(exc, KeyboardInterrupt):
+                self._capture_results(run)
+        finally:
+            end_for(run, exc)
+        session = get_session()
+        summary = Summary(
+            name=run.name or "cell",
+            experiment=run.experiment,
+            status=run.status or "FINISHED",
+            duration_s=((run.ended or run.started) - run.started) / 1000,
+            params=dict(run.params),
+            metrics=dict(run.metrics),
+            previous=_previous_metrics.get(self.cell_key),
+            datasets=dict(run.datasets),
+            pending=session.pending,
+            store_error=session.store_error,
+        )
+        if run.status == "FINISHED":
+            _previous_metrics[self.cell_key] = dict(run.metrics)
+        return summary
+
+    def _capture_results(self, run: Run) -> None:
+        """Metrics, estimator params, named params/metrics/data and figures, read after the body."""
+        ns = self.namespace
+        params: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        if "metrics" in self.capture:
+            for name in self.analysis.assigned:
+                if name in ns and is_metric_value(ns[name]):
+                    metrics[name] = float(ns[name])
+        if "params" in self.capture:
+            for name in self.analysis.assigned:
+                if name in ns:
+                    params.update(estimator_params(name, ns[name]))
+        for name in self.options.params:
+            if name in ns:
+                params[name] = ns[name]
+                metrics.pop(name, None)
+        for name in self.options.metrics:
+            if name in ns and is_metric_value(ns[name]):
+                metrics[name] = float(ns[name])
+            else:
+                sys.stderr.write(f"nbmlops: --metrics {name}: not a number after the cell, not logged\n")
+        params = {k: v for k, v in params.items() if k not in run.params}
+        run.log_params(params)
+        run.log_metrics({k: v for k, v in metrics.items() if k not in run.metrics})
+        for name in self.options.data:
+            if name in ns and name not in run.datasets:
+                run.log_dataset(ns[name], name, context="output")
+        if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
+            plt = sys.modules["matplotlib.pyplot"]
+            for number in sorted(set(plt.get_fignums()) - self._figures_before):
+                run.log_figure(plt.figure(number), f"figures/figure_{number}.png")

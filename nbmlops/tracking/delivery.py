@@ -1,0 +1,278 @@
+"""Moving journaled records into MLflow: the live background writer and the replay of old journals."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from nbmlops.exceptions import FlushTimeoutError, StoreUnavailableError
+from nbmlops.journal import Cursor, Damage, encode, list_journals, read_records, try_lock
+from nbmlops.redact import redact_uri
+from nbmlops.tracking.store import RecordRejected, open_store
+
+__all__ = ["Deliverer", "SyncReport", "Writer", "register_uri", "sync_journals"]
+
+Item = tuple[int, dict[str, Any]]
+RunListener = Callable[[str, str, str], None]
+
+_uris: dict[str, str] = {}
+
+
+def register_uri(uri: str) -> str:
+    """Remember the real form of a tracking URI; returns the form that may be written to disk."""
+    shown = redact_uri(uri)
+    _uris[shown] = uri
+    return shown
+
+
+class Deliverer:
+    """Delivers one journal's records in order and keeps its cursor."""
+
+    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
+        self.journal_path = journal_path
+        self.cursor = Cursor.load(journal_path)
+        self.run_stores: dict[str, tuple[str, str | None]] = {}
+        self.on_run = on_run
+
+    def note(self, record: dict[str, Any]) -> None:
+        """Learn where a run's records go from its start record."""
+        if record["t"] == "start":
+            self.run_stores[record["run"]] = (record["store"], record.get("artifact_root"))
+
+    def deliver(self, items: list[Item], careful: bool) -> list[str]:
+        """Deliver ``items``; advance and save the cursor. Returns why any record was refused for good.
+
+        Raises :class:`StoreUnavailableError` when the store cannot be reached; nothing past the last
+        delivered record is marked as delivered then.
+        """
+        refused: list[str] = []
+        for group in _group_by_store(items, self.run_stores):
+            uri, artifact_root = self.run_stores.get(group[0][1]["run"], (None, None))
+            try:
+                if uri is None:
+                    raise RecordRejected(f"run {group[0][1]['run']} has no start record in this journal")
+                self._send(uri, artifact_root, group, careful)
+            except RecordRejected:
+                refused += self._send_one_by_one(uri, artifact_root, group)
+            self.cursor.offset = group[-1][0]
+            self.cursor.save(self.journal_path)
+        return refused
+
+    def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
+        store = open_store(_uris.get(uri, uri), artifact_root)
+        known = set(self.cursor.runs)
+        store.deliver([record for _, record in group], self.cursor.runs, careful)
+        if self.on_run:
+            for key in self.cursor.runs.keys() - known:
+                start = next(r for _, r in group if r["t"] == "start" and r["run"] == key)
+                self.on_run(key, self.cursor.runs[key], store.experiment_id(start["experiment"]))
+
+    def _send_one_by_one(self, uri: str | None, artifact_root: str | None, group: list[Item]) -> list[str]:
+        refused = []
+        for offset, record in group:
+            try:
+                if uri is None:
+                    raise RecordRejected(f"run {record['run']} has no start record in this journal")
+                self._send(uri, artifact_root, [(offset, record)], careful=True)
+            except RecordRejected as exc:
+                refused.append(f"{record['t']} record of run {record['run']}: {str(exc).splitlines()[0][:300]}")
+                _keep_refused(self.journal_path, record, str(exc))
+        return refused
+
+
+def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | None]]) -> Iterable[list[Item]]:
+    group: list[Item] = []
+    for item in items:
+        if group and run_stores.get(item[1]["run"]) != run_stores.get(group[-1][1]["run"]):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def _keep_refused(journal_path: Path, record: dict[str, Any], reason: str) -> None:
+    """Refused records are kept beside the journals, never silently dropped."""
+    with open(journal_path.parent / "refused.jsonl", "a") as fh:
+        fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
+
+
+class Writer:
+    """This process's background writer: drains the live journal into the store as records arrive."""
+
+    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
+        self.deliverer = Deliverer(journal_path, on_run)
+        self._pending: deque[Item] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._careful = False
+        self._wake = False
+        self.last_error: str | None = None
+        self._warned = False
+        self._thread = threading.Thread(target=self._loop, name="nbmlops-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[Item]) -> None:
+        """Queue records that are already in the journal."""
+        with self._cond:
+            for _, record in items:
+                self.deliverer.note(record)
+            self._pending.extend(items)
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """How many records are waiting for the store."""
+        with self._cond:
+            return len(self._pending) + (1 if self._busy and not self._pending else 0)
+
+    def flush(self, timeout: float | None) -> None:
+        """Block until everything queued so far is delivered, or raise :class:`FlushTimeoutError`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._wake = True
+            self._cond.notify_all()
+            while self._pending or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    count = len(self._pending)
+                    raise FlushTimeoutError(count, self.last_error or "still delivering")
+                self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
+
+    def _loop(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                items = list(self._pending)
+                self._busy = True
+            try:
+                refused = self.deliverer.deliver(items, careful=self._careful)
+            except StoreUnavailableError as exc:
+                self._outage(exc, len(items))
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                    self._wake = False
+                    self._cond.wait_for(lambda: self._wake, timeout=backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            except Exception as exc:  # a bug of ours must never take the kernel down: keep the records
+                self._outage(exc, len(items))
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                    self._cond.wait_for(lambda: self._wake, timeout=30.0)
+                continue
+            for reason in refused:
+                sys.stderr.write(f"nbmlops: the tracking store refused a record and it was set aside: {reason}\n")
+            backoff = 0.5
+            with self._cond:
+                for _ in items:
+                    self._pending.popleft()
+                self._busy = False
+                self._careful = False
+                if self.last_error is not None:
+                    sys.stderr.write("nbmlops: the tracking store is reachable again; waiting records delivered.\n")
+                self.last_error = None
+                self._warned = False
+                self._cond.notify_all()
+
+    def _outage(self, exc: Exception, count: int) -> None:
+        self._careful = True
+        self.last_error = str(exc)
+        if not self._warned:
+            self._warned = True
+            sys.stderr.write(
+                f"nbmlops: {exc}\n"
+                f"nbmlops: {count} record(s) are waiting, safe in the local journal; they are delivered when the "
+                "store is back, or by `nbmlops sync`.\n"
+            )
+
+
+@dataclass
+class SyncReport:
+    """What :func:`sync_journals` did."""
+
+    delivered: int = 0
+    journals: int = 0
+    runs_failed: list[str] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is left undelivered for a reason other than a live owner."""
+        return not self.errors
+
+
+def sync_journals(journal_dir: Path, reason: str = "its process ended without finishing the run") -> SyncReport:
+    """Replay every journal whose process is gone, exactly once, then remove it.
+
+    Runs those journals started but never ended are marked FAILED with ``reason``. Journals still
+    locked by a live process are left to that process's writer.
+    """
+    report = SyncReport()
+    for path in list_journals(journal_dir):
+        fd = try_lock(path)
+        if fd is None:
+            report.busy.append(path.name)
+            continue
+        try:
+            _sync_one(path, fd, reason, report)
+        finally:
+            os.close(fd)
+    return report
+
+
+def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
+    deliverer = Deliverer(path)
+    start = deliverer.cursor.offset
+    items: list[Item] = []
+    started: dict[str, dict[str, Any]] = {}
+    ended: set[str] = set()
+    end = 0
+    for end, entry in read_records(path):
+        if isinstance(entry, Damage):
+            report.damage.append(entry)
+            continue
+        deliverer.note(entry)
+        if entry["t"] == "start":
+            started[entry["run"]] = entry
+        elif entry["t"] == "end":
+            ended.add(entry["run"])
+        if end > start:
+            items.append((end, entry))
+    now = int(time.time() * 1000)
+    closing: list[dict[str, Any]] = []
+    for key in started.keys() - ended:
+        closing.append({"t": "tags", "run": key, "tags": {"nbmlops.failure": "kernel_died", "nbmlops.failure_reason": reason}})
+        closing.append({"t": "end", "run": key, "status": "FAILED", "ts": now})
+        report.runs_failed.append(key)
+    if closing:
+        data = b"".join(encode(r) for r in closing)
+        os.lseek(fd, 0, os.SEEK_END)
+        os.write(fd, data)
+        os.fsync(fd)
+        for record in closing:
+            end += len(encode(record))
+            items.append((end, record))
+    try:
+        report.refused += deliverer.deliver(items, careful=True)
+    except StoreUnavailableError as exc:
+        report.errors.append(f"{path.name}: {exc}")
+        return
+    report.delivered += len(items)
+    report.journals += 1
+    path.unlink(missing_ok=True)
+    path.with_suffix(".cursor").unlink(missing_ok=True)

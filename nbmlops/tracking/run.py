@@ -1,0 +1,386 @@
+"""A tracked run: what scripts get from ``nbmlops.track()`` and what ``%%track`` builds on."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import io
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Mapping
+
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import TrackingError
+from nbmlops.tracking.delivery import register_uri
+from nbmlops.tracking.session import Session, get_session
+
+__all__ = ["Run", "active_run", "process_start_time", "track"]
+
+MAX_PARAM_LENGTH = 6000
+_stack: list["Run"] = []
+_stack_lock = threading.Lock()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def process_start_time(pid: int | str = "self") -> str | None:
+    """The kernel's start time of process ``pid`` (clock ticks since boot), to tell reused pids apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def default_source() -> tuple[str, str]:
+    """``(path, type)`` of the program that is running, for runs started outside a notebook."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else "")
+    if not path or path.endswith("ipykernel_launcher.py"):
+        return "interactive", "LOCAL"
+    return str(Path(path).resolve()), "LOCAL"
+
+
+def experiment_for(source: str, root: Path) -> str:
+    """The default experiment of a notebook or script: its path relative to the root, without suffix."""
+    if source == "interactive":
+        return "interactive"
+    path = Path(source)
+    try:
+        path = path.resolve().relative_to(root)
+    except ValueError:
+        pass
+    return str(path.with_suffix("")) if path.suffix in (".ipynb", ".py") else str(path)
+
+
+class Run:
+    """One MLflow run, recorded through the journal.
+
+    Use it as a context manager (``with nbmlops.track(...) as run:``): the body's completion gives
+    FINISHED, an exception FAILED (type and message as tags, traceback as an artifact) and is
+    re-raised unchanged, ``KeyboardInterrupt`` gives KILLED.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        experiment: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        source: tuple[str, str] | None = None,
+        settings: Settings | None = None,
+        session: Session | None = None,
+    ) -> None:
+        self.session = session or get_session()
+        self.settings = settings or resolve_settings()
+        self.key = uuid.uuid4().hex
+        self.name = name
+        self.source, self.source_type = source or default_source()
+        self.experiment = experiment or self.settings.experiment or experiment_for(self.source, self.settings.root)
+        self.params: dict[str, str] = {}
+        self.metrics: dict[str, float] = {}
+        self.status: str | None = None
+        self.started = _now_ms()
+        self.ended: int | None = None
+        self.datasets: dict[str, str] = {}
+        self.parent: Run | None = None
+        self._steps: dict[str, int] = {}
+        self._initial_params = dict(params or {})
+        self._initial_tags = dict(tags or {})
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> "Run":
+        """Start the run: journal its start record (durably) and make it the active run."""
+        if self._started:
+            raise TrackingError(f"run {self.key} was already started")
+        self._started = True
+        with _stack_lock:
+            self.parent = _stack[-1] if _stack else None
+            _stack.append(self)
+        self.session.runs.append(self)
+        tags = {
+            "mlflow.source.name": self.source,
+            "mlflow.source.type": self.source_type,
+            "mlflow.user": _user(),
+            "nbmlops.host": socket.gethostname(),
+            "nbmlops.pid": str(os.getpid()),
+            "nbmlops.process_start": process_start_time() or "",
+        }
+        tags.update({k: str(v) for k, v in self._initial_tags.items()})
+        record: dict[str, Any] = {
+            "t": "start",
+            "run": self.key,
+            "store": register_uri(self.settings.tracking_uri),
+            "artifact_root": self.settings.artifact_root,
+            "experiment": self.experiment,
+            "name": self.name,
+            "ts": self.started,
+            "tags": self.session.redactor.redact_mapping(tags),
+        }
+        if self.parent is not None:
+            record["parent"] = self.parent.key
+        elif os.environ.get("NBMLOPS_PARENT_RUN_ID"):
+            record["parent_run_id"] = os.environ["NBMLOPS_PARENT_RUN_ID"]
+        records = [record]
+        if self._initial_params:
+            records.append(self._params_record(self._initial_params))
+        self.session.emit(records)
+        self.session.background(self._capture_context, set(self.settings.capture))
+        return self
+
+    def _capture_context(self, kinds: set[str]) -> None:
+        """Git state and environment, captured off the user's thread right after the start."""
+        from nbmlops.tracking.context import git_diff, git_state, installed_packages, python_environment
+
+        records: list[dict[str, Any]] = []
+        tags: dict[str, str] = {}
+        if "git" in kinds:
+            where = Path(self.source).parent if self.source_type == "LOCAL" and self.source != "interactive" else None
+            state = git_state(where if where and where.is_dir() else self.settings.root)
+            if state is not None:
+                tags.update(
+                    {
+                        "mlflow.source.git.commit": state.commit,
+                        "mlflow.source.git.branch": state.branch or "",
+                        "mlflow.source.git.repoURL": state.remote or "",
+                        "nbmlops.git.dirty": str(state.dirty).lower(),
+                    }
+                )
+                if state.dirty:
+                    diff = git_diff(state.root)
+                    if diff:
+                        records.append({"t": "artifact", "run": self.key, "path": "git/diff.patch", "text": diff})
+        if "environment" in kinds:
+            env = python_environment()
+            tags["nbmlops.python"] = env.get("python_version", "")
+            tags["nbmlops.platform"] = env.get("platform", "")
+            records.append(
+                {"t": "artifact", "run": self.key, "path": "environment/python.json", "text": json.dumps(env, indent=2)}
+            )
+            records.append(
+                {
+                    "t": "artifact",
+                    "run": self.key,
+                    "path": "environment/requirements.txt",
+                    "text": "\n".join(installed_packages()) + "\n",
+                }
+            )
+        if "code" in kinds and self.source_type == "LOCAL" and self.source.endswith(".py") and Path(self.source).is_file():
+            source = Path(self.source).read_text(errors="replace")
+            text = self.session.redactor.redact_source(source)
+            records.append({"t": "artifact", "run": self.key, "path": f"code/{Path(self.source).name}", "text": text})
+        scrub = self.session.redactor.scrub
+        for record in records:
+            record["text"] = scrub(record["text"])
+        records.insert(0, {"t": "tags", "run": self.key, "tags": self.session.redactor.redact_mapping(tags)})
+        self.session.emit(records)
+
+    def end(self, status: str = "FINISHED", *, error: BaseException | None = None, reason: str | None = None) -> None:
+        """End the run with ``status``; ``error`` adds its type, message and traceback."""
+        if self.status is not None or not self._started:
+            return
+        self.status = status
+        self.ended = _now_ms()
+        records: list[dict[str, Any]] = []
+        tags = {"nbmlops.duration_s": f"{(self.ended - self.started) / 1000:.3f}"}
+        if error is not None:
+            scrub = self.session.redactor.scrub
+            tags["nbmlops.error.type"] = type(error).__qualname__
+            tags["nbmlops.error.message"] = scrub(str(error))[:5000]
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            records.append({"t": "artifact", "run": self.key, "path": "error/traceback.txt", "text": scrub(text)})
+        if reason:
+            tags["nbmlops.failure_reason"] = reason
+        records.insert(0, {"t": "tags", "run": self.key, "tags": tags})
+        records.append({"t": "end", "run": self.key, "status": status, "ts": self.ended})
+        with _stack_lock:
+            if self in _stack:
+                _stack.remove(self)
+        if self in self.session.runs:
+            self.session.runs.remove(self)
+        self.session.emit(records)
+
+    def __enter__(self) -> "Run":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        end_for(self, exc)
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Log one parameter (stored as text, secrets redacted)."""
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log parameters; logging a different value for a key already logged in this run is an error."""
+        record = self._params_record(params)
+        if record["params"]:
+            self.session.emit([record], durable=False)
+
+    def _params_record(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        fresh: dict[str, str] = {}
+        for key, value in params.items():
+            text = self.session.redactor.redact_value(str(key), _param_text(value))
+            if key in self.params:
+                if self.params[key] != text:
+                    raise TrackingError(
+                        f"param {key!r} was already logged as {self.params[key]!r} in this run; "
+                        f"MLflow does not allow changing it to {text!r} (use a metric or a new run)"
+                    )
+                continue
+            fresh[str(key)] = text
+        self.params.update(fresh)
+        return {"t": "params", "run": self.key, "params": fresh}
+
+    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+        """Log one metric value; without ``step``, each call for the same key takes the next step (0, 1, ...)."""
+        self.log_metrics({key: value}, step=step, timestamp=timestamp)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+        """Log several metric values at once (a series when called repeatedly)."""
+        ts = timestamp or _now_ms()
+        rows = []
+        for key, value in metrics.items():
+            number = _metric_value(key, value)
+            at = self._steps.get(key, -1) + 1 if step is None else int(step)
+            self._steps[key] = max(at, self._steps.get(key, -1))
+            self.metrics[key] = number
+            rows.append([str(key), number, at, ts])
+        if rows:
+            self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}], durable=False)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the run (secrets redacted)."""
+        clean = self.session.redactor.redact_mapping({str(k): str(v) for k, v in tags.items()})
+        if clean:
+            self.session.emit([{"t": "tags", "run": self.key, "tags": clean}], durable=False)
+
+    def log_text(self, text: str, path: str) -> None:
+        """Store ``text`` as the artifact ``path`` (secrets scrubbed)."""
+        self.session.emit([{"t": "artifact", "run": self.key, "path": path, "text": self.session.redactor.scrub(text)}])
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """Store binary ``data`` (an image, say) as the artifact ``path``."""
+        self.session.emit([{"t": "artifact", "run": self.key, "path": path, "b64": base64.b64encode(data).decode()}])
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """Store a matplotlib figure as a PNG artifact."""
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        self.log_bytes(buffer.getvalue(), path)
+
+    def log_dataset(self, obj: Any, name: str | None = None, context: str = "input") -> str:
+        """Fingerprint ``obj`` now, log it as an MLflow dataset input (profile computed in the background).
+
+        Returns the fingerprint.
+        """
+        from nbmlops.data import fingerprint
+
+        digest = fingerprint(obj)
+        label = name or "dataset"
+        self.datasets[label] = digest
+        self.session.background(self._emit_dataset, obj, label, digest, context)
+        return digest
+
+    def _emit_dataset(self, obj: Any, name: str, digest: str, context: str) -> None:
+        from nbmlops.data import mlflow_schema, profile
+
+        if isinstance(obj, (str, os.PathLike)):
+            source_type, source = "local", json.dumps({"uri": Path(obj).resolve().as_uri()})
+            stats, schema = None, None
+        else:
+            source_type = "code"
+            source = json.dumps({"tags": {"mlflow.source.name": self.source, "nbmlops.variable": name}})
+            stats, schema = profile(obj), mlflow_schema(obj)
+        self.session.emit(
+            [
+                {
+                    "t": "dataset",
+                    "run": self.key,
+                    "name": name,
+                    "digest": digest,
+                    "source_type": source_type,
+                    "source": source,
+                    "schema": schema,
+                    "profile": stats,
+                    "context": context,
+                }
+            ]
+        )
+
+
+def end_for(run: Run, exc: BaseException | None) -> None:
+    """End ``run`` according to how its body ended: FINISHED, KILLED (interrupt) or FAILED."""
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        run.end("FINISHED")
+    elif isinstance(exc, KeyboardInterrupt):
+        run.end("KILLED", error=exc)
+    else:
+        run.end("FAILED", error=exc)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+def _metric_value(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TrackingError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r:.80}") from None
+    if math.isinf(number):
+        number = math.copysign(sys.float_info.max, number)
+    return number
+
+
+def active_run() -> Run:
+    """The innermost run in progress, or a :class:`TrackingError` saying how to start one."""
+    with _stack_lock:
+        if _stack:
+            return _stack[-1]
+    raise TrackingError("no run is active: use `with nbmlops.track():` or a `%%track` cell")
+
+
+def track(
+    name: str | None = None,
+    *,
+    experiment: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Run:
+    """A new run, to use as a context manager: ``with nbmlops.track("train") as run: ...``.
+
+    Args:
+        name: the run name shown in MLflow.
+        experiment: the experiment; by default the notebook or script path, relative to the project root.
+        params: parameters to log at the start.
+        tags: tags to set at the start.
+    """
+    return Run(name, experiment=experiment, params=params, tags=tags)
