@@ -19,7 +19,7 @@ from nbmlops.tracking.delivery import Writer, sync_journals
 if TYPE_CHECKING:
     from nbmlops.tracking.run import Run
 
-__all__ = ["Session", "get_session"]
+__all__ = ["Session", "close_session", "get_session"]
 
 RunListener = Callable[[str, str], None]
 
@@ -164,4 +164,16 @@ def _start_session() -> None:
 
 def _close_at_exit(session: Session, timeout: float) -> None:
     if _session is session and _session_pid == os.getpid():
+        session.close(timeout)
+
+
+def close_session(timeout: float = 10.0) -> None:
+    """Close this process's session now (end open runs, deliver, release the journal).
+
+    The next tracking call starts a new session, with the project root of the working directory then.
+    """
+    global _session
+    with _session_lock:
+        session, _session = _session, None
+    if session is not None and _session_pid == os.getpid():
         session.close(timeout)

@@ -1,0 +1,66 @@
+"""Shared fixtures: a real MLflow sqlite store, a project directory, a real IPython shell."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from nbmlops.config import configure
+from nbmlops.tracking.session import close_session
+
+
+@pytest.fixture(scope="session")
+def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real sqlite tracking store for the whole test session (creating one costs ~2 s)."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_uri: str, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh project directory as the working directory, tracking to the shared store.
+
+    Each test gets its own experiment (named after the test) and its own journal directory.
+    """
+    close_session()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", store_uri)
+    monkeypatch.setenv("NBMLOPS_ARTIFACT_ROOT", str(Path(store_uri[len("sqlite:///"):]).parent / "artifacts"))
+    monkeypatch.setenv("NBMLOPS_EXPERIMENT", request.node.name[:200])
+    for name in ("MLFLOW_TRACKING_URI", "NBMLOPS_CAPTURE", "NBMLOPS_UI_URL"):
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+    close_session()
+    configure(**{k: None for k in ("tracking_uri", "experiment", "artifact_root", "ui_url", "capture", "flush_timeout")})
+
+
+@pytest.fixture
+def client(store_uri: str):
+    """An MlflowClient on the shared store, to read back what was recorded."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(store_uri)
+
+
+@pytest.fixture
+def shell(project: Path):
+    """A real IPython InteractiveShell with the extension loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nbmlops")
+    yield ip
+    ip.run_line_magic("unload_ext", "nbmlops")
+    ip.reset(new_session=False)
+
+
+def runs_of(client, experiment: str) -> list:
+    """Every run of ``experiment``, oldest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return list(reversed(client.search_runs([found.experiment_id], max_results=1000)))
