@@ -6,6 +6,7 @@ import ast
 import os
 import re
 import shlex
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -83,8 +84,12 @@ class NbmlopsMagics(Magics):
             execution_count=shell.execution_count,
             history=list(shell.history_manager.input_hist_raw) if shell.history_manager else [],
         )
-        tracked = TrackedCell(cell, tree, shell.user_ns, options, context)
-        tracked.start()
+        tracked: TrackedCell | None = TrackedCell(cell, tree, shell.user_ns, options, context)
+        try:
+            tracked.start()
+        except Exception as exc:  # tracking must never stop the user's cell from running
+            _warn(f"this cell runs untracked: {type(exc).__name__}: {exc}")
+            tracked = None
         error: BaseException | None = None
         try:
             return _execute(shell, tree, code, cell)
@@ -92,8 +97,11 @@ class NbmlopsMagics(Magics):
             error = exc
             raise
         finally:
-            summary = tracked.finish(error)
-            self._show(summary, tracked)
+            if tracked is not None:
+                try:
+                    self._show(tracked.finish(error), tracked)
+                except Exception as exc:
+                    _warn(f"recording the end of this cell failed: {type(exc).__name__}: {exc}")
 
     def _show(self, summary: Summary, tracked: TrackedCell) -> None:
         handle = display(summary.mimebundle(), raw=True, display_id=True)
@@ -134,6 +142,10 @@ class NbmlopsMagics(Magics):
         except (NbmlopsError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"nbmlops: {message}\n")
 
 
 def _config(args: list[str]) -> None:

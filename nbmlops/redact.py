@@ -1,4 +1,4 @@
-"""Keeps secrets out of the tracking store: every param, tag, artifact text and log line passes here.
+"""Keeps secrets out of the tracking store: every param, tag, artifact and log line passes here.
 
 Two defences work together:
 
@@ -42,13 +42,14 @@ _SECRET_FRAGMENTS = (
     "privatekey", "secret", "sessionid",
 )  # fmt: skip
 _CREDENTIAL_OWNERS = frozenset(
-    {"access", "api", "auth", "client", "encryption", "master", "refresh", "session", "signing", "ssh"}
-)
+    {"access", "api", "auth", "client", "encryption", "master", "refresh", "session", "signing",
+     "ssh"}
+)  # fmt: skip
 _KEY_NOT_SECRET_BEFORE = frozenset(
     {
-        "cache", "column", "composite", "dict", "foreign", "group", "hash", "index", "join", "label",
-        "lookup", "merge", "metric", "param", "partition", "primary", "prng", "random", "rng", "row",
-        "shard", "sort", "unique",
+        "cache", "cell", "column", "composite", "dict", "foreign", "group", "hash", "index",
+        "join", "label", "lookup", "merge", "metric", "param", "partition", "primary", "prng",
+        "random", "rng", "row", "run", "shard", "sort", "unique",
     }
 )  # fmt: skip
 _KEY_NOT_SECRET_AFTER = frozenset(
@@ -89,9 +90,10 @@ def is_secret_name(name: str) -> bool:
       privatekey, secret, sessionid (glued names such as ``DBPASSWORD``, ``APIKEY``);
     * is ``key``, unless it is qualified as a data-structure key: preceded by sort, primary,
       foreign, partition, group, join, merge, index, lookup, dict, cache, hash, shard, composite,
-      unique, row, column, label, metric, param, rng, prng, random (``sort_key``, ``rng_key``) or
-      followed by col(s), column(s), field(s), name(s), type, func, fn, point(s), frame(s),
-      word(s) (``key_column``, ``key_points``);
+      unique, row, column, label, metric, param, rng, prng, random, run, cell (``sort_key``,
+      ``rng_key``, nbmlops' own ``run_key`` and ``cell_key`` identifiers) or followed by col(s),
+      column(s), field(s), name(s), type, func, fn, point(s), frame(s), word(s) (``key_column``,
+      ``key_points``);
     * is ``token`` or ends in ``token`` (``hftoken``), unless qualified as a tokenizer token or a
       count: preceded by (or glued to) pad, bos, eos, unk, sep, cls, mask, start, end, stop,
       special, max, min, n, num (``pad_token``) or followed by id(s), type(s), count(s), len,
@@ -224,7 +226,10 @@ class Redactor:
                 self.add_value(_literal_text(node))
 
     def scrub(self, text: str) -> str:
-        """``text`` with every remembered secret replaced by :data:`REDACTED`, then :func:`redact_uri`."""
+        """``text`` with every remembered secret replaced by :data:`REDACTED`.
+
+        Longer secrets are matched first; the result then goes through :func:`redact_uri`.
+        """
         pattern = self._current_pattern()
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
@@ -262,9 +267,10 @@ class Redactor:
         * the default of a secret-looking function parameter, or compared with a secret-looking
           name (``password == "..."``).
 
-        Literals passed to calls (``os.environ.get("TOKEN", "...")``) are not followed. Everything
-        else is kept byte for byte: literals are replaced at their exact source positions. The
-        literals found are also remembered, so later output that echoes them is scrubbed too.
+        Arguments of a call on the value side are not looked into (``token = read("path")`` keeps
+        ``"path"``; ``os.environ.get("TOKEN", "...")`` is caught by the second-argument rule).
+        Everything else is kept byte for byte: literals are replaced at their exact source
+        positions. The literals found are also remembered, so output echoing them is scrubbed.
         """
         tree = _parse_leniently(source)
         if tree is None:
@@ -274,7 +280,8 @@ class Redactor:
         for node in _secret_literals(tree):
             self.add_value(_literal_text(node))
             start = _offset(line_starts, lines, node.lineno, node.col_offset)
-            end = _offset(line_starts, lines, node.end_lineno or node.lineno, node.end_col_offset or 0)
+            end_lineno, end_column = node.end_lineno or node.lineno, node.end_col_offset or 0
+            end = _offset(line_starts, lines, end_lineno, end_column)
             if _STRING_LITERAL.match(source, start) and source[end - 1 : end] in ("'", '"'):
                 replacement = "b'***'" if isinstance(_constant_value(node), bytes) else "'***'"
                 spans.append((start, end, replacement))
@@ -333,7 +340,9 @@ def _line_index(source: str) -> tuple[list[int], list[str]]:
 def _offset(line_starts: list[int], lines: list[str], lineno: int, utf8_column: int) -> int:
     """The character offset in the source of an ast position (``col_offset`` counts UTF-8 bytes)."""
     line = lines[lineno - 1]
-    column = utf8_column if line.isascii() else len(line.encode()[:utf8_column].decode(errors="ignore"))
+    column = utf8_column
+    if not line.isascii():
+        column = len(line.encode()[:utf8_column].decode(errors="ignore"))
     return line_starts[lineno - 1] + column
 
 
@@ -349,7 +358,7 @@ def _secret_literals(tree: ast.AST) -> Iterator[ast.expr]:
             if node.arg and is_secret_name(node.arg):
                 yield from _literals(node.value)
         elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if _is_secret_key(key):
                     yield from _literals(value)
         elif isinstance(node, ast.Call):
@@ -357,10 +366,14 @@ def _secret_literals(tree: ast.AST) -> Iterator[ast.expr]:
                 yield from _literals(node.args[1])
         elif isinstance(node, ast.arguments):
             positional = node.posonlyargs + node.args
-            pairs = list(zip(positional[len(positional) - len(node.defaults) :], node.defaults))
-            pairs += [(arg, default) for arg, default in zip(node.kwonlyargs, node.kw_defaults) if default]
+            pairs: list[tuple[ast.arg, ast.expr | None]] = [
+                *zip(
+                    positional[len(positional) - len(node.defaults) :], node.defaults, strict=True
+                ),
+                *zip(node.kwonlyargs, node.kw_defaults, strict=True),
+            ]
             for arg, default in pairs:
-                if is_secret_name(arg.arg):
+                if default and is_secret_name(arg.arg):
                     yield from _literals(default)
         elif isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
@@ -371,11 +384,14 @@ def _secret_literals(tree: ast.AST) -> Iterator[ast.expr]:
 
 def _assigned_literals(target: ast.expr | None, value: ast.expr) -> Iterator[ast.expr]:
     """The literals in ``value`` that land in a secret-looking part of ``target``."""
-    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)):
-        if len(target.elts) == len(value.elts):
-            for sub_target, sub_value in zip(target.elts, value.elts):
-                yield from _assigned_literals(sub_target, sub_value)
-            return
+    if (
+        isinstance(target, (ast.Tuple, ast.List))
+        and isinstance(value, (ast.Tuple, ast.List))
+        and len(target.elts) == len(value.elts)
+    ):
+        for sub_target, sub_value in zip(target.elts, value.elts, strict=True):
+            yield from _assigned_literals(sub_target, sub_value)
+        return
     if _is_secret_target(target):
         yield from _literals(value)
 

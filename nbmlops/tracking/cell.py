@@ -92,10 +92,17 @@ class TrackedCell:
         if "code" in self.capture:
             self._log_code(session.redactor)
         for name in self._input_names():
-            self.run.log_dataset(self.namespace[name], name, context="input")
+            self._log_dataset(name, "input")
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
             self._figures_before = set(sys.modules["matplotlib.pyplot"].get_fignums())
         return self.run
+
+    def _log_dataset(self, name: str, context: str) -> None:
+        assert self.run is not None
+        try:
+            self.run.log_dataset(self.namespace[name], name, context=context)
+        except Exception as exc:  # one odd object must not cost the run
+            sys.stderr.write(f"nbmlops: {name} not logged as a dataset: {type(exc).__name__}: {exc}\n")
 
     def _input_names(self) -> list[str]:
         names = [n for n in self.options.data if n in self.namespace]
@@ -165,7 +172,7 @@ class TrackedCell:
         run.log_metrics({k: v for k, v in metrics.items() if k not in run.metrics})
         for name in self.options.data:
             if name in ns and name not in run.datasets:
-                run.log_dataset(ns[name], name, context="output")
+                self._log_dataset(name, "output")
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
             plt = sys.modules["matplotlib.pyplot"]
             for number in sorted(set(plt.get_fignums()) - self._figures_before):

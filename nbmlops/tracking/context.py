@@ -7,6 +7,7 @@ could trip over. Nothing here raises on a machine without git or outside a repos
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import os
@@ -23,9 +24,11 @@ from typing import IO, cast
 from nbmlops.redact import redact_uri
 
 __all__ = [
+    "DIFF_TRUNCATED_MARKER",
     "ENVIRONMENT_ALLOW_LIST",
-    "GitState",
+    "GIT_TIMEOUT",
     "MAX_DIFF_BYTES",
+    "GitState",
     "git_diff",
     "git_state",
     "installed_packages",
@@ -47,8 +50,10 @@ ENVIRONMENT_ALLOW_LIST = (
     "CONDA_DEFAULT_ENV",
     "CONDA_PREFIX",
 )
-"""The only environment variables :func:`python_environment` reports; all others may hold secrets."""
+"""The only environment variables :func:`python_environment` reports (any other may be secret)."""
 
+# Dropped from git's environment: set (by a git hook, say) they would point git at another
+# repository than the one holding the path asked about.
 _REPOSITORY_LOCATION_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")
 _PEP503_SEPARATORS = re.compile(r"[-_.]+")
 
@@ -93,8 +98,10 @@ def git_state(path: str | os.PathLike[str]) -> GitState | None:
             branch = None if head == "(detached)" else head
         elif not line.startswith("#"):
             dirty = True
+    if not re.fullmatch(r"[0-9a-f]{40,64}", commit):  # "(initial)": no commit yet
+        return None
     root = _git(directory, "rev-parse", "--show-toplevel")
-    if not re.fullmatch(r"[0-9a-f]{40,64}", commit) or root is None:
+    if root is None:
         return None
     return GitState(
         commit=commit,
@@ -116,7 +123,9 @@ def git_diff(path: str | os.PathLike[str]) -> str:
     """
     directory = _directory(path)
     limit = MAX_DIFF_BYTES
-    diff = _git(directory, "diff", "HEAD", "--no-color", "--no-ext-diff", "--no-textconv", limit=limit)
+    diff = _git(
+        directory, "diff", "HEAD", "--no-color", "--no-ext-diff", "--no-textconv", limit=limit
+    )
     if diff is None:
         return ""
     text = diff
@@ -145,8 +154,8 @@ def _remote_url(directory: str) -> str | None:
     output = _git(directory, "config", "--get-regexp", r"^remote\..*\.url$")
     urls: dict[str, str] = {}
     for line in (output or b"").decode(errors="replace").splitlines():
-        key, _, url = line.partition(" ")
-        urls.setdefault(key, url)
+        key, _, value = line.partition(" ")
+        urls.setdefault(key, value)
     url = urls.get("remote.origin.url") or next(iter(urls.values()), None)
     return redact_uri(url) if url else None
 
@@ -158,7 +167,9 @@ def _git(directory: str, *args: str, limit: int | None = None) -> bytes | None:
     result longer than ``limit`` means the output was cut.
     """
     environment = {
-        name: value for name, value in os.environ.items() if name not in _REPOSITORY_LOCATION_VARIABLES
+        name: value
+        for name, value in os.environ.items()
+        if name not in _REPOSITORY_LOCATION_VARIABLES
     }
     environment.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0")
     try:
@@ -202,10 +213,8 @@ def python_environment() -> dict[str, str]:
         "cpu_count": str(os.cpu_count() or "unknown"),
         "hostname": socket.gethostname(),
     }
-    try:
+    with contextlib.suppress(OSError, KeyError, ImportError):  # no user name known: omit it
         facts["user"] = getpass.getuser()
-    except Exception:  # no USER/LOGNAME and no passwd entry (some containers): omit it
-        pass
     for name in ENVIRONMENT_ALLOW_LIST:
         value = os.environ.get(name)
         if value is not None:
@@ -227,7 +236,10 @@ def installed_packages() -> list[str]:
 def _installed_packages() -> tuple[str, ...]:
     versions: dict[str, str] = {}
     for distribution in metadata.distributions():
-        name, version = distribution.metadata.get("Name"), distribution.metadata.get("Version")
+        try:
+            name, version = distribution.metadata["Name"], distribution.version
+        except KeyError:  # metadata without a name or version: not a usable distribution
+            continue
         if name and version:
             versions.setdefault(_PEP503_SEPARATORS.sub("-", name).lower(), version)
     return tuple(sorted(f"{name}=={version}" for name, version in versions.items()))

@@ -199,7 +199,7 @@ class Run:
         tags = {"nbmlops.duration_s": f"{(self.ended - self.started) / 1000:.3f}"}
         if error is not None:
             scrub = self.session.redactor.scrub
-            tags["nbmlops.error.type"] = type(error).__qualname__
+            tags["nbmlops.error.type"] = type(error).__name__
             tags["nbmlops.error.message"] = scrub(str(error))[:5000]
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             records.append({"t": "artifact", "run": self.key, "path": "error/traceback.txt", "text": scrub(text)})
