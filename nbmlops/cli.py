@@ -34,6 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, this machine only)")
 
+    run = commands.add_parser(
+        "run",
+        help="execute a notebook headlessly with papermill; its %%%%track cells become runs",
+        description="Execute NOTEBOOK with papermill. Exit 0 when it completed, 1 when a cell failed.",
+    )
+    run.add_argument("notebook", help="the .ipynb to execute")
+    run.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a parameter"
+    )
+    run.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
+    run.add_argument("--cwd", help="working directory of the kernel")
+    run.add_argument("--kernel", help="kernel name (default: the notebook's)")
+
     commands.add_parser(
         "sync", help="deliver records left in journals by processes that ended before the store took them"
     )
@@ -57,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         settings = resolve_settings(tracking_uri=args.tracking_uri)
-        handler = {"ui": _ui, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
+        handler = {"ui": _ui, "run": _run, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
         return handler(settings, args)
     except NbmlopsError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
@@ -72,6 +85,32 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
     print(f"MLflow UI for {settings.tracking_uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
     os.execv(sys.executable, command)
     return EXIT_OK  # pragma: no cover - execv does not return
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.runner import run_notebook
+
+    if not os.path.isfile(args.notebook):
+        print(f"nbmlops: no such notebook: {args.notebook}", file=sys.stderr)
+        return EXIT_USAGE
+    parameters = {name: _parse_value(value) for name, value in args.parameter}
+    result = run_notebook(args.notebook, args.output, parameters, cwd=args.cwd, kernel_name=args.kernel)
+    print(f"{result.status}: {result.notebook.name} in {result.duration_s:.1f}s -> {result.output}")
+    if result.error:
+        print(f"  {result.error}", file=sys.stderr)
+    _status(settings, args)
+    return EXIT_OK if result.status == "FINISHED" else EXIT_FAILED
+
+
+def _parse_value(text: str) -> object:
+    """A parameter value as papermill's CLI reads it: int, float, bool, None, else the string."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, (int, float, bool, type(None))) else text
 
 
 def _sync(settings: Settings, args: argparse.Namespace) -> int:
@@ -117,6 +156,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     rows = open_store(settings.tracking_uri, settings.artifact_root).experiment_run_counts()
     print("experiments:")
     for experiment_id, name, count in rows:
+        if name == "Default" and count == 0:
+            continue
         print(f"  [{experiment_id}] {name}: {count} run(s)")
     if settings.tracking_uri.startswith(("http://", "https://")):
         print(f"open the MLflow UI: {settings.ui_url}")
