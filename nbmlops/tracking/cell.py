@@ -90,7 +90,7 @@ class TrackedCell:
         self.run = Run(name, experiment=experiment, params=params, tags=tags, source=source, settings=settings)
         self.run.start()
         if "code" in self.capture:
-            self._log_code(session.redactor)
+            session.background(self._log_code, session.redactor)
         for name in self._input_names():
             self._log_dataset(name, "input")
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:

@@ -1,0 +1,391 @@
+"""Full-content fingerprints of data sets.
+
+``fingerprint(obj)`` returns 32 lowercase hex characters (an xxh3-128 digest, short enough for
+MLflow's 36-character dataset digest column). Every value of a frame is hashed, column by column,
+straight from its buffers, so the digest changes when any value anywhere changes (MLflow's own
+pandas digest only looks at the first 10,000 rows).
+
+What is part of a frame's digest: its shape; column labels (any hashable, type-tagged, duplicates
+and order kept) and the columns' axis names; each column's dtype (a timezone, a categorical's
+categories and ordering, a string dtype's storage and missing-value marker); every value, with
+missing positions; the index values, names and dtypes.
+
+What is not: memory layout (C or Fortran order, consolidated blocks or not, strides, byte order,
+Arrow chunk boundaries and slice offsets), the bytes hidden under a missing value (nullable
+masks, Arrow validity), the payload and sign of a float NaN (all NaNs hash alike), whether an
+integer index is a ``RangeIndex`` or a materialised one, ``DataFrame.attrs`` and flags.
+
+Floats are otherwise hashed bit for bit: ``-0.0`` and ``0.0`` differ, as they do under
+``np.signbit`` and division. In object columns ``None``, ``NaN``, ``pd.NA`` and ``NaT`` are told
+apart; Python values are encoded with a type tag and a canonical form, and a value whose only
+representation is the default ``repr`` (which shows a memory address) is rejected.
+
+A file's digest is the plain xxh3-128 of its bytes (the same as ``xxh128sum``), as is that of a
+``bytes`` object. A directory's digest covers the sorted relative POSIX paths of its entries, each
+file's digest, empty directories, and symbolic links as link text (never followed).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from nbmlops.exceptions import UnsupportedDataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+__all__ = ["fingerprint"]
+
+_CHUNK_BYTES = 1 << 21  # bound on every temporary copy (2 MiB)
+_CHUNK_ITEMS = 1 << 16  # Python objects converted at a time
+_READ_BYTES = 1 << 22
+_NAN = struct.pack("<d", float("nan"))
+
+
+def fingerprint(obj: object) -> str:
+    """Return the full-content digest of ``obj`` as 32 lowercase hex characters.
+
+    Accepts a pandas DataFrame, Series or Index, a numpy ndarray, a path (``str`` or
+    ``os.PathLike``) naming a file or directory, or ``bytes``. The digest is the same in every
+    process and on every machine for equal content (see the module docstring for what counts).
+
+    Raises:
+        UnsupportedDataError: for any other object, or a value that cannot be encoded
+            deterministically inside an object column.
+        FileNotFoundError: if a path names nothing.
+    """
+    digest = _data_digest(obj)
+    if digest is None:
+        if isinstance(obj, (str, os.PathLike)):
+            digest = _path_digest(os.fspath(obj))
+        elif isinstance(obj, (bytes, bytearray)):
+            digest = xxhash.xxh3_128_digest(obj)
+        else:
+            raise UnsupportedDataError(_type_name(obj))
+    return digest.hex()
+
+
+def _type_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _data_digest(obj: object) -> bytes | None:
+    """Digest of a pandas or numpy object, or None when ``obj`` is neither."""
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
+        if isinstance(obj, pd.DataFrame):
+            return _frame_digest(obj)
+        if isinstance(obj, pd.Series):
+            return _series_digest(obj)
+        return _index_digest(obj)
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray):
+        if isinstance(obj, np.ma.MaskedArray):
+            raise UnsupportedDataError(_type_name(obj), "masked arrays are not supported")
+        return _ndarray_digest(obj)
+    return None
+
+
+# --- canonical encoding of Python values (labels, header fields, object cells) ---
+
+
+def _sized(tag: bytes, payload: bytes) -> bytes:
+    return tag + len(payload).to_bytes(8, "little") + payload
+
+
+def _encode(x: Any) -> bytes:
+    """Self-delimiting, type-tagged bytes for one Python value; equal values give equal bytes."""
+    if x is None:
+        return b"N"
+    if isinstance(x, str):
+        return _sized(b"s", x.encode("utf-8", "surrogatepass"))
+    if isinstance(x, bool):
+        return b"T" if x else b"F"
+    if isinstance(x, int):
+        return _sized(b"i", x.to_bytes(x.bit_length() // 8 + 1, "little", signed=True))
+    if isinstance(x, float):
+        return b"f" + (_NAN if x != x else struct.pack("<d", x))
+    if isinstance(x, (bytes, bytearray)):
+        return _sized(b"b", bytes(x))
+    if isinstance(x, (tuple, list)):
+        return _sized(b"t" if isinstance(x, tuple) else b"l", b"".join(map(_encode, x)))
+    if isinstance(x, (set, frozenset)):
+        return _sized(b"S", b"".join(sorted(map(_encode, x))))
+    if isinstance(x, dict):
+        return _sized(b"d", b"".join(sorted(_encode(k) + _encode(v) for k, v in x.items())))
+    digest = _data_digest(x)
+    if digest is not None:
+        return b"a" + digest
+    if type(x).__repr__ is object.__repr__:
+        raise UnsupportedDataError(
+            _type_name(x), f"cannot fingerprint a value of type {_type_name(x)}: no stable repr"
+        )
+    return _sized(b"r", f"{_type_name(x)}:{x!r}".encode("utf-8", "surrogatepass"))
+
+
+def _dtype_tag(dtype: Any) -> str:
+    if type(dtype).__name__ == "StringDtype":  # str() hides the storage and the NA marker
+        return f"string[{dtype.storage}, {dtype.na_value}]"
+    if hasattr(dtype, "newbyteorder"):  # numpy: byte order is layout, not content
+        return str(dtype.newbyteorder("<"))
+    return str(dtype)
+
+
+# --- the hash streams of one column ---
+
+
+class _Column:
+    """The hash streams of one column.
+
+    ``values`` gets fixed-width values (little-endian, C order, missing slots zeroed, NaN
+    canonical) or the concatenated bytes of variable-size values, whose lengths go to
+    ``lengths``; ``nulls`` gets the row positions of missing values. However the content is laid
+    out or chunked, equal content feeds equal streams.
+    """
+
+    def __init__(self) -> None:
+        self.values = xxhash.xxh3_128()
+        self.lengths = xxhash.xxh3_128()
+        self.nulls = xxhash.xxh3_128()
+        self.pos = 0  # items fed so far
+
+    def digest(self) -> bytes:
+        return self.values.digest() + self.lengths.digest() + self.nulls.digest()
+
+    def ndarray(self, a: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Feed a numpy array in C order along its first axis; ``mask`` marks missing rows."""
+        if a.dtype.kind == "O":
+            self._objects(a.reshape(-1))
+        else:
+            self._fixed(a, mask)
+            self.pos += len(a) if a.ndim else 1
+
+    def arrow(self, chunk: pa.Array) -> None:
+        """Feed one Arrow array (a chunk of a column)."""
+        import numpy as np
+        import pyarrow as pa
+
+        t = chunk.type
+        if isinstance(chunk, pa.ExtensionArray):
+            return self.arrow(chunk.storage)
+        if pa.types.is_dictionary(t):
+            return self.arrow(chunk.dictionary_decode())
+        if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+            return self.arrow(chunk.cast(pa.large_string() if t == pa.string_view() else pa.large_binary()))
+        mask = chunk.is_null().to_numpy(zero_copy_only=False) if chunk.null_count else None
+        if pa.types.is_boolean(t):
+            self._fixed(chunk.fill_null(False).to_numpy(zero_copy_only=False), mask)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            self._strings(chunk, mask)
+        elif _byte_width(t):
+            w = _byte_width(t)
+            kind = "f" if pa.types.is_floating(t) else "u"
+            dtype = np.dtype(f"={kind}{w}") if w in (1, 2, 4, 8) else np.dtype((np.void, w))
+            self._fixed(np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * w), mask)
+        else:  # nested and other types: one canonical encoding per value
+            if mask is not None:
+                self._nulls(mask, 0)
+            for i in range(0, len(chunk), _CHUNK_ITEMS):
+                self.values.update(b"".join(map(_encode, chunk.slice(i, _CHUNK_ITEMS).to_pylist())))
+        self.pos += len(chunk)
+
+    def _nulls(self, mask: np.ndarray, start: int) -> None:
+        import numpy as np
+
+        self.nulls.update((np.flatnonzero(mask) + (self.pos + start)).astype("<i8"))
+
+    def _fixed(self, a: np.ndarray, mask: np.ndarray | None) -> None:
+        import numpy as np
+
+        le = a.dtype.newbyteorder("<")
+        a = a.reshape(1) if a.ndim == 0 else a
+        if mask is None and a.dtype.kind not in "fc" and a.dtype == le and a.flags.c_contiguous:
+            self.values.update(a.reshape(-1).view(np.uint8))  # zero-copy
+            return
+        step = max(1, _CHUNK_BYTES // max(1, a[:1].nbytes))
+        for i in range(0, len(a), step):
+            c = np.ascontiguousarray(a[i : i + step]).astype(le, copy=False)
+            if mask is not None and (m := mask[i : i + step]).any():
+                self._nulls(m, i)
+                c = np.where(m.reshape(m.shape + (1,) * (c.ndim - 1)), np.zeros((), le), c)
+            if le.kind in "fc":
+                f = c.view(f"<f{le.itemsize // 2 if le.kind == 'c' else le.itemsize}")
+                if (nan := np.isnan(f)).any():
+                    c = np.where(nan, np.nan, f)
+            self.values.update(c.reshape(-1).view(np.uint8))
+
+    def _strings(self, chunk: pa.Array, mask: np.ndarray | None) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        t = chunk.type
+        width = 8 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else 4
+        offsets = np.frombuffer(chunk.buffers()[1], f"=i{width}", len(chunk) + 1, chunk.offset * width)
+        if mask is not None and (offsets[1:][mask] != offsets[:-1][mask]).any():
+            chunk = chunk.fill_null(pa.scalar(b"", type=t))  # drop bytes hidden behind nulls
+            offsets = np.frombuffer(chunk.buffers()[1], f"=i{width}", len(chunk) + 1, chunk.offset * width)
+        step = _CHUNK_BYTES // width
+        for i in range(0, len(chunk), step):
+            self.lengths.update(np.diff(offsets[i : i + step + 1]).astype(f"<i{width}", copy=False))
+            if mask is not None and (m := mask[i : i + step]).any():
+                self._nulls(m, i)
+        data = chunk.buffers()[2]
+        if len(chunk) and data is not None:
+            self.values.update(memoryview(data)[offsets[0] : offsets[-1]])
+
+    def _objects(self, a: np.ndarray) -> None:
+        """Feed a 1-D object array: strings or bytes through Arrow, anything else value by value."""
+        import pandas as pd
+        import pyarrow as pa
+
+        kind = pd.api.types.infer_dtype(a, skipna=True)
+        t = {"string": pa.large_string(), "bytes": pa.large_binary()}.get(kind)
+        for i in range(0, len(a), _CHUNK_ITEMS):
+            part = a[i : i + _CHUNK_ITEMS]
+            try:
+                arr = None if t is None else pa.array(part, type=t, from_pandas=True)
+            except (pa.ArrowException, UnicodeError):  # e.g. lone surrogates
+                arr = None
+            if arr is None:
+                self.values.update(b"E" + b"".join(map(_encode, part)))
+                self.pos += len(part)
+                continue
+            self.values.update(b"A")
+            self.arrow(arr)
+            if arr.null_count:  # which marker each missing value was: None, NaN, NA, NaT
+                missing = part[arr.is_null().to_numpy(zero_copy_only=False)]
+                self.values.update(b"".join(map(_encode, missing)))
+
+
+def _byte_width(t: pa.DataType) -> int:
+    """Byte width of a fixed-width Arrow type, 0 for other types."""
+    try:
+        bits = t.bit_width
+    except ValueError:
+        return 0
+    return bits // 8 if bits % 8 == 0 else 0
+
+
+# --- numpy and pandas objects ---
+
+
+def _ndarray_digest(a: np.ndarray) -> bytes:
+    head = _encode(("ndarray", a.shape, _dtype_tag(a.dtype)))
+    return xxhash.xxh3_128_digest(head + _ndarray_values(a))
+
+
+def _ndarray_values(a: np.ndarray) -> bytes:
+    if a.dtype.names:  # fields one by one: padding between them is not content
+        return b"".join(_ndarray_values(a[name]) for name in a.dtype.names)
+    column = _Column()
+    column.ndarray(a)
+    return column.digest()
+
+
+def _array_digest(arr: Any) -> bytes:
+    """Digest of the values of a pandas array (``Series.array``, ``Index.array``)."""
+    import numpy as np
+    import pandas as pd
+
+    column, extra = _Column(), b""
+    if isinstance(arr.dtype, pd.CategoricalDtype):
+        column.ndarray(arr.codes)
+        extra = _index_digest(arr.categories) + _encode(arr.ordered)
+    elif isinstance(arr.dtype, pd.IntervalDtype):
+        extra = _array_digest(arr.left.array) + _array_digest(arr.right.array)
+    elif hasattr(arr, "_mask"):  # nullable Int/Float/boolean: data under the mask is garbage
+        column.ndarray(arr._data, arr._mask)
+    elif hasattr(arr, "_ndarray"):  # numpy-backed: plain, datetime, timedelta, period, str
+        column.ndarray(arr._ndarray)
+    elif hasattr(arr, "__arrow_array__"):
+        data = arr.__arrow_array__()
+        for chunk in getattr(data, "chunks", [data]):
+            column.arrow(chunk)
+    else:
+        column.ndarray(np.asarray(arr))
+    return column.digest() + extra
+
+
+def _range_values(index: Any) -> bytes:
+    """Hash a RangeIndex like the int64 index it stands for, without materialising it."""
+    import numpy as np
+
+    column, step = _Column(), _CHUNK_BYTES // 8
+    for i in range(0, len(index), step):
+        column.ndarray(index.start + index.step * np.arange(i, min(len(index), i + step), dtype=np.int64))
+    return column.digest()
+
+
+def _index_digest(index: Any) -> bytes:
+    import pandas as pd
+
+    levels = [index.get_level_values(i) for i in range(index.nlevels)] if isinstance(index, pd.MultiIndex) else [index]
+    h = xxhash.xxh3_128(_encode(("Index", len(index), list(index.names), [_dtype_tag(lv.dtype) for lv in levels])))
+    for level in levels:
+        h.update(_range_values(level) if isinstance(level, pd.RangeIndex) else _array_digest(level.array))
+    return h.digest()
+
+
+def _series_digest(s: Any) -> bytes:
+    h = xxhash.xxh3_128(_encode(("Series", len(s), s.name, _dtype_tag(s.dtype))))
+    h.update(_array_digest(s.array))
+    h.update(_index_digest(s.index))
+    return h.digest()
+
+
+def _frame_digest(df: Any) -> bytes:
+    labels = [(name, _dtype_tag(dtype)) for name, dtype in zip(df.columns, df.dtypes)]
+    h = xxhash.xxh3_128(_encode(("DataFrame", df.shape, list(df.columns.names), labels)))
+    for _, column in df.items():
+        h.update(_array_digest(column.array))
+    h.update(_index_digest(df.index))
+    return h.digest()
+
+
+# --- files and directories ---
+
+
+def _file_digest(path: str) -> bytes:
+    h, buf = xxhash.xxh3_128(), bytearray(_READ_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb") as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.digest()
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _dir_digest(root: str) -> bytes:
+    entries = []
+    for parent, dirs, files in os.walk(root, onerror=_raise):  # links are listed, not followed
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            rel = PurePath(os.path.relpath(path, root)).as_posix()
+            if os.path.islink(path):
+                entries.append((rel, "link", os.readlink(path)))
+            elif os.path.isdir(path):
+                entries.append((rel, "dir"))
+            elif os.path.isfile(path):
+                entries.append((rel, "file", _file_digest(path)))
+    entries.sort()
+    return xxhash.xxh3_128_digest(_encode(("directory", entries)))
+
+
+def _path_digest(path: str) -> bytes:
+    if os.path.isdir(path):
+        return _dir_digest(path)
+    if os.path.isfile(path):
+        return _file_digest(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(2, "nothing to fingerprint at this path", path)
+    raise UnsupportedDataError("path", f"cannot fingerprint {path!r}: not a regular file or directory")

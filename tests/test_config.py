@@ -1,0 +1,74 @@
+"""The one precedence rule: argument > session > environment > pyproject > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nbmlops.config import configure, find_root, resolve_settings
+from nbmlops.exceptions import ConfigError
+
+
+@pytest.fixture
+def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("NBMLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBMLOPS_EXPERIMENT", "NBMLOPS_ARTIFACT_ROOT",
+                 "NBMLOPS_CAPTURE", "NBMLOPS_FLUSH_TIMEOUT", "NBMLOPS_UI_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    configure(tracking_uri=None, experiment=None, capture=None, flush_timeout=None)
+
+
+def test_default_is_embedded_sqlite_store_at_the_nearest_marked_ancestor(clean: Path) -> None:
+    (clean / ".git").mkdir()
+    deep = clean / "a" / "b"
+    deep.mkdir(parents=True)
+    settings = resolve_settings(deep)
+    assert settings.root == clean.resolve()
+    assert settings.tracking_uri == f"sqlite:///{clean.resolve()}/.nbmlops/mlflow.db"
+    assert settings.artifact_root == str(clean.resolve() / ".nbmlops" / "artifacts")
+    assert settings.sources["tracking_uri"] == "default"
+
+
+def test_nearest_marker_wins_and_no_marker_means_working_directory(clean: Path) -> None:
+    (clean / "pyproject.toml").write_text("")
+    inner = clean / "sub"
+    (inner / ".nbmlops").mkdir(parents=True)
+    assert find_root(inner) == inner.resolve()
+    bare = clean / "sub" / "x"
+    bare.mkdir()
+    assert find_root(bare) == inner.resolve()
+
+
+def test_precedence_argument_session_environment_pyproject_default(clean: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean / "pyproject.toml").write_text("[tool.nbmlops]\nexperiment = 'from-file'\ntracking-uri = 'http://file:5000'\n")
+    assert resolve_settings().experiment == "from-file"
+    assert resolve_settings().tracking_uri == "http://file:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow-env:5000")
+    assert resolve_settings().tracking_uri == "http://mlflow-env:5000"
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", "http://nbmlops-env:5000")
+    monkeypatch.setenv("NBMLOPS_EXPERIMENT", "from-env")
+    settings = resolve_settings()
+    assert (settings.tracking_uri, settings.experiment) == ("http://nbmlops-env:5000", "from-env")
+    configure(experiment="from-session")
+    assert resolve_settings().experiment == "from-session"
+    settings = resolve_settings(experiment="from-argument")
+    assert settings.experiment == "from-argument" and settings.sources["experiment"] == "argument"
+    assert settings.artifact_root is None  # a server keeps its own artifacts
+
+
+def test_bad_values_name_the_setting_and_where_it_came_from(clean: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBMLOPS_FLUSH_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match=r"flush_timeout \(from environment\)"):
+        resolve_settings()
+    monkeypatch.delenv("NBMLOPS_FLUSH_TIMEOUT")
+    with pytest.raises(ConfigError, match="capture"):
+        configure(capture="params,telepathy")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        configure(trackign_uri="x")
+
+
+def test_a_plain_path_as_tracking_uri_becomes_a_file_uri(clean: Path) -> None:
+    configure(tracking_uri="mlruns")
+    assert resolve_settings().tracking_uri == (clean / "mlruns").resolve().as_uri()
