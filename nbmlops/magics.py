@@ -111,6 +111,11 @@ class NbmlopsMagics(Magics):
 
         def update(run_id: str, experiment_id: str) -> None:
             summary.url = run_url(ui_url, experiment_id, run_id)
+            if summary.previous is None:
+                try:
+                    summary.previous = tracked.previous_from_store(run_id, experiment_id)
+                except NbmlopsError:
+                    pass  # the link matters more than the comparison
             handle.update(summary.mimebundle(), raw=True)
 
         assert tracked.run is not None

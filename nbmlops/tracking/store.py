@@ -307,3 +307,19 @@ class Store:
             runs = self._call(lambda: client.search_runs([experiment.experiment_id], max_results=50000))
             rows.append((experiment.experiment_id, experiment.name, len(runs)))
         return rows
+
+    def previous_metrics(self, experiment_id: str, cell_key: str, run_id: str) -> dict[str, float] | None:
+        """Metrics of the latest FINISHED run of the same cell before ``run_id`` (None when there is none)."""
+        if "'" in cell_key or "\\" in cell_key:
+            return None
+        client = self.client
+        runs = self._call(
+            lambda: client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`nbmlops.cell_key` = '{cell_key}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=2,
+            )
+        )
+        earlier = [run for run in runs if run.info.run_id != run_id]
+        return dict(earlier[0].data.metrics) if earlier else None

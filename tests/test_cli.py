@@ -1,0 +1,122 @@
+"""The nbmlops command: the main job end to end, the UI, exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def nbmlops(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nbmlops.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("NBMLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBMLOPS_EXPERIMENT", "NBMLOPS_ARTIFACT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    return tmp_path
+
+
+def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
+    shutil.copytree(REPO / "examples", fresh / "examples")
+    result = nbmlops("run", "examples/quickstart.ipynb", cwd=fresh, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FINISHED: quickstart.ipynb" in result.stdout
+    assert f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db" in result.stdout
+    assert "examples/quickstart: 3 run(s)" in result.stdout
+    assert "nbmlops ui" in result.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db")
+    experiment = client.get_experiment_by_name("examples/quickstart")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"split", "train", "regularisation-path"}
+    train = runs["train"]
+    assert train.info.status == "FINISHED"
+    assert train.data.tags["mlflow.source.name"] == str((fresh / "examples" / "quickstart.ipynb").resolve())
+    assert train.data.params["C"] == "0.5" and train.data.params["model.logisticregression__C"] == "0.5"
+    assert 0.8 < train.data.metrics["accuracy"] <= 1.0
+    assert {d.dataset.name for d in train.inputs.dataset_inputs} >= {"train", "test"}
+    assert [a.path for a in client.list_artifacts(train.info.run_id, "figures")]
+    assert len(client.get_metric_history(runs["regularisation-path"].info.run_id, "path_accuracy")) == 4
+
+
+def test_failing_notebook_exits_1(fresh: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("%load_ext nbmlops"), new_code_cell("%%track\nx = 1\nraise ValueError('nope')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, fresh / "bad.ipynb")
+    result = nbmlops("run", "bad.ipynb", "--output", "out.ipynb", cwd=fresh, timeout=300)
+    assert result.returncode == 1
+    assert "ValueError: nope" in result.stderr and (fresh / "out.ipynb").exists()
+
+
+def test_usage_errors_exit_2_and_help_explains_exit_codes(fresh: Path) -> None:
+    assert nbmlops("--bogus", cwd=fresh).returncode == 2
+    assert nbmlops("run", "missing.ipynb", cwd=fresh).returncode == 2
+    assert nbmlops(cwd=fresh).returncode == 2
+    bad = nbmlops("config", cwd=fresh, env={"NBMLOPS_FLUSH_TIMEOUT": "soon"})
+    assert bad.returncode == 2 and "flush_timeout" in bad.stderr
+    helped = nbmlops("--help", cwd=fresh)
+    assert helped.returncode == 0 and "Exit codes" in helped.stdout
+
+
+def test_config_shows_each_setting_with_its_source_and_hides_credentials(fresh: Path) -> None:
+    result = nbmlops("config", cwd=fresh, env={"MLFLOW_TRACKING_URI": "https://bob:hunter2hunter2@mlflow.example"})
+    assert result.returncode == 0
+    assert "hunter2hunter2" not in result.stdout
+    assert "(environment)" in result.stdout and "mlflow.example" in result.stdout
+
+
+def test_ui_serves_the_mlflow_ui_on_loopback(fresh: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbmlops.cli", "ui", "--port", str(port)],
+        cwd=fresh,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        answer = None
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    answer = response.read()
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.5)
+        assert answer == b"OK", process.stdout.read() if process.poll() is not None else "no answer"
+        with pytest.raises(OSError):
+            external = socket.gethostbyname(socket.gethostname())
+            if external.startswith("127."):
+                raise OSError("host name resolves to loopback; binding checked by --host default only")
+            urllib.request.urlopen(f"http://{external}:{port}/health", timeout=2)
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
