@@ -114,8 +114,8 @@ class NbmlopsMagics(Magics):
             if summary.previous is None:
                 try:
                     summary.previous = tracked.previous_from_store(run_id, experiment_id)
-                except NbmlopsError:
-                    pass  # the link matters more than the comparison
+                except Exception:  # noqa: BLE001 - the link matters more than the comparison
+                    summary.previous = None
             handle.update(summary.mimebundle(), raw=True)
 
         assert tracked.run is not None

@@ -72,7 +72,10 @@ class Deliverer:
         if self.on_run:
             for key in self.cursor.runs.keys() - known:
                 start = next(r for _, r in group if r["t"] == "start" and r["run"] == key)
-                self.on_run(key, self.cursor.runs[key], store.experiment_id(start["experiment"]))
+                try:
+                    self.on_run(key, self.cursor.runs[key], store.experiment_id(start["experiment"]))
+                except Exception as exc:  # a display that cannot update must not hold up delivery
+                    sys.stderr.write(f"nbmlops: could not update the run summary: {exc}\n")
 
     def _send_one_by_one(self, uri: str | None, artifact_root: str | None, group: list[Item]) -> list[str]:
         refused = []
