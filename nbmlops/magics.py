@@ -84,24 +84,25 @@ class NbmlopsMagics(Magics):
             execution_count=shell.execution_count,
             history=list(shell.history_manager.input_hist_raw) if shell.history_manager else [],
         )
-        tracked: TrackedCell | None = TrackedCell(cell, tree, shell.user_ns, options, context)
-        try:
-            tracked.start()
-        except Exception as exc:  # tracking must never stop the user's cell from running
-            _warn(f"this cell runs untracked: {type(exc).__name__}: {exc}")
-            tracked = None
-        error: BaseException | None = None
-        try:
-            return _execute(shell, tree, code, cell)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if tracked is not None:
-                try:
-                    self._show(tracked.finish(error), tracked)
-                except Exception as exc:
-                    _warn(f"recording the end of this cell failed: {type(exc).__name__}: {exc}")
+        with get_session().hold():  # capture work waits until the cell is done: no GIL contention
+            tracked: TrackedCell | None = TrackedCell(cell, tree, shell.user_ns, options, context)
+            try:
+                tracked.start()
+            except Exception as exc:  # tracking must never stop the user's cell from running
+                _warn(f"this cell runs untracked: {type(exc).__name__}: {exc}")
+                tracked = None
+            error: BaseException | None = None
+            try:
+                return _execute(shell, tree, code, cell)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if tracked is not None:
+                    try:
+                        self._show(tracked.finish(error), tracked)
+                    except Exception as exc:
+                        _warn(f"recording the end of this cell failed: {type(exc).__name__}: {exc}")
 
     def _show(self, summary: Summary, tracked: TrackedCell) -> None:
         handle = display(summary.mimebundle(), raw=True, display_id=True)

@@ -110,8 +110,14 @@ def _keep_refused(journal_path: Path, record: dict[str, Any], reason: str) -> No
 class Writer:
     """This process's background writer: drains the live journal into the store as records arrive."""
 
-    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
+    #: how long the writer lets records gather before delivering them (unless a flush is waiting)
+    LINGER_S = 0.025
+
+    def __init__(
+        self, journal_path: Path, on_run: RunListener | None = None, sync: Callable[[], None] | None = None
+    ) -> None:
         self.deliverer = Deliverer(journal_path, on_run)
+        self._sync = sync
         self._pending: deque[Item] = deque()
         self._cond = threading.Condition()
         self._busy = False
@@ -155,9 +161,13 @@ class Writer:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
+                self._cond.wait_for(lambda: self._wake, timeout=self.LINGER_S)
+                self._wake = False
                 items = list(self._pending)
                 self._busy = True
             try:
+                if self._sync is not None:
+                    self._sync()  # records are durable on disk before any of them is sent
                 refused = self.deliverer.deliver(items, careful=self._careful)
             except StoreUnavailableError as exc:
                 self._outage(exc, len(items))

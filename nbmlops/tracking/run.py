@@ -232,7 +232,7 @@ class Run:
         """Log parameters; logging a different value for a key already logged in this run is an error."""
         record = self._params_record(params)
         if record["params"]:
-            self.session.emit([record], durable=False)
+            self.session.emit([record])
 
     def _params_record(self, params: Mapping[str, Any]) -> dict[str, Any]:
         fresh: dict[str, str] = {}
@@ -264,13 +264,13 @@ class Run:
             self.metrics[key] = number
             rows.append([str(key), number, at, ts])
         if rows:
-            self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}], durable=False)
+            self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the run (secrets redacted)."""
         clean = self.session.redactor.redact_mapping({str(k): str(v) for k, v in tags.items()})
         if clean:
-            self.session.emit([{"t": "tags", "run": self.key, "tags": clean}], durable=False)
+            self.session.emit([{"t": "tags", "run": self.key, "tags": clean}])
 
     def log_text(self, text: str, path: str) -> None:
         """Store ``text`` as the artifact ``path`` (secrets scrubbed)."""

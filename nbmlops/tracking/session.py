@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from nbmlops.config import resolve_settings
 from nbmlops.exceptions import FlushTimeoutError
@@ -38,20 +39,22 @@ class Session:
         self._tasks: set[concurrent.futures.Future[Any]] = set()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nbmlops-capture")
         self._listeners: dict[str, RunListener] = {}
+        self._holds = 0
+        self._held: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self.run_ids: dict[str, tuple[str, str]] = {}
-        self.recovery = self.background(self._recover)
+        self.background(self._recover)
 
     # -- records ------------------------------------------------------------------------------
 
-    def emit(self, records: list[dict[str, Any]], durable: bool = True) -> None:
-        """Journal ``records`` (fsync'd when ``durable``), then hand them to the background writer."""
+    def emit(self, records: list[dict[str, Any]]) -> None:
+        """Journal ``records``, then hand them to the background writer (which fsyncs before delivering)."""
         if not records:
             return
         with self._lock:
             if self._journal is None:
                 self._journal = Journal(self.journal_dir)
-                self._writer = Writer(self._journal.path, on_run=self._run_created)
-            ends = self._journal.append(records, durable=durable)
+                self._writer = Writer(self._journal.path, on_run=self._run_created, sync=self._journal.sync)
+            ends = self._journal.append(records)
             assert self._writer is not None
             self._writer.submit(list(zip(ends, records)))
 
@@ -65,8 +68,29 @@ class Session:
         """Why the store is not taking records right now, if it is not."""
         return self._writer.last_error if self._writer else None
 
-    def background(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold background capture work submitted inside the block until it ends.
+
+        A tracked cell holds its capture work so that it does not compete with the cell for the GIL.
+        """
+        with self._lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holds -= 1
+                held, self._held = (self._held, []) if self._holds == 0 else ([], self._held)
+            for fn, args in held:
+                self.background(fn, *args)
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any] | None:
         """Run capture work off the user's thread; :meth:`flush` waits for it."""
+        with self._lock:
+            if self._holds:
+                self._held.append((fn, args))
+                return None
         future = self._executor.submit(fn, *args)
         with self._lock:
             self._tasks.add(future)
@@ -134,6 +158,7 @@ class Session:
             sys.stderr.write(f"nbmlops: {exc}\n")
         with self._lock:
             if self._journal is not None:
+                self._journal.sync()
                 self._journal.close(remove=delivered)
 
 

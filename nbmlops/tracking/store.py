@@ -168,8 +168,17 @@ class Store:
                             self._call(lambda: client.log_batch(run_id, **chunk))
             batch = {"metrics": [], "params": [], "tags": []}
 
+        artifacts: list[dict[str, Any]] = []
+
+        def send_artifacts() -> None:
+            if artifacts:
+                self._log_artifacts(runs[artifacts[0]["run"]], artifacts)
+                artifacts.clear()
+
         for record in records:
             kind, key = record["t"], record["run"]
+            if artifacts and (kind != "artifact" or artifacts[0]["run"] != key):
+                send_artifacts()
             if kind == "start":
                 send_batch()
                 if key not in runs:
@@ -192,13 +201,14 @@ class Store:
             send_batch()
             run_id = runs[key]
             if kind == "artifact":
-                self._log_artifact(run_id, record)
+                artifacts.append(record)
             elif kind == "dataset":
                 self._log_dataset(run_id, record)
             elif kind == "end":
                 self._call(lambda: client.set_terminated(run_id, record["status"], record["ts"]))
             else:
                 raise RecordRejected(f"unknown record type {kind!r}")
+        send_artifacts()
         send_batch()
 
     def experiment_id(self, name: str) -> str:
@@ -251,14 +261,17 @@ class Store:
         )
         return run.info.run_id
 
-    def _log_artifact(self, run_id: str, record: dict[str, Any]) -> None:
-        path = PurePosixPath(record["path"])
-        data = record["text"].encode() if "text" in record else base64.b64decode(record["b64"])
+    def _log_artifacts(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        """Store several artifacts of one run with a single copy into its artifact location."""
         with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
-            local = Path(tmp, path.name)
-            local.write_bytes(data)
-            parent = str(path.parent) if str(path.parent) != "." else None
-            self._call(lambda: self.client.log_artifact(run_id, str(local), parent))
+            for record in records:
+                path = PurePosixPath(record["path"])
+                if path.is_absolute() or ".." in path.parts:
+                    raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
+                local = Path(tmp, *path.parts)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
+            self._call(lambda: self.client.log_artifacts(run_id, tmp))
 
     def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
         from mlflow.entities import Dataset, DatasetInput, InputTag
