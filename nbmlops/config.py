@@ -16,6 +16,7 @@ Precedence, highest first (the same for every setting):
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -64,8 +65,16 @@ class Settings:
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The nearest ancestor of ``start`` (default: cwd) holding a root marker, else ``start``."""
-    here = (start or Path.cwd()).resolve()
+    """The nearest ancestor of ``start`` (default: cwd) holding a root marker, else ``start``.
+
+    Cached per directory for the life of the process (stat calls add up on every tracked cell).
+    """
+    return _find_root(str(start) if start is not None else os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)
+def _find_root(start: str) -> Path:
+    here = Path(start).resolve()
     for candidate in (here, *here.parents):
         if any((candidate / marker).exists() for marker in ROOT_MARKERS):
             return candidate
@@ -142,8 +151,16 @@ def _read_environment() -> dict[str, str]:
 
 def _read_pyproject(root: Path) -> dict[str, Any]:
     path = root / "pyproject.toml"
-    if not path.is_file():
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
         return {}
+    return dict(_parse_pyproject(path, stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_pyproject(path: Path, stamp: int) -> dict[str, Any]:
+    """The ``[tool.nbmlops]`` table; cached while the file's modification time stays the same."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.10 only

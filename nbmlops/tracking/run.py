@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import io
 import json
@@ -36,6 +37,17 @@ def _now_ms() -> int:
 
 def process_start_time(pid: int | str = "self") -> str | None:
     """The kernel's start time of process ``pid`` (clock ticks since boot), to tell reused pids apart."""
+    if pid == "self":
+        return _own_start_time(os.getpid())
+    return _start_time(pid)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_start_time(pid: int) -> str | None:
+    return _start_time(pid)
+
+
+def _start_time(pid: int | str) -> str | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -336,6 +348,7 @@ def end_for(run: Run, exc: BaseException | None) -> None:
         run.end("FAILED", error=exc)
 
 
+@functools.lru_cache(maxsize=1)
 def _user() -> str:
     try:
         return getpass.getuser()
