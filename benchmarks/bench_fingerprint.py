@@ -51,7 +51,9 @@ def random_strings(mb: int) -> pa.LargeStringArray:
     lengths = rng.integers(8, 57, n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", np.uint8)
+    alphabet = np.frombuffer(
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", np.uint8
+    )
     data = alphabet[rng.integers(0, len(alphabet), int(offsets[-1]))]
     accented = offsets[:-1][rng.random(n) < 0.05]
     data[accented], data[accented + 1] = 0xC3, 0xA9
@@ -136,7 +138,12 @@ def main() -> None:
     df = numeric_frame(args.mb)
     buffers = [memoryview(df[c].to_numpy()).cast("B") for c in df.columns]
     times = measure(df, buffers)
-    text, met = table("(a) numeric frame, 4 float64 + 4 int64 columns", sum(map(len, buffers)), times, NUMERIC_TARGET)
+    text, met = table(
+        "(a) numeric frame, 4 float64 + 4 int64 columns",
+        sum(map(len, buffers)),
+        times,
+        NUMERIC_TARGET,
+    )
     sections.append(text)
     all_met &= met
     print(text, flush=True)
@@ -146,12 +153,26 @@ def main() -> None:
     utf8 = [memoryview(strings.buffers()[2]).cast("B")]
     mean = len(utf8[0]) / len(strings)
     for name, values, target in [
-        (f"(b) Arrow large_string column, {len(strings):,} values of {mean:.0f} bytes on average",
-         pd.arrays.ArrowExtensionArray(strings), ARROW_TARGET),
-        (f"(c) object-dtype string column, {len(strings):,} values of {mean:.0f} bytes on average",
-         strings.to_numpy(zero_copy_only=False), OBJECT_TARGET),
+        (
+            f"(b) Arrow large_string column, {len(strings):,} values of {mean:.0f} bytes on average",
+            pd.arrays.ArrowExtensionArray(strings),
+            ARROW_TARGET,
+        ),
+        (
+            f"(c) object-dtype string column, {len(strings):,} values of {mean:.0f} bytes on average",
+            strings.to_numpy(zero_copy_only=False),
+            OBJECT_TARGET,
+        ),
     ]:
-        df = pd.DataFrame({"s": pd.Series(values, copy=False, dtype=values.dtype if isinstance(values, np.ndarray) else None)})
+        df = pd.DataFrame(
+            {
+                "s": pd.Series(
+                    values,
+                    copy=False,
+                    dtype=values.dtype if isinstance(values, np.ndarray) else None,
+                )
+            }
+        )
         text, met = table(name, len(utf8[0]), measure(df, utf8), target)
         sections.append(text)
         all_met &= met

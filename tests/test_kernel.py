@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
-from jupyter_client import KernelManager  # noqa: E402
+from jupyter_client import KernelManager
 
 KERNEL_TIMEOUT = 120
 
@@ -134,7 +134,7 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
     ]
     assert any("FINISHED" in text and "alpha=0.1" in text for text in summaries), summaries
     digest = kernel.stdout("import nbmlops\nnbmlops.flush(60)\nprint(nbmlops.fingerprint(df))").strip()
-    assert len(digest) == 32 and int(digest, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{32}", digest), digest
 
     client = MlflowClient(kernel_store)
     experiment = client.get_experiment_by_name("nb/demo")

@@ -186,12 +186,7 @@ class _Column:
         mask = chunk.is_null().to_numpy(zero_copy_only=False) if chunk.null_count else None
         if pa.types.is_boolean(t):
             self._fixed(chunk.fill_null(False).to_numpy(zero_copy_only=False), mask)
-        elif (
-            pa.types.is_string(t)
-            or pa.types.is_large_string(t)
-            or pa.types.is_binary(t)
-            or pa.types.is_large_binary(t)
-        ):
+        elif t in (pa.string(), pa.large_string(), pa.binary(), pa.large_binary()):
             self._strings(chunk, mask)
         elif _byte_width(t):
             w = _byte_width(t)
@@ -233,27 +228,27 @@ class _Column:
             self.values.update(c.reshape(-1).view(np.uint8))
 
     def _strings(self, chunk: pa.Array, mask: np.ndarray | None) -> None:
+        """Feed string or binary values: their bytes, and their lengths as int64."""
         import numpy as np
         import pyarrow as pa
 
-        t = chunk.type
-        width = 8 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else 4
-        offsets = np.frombuffer(
-            chunk.buffers()[1], f"=i{width}", len(chunk) + 1, chunk.offset * width
-        )
-        if mask is not None and (offsets[1:][mask] != offsets[:-1][mask]).any():
-            chunk = chunk.fill_null(pa.scalar(b"", type=t))  # drop bytes hidden behind nulls
-            offsets = np.frombuffer(
+        def offsets_of(chunk: pa.Array) -> np.ndarray:
+            width = 8 if chunk.type in (pa.large_string(), pa.large_binary()) else 4
+            return np.frombuffer(
                 chunk.buffers()[1], f"=i{width}", len(chunk) + 1, chunk.offset * width
             )
-        step = _CHUNK_BYTES // width
+
+        offsets = offsets_of(chunk)
+        if mask is not None and (offsets[1:][mask] != offsets[:-1][mask]).any():
+            chunk = chunk.fill_null(pa.scalar(b"", type=chunk.type))  # drop bytes behind nulls
+            offsets = offsets_of(chunk)
+        step = _CHUNK_BYTES // 8
         for i in range(0, len(chunk), step):
-            self.lengths.update(np.diff(offsets[i : i + step + 1]).astype(f"<i{width}", copy=False))
+            self.lengths.update(np.diff(offsets[i : i + step + 1]).astype("<i8"))
             if mask is not None and (m := mask[i : i + step]).any():
                 self._nulls(m, i)
-        data = chunk.buffers()[2]
-        if len(chunk) and data is not None:
-            self.values.update(memoryview(data)[offsets[0] : offsets[-1]])
+        if len(chunk) and chunk.buffers()[2] is not None:
+            self.values.update(memoryview(chunk.buffers()[2])[offsets[0] : offsets[-1]])
 
     def _objects(self, a: np.ndarray) -> None:
         """Feed a 1-D object array chunk by chunk.

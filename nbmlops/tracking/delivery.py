@@ -140,7 +140,7 @@ class Writer:
     def pending(self) -> int:
         """How many records are waiting for the store."""
         with self._cond:
-            return len(self._pending) + (1 if self._busy and not self._pending else 0)
+            return len(self._pending)
 
     def flush(self, timeout: float | None) -> None:
         """Block until everything queued so far is delivered, or raise :class:`FlushTimeoutError`."""
