@@ -8,6 +8,7 @@ the store is a real ``mlflow server`` started on a port that was dead while the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,9 +20,10 @@ import sys
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -156,6 +158,7 @@ def server(offline: Offline) -> Iterator[str]:
     """A real MLflow tracking server, started on the port that was dead while the journals were written."""
     backend = offline.base / "server"
     backend.mkdir()
+    log = open(backend / "server.log", "w")  # noqa: SIM115 - closed in finally, after the server
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
@@ -166,7 +169,7 @@ def server(offline: Offline) -> Iterator[str]:
         cwd=backend,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
-        stderr=open(backend / "server.log", "w"),
+        stderr=log,
         start_new_session=True,
     )
     try:
@@ -178,17 +181,21 @@ def server(offline: Offline) -> Iterator[str]:
                     if response.status == 200:
                         break
             except OSError:
-                time.sleep(0.25)
+                pass
+            time.sleep(0.25)
         else:
             pytest.fail("mlflow server did not answer /health")
         yield offline.uri
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+        try:
             proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
 
 
 def cli(project: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
@@ -199,6 +206,7 @@ def cli(project: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=180,
+        check=False,
     )
 
 

@@ -135,7 +135,7 @@ def _encode(x: Any) -> bytes:
 def _dtype_tag(dtype: Any) -> str:
     if type(dtype).__name__ == "StringDtype":  # str() hides the storage and the NA marker
         return f"string[{dtype.storage}, {dtype.na_value}]"
-    if hasattr(dtype, "newbyteorder"):  # numpy: byte order is layout, not content
+    if hasattr(dtype, "newbyteorder") and dtype.kind != "T":  # numpy: byte order is layout
         return str(dtype.newbyteorder("<"))
     return str(dtype)
 
@@ -163,8 +163,8 @@ class _Column:
 
     def ndarray(self, a: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Feed a numpy array in C order along its first axis; ``mask`` marks missing rows."""
-        if a.dtype.kind == "O":
-            self._objects(a.reshape(-1))
+        if a.dtype.kind in "OT":  # Python objects, or numpy's variable-width StringDType
+            self._objects(a.reshape(-1).astype(object, copy=False))
         else:
             self._fixed(a, mask)
             self.pos += len(a) if a.ndim else 1

@@ -125,6 +125,7 @@ class Writer:
         self._wake = False
         self.last_error: str | None = None
         self._warned = False
+        self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="nbmlops-writer", daemon=True)
         self._thread.start()
 
@@ -155,12 +156,22 @@ class Writer:
                     raise FlushTimeoutError(count, self.last_error or "still delivering")
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
 
+    def stop(self) -> None:
+        """End the background thread; records still queued stay in the journal for `nbmlops sync`."""
+        with self._cond:
+            self._stopped = True
+            self._wake = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
     def _loop(self) -> None:
         backoff = 0.5
         while True:
             with self._cond:
-                while not self._pending:
+                while not self._pending and not self._stopped:
                     self._cond.wait()
+                if self._stopped:
+                    return
                 self._cond.wait_for(lambda: self._wake, timeout=self.LINGER_S)
                 self._wake = False
                 items = list(self._pending)
@@ -287,5 +298,8 @@ def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
         return
     report.delivered += len(items)
     report.journals += 1
-    path.unlink(missing_ok=True)
     path.with_suffix(".cursor").unlink(missing_ok=True)
+    if any(d.path == str(path) for d in report.damage):
+        path.rename(path.with_suffix(".damaged"))  # kept for inspection; its valid records are delivered
+    else:
+        path.unlink(missing_ok=True)

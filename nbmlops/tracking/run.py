@@ -58,8 +58,8 @@ def _start_time(pid: int | str) -> str | None:
 def default_source() -> tuple[str, str]:
     """``(path, type)`` of the program that is running, for runs started outside a notebook."""
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else "")
-    if not path or path.endswith("ipykernel_launcher.py"):
+    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
+    if not path or path in ("-c", "-") or path.startswith("<") or path.endswith("ipykernel_launcher.py"):
         return "interactive", "LOCAL"
     return str(Path(path).resolve()), "LOCAL"
 

@@ -157,6 +157,8 @@ class Session:
             delivered = False
             sys.stderr.write(f"nbmlops: {exc}\n")
         with self._lock:
+            if self._writer is not None:
+                self._writer.stop()
             if self._journal is not None:
                 self._journal.sync()
                 self._journal.close(remove=delivered)

@@ -150,9 +150,9 @@ class Store:
         With ``careful`` (a resumed or retried delivery) a run is first looked up by its key, so it is
         never created twice.
         """
+        client = self.client  # first: a dead server is noticed before mlflow is imported
         from mlflow.entities import Metric, Param, RunTag
 
-        client = self.client
         batch: dict[str, list[Any]] = {"metrics": [], "params": [], "tags": []}
         batch_run: str | None = None
 
