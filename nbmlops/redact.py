@@ -272,27 +272,40 @@ class Redactor:
         Everything else is kept byte for byte: literals are replaced at their exact source
         positions. The literals found are also remembered, so output echoing them is scrubbed.
         """
-        tree = _parse_leniently(source)
-        if tree is None:
-            return self.scrub(source)
-        line_starts, lines = _line_index(source)
-        spans: list[tuple[int, int, str]] = []
-        for node in _secret_literals(tree):
-            self.add_value(_literal_text(node))
-            start = _offset(line_starts, lines, node.lineno, node.col_offset)
-            end_lineno, end_column = node.end_lineno or node.lineno, node.end_col_offset or 0
-            end = _offset(line_starts, lines, end_lineno, end_column)
-            if _STRING_LITERAL.match(source, start) and source[end - 1 : end] in ("'", '"'):
-                replacement = "b'***'" if isinstance(_constant_value(node), bytes) else "'***'"
-                spans.append((start, end, replacement))
-        pieces: list[str] = []
-        position = 0
-        for start, end, replacement in sorted(spans):
-            if start >= position:  # skips literals nested inside one already replaced
-                pieces += [source[position:start], replacement]
-                position = end
-        pieces.append(source[position:])
-        return self.scrub("".join(pieces))
+        text, secrets = _without_secret_literals(source)
+        for secret in secrets:
+            self.add_value(secret)
+        return self.scrub(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _without_secret_literals(source: str) -> tuple[str, tuple[str, ...]]:
+    """``source`` with its secret literals replaced, and their values; cached, since kernel history
+    is redacted again for every tracked cell and its entries never change."""
+    tree = _parse_leniently(source)
+    if tree is None:
+        return source, ()
+    line_starts, lines = _line_index(source)
+    spans: list[tuple[int, int, str]] = []
+    secrets: list[str] = []
+    for node in _secret_literals(tree):
+        value = _literal_text(node)
+        if value is not None:
+            secrets.append(value)
+        start = _offset(line_starts, lines, node.lineno, node.col_offset)
+        end_lineno, end_column = node.end_lineno or node.lineno, node.end_col_offset or 0
+        end = _offset(line_starts, lines, end_lineno, end_column)
+        if _STRING_LITERAL.match(source, start) and source[end - 1 : end] in ("'", '"'):
+            replacement = "b'***'" if isinstance(_constant_value(node), bytes) else "'***'"
+            spans.append((start, end, replacement))
+    pieces: list[str] = []
+    position = 0
+    for start, end, replacement in sorted(spans):
+        if start >= position:  # skips literals nested inside one already replaced
+            pieces += [source[position:start], replacement]
+            position = end
+    pieces.append(source[position:])
+    return "".join(pieces), tuple(secrets)
 
 
 def _parse_leniently(source: str) -> ast.Module | None:

@@ -16,9 +16,16 @@ masks, Arrow validity), the payload and sign of a float NaN (all NaNs hash alike
 integer index is a ``RangeIndex`` or a materialised one, ``DataFrame.attrs`` and flags.
 
 Floats are otherwise hashed bit for bit: ``-0.0`` and ``0.0`` differ, as they do under
-``np.signbit`` and division. In object columns ``None``, ``NaN``, ``pd.NA`` and ``NaT`` are told
-apart; Python values are encoded with a type tag and a canonical form, and a value whose only
-representation is the default ``repr`` (which shows a memory address) is rejected.
+``np.signbit`` and division. A categorical's category order counts even when it is unordered.
+Object columns: a run of plain strings (or bytes) is pickled (protocol 5, without the memo, so
+repeated objects and equal copies hash alike); other cells get a type-tagged canonical encoding
+(dicts and sets sorted, arrays and frames by their own digest, other objects by their ``repr``,
+which must show their content: a ``repr`` with a memory address is rejected). ``None``, ``NaN``,
+``pd.NA`` and ``NaT`` are told apart.
+
+Digests are stable across processes and machines (never ``hash()``, ids or addresses; byte order
+fixed to little-endian); they may change with the major versions of the libraries whose formats
+they read (pandas, pyarrow, the pickle protocol).
 
 A file's digest is the plain xxh3-128 of its bytes (the same as ``xxh128sum``), as is that of a
 ``bytes`` object. A directory's digest covers the sorted relative POSIX paths of its entries, each
@@ -46,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["fingerprint"]
 
 _CHUNK_BYTES = 1 << 21  # bound on every temporary copy (2 MiB)
-_CHUNK_ITEMS = 1 << 16  # Python objects converted at a time
+_CHUNK_ITEMS = 1 << 14  # Python objects converted at a time
 _READ_BYTES = 1 << 22
 _NAN = struct.pack("<d", float("nan"))
 
@@ -125,11 +132,12 @@ def _encode(x: Any) -> bytes:
     digest = _data_digest(x)
     if digest is not None:
         return b"a" + digest
-    if type(x).__repr__ is object.__repr__:
+    text = repr(x)
+    if " at 0x" in text:  # the default repr, or another that shows a memory address
         raise UnsupportedDataError(
             _type_name(x), f"cannot fingerprint a value of type {_type_name(x)}: no stable repr"
         )
-    return _sized(b"r", f"{_type_name(x)}:{x!r}".encode("utf-8", "surrogatepass"))
+    return _sized(b"r", f"{_type_name(x)}:{text}".encode("utf-8", "surrogatepass"))
 
 
 def _dtype_tag(dtype: Any) -> str:
@@ -287,10 +295,14 @@ class _Column:
 
 
 class _Pickler(pickle.Pickler):
-    """Pickler for lists of str or bytes; a str subclass is pickled as its plain str value."""
+    """Pickler for lists of str or bytes; a subclass instance is pickled as a plain value."""
 
     def reducer_override(self, obj: Any) -> Any:
-        return (str, (str(obj),)) if isinstance(obj, str) else NotImplemented
+        if isinstance(obj, str):
+            return str, (str.__str__(obj),)
+        if isinstance(obj, bytes):
+            return bytes, (bytes(memoryview(obj)),)
+        return NotImplemented
 
 
 def _byte_width(t: pa.DataType) -> int:

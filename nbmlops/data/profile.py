@@ -47,10 +47,12 @@ def profile(obj: object) -> dict[str, Any]:
 def mlflow_schema(obj: object) -> str | None:
     """Return the schema MLflow shows for a dataset, as JSON, or None for other objects.
 
-    A DataFrame or Series gives ``{"mlflow_colspec": [{"type", "name", "required"}, ...]}``
-    (pandas dtypes mapped to MLflow's boolean, integer, long, float, double, string, binary and
-    datetime; others to string). An ndarray gives ``{"mlflow_tensorspec": {"features": ...,
-    "targets": null}}`` with a variable first dimension. Both are what ``mlflow.data`` stores.
+    A DataFrame or Series gives ``{"mlflow_colspec": [{"type", "name", "required"}, ...]}``:
+    dtypes map to MLflow's boolean, integer, long, float, double, string, binary and datetime
+    (object columns by their values, uint64 to double, anything else to string); names become
+    text (an unnamed Series has none); a column with missing values is not required. An ndarray
+    gives ``{"mlflow_tensorspec": {"features": ..., "targets": null}}`` with a variable first
+    dimension. Both are what ``mlflow.data`` stores and its UI shows.
     """
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
@@ -80,7 +82,7 @@ def _columns(obj: object) -> tuple[str, tuple[int, ...], Iterator[tuple[Any, pd.
     if pd is not None and isinstance(obj, pd.DataFrame):
         return "DataFrame", obj.shape, obj.items()
     if pd is not None and isinstance(obj, pd.Series):
-        return "Series", obj.shape, iter([(obj.name, obj)])
+        return "Series", obj.shape, iter([("values" if obj.name is None else obj.name, obj)])
     if np is not None and isinstance(obj, np.ndarray):
         return "ndarray", obj.shape, _array_columns(obj)
     raise UnsupportedDataError(
@@ -106,6 +108,7 @@ def _array_columns(a: np.ndarray) -> Iterator[tuple[Any, pd.Series]]:
 
 
 def _column_profile(name: Any, s: pd.Series) -> dict[str, Any]:
+    import numpy as np
     import pandas as pd
 
     dtype = s.dtype
@@ -116,7 +119,8 @@ def _column_profile(name: Any, s: pd.Series) -> dict[str, Any]:
     elif kind == "b":
         out["true_count"] = int(s.sum())
     elif kind in "iuf":
-        out |= {stat: _number(getattr(s, stat)()) for stat in ("min", "max", "mean", "std")}
+        with np.errstate(all="ignore"):  # inf and overflow become None, not warnings
+            out |= {stat: _number(getattr(s, stat)()) for stat in ("min", "max", "mean", "std")}
     elif kind in "mM":
         out |= {stat: _iso(getattr(s, stat)()) for stat in ("min", "max")}
     return out
@@ -174,7 +178,7 @@ def _mlflow_type(dtype: Any, values: Any) -> str:
         binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
         if any(is_binary(dtype.pyarrow_dtype) for is_binary in binary):
             return "binary"
-    if dtype == object:
+    if str(dtype) == "object":
         inferred = pd.api.types.infer_dtype(values, skipna=True)
         return {
             "bytes": "binary",

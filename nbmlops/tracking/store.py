@@ -160,12 +160,13 @@ class Store:
             nonlocal batch
             if batch_run is not None and any(batch.values()):
                 run_id = runs[batch_run]
-                for kind, limit in _BATCH_LIMITS.items():
-                    items = batch[kind]
-                    for i in range(0, max(len(items), 1), limit):
-                        chunk = {k: (v[i : i + limit] if k == kind else []) for k, v in batch.items()}
-                        if any(chunk.values()):
-                            self._call(lambda: client.log_batch(run_id, **chunk))
+                metrics, params, tags = batch["metrics"], batch["params"], batch["tags"]
+                while metrics or params or tags:  # as few calls as MLflow's per-call limits allow
+                    p, params = params[: _BATCH_LIMITS["params"]], params[_BATCH_LIMITS["params"] :]
+                    t, tags = tags[: _BATCH_LIMITS["tags"]], tags[_BATCH_LIMITS["tags"] :]
+                    room = _BATCH_LIMITS["metrics"] - len(p) - len(t)
+                    m, metrics = metrics[:room], metrics[room:]
+                    self._call(lambda: client.log_batch(run_id, metrics=m, params=p, tags=t))
             batch = {"metrics": [], "params": [], "tags": []}
 
         artifacts: list[dict[str, Any]] = []
