@@ -28,7 +28,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nbmlops.data import fingerprint  # noqa: E402
+from nbmlops.data import fingerprint
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- fingerprint:start -->", "<!-- fingerprint:end -->"
@@ -48,17 +48,15 @@ def random_strings(mb: int) -> pa.LargeStringArray:
     """Alphanumeric strings of 8 to 56 bytes (mean 32), one in twenty starting with 'é'."""
     rng = np.random.default_rng(1)
     n = mb * 1_000_000 // 32
-    lengths = rng.integers(8, 57, n)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    np.cumsum(rng.integers(8, 57, n), out=offsets[1:])
     alphabet = np.frombuffer(
-        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", np.uint8
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "u1"
     )
     data = alphabet[rng.integers(0, len(alphabet), int(offsets[-1]))]
     accented = offsets[:-1][rng.random(n) < 0.05]
     data[accented], data[accented + 1] = 0xC3, 0xA9
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    return pa.LargeStringArray.from_buffers(n, buffers[1], buffers[2])
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3, slow: float = 10.0) -> float:
@@ -134,61 +132,36 @@ def main() -> None:
     parser.add_argument("--string-mb", type=int, default=200, help="UTF-8 bytes of strings (MB)")
     args = parser.parse_args()
 
-    sections, all_met = [], True
     df = numeric_frame(args.mb)
     buffers = [memoryview(df[c].to_numpy()).cast("B") for c in df.columns]
-    times = measure(df, buffers)
-    text, met = table(
-        "(a) numeric frame, 4 float64 + 4 int64 columns",
-        sum(map(len, buffers)),
-        times,
-        NUMERIC_TARGET,
-    )
-    sections.append(text)
-    all_met &= met
-    print(text, flush=True)
-    del df, buffers
-
+    cases = [("(a) numeric frame, 4 float64 + 4 int64 columns", df, buffers, NUMERIC_TARGET)]
     strings = random_strings(args.string_mb)
     utf8 = [memoryview(strings.buffers()[2]).cast("B")]
-    mean = len(utf8[0]) / len(strings)
-    for name, values, target in [
-        (
-            f"(b) Arrow large_string column, {len(strings):,} values of {mean:.0f} bytes on average",
-            pd.arrays.ArrowExtensionArray(strings),
-            ARROW_TARGET,
-        ),
-        (
-            f"(c) object-dtype string column, {len(strings):,} values of {mean:.0f} bytes on average",
-            strings.to_numpy(zero_copy_only=False),
-            OBJECT_TARGET,
-        ),
-    ]:
-        df = pd.DataFrame(
-            {
-                "s": pd.Series(
-                    values,
-                    copy=False,
-                    dtype=values.dtype if isinstance(values, np.ndarray) else None,
-                )
-            }
-        )
-        text, met = table(name, len(utf8[0]), measure(df, utf8), target)
+    values = f"{len(strings):,} values of {len(utf8[0]) / len(strings):.0f} bytes on average"
+    arrow = pd.DataFrame({"s": pd.arrays.ArrowExtensionArray(strings)})
+    objects = pd.DataFrame({"s": strings.to_numpy(zero_copy_only=False)}, dtype=object)
+    cases.append((f"(b) Arrow large_string column, {values}", arrow, utf8, ARROW_TARGET))
+    cases.append((f"(c) object-dtype string column, {values}", objects, utf8, OBJECT_TARGET))
+
+    sections, all_met = [], True
+    for name, frame, data, target in cases:
+        text, met = table(name, sum(map(len, data)), measure(frame, data), target)
+        print(text, flush=True)
         sections.append(text)
         all_met &= met
-        print(text, flush=True)
-        del df
 
-    machine = f"{os.cpu_count()} CPUs (`nproc`), {cpu_model()}, Python {platform.python_version()}"
-    versions = f"pandas {pd.__version__}, numpy {np.__version__}, pyarrow {pa.__version__}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     header = [
         "## fingerprint",
         "",
-        f"Command: `python benchmarks/bench_fingerprint.py --mb {args.mb} --string-mb {args.string_mb}`",
+        f"Command: `python benchmarks/bench_fingerprint.py --mb {args.mb}"
+        f" --string-mb {args.string_mb}`",
         f"Date: {datetime.date.today().isoformat()}",
-        f"Machine: {machine}; {versions}",
-        f"Targets (ours/md5 >= 10x numeric, >= 10x Arrow strings, >= 1x object strings): "
-        f"{'all met' if all_met else 'NOT all met'}",
+        f"Machine: {len(os.sched_getaffinity(0))} CPUs (`nproc`), {cpu_model()}, load average"
+        f" {load} at the end; Python {platform.python_version()}, pandas {pd.__version__},"
+        f" numpy {np.__version__}, pyarrow {pa.__version__}",
+        "Targets (ours/md5 >= 10x numeric, >= 10x Arrow strings, >= 1x object strings): "
+        + ("all met" if all_met else "NOT all met"),
         "",
     ]
     write_results("\n".join(header + sections))

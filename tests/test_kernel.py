@@ -135,7 +135,8 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
         and "text/plain" in m["content"].get("data", {})
     ]
     assert any("FINISHED" in text and "alpha=0.1" in text for text in summaries), summaries
-    digest = kernel.stdout("import nbmlops\nnbmlops.flush(60)\nprint(nbmlops.fingerprint(df))").strip()
+    flushed = kernel.ok("import nbmlops\nnbmlops.flush(60)")
+    digest = kernel.stdout("print(nbmlops.fingerprint(df))").strip()
     assert re.fullmatch(r"[0-9a-f]{32}", digest), digest
 
     client = MlflowClient(kernel_store)
@@ -155,6 +156,9 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
     assert datasets["df"].digest == digest
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "code")}
     assert {"code/cell.py", "code/history.json"} <= artifacts
+    updates = [m["content"] for m in outputs + flushed if m["msg_type"] == "update_display_data"]
+    link = f"#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+    assert any(link in u["data"]["text/plain"] and link in u["data"]["text/html"] for u in updates), updates
     cell_py = Path(client.download_artifacts(run.info.run_id, "code/cell.py", str(kernel_project)))
     assert "score = alpha * 3" in cell_py.read_text()
     history = json.loads(Path(client.download_artifacts(run.info.run_id, "code/history.json", str(kernel_project))).read_text())
