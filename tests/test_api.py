@@ -97,3 +97,17 @@ def test_script_run_records_script_source_git_state_and_environment(project: Pat
     assert env["python_version"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
     assert list((project / ".nbmlops" / "journal").glob("*.journal")) == []  # delivered, then removed at exit
 
+
+
+def test_files_and_bytes_are_logged_as_datasets(project: Path, client, request):
+    data = project / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    with nbmlops.track("files"):
+        file_digest = nbmlops.log_dataset(data, "csv")
+        blob_digest = nbmlops.log_dataset(b"raw bytes", "blob")
+    nbmlops.flush(60)
+    (stored,) = runs_of(client, request.node.name)
+    datasets = {d.dataset.name: d.dataset for d in stored.inputs.dataset_inputs}
+    assert datasets["csv"].digest == file_digest == nbmlops.fingerprint(str(data))
+    assert datasets["csv"].source_type == "local" and data.resolve().as_uri() in datasets["csv"].source
+    assert datasets["blob"].digest == blob_digest

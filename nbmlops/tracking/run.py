@@ -313,14 +313,19 @@ class Run:
 
     def _emit_dataset(self, obj: Any, name: str, digest: str, context: str) -> None:
         from nbmlops.data import mlflow_schema, profile
+        from nbmlops.exceptions import UnsupportedDataError
 
+        stats: dict[str, Any] | None = None
+        schema: str | None = None
         if isinstance(obj, (str, os.PathLike)):
             source_type, source = "local", json.dumps({"uri": Path(obj).resolve().as_uri()})
-            stats, schema = None, None
         else:
             source_type = "code"
             source = json.dumps({"tags": {"mlflow.source.name": self.source, "nbmlops.variable": name}})
-            stats, schema = profile(obj), mlflow_schema(obj)
+            try:
+                stats, schema = profile(obj), mlflow_schema(obj)
+            except UnsupportedDataError:
+                pass  # bytes and the like: the fingerprint is all there is to say
         self.session.emit(
             [
                 {
