@@ -175,10 +175,10 @@ def _parse_track_options(line: str) -> CellOptions:
     args = parse_argstring(NbmlopsMagics.track, line)
     tags: dict[str, str] = {}
     for item in args.tag:
-        key, sep, value = item.partition("=")
+        key, sep, value = (_unquote(item) or "").partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--tag {item}: expected KEY=VALUE")
-        tags[key.strip()] = value
+        tags[key.strip()] = _unquote(value) or ""
     for option in ("params", "metrics", "data"):
         bad = [name for name in getattr(args, option) if not _IDENTIFIER.match(name)]
         if bad:

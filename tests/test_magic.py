@@ -136,11 +136,12 @@ def test_bad_options_raise_usage_error_and_neither_run_nor_execute(shell, client
 
 def test_name_tags_and_experiment_options(shell, client, request):
     experiment = request.node.name + "-other"
-    _run(shell, f"--name 'my run' --tag team=vision --tag stage=dev --experiment {experiment}", "a = 1")
+    _run(shell, f"--name 'my run' --tag team=vision --tag stage=dev --tag 'note=two words' --experiment {experiment}", "a = 1")
     nbmlops.flush(60)
     (run,) = runs_of(client, experiment)
     assert run.info.run_name == "my run"
     assert run.data.tags["team"] == "vision" and run.data.tags["stage"] == "dev"
+    assert run.data.tags["note"] == "two words"
 
 
 def test_no_capture_turns_off_automatic_capture_but_keeps_named_values(shell, client, request):
