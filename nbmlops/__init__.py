@@ -80,13 +80,18 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 
 def log_metric(key: str, value: float, step: int | None = None) -> None:
-    """Log a metric value on the active run; repeated calls make a series (steps 0, 1, ... by default)."""
-    active_run().log_metric(key, value, step=step)
+    """Log a metric value on the active run; repeated calls make a series (steps 0, 1, ... by default).
+
+    In a notebook executed by ``nbmlops run``, outside any tracked cell, it goes to the notebook's run.
+    """
+    log_metrics({key: value}, step=step)
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log several metric values on the active run."""
-    active_run().log_metrics(metrics, step=step)
+    """Log several metric values on the active run (see :func:`log_metric`)."""
+    from nbmlops.tracking.run import log_metrics_here
+
+    log_metrics_here(metrics, step)
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:

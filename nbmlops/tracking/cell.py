@@ -138,6 +138,7 @@ class TrackedCell:
             metrics=dict(run.metrics),
             previous=_previous_metrics.get(self.cell_key),
             datasets=dict(run.datasets),
+            run_key=run.key,
             pending=session.pending,
             store_error=session.store_error,
         )

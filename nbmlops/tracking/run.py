@@ -27,6 +27,8 @@ from nbmlops.tracking.session import Session, get_session
 __all__ = ["Run", "active_run", "process_start_time", "track"]
 
 MAX_PARAM_LENGTH = 6000
+#: set by ``nbmlops run`` for its kernel: the run key of the notebook's run, parent of the cells' runs
+PARENT_ENV = "NBMLOPS_PARENT_RUN_KEY"
 _stack: list["Run"] = []
 _stack_lock = threading.Lock()
 
@@ -143,10 +145,9 @@ class Run:
             "ts": self.started,
             "tags": self.session.redactor.redact_mapping(tags),
         }
-        if self.parent is not None:
-            record["parent"] = self.parent.key
-        elif os.environ.get("NBMLOPS_PARENT_RUN_ID"):
-            record["parent_run_id"] = os.environ["NBMLOPS_PARENT_RUN_ID"]
+        parent = self.parent.key if self.parent is not None else os.environ.get(PARENT_ENV)
+        if parent:
+            record["parent"] = parent
         records = [record]
         if self._initial_params:
             records.append(self._params_record(self._initial_params))
@@ -376,6 +377,25 @@ def _metric_value(key: str, value: Any) -> float:
     if math.isinf(number):
         number = math.copysign(sys.float_info.max, number)
     return number
+
+
+def log_metrics_here(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log metrics on the active run; in a notebook run by ``nbmlops run`` with no run active, on the
+    notebook's own run (through its outputs); anywhere else, a :class:`TrackingError`."""
+    with _stack_lock:
+        run = _stack[-1] if _stack else None
+    if run is not None:
+        run.log_metrics(metrics, step=step)
+        return
+    if os.environ.get(PARENT_ENV) and "IPython" in sys.modules:
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from nbmlops.tracking.scraps import publish_metrics
+
+            publish_metrics({k: _metric_value(k, v) for k, v in metrics.items()}, step)
+            return
+    active_run()  # raises, saying how to start a run
 
 
 def active_run() -> Run:

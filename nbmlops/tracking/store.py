@@ -27,6 +27,7 @@ from nbmlops.redact import redact_uri
 __all__ = ["RecordRejected", "Store", "open_store"]
 
 RUN_KEY_TAG = "nbmlops.run_key"
+PARENT_KEY_TAG = "nbmlops.parent_key"
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|unable to open database|connection|timed? ?out|"
@@ -243,24 +244,47 @@ class Store:
         experiment_id = self.experiment_id(record["experiment"])
         key = record["run"]
         if careful:
-            found = self._call(
-                lambda: client.search_runs(
-                    [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
-                )
-            )
+            found = self.run_id_for_key(experiment_id, key)
             if found:
-                return found[0].info.run_id
+                return found
         tags = dict(record.get("tags", {}))
         tags[RUN_KEY_TAG] = key
         parent = record.get("parent")
-        if parent in runs:
-            tags["mlflow.parentRunId"] = runs[parent]
-        elif record.get("parent_run_id"):
-            tags["mlflow.parentRunId"] = record["parent_run_id"]
+        if parent:
+            tags[PARENT_KEY_TAG] = parent
+            parent_id = runs.get(parent) or self.run_id_for_key(experiment_id, parent)
+            if parent_id:
+                tags["mlflow.parentRunId"] = parent_id
         run = self._call(
             lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name"))
         )
         return run.info.run_id
+
+    def run_id_for_key(self, experiment_id: str, key: str) -> str | None:
+        """The MLflow id of the run recorded under local ``key`` in an experiment, if it exists yet."""
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            return None
+        found = self._call(
+            lambda: self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
+            )
+        )
+        return found[0].info.run_id if found else None
+
+    def adopt_children(self, experiment_id: str, parent_key: str, parent_id: str) -> int:
+        """Link runs that name ``parent_key`` as parent but were delivered before it existed."""
+        client = self.client
+        orphans = self._call(
+            lambda: client.search_runs(
+                [experiment_id], filter_string=f"tags.`{PARENT_KEY_TAG}` = '{parent_key}'", max_results=10000
+            )
+        )
+        adopted = 0
+        for run in orphans:
+            if "mlflow.parentRunId" not in run.data.tags:
+                self._call(lambda: client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id))
+                adopted += 1
+        return adopted
 
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]]) -> None:
         """Store several artifacts of one run with a single copy into its artifact location."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+from nbmlops.tracking.scraps import MIME_TYPE, run_payload
 
 __all__ = ["Summary", "run_url"]
 
@@ -25,6 +28,7 @@ class Summary:
     previous: dict[str, float] | None = None
     datasets: dict[str, str] = field(default_factory=dict)
     url: str | None = None
+    run_key: str | None = None
     pending: int = 0
     store_error: str | None = None
 
@@ -93,9 +97,12 @@ class Summary:
             f"{self.duration_s:.2f}s &middot; {esc(self.experiment)} &middot; {link}{table}</div>"
         )
 
-    def mimebundle(self) -> dict[str, str]:
-        """Both forms, keyed by MIME type."""
-        return {"text/plain": self.to_text(), "text/html": self.to_html()}
+    def mimebundle(self) -> dict[str, Any]:
+        """Both forms keyed by MIME type, plus the payload a headless runner reads back."""
+        bundle: dict[str, Any] = {"text/plain": self.to_text(), "text/html": self.to_html()}
+        if self.run_key:
+            bundle[MIME_TYPE] = run_payload(self.run_key, self.name, self.status, self.params, self.metrics)
+        return bundle
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
