@@ -1,7 +1,7 @@
 """The ``nbmlops`` command.
 
-Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable);
-2 usage error (a bad option or setting).
+Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable, or
+a notebook failed); 2 usage error (a bad option or setting); 3 a gate failed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from nbmlops.exceptions import NbmlopsError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbmlops",
         description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
-        epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable), 2 usage error.",
+        epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable, notebook failed), "
+        "2 usage error, 3 a gate failed, 130 interrupted.",
     )
     parser.add_argument(
         "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
@@ -36,16 +37,35 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="execute a notebook headlessly with papermill; its %%%%track cells become runs",
-        description="Execute NOTEBOOK with papermill. Exit 0 when it completed, 1 when a cell failed.",
+        help="execute a notebook headlessly with papermill, as one tracked run",
+        description=(
+            "Execute NOTEBOOK with papermill as one MLflow run (nbmlops.kind=notebook); its %%%%track cells "
+            "become child runs and their metrics are rolled up to it. Parameters follow papermill's "
+            "conventions (a cell tagged 'parameters'); names the notebook does not declare are refused "
+            "before any kernel starts."
+        ),
+        epilog="Exit codes: 0 success, 1 the notebook failed (error, timeout, dead kernel), 2 usage error, "
+        "3 a gate failed.",
     )
     run.add_argument("notebook", help="the .ipynb to execute")
     run.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a parameter"
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="a parameter; VALUE is read as int, float, True/False/None when it looks like one",
     )
+    run.add_argument("-f", "--parameters-file", metavar="FILE", help="parameters from a YAML file")
+    run.add_argument("-y", "--yaml", metavar="YAML", help="parameters as a YAML string")
+    run.add_argument("--experiment", help="MLflow experiment (default: the notebook's path)")
+    run.add_argument("--name", help="run name (default: the notebook's name)")
     run.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
-    run.add_argument("--cwd", help="working directory of the kernel")
+    run.add_argument(
+        "--gate", action="append", default=[], metavar="EXPR",
+        help='a condition on the run\'s metrics, such as "accuracy >= 0.9" or "rmse < 1.2 and mae < 1"; repeatable',
+    )
+    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per notebook and gate)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer")
     run.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    run.add_argument("--cwd", help="working directory of the kernel")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     commands.add_parser(
         "sync", help="deliver records left in journals by processes that ended before the store took them"
@@ -72,9 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve_settings(tracking_uri=args.tracking_uri)
         handler = {"ui": _ui, "run": _run, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
         return handler(settings, args)
+    except KeyboardInterrupt:
+        print("nbmlops: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except NbmlopsError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError)) else EXIT_FAILED
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
@@ -88,18 +111,40 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from nbmlops.runner import run_notebook
+    from pathlib import Path
 
-    if not os.path.isfile(args.notebook):
-        print(f"nbmlops: no such notebook: {args.notebook}", file=sys.stderr)
-        return EXIT_USAGE
-    parameters = {name: _parse_value(value) for name, value in args.parameter}
-    result = run_notebook(args.notebook, args.output, parameters, cwd=args.cwd, kernel_name=args.kernel)
-    print(f"{result.status}: {result.notebook.name} in {result.duration_s:.1f}s -> {result.output}")
-    if result.error:
-        print(f"  {result.error}", file=sys.stderr)
+    from nbmlops.runner.execute import describe, parse_parameter_file, run_notebook
+    from nbmlops.runner.reports import append_github_summary, write_junit
+
+    parameters: dict[str, object] = {}
+    if args.parameters_file:
+        try:
+            text = Path(args.parameters_file).read_text()
+        except OSError as exc:
+            print(f"nbmlops: cannot read parameters file: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        parameters.update(parse_parameter_file(text))
+    if args.yaml:
+        parameters.update(parse_parameter_file(args.yaml))
+    parameters.update({name: _parse_value(value) for name, value in args.parameter})
+    result = run_notebook(
+        args.notebook,
+        args.output,
+        parameters,
+        experiment=args.experiment,
+        name=args.name,
+        gates=args.gate,
+        cwd=args.cwd,
+        kernel_name=args.kernel,
+        timeout=args.timeout,
+        progress_bar=not args.no_progress,
+    )
+    print(describe(result))
     _status(settings, args)
-    return EXIT_OK if result.status == "FINISHED" else EXIT_FAILED
+    if args.junit:
+        write_junit(args.junit, [result.report()])
+    append_github_summary([result.report()])
+    return result.exit_code
 
 
 def _parse_value(text: str) -> object:

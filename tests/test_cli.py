@@ -41,7 +41,7 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FINISHED: quickstart.ipynb" in result.stdout
     assert f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db" in result.stdout
-    assert "examples/quickstart: 3 run(s)" in result.stdout
+    assert "examples/quickstart: 4 run(s)" in result.stdout  # the notebook's run and its three cells
     assert "nbmlops ui" in result.stdout
 
     from mlflow import MlflowClient
@@ -49,7 +49,11 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     client = MlflowClient(f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db")
     experiment = client.get_experiment_by_name("examples/quickstart")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"split", "train", "regularisation-path"}
+    assert set(runs) == {"quickstart", "split", "train", "regularisation-path"}
+    parent = runs["quickstart"]
+    assert parent.data.tags["nbmlops.kind"] == "notebook"
+    assert all(runs[name].data.tags["mlflow.parentRunId"] == parent.info.run_id for name in ("split", "train"))
+    assert parent.data.metrics["accuracy"] == runs["train"].data.metrics["accuracy"]
     train = runs["train"]
     assert train.info.status == "FINISHED"
     assert train.data.tags["mlflow.source.name"] == str((fresh / "examples" / "quickstart.ipynb").resolve())

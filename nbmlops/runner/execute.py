@@ -1,17 +1,34 @@
-"""Execute a notebook headlessly with papermill (the only module that imports it), its cells tracked."""
+"""Execute a notebook headlessly with papermill (the only module that imports it), as one tracked run.
+
+The pipeline of :func:`run_notebook`, one call per stage: check parameters, start the notebook's
+run, execute, roll the cells' metrics up, store the notebook (executed and as HTML), check gates,
+end the run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
-from nbmlops.config import resolve_settings
-from nbmlops.tracking.delivery import SyncReport, register_uri, sync_journals
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
+from nbmlops.runner.parameters import check_parameters
+from nbmlops.runner.reports import NotebookReport
+from nbmlops.tracking.delivery import register_uri, sync_journals
+from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
+from nbmlops.tracking.scraps import metric_number, read_payloads
+from nbmlops.tracking.session import get_session
+from nbmlops.tracking.summary import run_url
 
 __all__ = ["NotebookRun", "run_notebook"]
+
+#: exit codes of `nbmlops run`, by outcome
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "TIMEOUT": 1, "KILLED": 1, "GATE_FAILED": 3}
 
 
 @dataclass(frozen=True)
@@ -21,54 +38,338 @@ class NotebookRun:
     notebook: Path
     output: Path
     status: str
-    error: str | None
+    experiment: str
+    run_key: str
+    run_id: str | None
+    url: str | None
     duration_s: float
-    sync: SyncReport
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    gates: tuple[GateResult, ...] = ()
+    error: str | None = None
+    failure: str | None = None
+
+    @property
+    def gates_passed(self) -> bool:
+        """True when every gate passed (or there were none)."""
+        return all(result.passed for result in self.gates)
+
+    def report(self) -> NotebookReport:
+        """This run as an entry of a JUnit report or a CI summary."""
+        return NotebookReport(
+            notebook=str(self.notebook),
+            status=self.status,
+            duration_s=self.duration_s,
+            error=self.error,
+            gates=self.gates,
+            params=dict(self.parameters),
+            metrics=dict(self.metrics),
+            run_id=self.run_id,
+            url=self.url,
+            output=str(self.output),
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0 success, 1 the notebook failed, 3 a gate failed."""
+        if self.status != "FINISHED":
+            return EXIT_CODES[self.status]
+        return 0 if self.gates_passed else EXIT_CODES["GATE_FAILED"]
 
 
 def run_notebook(
     notebook: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    *,
+    experiment: str | None = None,
+    name: str | None = None,
+    gates: Sequence[str | Gate] = (),
     cwd: str | os.PathLike[str] | None = None,
     kernel_name: str | None = None,
+    timeout: float | None = None,
+    tags: Mapping[str, str] | None = None,
     progress_bar: bool = True,
 ) -> NotebookRun:
-    """Execute ``notebook`` with papermill; its ``%%track`` cells record runs named after it.
+    """Execute ``notebook`` with papermill as one MLflow run (``nbmlops.kind=notebook``).
 
-    The kernel learns its notebook's path through ``NBMLOPS_NOTEBOOK``. Records a kernel could not
-    deliver before it was shut down are replayed from the journal before this returns.
+    Its ``%%track`` cells become child runs; their metrics, and ``nbmlops.log_metric`` calls made
+    outside them, are rolled up to this run; ``gates`` are checked on those metrics.
+
+    Args:
+        notebook: the ``.ipynb`` to execute.
+        output: where to write the executed notebook (default: ``.nbmlops/outputs/<name>-<time>.ipynb``).
+        parameters: values for the notebook's ``parameters`` cell (papermill's convention); names the
+            notebook does not declare are refused before any kernel starts.
+        experiment: MLflow experiment (default: the notebook's path relative to the project root).
+        name: run name (default: the notebook's name).
+        gates: conditions such as ``"accuracy >= 0.9"`` on the rolled-up metrics.
+        cwd: working directory of the kernel (default: this process's).
+        kernel_name: kernel to use (default: the notebook's).
+        timeout: seconds one cell may run before the execution stops with status TIMEOUT.
+        tags: extra tags for the notebook's run.
+        progress_bar: show papermill's progress bar.
+
+    Raises:
+        NbmlopsError: a usage problem found before execution (missing notebook, unknown
+            parameter, malformed gate); nothing was run or recorded.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     source = Path(notebook).resolve()
-    settings = resolve_settings(Path(cwd) if cwd else None)
+    if not source.is_file():
+        raise NotebookNotFoundError(str(notebook))
+    parsed_gates = tuple(g if isinstance(g, Gate) else parse_gate(g) for g in gates)
+    effective = check_parameters(source, dict(parameters or {}))
+    settings = resolve_settings(experiment=experiment)
+    target = _output_path(source, output, settings)
+    run = _start_run(source, settings, name, effective, tags, kernel_name)
+    session = get_session()
+    html = session.background(_html_exporter)  # warmed up while the kernel works
+    started = time.monotonic()
+    status, failure, error = _execute(
+        source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar
+    )
+    duration = time.monotonic() - started
+    executed = _read_notebook(target)
+    metrics = _roll_up(run, executed)
+    _store_notebook(run, source, target, executed, html.result() if html else None)
+    results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
+    _end_run(run, status, failure, error, results, duration)
+    run_id, url = _deliver(run, settings, cwd)
+    return NotebookRun(
+        notebook=source,
+        output=target,
+        status=status,
+        experiment=run.experiment,
+        run_key=run.key,
+        run_id=run_id,
+        url=url,
+        duration_s=duration,
+        parameters=effective,
+        metrics=metrics,
+        gates=results,
+        error=error,
+        failure=failure,
+    )
+
+
+class NotebookNotFoundError(NbmlopsError, FileNotFoundError):
+    """The notebook to run does not exist."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no such notebook: {path}")
+
+
+def _output_path(source: Path, output: str | os.PathLike[str] | None, settings: Settings) -> Path:
     if output is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        output = settings.state_dir / "outputs" / f"{source.stem}-{stamp}.ipynb"
+        output = settings.state_dir / "outputs" / f"{source.stem}-{stamp}-{os.getpid()}.ipynb"
     target = Path(output).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("NBMLOPS_NOTEBOOK")
-    os.environ["NBMLOPS_NOTEBOOK"] = str(source)
-    started = time.monotonic()
-    status, error = "FINISHED", None
+    return target
+
+
+def _start_run(
+    source: Path,
+    settings: Settings,
+    name: str | None,
+    parameters: Mapping[str, Any],
+    tags: Mapping[str, str] | None,
+    kernel_name: str | None,
+) -> Run:
+    import papermill
+
+    run_tags = {
+        "nbmlops.kind": "notebook",
+        "nbmlops.notebook": str(source),
+        "nbmlops.papermill_version": papermill.__version__,
+        **(tags or {}),
+    }
+    if kernel_name:
+        run_tags["nbmlops.kernel"] = kernel_name
+    run = Run(
+        name or source.stem,
+        experiment=settings.experiment or experiment_for(str(source), settings.root),
+        params=parameters,
+        tags=run_tags,
+        source=(str(source), "NOTEBOOK"),
+        settings=settings,
+    )
+    run.start()
+    run.log_text(source.read_text(), f"notebook/input/{source.name}")
+    return run
+
+
+def _execute(
+    source: Path,
+    target: Path,
+    parameters: Mapping[str, Any],
+    run: Run,
+    settings: Settings,
+    cwd: str | os.PathLike[str] | None,
+    kernel_name: str | None,
+    timeout: float | None,
+    progress_bar: bool,
+) -> tuple[str, str | None, str | None]:
+    """Run papermill; returns ``(status, failure kind, error text)``."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    env = {
+        "NBMLOPS_NOTEBOOK": str(source),
+        PARENT_ENV: run.key,
+        "NBMLOPS_EXPERIMENT": run.experiment,
+        "NBMLOPS_TRACKING_URI": settings.tracking_uri,
+    }
+    if settings.artifact_root:
+        env["NBMLOPS_ARTIFACT_ROOT"] = settings.artifact_root
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(target),
-            parameters=dict(parameters or {}),
-            cwd=str(cwd) if cwd else None,
-            kernel_name=kernel_name,
-            progress_bar=progress_bar,
-        )
+        with _environment(env):
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=dict(parameters),
+                cwd=str(cwd) if cwd else None,
+                kernel_name=kernel_name,
+                execution_timeout=timeout,
+                progress_bar=progress_bar,
+            )
     except PapermillExecutionError as exc:
-        status, error = "FAILED", f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+        run.set_tags({"nbmlops.failure.cell_index": exc.cell_index, "nbmlops.failure.ename": exc.ename})
+        return "FAILED", "cell_error", f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+    except CellTimeoutError as exc:
+        return "TIMEOUT", "timeout", str(exc).splitlines()[0]
+    except DeadKernelError as exc:
+        return "FAILED", "kernel_died", f"the kernel died: {exc}"
+    except KeyboardInterrupt:
+        run.end("KILLED", reason="interrupted while executing the notebook")
+        raise
+    return "FINISHED", None, None
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernel papermill starts (it inherits this process's)."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
-        if previous is None:
-            os.environ.pop("NBMLOPS_NOTEBOOK", None)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _read_notebook(path: Path) -> Any:
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return None
+
+
+def _roll_up(run: Run, executed: Any) -> dict[str, float]:
+    """Log the cells' metrics (and notebook-level ones) on the notebook's run; return the final values."""
+    if executed is None:
+        return {}
+    final: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    for payload in read_payloads(executed):
+        if payload["kind"] == "run":
+            rows = [(k, metric_number(v), None) for k, v in payload["metrics"].items()]
         else:
-            os.environ["NBMLOPS_NOTEBOOK"] = previous
+            rows = [(k, metric_number(v), int(step)) for k, v, step in payload["metrics"]]
+        for key, value, step in rows:
+            at = steps.get(key, -1) + 1 if step is None else step
+            steps[key] = max(at, steps.get(key, -1))
+            run.log_metric(key, value, step=at)
+            final[key] = value
+    return final
+
+
+def _html_exporter() -> Any:
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    import nbformat
+
+    exporter.from_notebook_node(nbformat.v4.new_notebook())  # loads the templates now, off the clock
+    return exporter
+
+
+def _store_notebook(run: Run, source: Path, target: Path, executed: Any, exporter: Any) -> None:
+    if executed is None:
+        return
+    run.log_text(target.read_text(), f"notebook/{source.name}")
+    if exporter is not None:
+        body, _ = exporter.from_notebook_node(executed)
+        run.log_text(body, f"notebook/{source.stem}.html")
+
+
+def _end_run(
+    run: Run, status: str, failure: str | None, error: str | None, gates: tuple[GateResult, ...], duration: float
+) -> None:
+    tags: dict[str, str] = {"nbmlops.status": status, "nbmlops.execution_s": f"{duration:.3f}"}
+    if failure:
+        tags["nbmlops.failure"] = failure
+    if error:
+        tags["nbmlops.error.message"] = error[:5000]
+    tags.update(gate_tags(gates))
+    run.set_tags(tags)
+    run.end("FINISHED" if status == "FINISHED" else "FAILED")
+
+
+def _deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) -> tuple[str | None, str | None]:
+    """Replay what a kernel could not deliver, wait for our own records, link late children."""
+    from nbmlops.exceptions import FlushTimeoutError
+    from nbmlops.tracking.store import open_store
+
     register_uri(settings.tracking_uri)
-    report = sync_journals(settings.journal_dir)
-    return NotebookRun(source, target, status, error, time.monotonic() - started, report)
+    roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
+    for journal_dir in roots:
+        sync_journals(journal_dir, "the kernel died before the run ended")
+    session = get_session()
+    try:
+        session.flush(settings.flush_timeout)
+    except FlushTimeoutError:
+        return None, None  # the warning has been written; `nbmlops sync` delivers later
+    known = session.run_ids.get(run.key)
+    if known is None:
+        return None, None
+    run_id, experiment_id = known
+    with contextlib.suppress(NbmlopsError):
+        open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, run.key, run_id)
+    return run_id, run_url(settings.ui_url, experiment_id, run_id)
+
+
+def parse_parameter_file(text: str) -> dict[str, Any]:
+    """Parameters from YAML (``-f params.yaml`` or ``-y``); a mapping is required."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ParameterFileError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParameterFileError(f"expected a mapping of parameter names to values, got {type(data).__name__}")
+    return data
+
+
+class ParameterFileError(NbmlopsError, ValueError):
+    """A parameter file or ``-y`` string that is not a YAML mapping."""
+
+
+def describe(result: NotebookRun) -> str:
+    """A one-paragraph account of a run for the terminal."""
+    lines = [f"{result.status}: {result.notebook.name} in {result.duration_s:.1f}s -> {result.output}"]
+    if result.error:
+        lines.append(f"  {result.error}")
+    if result.metrics:
+        lines.append("  metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in result.metrics.items()))
+    for gate in result.gates:
+        lines.append(f"  {'PASS' if gate.passed else 'FAIL'} {gate.message}")
+    lines.append(f"  run: {result.run_id or 'not yet in the store (see warnings)'} in experiment {result.experiment}")
+    return "\n".join(lines)
