@@ -73,7 +73,7 @@ def test_failing_notebook_exits_1(fresh: Path) -> None:
     nbformat.write(nb, fresh / "bad.ipynb")
     result = nbmlops("run", "bad.ipynb", "--output", "out.ipynb", cwd=fresh, timeout=300)
     assert result.returncode == 1
-    assert "ValueError: nope" in result.stderr and (fresh / "out.ipynb").exists()
+    assert "ValueError: nope" in result.stdout and (fresh / "out.ipynb").exists()
 
 
 def test_usage_errors_exit_2_and_help_explains_exit_codes(fresh: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from nbmlops.runner.gates import evaluate_gates, parse_gate
 from nbmlops.runner.reports import NotebookReport, append_github_summary, github_summary, write_junit
 
-TRACEBACK = "\x1b[0;31m----\x1b[0m\nTraceback (most recent call last):\n  cell 3\nZeroDivisionError: division by zero\x00\n"
+TRACEBACK = "\x1b[0;31m----\x1b[0m\nTraceback (most recent call last):\n  cell 3\nZeroDivisionError: oops\x00"
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_junit_counts_cases_and_failures(tmp_path, reports):
     gate_failure = failures["train.ipynb: rmse < 1.2"]
     assert gate_failure.get("type") == "gate" and gate_failure.text == reports[0].gates[1].message
     assert failures["eval.ipynb"].get("type") == "FAILED"
-    assert failures["eval.ipynb"].get("message") == "ZeroDivisionError: division by zero\ufffd"
+    assert failures["eval.ipynb"].get("message") == "ZeroDivisionError: oops\ufffd"
     assert "\x1b" not in failures["eval.ipynb"].text and "Traceback" in failures["eval.ipynb"].text
     assert failures["slow.ipynb"].get("type") == "TIMEOUT"
     assert cases[0].get("time") == "12.250"

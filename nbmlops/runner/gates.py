@@ -21,8 +21,8 @@ import difflib
 import math
 import operator
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 from nbmlops.exceptions import NbmlopsError
 
@@ -59,12 +59,13 @@ class GateSyntaxError(GateError):
     def __init__(self, text: str, position: int, expected: str) -> None:
         self.text, self.position, self.expected = text, position, expected
         shown = re.sub(r"\s", " ", text)  # one character per character, so the caret lines up
-        super().__init__(f'gate "{text}": expected {expected} at position {position}\n    {shown}\n    {" " * position}^')
+        caret = " " * position + "^"
+        super().__init__(f'gate "{text}": expected {expected} at position {position}\n    {shown}\n    {caret}')
 
 
 def _number_text(value: float) -> str:
     text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
+    return text.removesuffix(".0")
 
 
 def _metric_text(name: str) -> str:

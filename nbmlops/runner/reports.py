@@ -8,9 +8,9 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 from urllib.parse import quote
 
 from nbmlops.runner.gates import GateResult
@@ -86,7 +86,8 @@ def write_junit(path: str | os.PathLike[str], reports: Sequence[NotebookReport],
         if report.status != "FINISHED":
             failures += 1
             _fail(case, report.status, report.error or f"notebook ended with status {report.status}")
-        ET.SubElement(case, "system-out").text = _xml(_details(report))
+        if details := _details(report):
+            ET.SubElement(case, "system-out").text = _xml(details)
         cases.append(case)
         for result in report.gates:
             gate_case = _testcase("nbmlops.gate", f"{report.notebook}: {result.gate.text}", 0.0)
