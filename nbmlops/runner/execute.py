@@ -8,6 +8,7 @@ end the run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from nbmlops.tracking.summary import run_url
 
 __all__ = ["NotebookRun", "run_notebook"]
 
+#: the effective parameters with their types, for `nbmlops reproduce` (MLflow params are text)
+PARAMETERS_ARTIFACT = "notebook/parameters.json"
 #: exit codes of `nbmlops run`, by outcome
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "TIMEOUT": 1, "KILLED": 1, "GATE_FAILED": 3}
 
@@ -196,6 +199,7 @@ def _start_run(
     )
     run.start()
     run.log_text(source.read_text(), f"notebook/input/{source.name}")
+    run.log_text(json.dumps(dict(parameters), indent=1, default=repr), PARAMETERS_ARTIFACT)
     return run
 
 
