@@ -140,7 +140,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
     )
     print(describe(result))
-    _status(settings, args)
+    print(_where(settings))
     if args.junit:
         write_junit(args.junit, [result.report()])
     append_github_summary([result.report()])
@@ -187,6 +187,18 @@ def _reap(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if report.sync.ok else EXIT_FAILED
 
 
+def _where(settings: Settings) -> str:
+    """Where runs are stored, and how to look at them."""
+    from nbmlops.redact import redact_uri
+
+    lines = [f"runs are stored in {redact_uri(settings.tracking_uri)}"]
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"open the MLflow UI: {settings.ui_url}")
+    else:
+        lines.append("open the MLflow UI: nbmlops ui   (then browse http://127.0.0.1:5000)")
+    return "\n".join(lines)
+
+
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from nbmlops.journal import list_journals
     from nbmlops.redact import redact_uri
@@ -204,10 +216,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         if name == "Default" and count == 0:
             continue
         print(f"  [{experiment_id}] {name}: {count} run(s)")
-    if settings.tracking_uri.startswith(("http://", "https://")):
-        print(f"open the MLflow UI: {settings.ui_url}")
-    else:
-        print("open the MLflow UI: nbmlops ui   (then browse http://127.0.0.1:5000)")
+    print(_where(settings).splitlines()[-1])
     return EXIT_OK
 
 

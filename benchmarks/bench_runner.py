@@ -1,0 +1,173 @@
+"""Headless runs: `nbmlops run` against bare papermill, and sweep speed-up with 2 workers.
+
+    python benchmarks/bench_runner.py [--pairs 10] [--quick] [--no-write]
+
+1. `nbmlops run` vs `papermill` on the same small notebook (a parameters cell, a `%%track` cell, a
+   plain cell), each as the command a user types, in fresh processes, interleaved pairs on the
+   embedded sqlite store. Target: median wall-time ratio <= 1.15.
+2. A sweep of 8 short runs with `--workers 2` vs `--workers 1`. Target: speed-up >= 1.7 on 2 cores.
+   Kernel start cost (start a kernel, run one trivial cell, shut it down) is reported separately.
+
+Results go to the `runner` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def small_notebook(path: Path) -> Path:
+    nb = new_notebook()
+    params = new_code_cell("alpha = 0.5\nn = 1000")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        new_code_cell("%load_ext nbmlops"),
+        params,
+        new_code_cell("%%track --name compute\ntotal = sum(i * alpha for i in range(n))\nmean = total / n"),
+        new_code_cell("print(mean)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def bench_run_vs_papermill(project: Path, pairs: int) -> dict[str, float]:
+    notebook = small_notebook(project / "small.ipynb")
+    papermill = [str(BIN / "papermill"), str(notebook), str(project / "out-pm.ipynb"), "-p", "alpha", "0.7", "--no-progress-bar"]
+    nbmlops = [str(BIN / "nbmlops"), "run", str(notebook), "-p", "alpha", "0.7", "--output", str(project / "out-nb.ipynb"), "--no-progress"]
+    timed(nbmlops, project)  # creates the store: a first-use cost, not a per-run one
+    timed(papermill, project)
+    ours, theirs, ratios = [], [], []
+    for i in range(pairs):
+        order = [(nbmlops, ours), (papermill, theirs)] if i % 2 == 0 else [(papermill, theirs), (nbmlops, ours)]
+        for command, sink in order:
+            sink.append(timed(command, project))
+        ratios.append(ours[-1] / theirs[-1])
+    return {
+        "nbmlops_s": statistics.median(ours),
+        "papermill_s": statistics.median(theirs),
+        "ratio": statistics.median(ratios),
+        "pairs": pairs,
+    }
+
+
+def kernel_start_cost(samples: int) -> float:
+    from jupyter_client.manager import start_new_kernel
+
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        km, kc = start_new_kernel(kernel_name="python3")
+        kc.execute_interactive("1 + 1", timeout=60)
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_sweep(project: Path) -> dict[str, float]:
+    from nbmlops.runner.sweep import run_sweep
+
+    notebook = small_notebook(project / "sweep.ipynb")
+    grid = {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
+    seconds = {}
+    for workers in (1, 2, 1, 2):
+        started = time.perf_counter()
+        result = run_sweep(notebook, grid, workers=workers, progress=False)
+        elapsed = time.perf_counter() - started
+        if result.exit_code != 0:
+            raise SystemExit(f"sweep with {workers} worker(s) failed")
+        seconds.setdefault(workers, []).append(elapsed)
+    one, two = min(seconds[1]), min(seconds[2])
+    return {"one_s": one, "two_s": two, "speedup": one / two}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
+
+
+def write_results(rows: list[tuple[str, str, str, str]], note: str) -> None:
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start, end = "<!-- runner:start -->", "<!-- runner:end -->"
+    table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    section = (
+        f"{start}\n## Headless runs (`benchmarks/bench_runner.py`)\n\n"
+        f"Reproduce: `python benchmarks/bench_runner.py`. {note}\n\n"
+        "| measure | value | target | result |\n|---|---|---|---|\n" + table + f"\n{end}"
+    )
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=10, help="interleaved pairs for part 1 (default 10)")
+    parser.add_argument("--quick", action="store_true", help="3 pairs, one kernel-start sample")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    pairs = 3 if args.quick else args.pairs
+    with tempfile.TemporaryDirectory(prefix="nbmlops-bench-") as tmp:
+        project = Path(tmp)
+        (project / "pyproject.toml").write_text("[project]\nname = 'bench'\n")
+        os.chdir(project)
+        for name in ("NBMLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBMLOPS_EXPERIMENT"):
+            os.environ.pop(name, None)
+        run = bench_run_vs_papermill(project, pairs)
+        kernel = kernel_start_cost(1 if args.quick else 5)
+        sweep = bench_sweep(project)
+    rows = [
+        ("1. `papermill` small notebook, median wall", f"{run['papermill_s']:.2f} s", "", "info"),
+        ("1. `nbmlops run` same notebook, median wall", f"{run['nbmlops_s']:.2f} s", "", "info"),
+        (
+            f"**1. nbmlops run / papermill (median of {run['pairs']} pairs)**",
+            f"**{run['ratio']:.3f}**",
+            "<= 1.15",
+            "PASS" if run["ratio"] <= 1.15 else "FAIL",
+        ),
+        ("2. kernel start + one cell + shutdown (median)", f"{kernel:.2f} s", "", "info"),
+        ("2. sweep of 8 runs, `--workers 1` (best of 2)", f"{sweep['one_s']:.2f} s", "", "info"),
+        ("2. sweep of 8 runs, `--workers 2` (best of 2)", f"{sweep['two_s']:.2f} s", "", "info"),
+        ("**2. sweep speed-up, 2 workers vs 1**", f"**{sweep['speedup']:.2f}x**", ">= 1.7x", "PASS" if sweep["speedup"] >= 1.7 else "FAIL"),
+    ]
+    note = f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    print("| measure | value | target | result |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if not args.no_write:
+        write_results(rows, note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Reading recorded runs back from a tracking store: a run, its child runs, its artifacts.
+
+mlflow is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.redact import redact_uri
+from nbmlops.tracking.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
+
+__all__ = ["RunNotFoundError", "RunRecord", "child_runs", "download_artifact", "load_run"]
+
+
+class RunNotFoundError(NbmlopsError, ValueError):
+    """No run with this id in the tracking store."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r} in the tracking store {redact_uri(tracking_uri)}")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as stored: its identity, status, params, latest metric values, tags and dataset inputs.
+
+    ``datasets`` holds ``(name, digest, context)`` triples; ``start_time`` is in epoch milliseconds.
+    """
+
+    run_id: str
+    experiment_id: str
+    experiment: str
+    name: str | None
+    status: str
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+    datasets: tuple[tuple[str, str, str], ...]
+    parent_run_id: str | None
+    start_time: int
+
+
+def load_run(tracking_uri: str, run_id: str) -> RunRecord:
+    """The run ``run_id``; a :class:`RunNotFoundError` when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RunNotFoundError(run_id, tracking_uri) from None
+        raise
+    return _record(run, client.get_experiment(run.info.experiment_id).name)
+
+
+def child_runs(tracking_uri: str, run_id: str) -> list[RunRecord]:
+    """The runs whose parent is ``run_id``, in any experiment, oldest first.
+
+    A child is found by ``mlflow.parentRunId`` or, when it reached the store before its parent
+    and was never linked, by the parent's run key (``nbmlops.parent_key``).
+    """
+    client = _client(tracking_uri)
+    parent = client.get_run(run_id)
+    filters = [f"tags.`mlflow.parentRunId` = '{run_id}'"]
+    key = parent.data.tags.get(RUN_KEY_TAG)
+    if key:
+        filters.append(f"tags.`{PARENT_KEY_TAG}` = '{key}'")
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    ids = list(experiments)
+    found: dict[str, Any] = {}
+    for start in range(0, len(ids), 50):
+        for condition in filters:
+            for run in client.search_runs(ids[start : start + 50], filter_string=condition, max_results=5000):
+                found[run.info.run_id] = run
+    runs = sorted(found.values(), key=lambda run: run.info.start_time)
+    return [_record(run, experiments[run.info.experiment_id]) for run in runs]
+
+
+def download_artifact(
+    tracking_uri: str, run_id: str, path: str, dst_dir: str | Path
+) -> Path | None:
+    """Download the artifact (file or folder) ``path`` of run ``run_id`` into ``dst_dir``; None when absent."""
+    client = _client(tracking_uri)
+    path = path.strip("/")
+    listed = client.list_artifacts(run_id, posixpath.dirname(path) or None)
+    if path not in {info.path for info in listed}:
+        return None
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dst_dir)))
+
+
+def _client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` on the store (sqlite stores opened safely against concurrent writers)."""
+    return open_store(tracking_uri, None).client
+
+
+def _record(run: Any, experiment: str) -> RunRecord:
+    inputs = run.inputs.dataset_inputs if run.inputs is not None else []
+    datasets = tuple(
+        (
+            item.dataset.name,
+            item.dataset.digest,
+            next((tag.value for tag in item.tags if tag.key == "mlflow.data.context"), ""),
+        )
+        for item in inputs
+    )
+    return RunRecord(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        experiment=experiment,
+        name=run.info.run_name,
+        status=run.info.status,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+        datasets=datasets,
+        parent_run_id=run.data.tags.get("mlflow.parentRunId"),
+        start_time=run.info.start_time,
+    )
