@@ -135,7 +135,7 @@ def reproduce(
         parameters,
         experiment=original.experiment,
         name=f"reproduce {original.name or run_id}",
-        cwd=_original_folder(original) or settings.root,
+        cwd=_original_folder(original, settings) or settings.root,
         timeout=timeout,
         tags={REPRODUCES_TAG: run_id},
         progress_bar=progress_bar,
@@ -148,28 +148,21 @@ def reproduce(
         new = _reproduced_cell(new_uri, new.run_id, run_id)
         if new is None:
             notes.append("the rebuilt notebook recorded no run of the tracked cell")
-    if kind == "notebook":
-        old_data = _datasets([original, *child_runs(settings.tracking_uri, run_id)])
-        new_data = _datasets([new, *child_runs(new_uri, new.run_id)]) if new else {}
-    else:
-        old_data, new_data = _datasets([original]), _datasets([new] if new else [])
-    metrics = tuple(_compare_metric(k, v, new.metrics if new else {}, rtol, atol) for k, v in original.metrics.items())
-    extra = sorted(set(new.metrics) - set(original.metrics)) if new else []
-    if extra:
-        notes.append(f"metric(s) not in the original run: {', '.join(extra)}")
+    differences = _differences(settings.tracking_uri, original, new_uri, new, notes) if new else ((), (), ())
     return Reproduction(
         original=original,
         execution=execution,
         run_id=new.run_id if new else None,
-        metrics=metrics,
-        params=tuple(_param_differences(original.params, new.params)) if new else (),
-        data=tuple(_data_differences(old_data, new_data)) if new else (),
-        environment=tuple(_environment_differences(settings.tracking_uri, original, new_uri, new)) if new else (),
+        metrics=tuple(
+            _compare_metric(k, v, new.metrics if new else {}, rtol, atol) for k, v in original.metrics.items()
+        ),
+        params=differences[0],
+        data=differences[1],
+        environment=differences[2],
         notes=tuple(notes),
         rtol=rtol,
         atol=atol,
     )
-
 
 def format_report(reproduction: Reproduction) -> str:
     """A readable report for the terminal: the verdict, the metrics table, then the differences."""
@@ -185,7 +178,10 @@ def format_report(reproduction: Reproduction) -> str:
     if r.metrics:
         lines.append(f"metrics (rtol={r.rtol:g}, atol={r.atol:g}):")
         rows = [("", "name", "original", "new")]
-        rows += [("ok" if m.ok else "DIFF", m.name, repr(m.original), "missing" if m.new is None else repr(m.new)) for m in r.metrics]
+        rows += [
+            ("ok" if m.ok else "DIFF", m.name, repr(m.original), "missing" if m.new is None else repr(m.new))
+            for m in r.metrics
+        ]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows]
     else:
@@ -211,7 +207,7 @@ def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[st
             values = {name: _literal(text) for name, text in original.params.items()}
             notes.append(f"no {PARAMETERS_ARTIFACT}: parameter types were guessed from the MLflow params")
     defaults = check_parameters(snapshots[0], {})
-    return snapshots[0], {k: v for k, v in values.items() if k in defaults and defaults[k] != v}
+    return snapshots[0], {k: v for k, v in values.items() if k in defaults and repr(defaults[k]) != repr(v)}
 
 
 def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
@@ -241,11 +237,11 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
     return path
 
 
-def _original_folder(original: RunRecord) -> Path | None:
-    """The folder of the notebook the run came from, when it still exists."""
+def _original_folder(original: RunRecord, settings: Settings) -> Path | None:
+    """The folder of the notebook the run came from, when it still exists (and is not a reproduction's)."""
     for tag in ("nbmlops.notebook", "mlflow.source.name"):
         path = Path(original.tags.get(tag, ""))
-        if path.is_absolute() and path.parent.is_dir():
+        if path.is_absolute() and path.parent.is_dir() and settings.state_dir not in path.parents:
             return path.parent
     return None
 
@@ -263,6 +259,25 @@ def _literal(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
+
+
+def _differences(
+    old_uri: str, original: RunRecord, new_uri: str, new: RunRecord, notes: list[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Params, data and environment differences; the datasets of a notebook run include its cells'."""
+    if original.tags.get("nbmlops.kind") == "notebook":
+        before = _datasets([original, *child_runs(old_uri, original.run_id)])
+        after = _datasets([new, *child_runs(new_uri, new.run_id)])
+    else:
+        before, after = _datasets([original]), _datasets([new])
+    extra = sorted(set(new.metrics) - set(original.metrics))
+    if extra:
+        notes.append(f"metric(s) not in the original run: {', '.join(extra)}")
+    return (
+        tuple(_param_differences(original.params, new.params)),
+        tuple(_data_differences(before, after)),
+        tuple(_environment_differences(old_uri, original, new_uri, new)),
+    )
 
 
 def _compare_metric(name: str, old: float, new: Mapping[str, float], rtol: float, atol: float) -> MetricComparison:

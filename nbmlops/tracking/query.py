@@ -5,16 +5,20 @@ mlflow is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
 
 __all__ = ["RunNotFoundError", "RunRecord", "child_runs", "download_artifact", "load_run"]
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class RunNotFoundError(NbmlopsError, ValueError):
@@ -82,9 +86,7 @@ def child_runs(tracking_uri: str, run_id: str) -> list[RunRecord]:
     return [_record(run, experiments[run.info.experiment_id]) for run in runs]
 
 
-def download_artifact(
-    tracking_uri: str, run_id: str, path: str, dst_dir: str | Path
-) -> Path | None:
+def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path | None:
     """Download the artifact (file or folder) ``path`` of run ``run_id`` into ``dst_dir``; None when absent."""
     client = _client(tracking_uri)
     path = path.strip("/")
@@ -92,7 +94,21 @@ def download_artifact(
     if path not in {info.path for info in listed}:
         return None
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, path, str(dst_dir)))
+    with _quiet_downloads():
+        return Path(client.download_artifacts(run_id, path, str(dst_dir)))
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar for these small downloads, unless the user asked for one."""
+    if _PROGRESS_BAR in os.environ:
+        yield
+        return
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PROGRESS_BAR, None)
 
 
 def _client(tracking_uri: str) -> Any:
