@@ -1,7 +1,8 @@
 """The ``nbmlops`` command.
 
 Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable, or
-a notebook failed); 2 usage error (a bad option or setting); 3 a gate failed; 130 interrupted.
+a notebook failed); 2 usage error (a bad option or setting); 3 a gate failed; 4 not reproduced;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from nbmlops.config import Settings, resolve_settings
+from nbmlops.config import Settings, configure, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 
 __all__ = ["main"]
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="nbmlops",
         description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
         epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable, notebook failed), "
-        "2 usage error, 3 a gate failed, 130 interrupted.",
+        "2 usage error, 3 a gate failed, 4 not reproduced, 130 interrupted.",
     )
     parser.add_argument(
         "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="execute a notebook headlessly with papermill, as one tracked run",
         description=(
-            "Execute NOTEBOOK with papermill as one MLflow run (nbmlops.kind=notebook); its %%%%track cells "
+            "Execute NOTEBOOK with papermill as one MLflow run (nbmlops.kind=notebook); its %%track cells "
             "become child runs and their metrics are rolled up to it. Parameters follow papermill's "
             "conventions (a cell tagged 'parameters'); names the notebook does not declare are refused "
             "before any kernel starts."
@@ -67,6 +68,28 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cwd", help="working directory of the kernel")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="re-execute a recorded notebook or %%%%track cell run and check that the result is the same",
+        description=(
+            "Re-execute RUN_ID headlessly: a notebook run from its logged input notebook with the same typed "
+            "parameters; a %%track cell run from a notebook rebuilt out of the kernel history it recorded. The new "
+            "run is tagged nbmlops.reproduces=RUN_ID; every metric of the original is compared within --rtol/--atol, "
+            "and differences in params, data fingerprints and environment are listed."
+        ),
+        epilog="Exit codes: 0 reproduced, 1 the operation failed (e.g. store unreachable), 2 usage error (unknown "
+        "run, a run of another kind, nothing recorded to re-execute), 4 not reproduced (a metric differs or is "
+        "missing, or the execution failed).",
+    )
+    reproduce.add_argument("run_id", metavar="RUN_ID", help="MLflow run id of a notebook run or a %%%%track cell run")
+    reproduce.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance per metric (default 1e-9)")
+    reproduce.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per metric (default 0)")
+    reproduce.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
+    reproduce.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
+    )
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     commands.add_parser(
         "sync", help="deliver records left in journals by processes that ended before the store took them"
     )
@@ -89,8 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        settings = resolve_settings(tracking_uri=args.tracking_uri)
-        handler = {"ui": _ui, "run": _run, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
+        if args.tracking_uri:
+            configure(tracking_uri=args.tracking_uri)  # for every part of the command, not just this call
+        settings = resolve_settings()
+        handler = {"ui": _ui, "run": _run, "reproduce": _reproduce, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
         return handler(settings, args)
     except KeyboardInterrupt:
         print("nbmlops: interrupted", file=sys.stderr)
@@ -144,6 +169,23 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(args.junit, [result.report()])
     append_github_summary([result.report()])
+    return result.exit_code
+
+
+def _reproduce(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.runner.reproduce import format_report, reproduce
+
+    result = reproduce(
+        args.run_id,
+        rtol=args.rtol,
+        atol=args.atol,
+        settings=settings,
+        output=args.output,
+        timeout=args.timeout,
+        progress_bar=not args.no_progress,
+    )
+    print(format_report(result))
+    print(_where(settings))
     return result.exit_code
 
 

@@ -80,6 +80,8 @@ def test_usage_errors_exit_2_and_help_explains_exit_codes(fresh: Path) -> None:
     assert nbmlops("--bogus", cwd=fresh).returncode == 2
     assert nbmlops("run", "missing.ipynb", cwd=fresh).returncode == 2
     assert nbmlops(cwd=fresh).returncode == 2
+    unknown = nbmlops("reproduce", "0" * 32, cwd=fresh)
+    assert unknown.returncode == 2 and "0" * 32 in unknown.stderr
     bad = nbmlops("config", cwd=fresh, env={"NBMLOPS_FLUSH_TIMEOUT": "soon"})
     assert bad.returncode == 2 and "flush_timeout" in bad.stderr
     helped = nbmlops("--help", cwd=fresh)

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 import nbmlops
+from nbmlops.exceptions import ConfigError
 from nbmlops.runner import run_notebook
 from nbmlops.runner.reproduce import NotReproducibleError, format_report, reproduce
 from nbmlops.tracking.query import RunNotFoundError
@@ -90,6 +91,8 @@ def test_unknown_run_and_runs_of_other_kinds_are_usage_errors(project, client, r
     with pytest.raises(RunNotFoundError, match="no run 'f00'") as caught:
         reproduce("f00")
     assert isinstance(caught.value, ValueError)
+    with pytest.raises(ConfigError, match="rtol"):
+        reproduce("f00", rtol=-1)
     with nbmlops.track("script"):
         nbmlops.log_metric("m", 1.0)
     nbmlops.flush(60)

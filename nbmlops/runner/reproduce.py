@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import ConfigError, NbmlopsError
 from nbmlops.runner.execute import PARAMETERS_ARTIFACT, NotebookRun, run_notebook
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.tracking.query import RunRecord, child_runs, download_artifact, load_run
@@ -112,9 +112,13 @@ def reproduce(
         progress_bar: show papermill's progress bar.
 
     Raises:
+        ConfigError: a negative tolerance.
         RunNotFoundError: no such run.
         NotReproducibleError: the run is of another kind, or what it needs was not recorded.
     """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value >= 0:
+            raise ConfigError(name, f"must be a number >= 0, got {value}", "argument")
     settings = settings or resolve_settings()
     original = load_run(settings.tracking_uri, run_id)
     kind = original.tags.get("nbmlops.kind")
@@ -154,7 +158,7 @@ def reproduce(
         execution=execution,
         run_id=new.run_id if new else None,
         metrics=tuple(
-            _compare_metric(k, v, new.metrics if new else {}, rtol, atol) for k, v in original.metrics.items()
+            _compare_metric(k, v, new.metrics if new else {}, rtol, atol) for k, v in sorted(original.metrics.items())
         ),
         params=differences[0],
         data=differences[1],
@@ -163,6 +167,7 @@ def reproduce(
         rtol=rtol,
         atol=atol,
     )
+
 
 def format_report(reproduction: Reproduction) -> str:
     """A readable report for the terminal: the verdict, the metrics table, then the differences."""
@@ -183,7 +188,7 @@ def format_report(reproduction: Reproduction) -> str:
             for m in r.metrics
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in rows]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
     else:
         lines.append("metrics: the original run has none")
     for title, items in (("params", r.params), ("data", r.data), ("environment", r.environment), ("notes", r.notes)):
