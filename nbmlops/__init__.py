@@ -136,6 +136,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = NbmlopsMagics(ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.pre_run_cell)
+    ipython.events.register("post_run_cell", magics.post_run_cell)
     _loaded[id(ipython)] = magics
     get_session()
 
@@ -145,6 +146,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is not None:
         ipython.events.unregister("pre_run_cell", magics.pre_run_cell)
+        ipython.events.unregister("post_run_cell", magics.post_run_cell)
         for kind in ("cell", "line"):
             ipython.magics_manager.magics[kind].pop("track" if kind == "cell" else "nbmlops", None)
 

@@ -49,24 +49,51 @@ def _parser() -> argparse.ArgumentParser:
         "3 a gate failed.",
     )
     run.add_argument("notebook", help="the .ipynb to execute")
-    run.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-        help="a parameter; VALUE is read as int, float, True/False/None when it looks like one",
-    )
-    run.add_argument("-f", "--parameters-file", metavar="FILE", help="parameters from a YAML file")
-    run.add_argument("-y", "--yaml", metavar="YAML", help="parameters as a YAML string")
-    run.add_argument("--experiment", help="MLflow experiment (default: the notebook's path)")
+    _add_parameter_options(run)
     run.add_argument("--name", help="run name (default: the notebook's name)")
     run.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
-    run.add_argument(
-        "--gate", action="append", default=[], metavar="EXPR",
-        help='a condition on the run\'s metrics, such as "accuracy >= 0.9" or "rmse < 1.2 and mae < 1"; repeatable',
-    )
-    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one testcase per notebook and gate)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer")
-    run.add_argument("--kernel", help="kernel name (default: the notebook's)")
     run.add_argument("--cwd", help="working directory of the kernel")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_gate_options(run, "one testcase per notebook and gate")
+    _add_execution_options(run)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="execute a notebook once per combination of parameter values, in parallel, under one sweep run",
+        description=(
+            "Execute NOTEBOOK once per combination of the --grid values, each as its own notebook run (as "
+            "`nbmlops run` records it), all children of one sweep run (nbmlops.kind=sweep). Combinations run "
+            "in parallel in local processes, or on a Dask cluster with --dask (the tracking store must then be "
+            "a tracking server; start Dask workers with --nthreads 1). A failing combination does not stop the "
+            "others. At the end, a table of every run, ranked by --objective, names the best."
+        ),
+        epilog="Exit codes: 0 every combination finished and passed its gates, 1 a combination failed, "
+        "2 usage error, 3 a gate failed.",
+    )
+    sweep.add_argument("notebook", help="the .ipynb to execute")
+    sweep.add_argument(
+        "--grid", action="append", required=True, metavar="NAME=V1,V2,...",
+        help="values to try for a parameter, read like -p values, such as alpha=0.1,1,10; repeatable "
+        "(every combination runs)",
+    )
+    sweep.add_argument("--random", type=int, metavar="N", help="run N distinct combinations drawn at random")
+    sweep.add_argument("--seed", type=int, help="seed of --random (the same seed draws the same combinations)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="notebooks at once on this machine (default: CPUs)")
+    where.add_argument(
+        "--dask", metavar="ADDRESS",
+        help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs a tracking server",
+    )
+    _add_parameter_options(sweep)
+    sweep.add_argument("--objective", metavar="METRIC", help="rank the runs by this metric and name the best")
+    direction = sweep.add_mutually_exclusive_group()
+    direction.add_argument("--maximize", dest="maximize", action="store_true", help="higher --objective is better")
+    direction.add_argument(
+        "--minimize", dest="maximize", action="store_false",
+        help="lower --objective is better (default: minimize names such as loss, error, rmse; maximize others)",
+    )
+    sweep.set_defaults(maximize=None)
+    _add_gate_options(sweep, "one testcase per combination and gate")
+    _add_execution_options(sweep)
 
     reproduce = commands.add_parser(
         "reproduce",
@@ -104,6 +131,56 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_parameter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="a parameter; VALUE is read as int, float, True/False/None when it looks like one",
+    )
+    parser.add_argument("-f", "--parameters-file", metavar="FILE", help="parameters from a YAML file")
+    parser.add_argument("-y", "--yaml", metavar="YAML", help="parameters as a YAML string")
+
+
+def _add_gate_options(parser: argparse.ArgumentParser, junit: str) -> None:
+    parser.add_argument(
+        "--gate", action="append", default=[], metavar="EXPR",
+        help='a condition on the metrics, such as "accuracy >= 0.9" or "rmse < 1.2 and mae < 1"; repeatable',
+    )
+    parser.add_argument("--junit", metavar="FILE", help=f"write a JUnit XML report ({junit})")
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", help="MLflow experiment (default: the notebook's path)")
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
+    )
+    parser.add_argument("--kernel", help="kernel name (default: the notebook's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _read_parameters(args: argparse.Namespace) -> dict[str, object]:
+    """Parameters from -f, then -y, then -p (later ones win)."""
+    from pathlib import Path
+
+    from nbmlops.runner.execute import parse_parameter_file
+    from nbmlops.runner.parameters import parse_value
+
+    parameters: dict[str, object] = {}
+    if args.parameters_file:
+        try:
+            text = Path(args.parameters_file).read_text()
+        except OSError as exc:
+            raise ParameterFileError(f"cannot read parameters file: {exc}") from None
+        parameters.update(parse_parameter_file(text))
+    if args.yaml:
+        parameters.update(parse_parameter_file(args.yaml))
+    parameters.update({name: parse_value(value) for name, value in args.parameter})
+    return parameters
+
+
+class ParameterFileError(NbmlopsError, ValueError):
+    """A parameters file that cannot be read."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
@@ -115,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tracking_uri:
             configure(tracking_uri=args.tracking_uri)  # for every part of the command, not just this call
         settings = resolve_settings()
-        handler = {"ui": _ui, "run": _run, "reproduce": _reproduce, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
+        handler = {"ui": _ui, "run": _run, "sweep": _sweep, "reproduce": _reproduce, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
         return handler(settings, args)
     except KeyboardInterrupt:
         print("nbmlops: interrupted", file=sys.stderr)
@@ -136,26 +213,13 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from nbmlops.runner.execute import describe, parse_parameter_file, run_notebook
+    from nbmlops.runner.execute import describe, run_notebook
     from nbmlops.runner.reports import append_github_summary, write_junit
 
-    parameters: dict[str, object] = {}
-    if args.parameters_file:
-        try:
-            text = Path(args.parameters_file).read_text()
-        except OSError as exc:
-            print(f"nbmlops: cannot read parameters file: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        parameters.update(parse_parameter_file(text))
-    if args.yaml:
-        parameters.update(parse_parameter_file(args.yaml))
-    parameters.update({name: _parse_value(value) for name, value in args.parameter})
     result = run_notebook(
         args.notebook,
         args.output,
-        parameters,
+        _read_parameters(args),
         experiment=args.experiment,
         name=args.name,
         gates=args.gate,
@@ -169,6 +233,37 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(args.junit, [result.report()])
     append_github_summary([result.report()])
+    return result.exit_code
+
+
+def _sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nbmlops.runner.reports import append_github_summary, write_junit
+    from nbmlops.runner.sweep import format_table, parse_grid, run_sweep
+
+    result = run_sweep(
+        args.notebook,
+        parse_grid(args.grid),
+        fixed=_read_parameters(args),
+        random=args.random,
+        seed=args.seed,
+        workers=args.workers,
+        dask=args.dask,
+        gates=args.gate,
+        objective=args.objective,
+        maximize=args.maximize,
+        experiment=args.experiment,
+        timeout=args.timeout,
+        kernel_name=args.kernel,
+        progress=not args.no_progress,
+    )
+    print(format_table(result))
+    print(_where(settings))
+    reports = result.reports()
+    if args.junit:
+        write_junit(args.junit, reports, suite_name=f"nbmlops sweep {Path(args.notebook).name}")
+    append_github_summary(reports)
     return result.exit_code
 
 
@@ -187,17 +282,6 @@ def _reproduce(settings: Settings, args: argparse.Namespace) -> int:
     print(format_report(result))
     print(_where(settings))
     return result.exit_code
-
-
-def _parse_value(text: str) -> object:
-    """A parameter value as papermill's CLI reads it: int, float, bool, None, else the string."""
-    import ast
-
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return value if isinstance(value, (int, float, bool, type(None))) else text
 
 
 def _sync(settings: Settings, args: argparse.Namespace) -> int:

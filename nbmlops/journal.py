@@ -87,8 +87,10 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         self.path = directory / name
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        hidden = directory / f".{name}.new"  # locked before it takes a name other processes look for
+        self._fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, self.path)
         self.size = 0
 
     def append(self, records: list[dict[str, Any]]) -> list[int]:

@@ -32,10 +32,16 @@ class NbmlopsMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self._cell_id: str | None = None
+        self._raised: set[int] = set()
 
     def pre_run_cell(self, info: Any) -> None:
         """Remember the id the frontend gave the cell about to run."""
         self._cell_id = getattr(info, "cell_id", None)
+
+    def post_run_cell(self, result: Any) -> None:
+        """Remember which cells of the history raised, so a replay of it knows."""
+        if not result.success and result.execution_count is not None:
+            self._raised.add(result.execution_count)
 
     @magic_arguments()
     @argument("-n", "--name", help="Run name shown in MLflow (default: 'cell <execution count>').")
@@ -83,6 +89,7 @@ class NbmlopsMagics(Magics):
             cell_id=self._cell_id,
             execution_count=shell.execution_count,
             history=list(shell.history_manager.input_hist_raw) if shell.history_manager else [],
+            raised=frozenset(self._raised),
         )
         with get_session().hold():  # capture work waits until the cell is done: no GIL contention
             tracked: TrackedCell | None = TrackedCell(cell, tree, shell.user_ns, options, context)

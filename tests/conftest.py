@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -51,11 +52,13 @@ def shell(project: Path):
     """A real IPython InteractiveShell with the extension loaded."""
     from IPython.core.interactiveshell import InteractiveShell
 
+    main = sys.modules["__main__"]  # IPython puts its user module there; later tests spawn processes
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "nbmlops")
     yield ip
     ip.run_line_magic("unload_ext", "nbmlops")
-    ip.reset(new_session=False)
+    ip.reset(new_session=True)  # history too: a test's cells are not the next test's history
+    sys.modules["__main__"] = main
 
 
 def runs_of(client, experiment: str) -> list:

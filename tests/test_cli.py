@@ -126,3 +126,21 @@ def test_ui_serves_the_mlflow_ui_on_loopback(fresh: Path) -> None:
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
+
+
+def test_sweep_command_ranks_runs_and_names_the_best(fresh: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = new_code_cell("alpha = 1.0")
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_code_cell("%load_ext nbmlops"), params, new_code_cell("%%track\nloss = (alpha - 2) ** 2")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, fresh / "s.ipynb")
+    result = nbmlops(
+        "sweep", "s.ipynb", "--grid", "alpha=1,2,4", "--workers", "2", "--objective", "loss", "--no-progress",
+        "--junit", "sweep.xml", cwd=fresh, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "best: #1 alpha=2" in result.stdout  # loss is minimized: alpha=2 gives 0
+    assert (fresh / "sweep.xml").read_text().count("<testcase") == 3

@@ -87,6 +87,21 @@ def test_cell_run_is_reproduced_from_the_recorded_kernel_history(shell, client, 
     ]
 
 
+def test_history_cells_that_raised_are_replayed_without_stopping_the_reproduction(shell, client, request):
+    shell.run_cell("seed = 3", store_history=True)
+    assert shell.run_cell("seed = 4\n1 / 0", store_history=True).error_in_exec is not None
+    shell.run_cell("%%track\nscore = seed * 2", store_history=True)
+    nbmlops.flush(60)
+    (original,) = runs_of(client, request.node.name)
+
+    result = reproduce(original.info.run_id)
+
+    assert result.reproduced, format_report(result)
+    assert [(m.name, m.new) for m in result.metrics] == [("score", 8.0)]  # the raising cell's effect replayed
+    executed = nbformat.read(result.execution.output, 4)
+    assert executed.cells[2].metadata["tags"] == ["raises-exception"]
+
+
 def test_unknown_run_and_runs_of_other_kinds_are_usage_errors(project, client, request):
     with pytest.raises(RunNotFoundError, match="no run 'f00'") as caught:
         reproduce("f00")

@@ -186,3 +186,15 @@ def test_interrupting_nbmlops_run_kills_the_run_and_its_kernel(project, client, 
         time.sleep(0.5)
     (run,) = runs_of(client, request.node.name)
     assert run.info.status == "KILLED"
+
+
+def test_errors_in_cells_tagged_raises_exception_are_expected(project, client, request):
+    nb = new_notebook(cells=[new_code_cell("1 / 0"), new_code_cell("done = True")])
+    nb.cells[0].metadata["tags"] = ["raises-exception"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, project / "expected.ipynb")
+    result = run_notebook(project / "expected.ipynb", project / "out.ipynb", progress_bar=False)
+    assert result.status == "FINISHED", result.error
+    executed = nbformat.read(project / "out.ipynb", 4)
+    assert [c.source for c in executed.cells] == ["1 / 0", "done = True"]  # no error banner
+    assert executed.cells[1].execution_count is not None

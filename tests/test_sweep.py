@@ -215,14 +215,14 @@ def mlflow_server(folder: Path) -> Iterator[str]:
     """A real ``mlflow server`` on a sqlite backend in ``folder``, on a free port of 127.0.0.1."""
     folder.mkdir()
     port = _free_port()
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
     uri = f"http://127.0.0.1:{port}"
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -231,7 +231,8 @@ def mlflow_server(folder: Path) -> Iterator[str]:
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("mlflow server did not start:\n" + (folder / "server.log").read_text())
+                    log_text = (folder / "server.log").read_text()
+                    raise AssertionError(f"mlflow server did not start:\n{log_text}") from None
                 time.sleep(0.25)
         yield uri
     finally:
@@ -242,7 +243,6 @@ def mlflow_server(folder: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        log.close()
 
 
 def test_dask_sweep_on_a_local_cluster_records_everything_on_the_server(project, monkeypatch, request):
@@ -275,3 +275,19 @@ def test_dask_sweep_on_a_local_cluster_records_everything_on_the_server(project,
                 assert run.data.tags["mlflow.parentRunId"] == result.run_id and run.info.status == "FINISHED"
                 assert run.data.tags["nbmlops.pid"] != str(os.getpid())
                 assert {a.path for a in server.list_artifacts(run.info.run_id, "notebook")} >= {"notebook/train.ipynb"}
+
+
+def test_sweep_started_from_a_notebook_cell_spawns_its_workers(shell, client, request):
+    """IPython's ``__main__`` has no ``__spec__``; spawned workers must start all the same."""
+    from tests.test_runner import notebook
+
+    path = notebook(Path.cwd() / "n.ipynb", "x = alpha * 2", parameters="alpha = 1")
+    shell.user_ns["path"] = path
+    result = shell.run_cell(
+        "from nbmlops.runner import run_sweep\n"
+        "result = run_sweep(path, {'alpha': [1, 2]}, workers=2, progress=False)\n"
+        "result.exit_code"
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    assert result.result == 0
+    assert len(runs_of(client, request.node.name)) == 3  # the sweep run and two notebook runs

@@ -1,5 +1,6 @@
-"""Headless notebook runs: papermill executes, nbmlops records."""
+"""Headless notebook runs: papermill executes, nbmlops records and decides."""
 
 from nbmlops.runner.execute import NotebookRun, run_notebook
+from nbmlops.runner.sweep import SweepResult, run_sweep
 
-__all__ = ["NotebookRun", "run_notebook"]
+__all__ = ["NotebookRun", "SweepResult", "run_notebook", "run_sweep"]

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from nbmlops.exceptions import NbmlopsError
 
-__all__ = ["ParameterError", "check_parameters", "declared_parameters"]
+__all__ = ["ParameterError", "check_parameters", "declared_parameters", "parse_value"]
 
 
 class ParameterError(NbmlopsError, ValueError):
@@ -63,3 +63,13 @@ def _default(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
+
+
+def parse_value(text: str) -> Any:
+    """A value typed on a command line, read as papermill's CLI reads ``-p``: int, float, bool or None
+    when it looks like one, else the string itself."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, (int, float, bool, type(None))) else text

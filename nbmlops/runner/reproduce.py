@@ -224,6 +224,7 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
         found = download_artifact(uri, original.run_id, "code/history.json", tmp)
         history = json.loads(found.read_text()) if found else []
     sources = [entry["source"] for entry in history]
+    raised = [bool(entry.get("raised")) for entry in history]
     if not sources or not sources[-1].lstrip().startswith("%%track"):
         raise NotReproducibleError(
             f"run {original.run_id} has no kernel history ending with its %%track cell (code/history.json); "
@@ -233,7 +234,12 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
     sources[-1] = f"{first} --tag {REPRODUCES_TAG}={original.run_id}\n{body}"
     if not any(_LOADS_EXTENSION.search(source) for source in sources[:-1]):
         sources.insert(0, "%load_ext nbmlops")
-    notebook = new_notebook(cells=[new_code_cell(source) for source in sources])
+        raised.insert(0, False)
+    cells = [new_code_cell(source) for source in sources]
+    for cell, failed in zip(cells[:-1], raised):
+        if failed:  # it raised in the original session too: replay its effects, and go on as the user did
+            cell.metadata["tags"] = ["raises-exception"]
+    notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     stem = Path(original.tags.get("nbmlops.notebook", "cell")).stem
     path = workdir / f"{stem}.ipynb"

@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from nbmlops.config import Settings, configure, resolve_settings, session_settings
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError
-from nbmlops.runner.execute import NotebookNotFoundError, _deliver, _environment, run_notebook
+from nbmlops.runner.execute import (
+    NotebookNotFoundError,
+    deliver,
+    temporary_environment,
+    run_notebook,
+)
 from nbmlops.runner.gates import Gate, GateResult, parse_gate
-from nbmlops.runner.parameters import check_parameters
+from nbmlops.runner.parameters import check_parameters, parse_value
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.tracking.run import PARENT_ENV, Run, end_for
 from nbmlops.tracking.session import close_session, get_session
@@ -38,10 +44,10 @@ __all__ = [
 ]
 
 #: metric-name words that mean "lower is better" (matched as whole words: val_loss, trainRMSE, error-rate)
-MINIMIZED = frozenset(
-    "loss losses logloss nll error errors err rmse mse mae mape smape rmsle msle wer cer perplexity ppl "
-    "cost regret latency brier time seconds duration".split()
-)
+MINIMIZED = frozenset({
+    "loss", "losses", "logloss", "nll", "error", "errors", "err", "rmse", "mse", "mae", "mape", "smape", "rmsle",
+    "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
+})
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _MAX_METRIC_COLUMNS = 6
 
@@ -66,7 +72,6 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
 
     Values are typed like ``-p`` values (int, float, True/False/None, else the string).
     """
-    from nbmlops.cli import _parse_value
 
     grid: dict[str, list[Any]] = {}
     for spec in specs:
@@ -76,7 +81,7 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
             raise SweepError(f'grid "{spec}": expected NAME=VALUE[,VALUE...], such as alpha=0.1,1,10')
         if name in grid:
             raise SweepError(f'grid "{spec}": {name} is already swept by an earlier --grid')
-        values = [_parse_value(item) for item in items]
+        values = [parse_value(item) for item in items]
         if len({repr(value) for value in values}) < len(values):
             raise SweepError(f'grid "{spec}": a value is repeated')
         grid[name] = values
@@ -206,7 +211,13 @@ class _Job:
 
 
 _one_at_a_time = threading.Lock()
+_interrupted: Any = None  # in a pool's worker: the Event the sweep sets when it stops early
 Submit = Callable[[_Job], Any]
+
+
+def _init_pool_worker(interrupted: Any) -> None:
+    global _interrupted
+    _interrupted = interrupted
 
 
 def _run_combination(job: _Job) -> SweepRun:
@@ -217,11 +228,13 @@ def _run_combination(job: _Job) -> SweepRun:
     journal, of its own, closed when it ends.
     """
     with _one_at_a_time:
+        if _interrupted is not None and _interrupted.is_set():  # queued before the interrupt
+            return SweepRun(job.index, job.combination, "KILLED", error="not run: the sweep was interrupted")
         previous = session_settings()
         configure(tracking_uri=job.tracking_uri, artifact_root=job.artifact_root)
         started = time.monotonic()
         try:
-            with _environment({PARENT_ENV: job.parent_key}):
+            with temporary_environment({PARENT_ENV: job.parent_key}):
                 result = run_notebook(
                     job.notebook,
                     job.output,
@@ -331,7 +344,7 @@ def run_sweep(
     top = ranked[0]
     best = top if top.status == "FINISHED" and _objective(top, objective) is not None else None
     _end_sweep_run(run, ranked, best, objective)
-    run_id, url = _deliver(run, settings, None)
+    run_id, url = deliver(run, settings, None)
     return SweepResult(source, run.key, run_id, url, run.experiment, ranked, best, objective, maximize, duration)
 
 
@@ -348,18 +361,39 @@ def _require_server(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
+def _spawnable_main() -> Iterator[None]:
+    """Let spawned workers start from a notebook: IPython's ``__main__`` has no ``__spec__``, which
+    multiprocessing reads when it starts a process."""
+    main = sys.modules.get("__main__")
+    missing = main is not None and not hasattr(main, "__spec__")
+    if missing:
+        main.__spec__ = None  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if missing:
+            with contextlib.suppress(AttributeError):
+                del main.__spec__  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
 def _backend(
     workers: int | None, dask: str | None, count: int
 ) -> Iterator[tuple[Submit, Callable[[Iterable[Any]], Iterator[Any]]]]:
     """``(submit, as_completed)`` of a local process pool, or of a client of the Dask cluster at ``dask``."""
     if dask is None:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(workers or os.cpu_count() or 1, count), mp_context=multiprocessing.get_context("spawn")
-        )
-        try:
-            yield (lambda job: pool.submit(_run_combination, job)), concurrent.futures.as_completed
-        finally:
-            pool.shutdown(cancel_futures=True)  # after an interrupt, queued combinations never start
+        context = multiprocessing.get_context("spawn")
+        interrupted = context.Event()
+        with _spawnable_main():
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(workers or os.cpu_count() or 1, count), mp_context=context,
+                initializer=_init_pool_worker, initargs=(interrupted,),
+            )
+            try:
+                yield (lambda job: pool.submit(_run_combination, job)), concurrent.futures.as_completed
+            finally:  # after an interrupt, no queued combination starts (a no-op when all are done)
+                interrupted.set()
+                pool.shutdown(cancel_futures=True)
         return
     try:
         import distributed
@@ -446,7 +480,7 @@ def _collect(
     settings: Settings,
 ) -> list[SweepRun]:
     """Submit every job, then gather the outcomes as they come, with a progress bar."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     futures = {submit(job): job for job in jobs}
     with contextlib.suppress(FlushTimeoutError):  # the sweep run reaches the store before its children

@@ -35,12 +35,14 @@ class CellOptions:
 
 @dataclass
 class CellContext:
-    """Where the cell runs: its notebook, cell id, execution count and the kernel history before it."""
+    """Where the cell runs: its notebook, cell id, execution count, the kernel history before it, and
+    which execution counts of that history raised."""
 
     notebook: str | None = None
     cell_id: str | None = None
     execution_count: int | None = None
     history: list[str] = field(default_factory=list)
+    raised: frozenset[int] = frozenset()
 
 
 class TrackedCell:
@@ -113,7 +115,12 @@ class TrackedCell:
     def _log_code(self, redactor: Any) -> None:
         assert self.run is not None
         self.run.log_text(redactor.redact_source(self.source), "code/cell.py")
-        history = [{"n": n, "source": redactor.redact_source(src)} for n, src in enumerate(self.context.history) if n]
+        raised = self.context.raised
+        history = [
+            {"n": n, "source": redactor.redact_source(src), **({"raised": True} if n in raised else {})}
+            for n, src in enumerate(self.context.history)
+            if n
+        ]
         if history:
             self.run.log_text(json.dumps(history, indent=1), "code/history.json")
             readable = "\n".join(f"# In[{h['n']}]\n{h['source']}\n" for h in history)

@@ -11,6 +11,7 @@ import base64
 import fcntl
 import json
 import logging
+import os
 import re
 import sqlite3
 import tempfile
@@ -75,6 +76,8 @@ class Store:
     def _connect(self) -> Any:
         if self.uri.startswith(("http://", "https://")):
             self._probe_http()
+            # MLflow prints a "View run ..." line at every run end on a server store: noise in a user's cell
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if self.uri.startswith("sqlite:///"):
             return self._connect_sqlite()
         from mlflow import MlflowClient
