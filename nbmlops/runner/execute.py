@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from nbmlops.runner.reports import NotebookReport
 from nbmlops.tracking.delivery import register_uri, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
 from nbmlops.tracking.scraps import metric_number, read_payloads
-from nbmlops.tracking.session import get_session
+from nbmlops.tracking.session import HANDOFF_ENV, get_session
 from nbmlops.tracking.summary import run_url
 
 __all__ = ["NotebookRun", "run_notebook"]
@@ -224,6 +225,7 @@ def _execute(
         PARENT_ENV: run.key,
         "NBMLOPS_EXPERIMENT": run.experiment,
         "NBMLOPS_TRACKING_URI": settings.tracking_uri,
+        HANDOFF_ENV: "1",  # the kernel journals; this process delivers when it ends
     }
     if settings.artifact_root:
         env["NBMLOPS_ARTIFACT_ROOT"] = settings.artifact_root
@@ -359,8 +361,12 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
 
     register_uri(settings.tracking_uri)
     roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
-    for journal_dir in roots:
-        sync_journals(journal_dir, "the kernel died before the run ended")
+    for journal_dir in roots:  # the kernel's records, handed over when it ended
+        report = sync_journals(journal_dir, "the kernel died before the run ended")
+        for damage in report.damage:
+            sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
+        for error in report.errors:
+            sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
     session = get_session()
     try:
         session.flush(settings.flush_timeout)

@@ -24,12 +24,17 @@ __all__ = ["Session", "close_session", "get_session"]
 
 RunListener = Callable[[str, str], None]
 
+#: set by ``nbmlops run`` for its kernel: records stay in the journal, and the runner (whose MLflow
+#: client is already warm) delivers them when the kernel ends, so the kernel never imports mlflow
+HANDOFF_ENV = "NBMLOPS_HANDOFF"
+
 
 class Session:
     """Everything tracking holds for the life of one process (one kernel, one script)."""
 
-    def __init__(self, journal_dir: Path) -> None:
+    def __init__(self, journal_dir: Path, handoff: bool = False) -> None:
         self.journal_dir = journal_dir
+        self.handoff = handoff
         self.redactor = Redactor()
         self.redactor.learn_environment()
         self.runs: list[Run] = []
@@ -42,21 +47,26 @@ class Session:
         self._holds = 0
         self._held: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self.run_ids: dict[str, tuple[str, str]] = {}
-        self.background(self._recover)
+        if not handoff:
+            self.background(self._recover)
 
     # -- records ------------------------------------------------------------------------------
 
     def emit(self, records: list[dict[str, Any]]) -> None:
-        """Journal ``records``, then hand them to the background writer (which fsyncs before delivering)."""
+        """Journal ``records``, then hand them to the background writer (which fsyncs before delivering).
+
+        In a hand-off session (see :data:`HANDOFF_ENV`) they stay in the journal for the runner.
+        """
         if not records:
             return
         with self._lock:
             if self._journal is None:
                 self._journal = Journal(self.journal_dir)
-                self._writer = Writer(self._journal.path, on_run=self._run_created, sync=self._journal.sync)
+                if not self.handoff:
+                    self._writer = Writer(self._journal.path, on_run=self._run_created, sync=self._journal.sync)
             ends = self._journal.append(records)
-            assert self._writer is not None
-            self._writer.submit(list(zip(ends, records)))
+            if self._writer is not None:
+                self._writer.submit(list(zip(ends, records)))
 
     @property
     def pending(self) -> int:
@@ -105,7 +115,8 @@ class Session:
             sys.stderr.write(f"nbmlops: background capture failed: {type(error).__name__}: {error}\n")
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every record journaled so far has reached the store.
+        """Block until every record journaled so far has reached the store (in a hand-off session: the
+        journal on disk, for the runner to deliver).
 
         Raises :class:`~nbmlops.exceptions.FlushTimeoutError` naming how many are still waiting and why.
         """
@@ -116,6 +127,8 @@ class Session:
             raise FlushTimeoutError(self.pending + len(not_done), "capture still running")
         if self._writer is not None:
             self._writer.flush(timeout)
+        elif self._journal is not None:
+            self._journal.sync()
 
     # -- run ids for displays ------------------------------------------------------------------
 
@@ -161,7 +174,7 @@ class Session:
                 self._writer.stop()
             if self._journal is not None:
                 self._journal.sync()
-                self._journal.close(remove=delivered)
+                self._journal.close(remove=delivered and not self.handoff)
 
 
 _session: Session | None = None
@@ -184,7 +197,7 @@ _session_pid = 0
 def _start_session() -> None:
     global _session, _session_pid
     settings = resolve_settings()
-    _session = Session(settings.journal_dir)
+    _session = Session(settings.journal_dir, handoff=os.environ.get(HANDOFF_ENV) == "1")
     _session_pid = os.getpid()
     atexit.register(_close_at_exit, _session, settings.flush_timeout)
 
