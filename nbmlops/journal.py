@@ -1,6 +1,7 @@
 """The local append-only journal every record is written to before it goes to MLflow.
 
-One journal file per process, under ``<root>/.nbmlops/journal/``. Each record is a frame::
+One journal file per process (per session), under ``<root>/.nbmlops/journal/``, named
+``<creation time ns>-<host>-<pid>-<random>.journal``. Each record is a frame::
 
     b"NBJ1" | payload length (uint32 LE) | CRC-32 of payload (uint32 LE) | payload (UTF-8 JSON)
 
@@ -17,6 +18,7 @@ import json
 import os
 import socket
 import struct
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -85,7 +87,8 @@ class Journal:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        # the creation time leads the name, so journals sort in the order they were started
+        name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         self.path = directory / name
         hidden = directory / f".{name}.new"  # locked before it takes a name other processes look for
         self._fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -139,10 +142,10 @@ def try_lock(path: Path) -> int | None:
 
 
 def list_journals(directory: Path) -> list[Path]:
-    """Every journal file in ``directory``, oldest first."""
+    """Every journal file in ``directory``, in the order they were started (a run's parent first)."""
     if not directory.is_dir():
         return []
-    return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.name)
 
 
 def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any] | Damage]]:

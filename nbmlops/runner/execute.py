@@ -359,6 +359,10 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
     from nbmlops.exceptions import FlushTimeoutError
     from nbmlops.tracking.store import open_store
 
+    session = get_session()
+    if session.handoff:  # a sweep worker: the sweep's own process delivers this run and its kernel's
+        session.flush(settings.flush_timeout)
+        return None, None
     register_uri(settings.tracking_uri)
     roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
     for journal_dir in roots:  # the kernel's records, handed over when it ended
@@ -367,7 +371,6 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
             sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
         for error in report.errors:
             sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
-    session = get_session()
     try:
         session.flush(settings.flush_timeout)
     except FlushTimeoutError:

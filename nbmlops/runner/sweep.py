@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -36,7 +37,10 @@ from nbmlops.runner.gates import Gate, GateResult, parse_gate
 from nbmlops.runner.parameters import check_parameters, parse_value
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.tracking.run import PARENT_ENV, Run, end_for
-from nbmlops.tracking.session import close_session, get_session
+from nbmlops.tracking.delivery import sync_journals
+from nbmlops.tracking.session import HANDOFF_ENV, close_session, get_session
+from nbmlops.tracking.store import open_store
+from nbmlops.tracking.summary import run_url
 
 __all__ = [
     "DaskNotInstalledError", "SchedulerUnavailableError", "SweepError", "SweepResult", "SweepRun",
@@ -125,6 +129,7 @@ class SweepRun:
     params: Mapping[str, Any]
     status: str
     metrics: Mapping[str, float] = field(default_factory=dict)
+    run_key: str | None = None
     run_id: str | None = None
     url: str | None = None
     error: str | None = None
@@ -216,8 +221,11 @@ Submit = Callable[[_Job], Any]
 
 
 def _init_pool_worker(interrupted: Any) -> None:
+    """A local worker journals its runs and hands them to the sweep's process, which delivers them
+    with its warm MLflow client: the workers never import mlflow."""
     global _interrupted
     _interrupted = interrupted
+    os.environ[HANDOFF_ENV] = "1"
 
 
 def _run_combination(job: _Job) -> SweepRun:
@@ -260,6 +268,7 @@ def _run_combination(job: _Job) -> SweepRun:
         params=job.combination,
         status=result.status,
         metrics=dict(result.metrics),
+        run_key=result.run_key,
         run_id=result.run_id,
         url=result.url,
         error=result.error,
@@ -335,7 +344,7 @@ def run_sweep(
         jobs = [_job(run, settings, source, index, combo, fixed, parsed_gates, timeout, kernel_name)
                 for index, combo in enumerate(combos)]
         try:
-            outcomes = _collect(jobs, submit, as_completed, f"sweep {source.stem}", progress, settings)
+            outcomes = _collect(jobs, submit, as_completed, f"sweep {source.stem}", progress, settings, run.key)
         except BaseException as exc:
             end_for(run, exc)
             raise
@@ -478,14 +487,16 @@ def _collect(
     title: str,
     progress: bool,
     settings: Settings,
+    sweep_key: str,
 ) -> list[SweepRun]:
-    """Submit every job, then gather the outcomes as they come, with a progress bar."""
+    """Submit every job, then gather (and deliver) the outcomes as they come, with a progress bar."""
     from tqdm import tqdm
 
     futures = {submit(job): job for job in jobs}
     with contextlib.suppress(FlushTimeoutError):  # the sweep run reaches the store before its children
         get_session().flush(settings.flush_timeout)
     outcomes: list[SweepRun] = []
+    known: dict[str, str] = {}
     with tqdm(total=len(jobs), desc=title, unit="run", disable=not progress) as bar:
         for future in as_completed(futures):
             job = futures[future]
@@ -494,10 +505,30 @@ def _collect(
             except Exception as exc:  # the worker itself died or could not take the job
                 outcome = SweepRun(job.index, job.combination, "FAILED", output=job.output,
                                    error=f"the worker failed: {type(exc).__name__}: {exc}")
-            outcomes.append(outcome)
+            outcomes.append(_delivered(outcome, settings, known, sweep_key))
             bar.set_postfix(failed=sum(o.status != "FINISHED" for o in outcomes), refresh=False)
             bar.update()
     return outcomes
+
+
+def _delivered(outcome: SweepRun, settings: Settings, known: dict[str, str], sweep_key: str) -> SweepRun:
+    """Deliver what a finished local worker handed over; fill in the run's MLflow id and address.
+
+    ``known`` maps the run keys delivered so far to their MLflow ids (updated in place).
+    """
+    if outcome.run_id is not None or outcome.run_key is None:
+        return outcome
+    report = sync_journals(settings.journal_dir, "the sweep worker or its kernel died before the run ended")
+    known.update(report.runs)
+    run_id = known.get(outcome.run_key)
+    if run_id is None:
+        return outcome
+    experiment_id = get_session().run_ids.get(sweep_key, ("", ""))[1]
+    if not experiment_id:
+        return dataclasses.replace(outcome, run_id=run_id)
+    with contextlib.suppress(NbmlopsError):  # cells of a kernel delivered before their notebook's run
+        open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, outcome.run_key, run_id)
+    return dataclasses.replace(outcome, run_id=run_id, url=run_url(settings.ui_url, experiment_id, run_id))
 
 
 def _objective(run: SweepRun, objective: str | None) -> float | None:

@@ -233,6 +233,7 @@ class SyncReport:
     refused: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    runs: dict[str, str] = field(default_factory=dict)  # local run key -> MLflow run id, for every run seen
 
     @property
     def ok(self) -> bool:
@@ -296,6 +297,7 @@ def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
     except StoreUnavailableError as exc:
         report.errors.append(f"{path.name}: {exc}")
         return
+    report.runs.update(deliverer.cursor.runs)
     report.delivered += len(items)
     report.journals += 1
     path.with_suffix(".cursor").unlink(missing_ok=True)
