@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -59,6 +65,47 @@ def shell(project: Path):
     ip.run_line_magic("unload_ext", "nbmlops")
     ip.reset(new_session=True)  # history too: a test's cells are not the next test's history
     sys.modules["__main__"] = main
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on a sqlite backend in ``folder``, on 127.0.0.1; yields its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    uri = f"http://127.0.0.1:{port}"
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()}") from None
+                time.sleep(0.25)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def runs_of(client, experiment: str) -> list:

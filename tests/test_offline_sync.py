@@ -8,17 +8,12 @@ the store is a real ``mlflow server`` started on a port that was dead while the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +27,7 @@ from nbmlops.exceptions import FlushTimeoutError
 from nbmlops.journal import Cursor
 from nbmlops.tracking.delivery import sync_journals
 from nbmlops.tracking.session import close_session
+from tests.conftest import free_port, mlflow_server
 
 MAGIC = b"NBJ1"
 HEADER = struct.Struct("<4sII")
@@ -62,12 +58,6 @@ for i in range(3):
     keys.append(run.key)
 print("keys", *keys)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -156,46 +146,8 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Offline:
 @pytest.fixture(scope="module")
 def server(offline: Offline) -> Iterator[str]:
     """A real MLflow tracking server, started on the port that was dead while the journals were written."""
-    backend = offline.base / "server"
-    backend.mkdir()
-    log = open(backend / "server.log", "w")  # noqa: SIM115 - closed in finally, after the server
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{backend / 'srv.db'}",
-            "--default-artifact-root", str(backend / "art"),
-            "--host", "127.0.0.1", "--port", str(offline.port), "--workers", "1",
-        ],
-        cwd=backend,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(backend / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{offline.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail("mlflow server did not answer /health")
-        yield offline.uri
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with mlflow_server(offline.base / "server", port=offline.port, env=clean_env()) as uri:
+        yield uri
 
 
 def cli(project: Path, uri: str, *args: str) -> subprocess.CompletedProcess:

@@ -3,17 +3,9 @@ from real MLflow stores (the shared sqlite one, and a tracking server started fo
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -31,7 +23,7 @@ from nbmlops.runner.sweep import (
     parse_grid,
     run_sweep,
 )
-from tests.conftest import runs_of
+from tests.conftest import mlflow_server, runs_of
 from tests.test_runner import notebook
 
 
@@ -202,47 +194,6 @@ def test_dask_with_a_local_store_is_refused_naming_the_store(project, client, re
     message = str(caught.value)
     assert store_uri[len("sqlite:///"):] in message and "MLflow tracking server" in message
     assert runs_of(client, request.node.name) == []
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on a sqlite backend in ``folder``, on a free port of 127.0.0.1."""
-    folder.mkdir()
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    with open(folder / "server.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (folder / "server.log").read_text()
-                    raise AssertionError(f"mlflow server did not start:\n{log_text}") from None
-                time.sleep(0.25)
-        yield uri
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_dask_sweep_on_a_local_cluster_records_everything_on_the_server(project, monkeypatch, request):
