@@ -135,7 +135,7 @@ def run_notebook(
     duration = time.monotonic() - started
     executed = _read_notebook(target)
     metrics = _roll_up(run, executed)
-    _store_notebook(run, source, target, executed, html.result() if html else None)
+    _store_notebook(run, source, target, executed, html)
     results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
     _end_run(run, status, failure, error, results, duration)
     run_id, url = deliver(run, settings, cwd)
@@ -330,12 +330,17 @@ def _html_exporter() -> Any:
 
 
 def _store_notebook(run: Run, source: Path, target: Path, executed: Any, exporter: Any) -> None:
+    """The executed notebook, and its HTML render (a failed render costs the render, not the run)."""
     if executed is None:
         return
     run.log_text(target.read_text(), f"notebook/{source.name}")
-    if exporter is not None:
-        body, _ = exporter.from_notebook_node(executed)
-        run.log_text(body, f"notebook/{source.stem}.html")
+    try:
+        ready = exporter.result() if exporter is not None else _html_exporter()  # None: capture was held
+        body, _ = ready.from_notebook_node(executed)
+    except Exception as exc:  # nbconvert is a renderer: its failure must not fail a finished notebook
+        sys.stderr.write(f"nbmlops: no HTML render of {source.name}: {type(exc).__name__}: {exc}\n")
+        return
+    run.log_text(body, f"notebook/{source.stem}.html")
 
 
 def _end_run(
