@@ -148,6 +148,7 @@ class TrackedCell:
             run_key=run.key,
             pending=session.pending,
             store_error=session.store_error,
+            handed_off=session.handoff,
         )
         if run.status == "FINISHED":
             _previous_metrics[self.cell_key] = dict(run.metrics)

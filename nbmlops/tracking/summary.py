@@ -31,6 +31,7 @@ class Summary:
     run_key: str | None = None
     pending: int = 0
     store_error: str | None = None
+    handed_off: bool = False
 
     def delta(self, key: str) -> float | None:
         """The change of metric ``key`` against the previous run of this cell (None when unknown)."""
@@ -46,6 +47,8 @@ class Summary:
             return self.url
         if self.store_error:
             return f"store unreachable, {self.pending} record(s) waiting in the journal ({self.store_error})"
+        if self.handed_off:
+            return "journaled; nbmlops run delivers it to the tracking store when the notebook ends"
         return "syncing to the tracking store..."
 
     def to_text(self) -> str:
