@@ -214,7 +214,6 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from nbmlops.runner.execute import describe, run_notebook
-    from nbmlops.runner.reports import append_github_summary, write_junit
 
     result = run_notebook(
         args.notebook,
@@ -228,18 +227,13 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         timeout=args.timeout,
         progress_bar=not args.no_progress,
     )
-    print(describe(result))
-    print(_where(settings))
-    if args.junit:
-        write_junit(args.junit, [result.report()])
-    append_github_summary([result.report()])
+    _finish(settings, args, describe(result), [result.report()], "nbmlops")
     return result.exit_code
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nbmlops.runner.reports import append_github_summary, write_junit
     from nbmlops.runner.sweep import format_table, parse_grid, run_sweep
 
     result = run_sweep(
@@ -258,13 +252,19 @@ def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         kernel_name=args.kernel,
         progress=not args.no_progress,
     )
-    print(format_table(result))
-    print(_where(settings))
-    reports = result.reports()
-    if args.junit:
-        write_junit(args.junit, reports, suite_name=f"nbmlops sweep {Path(args.notebook).name}")
-    append_github_summary(reports)
+    _finish(settings, args, format_table(result), result.reports(), f"nbmlops sweep {Path(args.notebook).name}")
     return result.exit_code
+
+
+def _finish(settings: Settings, args: argparse.Namespace, text: str, reports: list, suite: str) -> None:
+    """Print the outcome and where it is stored; write the JUnit report and the CI summary."""
+    from nbmlops.runner.reports import append_github_summary, write_junit
+
+    print(text)
+    print(_where(settings))
+    if args.junit:
+        write_junit(args.junit, reports, suite_name=suite)
+    append_github_summary(reports)
 
 
 def _reproduce(settings: Settings, args: argparse.Namespace) -> int:
