@@ -128,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     runs_commands.add_parser(
         "reap", help="mark FAILED the runs left RUNNING by processes that died (SIGKILL, out of memory)"
     )
+    data = commands.add_parser("data", help="list, show, compare and export data snapshots")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data_commands.add_parser("list", help="stored snapshots, newest first")
+    data_commands.add_parser("show", help="a snapshot's shape and profile").add_argument("fingerprint")
+    diff = data_commands.add_parser("diff", help="schema, row count and statistic changes from A to B")
+    diff.add_argument("a", metavar="A", help="fingerprint of the earlier data")
+    diff.add_argument("b", metavar="B", help="fingerprint of the later data")
+    get = data_commands.add_parser("get", help="write a snapshot to PATH (.parquet, .csv or .npy)")
+    get.add_argument("fingerprint")
+    get.add_argument("path")
     return parser
 
 
@@ -192,14 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tracking_uri:
             configure(tracking_uri=args.tracking_uri)  # for every part of the command, not just this call
         settings = resolve_settings()
-        handler = {"ui": _ui, "run": _run, "sweep": _sweep, "reproduce": _reproduce, "sync": _sync, "status": _status, "config": _config, "runs": _reap}[args.command]
+        handler = {
+            "ui": _ui,
+            "run": _run,
+            "sweep": _sweep,
+            "reproduce": _reproduce,
+            "sync": _sync,
+            "status": _status,
+            "config": _config,
+            "runs": _reap,
+            "data": _data,
+        }[args.command]
         return handler(settings, args)
     except KeyboardInterrupt:
         print("nbmlops: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except NbmlopsError as exc:
         print(f"nbmlops: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError)) else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError, LookupError)) else EXIT_FAILED
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
@@ -300,6 +320,28 @@ def _sync(settings: Settings, args: argparse.Namespace) -> int:
     if report.runs_failed:
         print(f"marked {len(report.runs_failed)} run(s) of dead processes FAILED")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _data(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from nbmlops.data import SnapshotStore, diff_profiles, format_diff
+
+    store = SnapshotStore(settings.state_dir / "data")
+    if args.data_command == "list":
+        for snap in store.list():
+            shape = "x".join(map(str, snap.shape))
+            print(f"{snap.fingerprint}  {snap.kind:<9} {shape:<14} {snap.bytes:>12,} B  {snap.created:%Y-%m-%d %H:%M}")
+    elif args.data_command == "show":
+        snap = store.info(args.fingerprint)
+        shown = {"fingerprint": snap.fingerprint, "path": str(snap.path), "kind": snap.kind, "shape": snap.shape,
+                 "bytes": snap.bytes, "created": snap.created.isoformat(), "profile": snap.profile}
+        print(json.dumps(shown, indent=2))
+    elif args.data_command == "diff":
+        print(format_diff(diff_profiles(store.info(args.a).profile, store.info(args.b).profile)))
+    else:
+        print(store.get(args.fingerprint, args.path))
+    return EXIT_OK
 
 
 def _reap(settings: Settings, args: argparse.Namespace) -> int:

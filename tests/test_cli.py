@@ -144,3 +144,23 @@ def test_sweep_command_ranks_runs_and_names_the_best(fresh: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "best: #1 alpha=2" in result.stdout  # loss is minimized: alpha=2 gives 0
     assert (fresh / "sweep.xml").read_text().count("<testcase") == 3
+
+
+def test_data_commands_list_show_diff_and_get_snapshots(fresh: Path) -> None:
+    import pandas as pd
+
+    from nbmlops.data import SnapshotStore
+
+    store = SnapshotStore(fresh / ".nbmlops" / "data")
+    before = store.save(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": ["a", "b", "c"]}))
+    after = store.save(pd.DataFrame({"x": [10.0, 20.0, 30.0, 40.0], "z": [1, 2, 3, 4]}))
+    listed = nbmlops("data", "list", cwd=fresh)
+    assert listed.returncode == 0 and before.fingerprint in listed.stdout and after.fingerprint in listed.stdout
+    shown = nbmlops("data", "show", before.fingerprint, cwd=fresh)
+    assert shown.returncode == 0 and '"kind": "DataFrame"' in shown.stdout
+    diff = nbmlops("data", "diff", before.fingerprint, after.fingerprint, cwd=fresh)
+    assert diff.returncode == 0 and "y" in diff.stdout and "z" in diff.stdout
+    got = nbmlops("data", "get", after.fingerprint, "out.csv", cwd=fresh)
+    assert got.returncode == 0 and (fresh / "out.csv").read_text().splitlines()[0].endswith("x,z")
+    missing = nbmlops("data", "show", "0" * 32, cwd=fresh)
+    assert missing.returncode == 2

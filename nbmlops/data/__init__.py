@@ -1,11 +1,24 @@
-"""Data fingerprints, profiles and MLflow schemas.
+"""Data fingerprints, profiles, MLflow schemas, content-addressed snapshots and their diffs.
 
 Importing this package is cheap: pandas, numpy and pyarrow are imported only when a function
 is called. The functions share their modules' names, so ``nbmlops.data.fingerprint`` is the
 function, not the module.
 """
 
+from nbmlops.data.diff import diff_frames, diff_profiles, format_diff
 from nbmlops.data.fingerprint import fingerprint
 from nbmlops.data.profile import mlflow_schema, profile
+from nbmlops.data.snapshots import CorruptSnapshotError, SnapshotStore, UnsupportedSnapshotError, load
 
-__all__ = ["fingerprint", "mlflow_schema", "profile"]
+__all__ = [
+    "CorruptSnapshotError",
+    "SnapshotStore",
+    "UnsupportedSnapshotError",
+    "diff_frames",
+    "diff_profiles",
+    "fingerprint",
+    "format_diff",
+    "load",
+    "mlflow_schema",
+    "profile",
+]

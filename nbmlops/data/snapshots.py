@@ -161,14 +161,14 @@ class SnapshotStore:
             return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp)
         if max_bytes is not None and _memory_bytes(obj) > max_bytes:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = _to_table(obj, kind, fp)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with _temporary(path) as tmp:
             _write_parquet(table, tmp)
             try:
                 back = _read(tmp)
                 back_fp = _fingerprint(back)
-            except Exception as exc:  # noqa: BLE001 - whatever fails here, the type does not round-trip
+            except Exception as exc:  # whatever fails here, the type does not round-trip
                 raise UnsupportedSnapshotError(fp, f"does not read back from Parquet: {exc}") from exc
             if back_fp != fp:
                 raise UnsupportedSnapshotError(fp, _mismatch(obj, back))
@@ -189,7 +189,7 @@ class SnapshotStore:
         try:
             obj = _read(path)
             actual = _fingerprint(obj)
-        except Exception as exc:  # noqa: BLE001 - any failure to decode a stored file is damage
+        except Exception as exc:  # any failure to decode a stored file is damage
             raise CorruptSnapshotError(fingerprint, path, f"unreadable ({exc})") from exc
         if actual != fingerprint:
             raise CorruptSnapshotError(fingerprint, path, f"its content has fingerprint {actual}")
@@ -379,7 +379,9 @@ def _read(path: Path) -> Any:
     for pos, spec in info["strings"].items():
         i = int(pos)
         if spec == "object":  # None stays None, as Arrow gives it, rather than becoming NaN
-            values = table.column(fields[i]).to_numpy(zero_copy_only=False).astype(object)
+            values = pd.Series(
+                table.column(fields[i]).to_numpy(zero_copy_only=False), frame.index, object
+            )
         else:
             storage, na_is_nan = spec
             values = frame.iloc[:, i].astype(pd.StringDtype(storage, np.nan if na_is_nan else pd.NA))

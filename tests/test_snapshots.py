@@ -1,0 +1,226 @@
+"""The content-addressed snapshot store: round trips, dedup, size policy, corruption, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbmlops.data.fingerprint import fingerprint
+from nbmlops.data.snapshots import (
+    CorruptSnapshotError,
+    SnapshotNotFoundError,
+    SnapshotStore,
+    UnsupportedSnapshotError,
+)
+from nbmlops.exceptions import NbmlopsError
+
+
+def mixed_frame(n: int = 40) -> pd.DataFrame:
+    i = np.arange(n)
+    return pd.DataFrame(
+        {
+            "int": i,
+            "float": np.where(i % 7 == 0, np.nan, i * 0.5),
+            "bool": i % 2 == 0,
+            "text": [f"row {k}" for k in i],
+            "when": pd.date_range("2024-03-30", periods=n, freq="h", tz="Europe/Paris"),
+            "cat": pd.Categorical(["b", "a"] * (n // 2), categories=["b", "a"], ordered=True),
+            "nullable": pd.array([1, None] * (n // 2), dtype="Int64"),
+        },
+        index=pd.Index(i * 3, name="key"),
+    ).assign(obj=lambda df: pd.Series(["x", None] * (n // 2), df.index, dtype=object))
+
+
+def big_frame(rows: int = 50_000) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame({"a": rng.normal(size=rows), "b": rng.integers(0, 1000, rows)})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SnapshotStore:
+    return SnapshotStore(tmp_path / "data")
+
+
+def stored_files(store: SnapshotStore) -> list[str]:
+    return sorted(p.name for p in store.root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        mixed_frame(),
+        pd.DataFrame({"a": [1, 2]}),  # RangeIndex
+        pd.DataFrame({"a": [1.0]}, index=pd.MultiIndex.from_tuples([(1, "x")], names=["n", "m"])),
+        pd.DataFrame({"s": pd.array(["a", None], dtype="string[python]")}),
+        pd.Series([1.5, np.nan, 3.0], name="price", index=pd.Index(["a", "b", "c"], name="id")),
+        pd.Series(["a", None], dtype=object),
+        np.arange(12.0).reshape(3, 4),
+        np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+        np.array(["ab", "c"]),
+        np.array(5),
+        np.array(["2024-01-01", "NaT"], dtype="datetime64[ns]"),
+    ],
+    ids=lambda o: type(o).__name__,
+)
+def test_round_trip_keeps_fingerprint(store: SnapshotStore, obj: object) -> None:
+    snap = store.save(obj)
+    assert snap is not None and snap.fingerprint == fingerprint(obj)
+    assert snap.fingerprint in store
+    assert snap.path == store.root / snap.fingerprint[:2] / f"{snap.fingerprint}.parquet"
+    assert snap.path.with_suffix(".json").is_file()
+    back = store.load(snap.fingerprint)
+    assert type(back) is type(obj)
+    assert fingerprint(back) == snap.fingerprint
+    if isinstance(obj, pd.DataFrame):
+        pd.testing.assert_frame_equal(back, obj, check_index_type=False)
+    elif isinstance(obj, pd.Series):
+        pd.testing.assert_series_equal(back, obj)
+    else:
+        np.testing.assert_array_equal(back, obj)
+        assert back.dtype == obj.dtype and back.shape == obj.shape
+
+
+def test_sidecar_describes_snapshot(store: SnapshotStore) -> None:
+    df = mixed_frame()
+    assert df["obj"].dtype == object and df["text"].dtype == "str"
+    snap = store.save(df)
+    assert snap.kind == "DataFrame" and snap.shape == df.shape
+    assert snap.bytes == snap.path.stat().st_size
+    assert [c["name"] for c in snap.profile["columns"]] == list(df.columns)
+    assert store.info(snap.fingerprint) == snap
+
+
+def test_equal_data_is_written_once(store: SnapshotStore) -> None:
+    first = store.save(mixed_frame())
+    mtime = first.path.stat().st_mtime_ns
+    second = store.save(mixed_frame())  # an equal copy
+    assert second == first
+    assert first.path.stat().st_mtime_ns == mtime
+    assert stored_files(store) == [f"{first.fingerprint}.json", f"{first.fingerprint}.parquet"]
+
+
+def test_list_is_newest_first(store: SnapshotStore) -> None:
+    snaps = [store.save(pd.DataFrame({"a": [k]})) for k in range(3)]
+    listed = store.list()
+    assert {s.fingerprint for s in listed} == {s.fingerprint for s in snaps}
+    assert [s.created for s in listed] == sorted((s.created for s in listed), reverse=True)
+
+
+def test_concurrent_savers_leave_one_valid_snapshot(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import time, pathlib, numpy as np, pandas as pd
+        from nbmlops.data.snapshots import SnapshotStore
+        rng = np.random.default_rng(7)
+        df = pd.DataFrame({{"a": rng.normal(size=200_000), "b": rng.integers(0, 1000, 200_000)}})
+        while not pathlib.Path({str(go)!r}).exists():
+            time.sleep(0.01)
+        print(SnapshotStore(pathlib.Path({str(root)!r})).save(df).fingerprint)
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    go.touch()
+    outputs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outputs[0] == outputs[1]
+    store = SnapshotStore(root)
+    assert stored_files(store) == [f"{outputs[0]}.json", f"{outputs[0]}.parquet"]
+    assert fingerprint(store.load(outputs[0])) == outputs[0]
+
+
+def test_size_policy_skips_large_objects(store: SnapshotStore) -> None:
+    df = big_frame(1000)
+    assert store.save(df, max_bytes=1000) is None
+    assert fingerprint(df) not in store
+    assert not store.root.exists() or stored_files(store) == []
+    assert store.save(df, max_bytes=None) is not None
+
+
+def test_flipped_byte_is_refused(store: SnapshotStore) -> None:
+    snap = store.save(big_frame())
+    data = bytearray(snap.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    snap.path.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshotError) as info:
+        store.load(snap.fingerprint)
+    assert snap.fingerprint in str(info.value) and str(snap.path) in str(info.value)
+    assert info.value.fingerprint == snap.fingerprint and info.value.path == snap.path
+
+
+def test_truncated_file_is_refused(store: SnapshotStore) -> None:
+    snap = store.save(big_frame(1000))
+    snap.path.write_bytes(snap.path.read_bytes()[:-100])
+    with pytest.raises(CorruptSnapshotError, match=snap.fingerprint):
+        store.load(snap.fingerprint)
+
+
+def test_other_data_under_a_fingerprint_is_refused(store: SnapshotStore) -> None:
+    a, b = store.save(pd.DataFrame({"a": [1]})), store.save(pd.DataFrame({"a": [2]}))
+    a.path.write_bytes(b.path.read_bytes())  # a valid Parquet file, but not this data
+    with pytest.raises(CorruptSnapshotError, match=f"fingerprint {b.fingerprint}"):
+        store.load(a.fingerprint)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        pd.DataFrame({"m": [1, "a", 2.5]}),  # Arrow cannot convert it
+        pd.DataFrame({"m": pd.Series(["a", np.nan], dtype=object)}),  # NaN would come back None
+        pd.DataFrame({"lists": [[1, 2], [3]]}),  # comes back as arrays
+        np.array([1j, 2j]),
+    ],
+    ids=["mixed", "nan-in-object", "lists", "complex"],
+)
+def test_unsupported_data_is_refused_cleanly(store: SnapshotStore, obj: object) -> None:
+    with pytest.raises(UnsupportedSnapshotError) as info:
+        store.save(obj)
+    assert isinstance(info.value, NbmlopsError)
+    assert info.value.fingerprint == fingerprint(obj) and info.value.reason
+    assert stored_files(store) == []
+
+
+def test_unknown_fingerprint(store: SnapshotStore) -> None:
+    for fp in ("0" * 32, "../../etc/passwd", "ABC"):
+        assert fp not in store
+        with pytest.raises(SnapshotNotFoundError):
+            store.load(fp)
+    with pytest.raises(LookupError):
+        store.info("0" * 32)
+
+
+def test_get_writes_each_format(store: SnapshotStore, tmp_path: Path) -> None:
+    df = mixed_frame()
+    fp = store.save(df).fingerprint
+    parquet = store.get(fp, tmp_path / "out.parquet")
+    assert parquet.read_bytes() == store.path_of(fp).read_bytes()
+    assert "row 3" in store.get(fp, tmp_path / "out.csv").read_text()
+    arr = np.arange(6.0).reshape(2, 3)
+    afp = store.save(arr).fingerprint
+    np.testing.assert_array_equal(np.load(store.get(afp, tmp_path / "out.npy")), arr)
+    with pytest.raises(UnsupportedSnapshotError):
+        store.get(fp, tmp_path / "out.npy")  # object columns need pickle
+    with pytest.raises(UnsupportedSnapshotError, match="xlsx"):
+        store.get(fp, tmp_path / "out.xlsx")
+
+
+def test_default_store_is_under_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbmlops.config import resolve_settings
+    from nbmlops.data import snapshots
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    monkeypatch.chdir(tmp_path)
+    store = SnapshotStore()
+    assert store.root == resolve_settings().state_dir / "data"
+    fp = store.save(pd.Series([1, 2, 3])).fingerprint
+    pd.testing.assert_series_equal(snapshots.load(fp), pd.Series([1, 2, 3]))
