@@ -523,26 +523,10 @@ def _machine() -> dict[str, str]:
                 best, fs = parts[1], f"{parts[2]} on {parts[1]}"
     from importlib import metadata
 
-    code = "unknown"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):  # read-only git queries
-        env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
-        head = subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "nbmlops"],
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        code = f"commit {head}" + (" + uncommitted changes in nbmlops/" if dirty else "") if head else "unknown"
+    from nbmlops.tracking.context import git_state
+
+    state = git_state(HERE.parent)
+    code = f"commit {state.commit[:7]}" + (" + uncommitted changes" if state.dirty else "") if state else "unknown"
     versions = {name: metadata.version(name) for name in ("mlflow", "ipython", "sqlalchemy")}
     return {
         "code": code,
