@@ -20,7 +20,7 @@ Importing this package is cheap: mlflow, pandas and scikit-learn are imported on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
     from nbmlops.tracking.run import Run
@@ -39,6 +39,8 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "promote",
+    "register",
     "set_tags",
     "track",
     "unload_ipython_extension",
@@ -102,6 +104,39 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def log_dataset(obj: Any, name: str | None = None, context: str = "input") -> str:
     """Fingerprint ``obj`` and log it as a dataset input of the active run; returns the fingerprint."""
     return active_run().log_dataset(obj, name, context)
+
+
+def register(
+    model: Any,
+    name: str,
+    *,
+    training_data: Any = None,
+    evaluation_data: Any = None,
+    wait: bool = True,
+    timeout: float | None = None,
+) -> Any:
+    """Register ``model`` (scikit-learn) as a new version of ``name`` with its lineage; see
+    :func:`nbmlops.registry.register`. Returns the :class:`~nbmlops.registry.ModelVersionInfo`."""
+    from nbmlops.registry.register import register as _register
+
+    return _register(
+        model, name, training_data=training_data, evaluation_data=evaluation_data, wait=wait, timeout=timeout
+    )
+
+
+def promote(
+    model: str,
+    alias: str,
+    *,
+    gates: Sequence[str] = (),
+    beat: Sequence[str] = (),
+    allow_new_evaluation_data: bool = False,
+) -> Any:
+    """Point ``alias`` at ``model`` (``NAME/VERSION``) only if every gate passes; see
+    :func:`nbmlops.registry.promote`. Raises :class:`~nbmlops.registry.PromotionRefused` otherwise."""
+    from nbmlops.registry.promote import promote as _promote
+
+    return _promote(model, alias, gates=gates, beat=beat, allow_new_evaluation_data=allow_new_evaluation_data)
 
 
 def fingerprint(obj: Any) -> str:

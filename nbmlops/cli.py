@@ -1,8 +1,8 @@
 """The ``nbmlops`` command.
 
 Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable, or
-a notebook failed); 2 usage error (a bad option or setting); 3 a gate failed; 4 not reproduced;
-130 interrupted.
+a notebook failed); 2 usage error (a bad option or setting, no such model); 3 a gate failed or a
+promotion was refused; 4 not reproduced; 5 drift detected; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="nbmlops",
         description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
         epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable, notebook failed), "
-        "2 usage error, 3 a gate failed, 4 not reproduced, 130 interrupted.",
+        "2 usage error, 3 a gate failed or a promotion was refused, 4 not reproduced, 5 drift detected, "
+        "130 interrupted.",
     )
     parser.add_argument(
         "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
@@ -138,6 +139,46 @@ def _parser() -> argparse.ArgumentParser:
     get = data_commands.add_parser("get", help="write a snapshot to PATH (.parquet, .csv or .npy)")
     get.add_argument("fingerprint")
     get.add_argument("path")
+
+    models = commands.add_parser("models", help="registered models: list, show, promote through gates")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    models_commands.add_parser("list", help="registered models, their latest version and aliases")
+    show = models_commands.add_parser("show", help="a model's versions, aliases, lineage and gate history")
+    show.add_argument("name", help="registered model name")
+    promote = models_commands.add_parser(
+        "promote",
+        help="point an alias at a version, only if every gate passes",
+        description=(
+            "Point ALIAS of model NAME at VERSION when every check passes: the source run FINISHED; each --gate "
+            "holds on the run's metrics; each --beat finds the candidate at least as good as the version holding "
+            "that alias; and the candidate was evaluated on the same data as the versions it replaces or beats. "
+            "A missing, NaN or infinite metric fails. Every decision, accepted or refused, is recorded on the "
+            "version. Of two promotions racing for one alias, exactly one wins."
+        ),
+        epilog="Exit codes: 0 promoted (or already there), 1 the operation failed, 2 usage error or no such "
+        "model, 3 refused (a check failed, or the alias changed meanwhile): the registry is unchanged.",
+    )
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", type=int, help="the version to promote")
+    promote.add_argument("--alias", required=True, help="the alias to move, such as champion")
+    promote.add_argument(
+        "--gate", action="append", default=[], metavar="EXPR",
+        help='condition on the run\'s metrics, such as "accuracy >= 0.9 and rmse < 1.2"; repeatable',
+    )
+    promote.add_argument(
+        "--beat", action="append", default=[], metavar="ALIAS:METRIC[:max|min]",
+        help="be at least as good as the version holding ALIAS on METRIC (higher is better unless the name "
+        "says loss, error, rmse, ... or :min); repeatable",
+    )
+    promote.add_argument(
+        "--allow-new-evaluation-data", action="store_true",
+        help="accept a candidate evaluated on different data than the incumbent (recorded in the decision)",
+    )
+    lineage = commands.add_parser(
+        "lineage",
+        help="where a model or run came from: run, notebook, cell, commit, datasets and their producers",
+    )
+    lineage.add_argument("target", metavar="NAME@ALIAS|NAME/VERSION|RUN_ID")
     return parser
 
 
@@ -212,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "config": _config,
             "runs": _reap,
             "data": _data,
+            "models": _models,
+            "lineage": _lineage,
         }[args.command]
         return handler(settings, args)
     except KeyboardInterrupt:
@@ -341,6 +384,35 @@ def _data(settings: Settings, args: argparse.Namespace) -> int:
         print(format_diff(diff_profiles(store.info(args.a).profile, store.info(args.b).profile)))
     else:
         print(store.get(args.fingerprint, args.path))
+    return EXIT_OK
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.registry import ModelReference, PromotionRefused, list_models, list_versions, promote
+    from nbmlops.registry.listing import format_models, format_versions
+
+    if args.models_command == "list":
+        print(format_models(list_models(settings)))
+    elif args.models_command == "show":
+        print(format_versions(args.name, list_versions(args.name, settings)))
+    else:
+        try:
+            promotion = promote(
+                ModelReference(args.name, version=args.version), args.alias, gates=args.gate, beat=args.beat,
+                allow_new_evaluation_data=args.allow_new_evaluation_data, settings=settings,
+            )
+        except PromotionRefused as refused:
+            print(refused.promotion.format())
+            return refused.promotion.exit_code
+        print(promotion.format())
+        return promotion.exit_code
+    return EXIT_OK
+
+
+def _lineage(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.registry.lineage import format_lineage, lineage
+
+    print(format_lineage(lineage(args.target, settings)))
     return EXIT_OK
 
 

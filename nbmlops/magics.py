@@ -59,6 +59,15 @@ class NbmlopsMagics(Magics):
     )
     @argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="A tag for the run; repeatable.")
     @argument(
+        "--register",
+        nargs=2,
+        metavar=("VAR", "NAME"),
+        help=(
+            "After the cell succeeds, register the model in VAR as a new version of NAME in the MLflow registry "
+            "(scikit-learn flavor, skops serialization; signature from its training data; lineage as tags)."
+        ),
+    )
+    @argument(
         "--no-capture",
         nargs="*",
         default=None,
@@ -190,6 +199,18 @@ def _parse_track_options(line: str) -> CellOptions:
         bad = [name for name in getattr(args, option) if not _IDENTIFIER.match(name)]
         if bad:
             raise UsageError(f"--{option}: not variable names: {', '.join(bad)}")
+    register = None
+    if args.register:
+        variable, model_name = args.register[0], _unquote(args.register[1]) or ""
+        if not _IDENTIFIER.match(variable):
+            raise UsageError(f"--register {variable}: not a variable name")
+        from nbmlops.registry.models import ModelReferenceError, check_model_name
+
+        try:
+            check_model_name(model_name)
+        except ModelReferenceError as exc:
+            raise UsageError(f"--register: {exc}") from None
+        register = (variable, model_name)
     if args.no_capture is None:
         no_capture: frozenset[str] = frozenset()
     else:
@@ -205,6 +226,7 @@ def _parse_track_options(line: str) -> CellOptions:
         data=args.data,
         tags=tags,
         no_capture=no_capture,
+        register=register,
     )
 
 

@@ -22,6 +22,8 @@ def test_public_api_is_pinned():
         "log_metrics",
         "log_param",
         "log_params",
+        "promote",
+        "register",
         "set_tags",
         "track",
         "unload_ipython_extension",

@@ -28,7 +28,7 @@ from nbmlops.exceptions import NbmlopsError
 
 __all__ = [
     "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError",
-    "evaluate_gate", "evaluate_gates", "gate_tags", "parse_gate",
+    "evaluate_gate", "evaluate_gates", "gate_tags", "infer_maximize", "parse_gate",
 ]
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -41,6 +41,12 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NUMBER_TAIL = re.compile(r"[A-Za-z0-9_.]")
 _OP_CHARS = re.compile(r"[<>=!]+")
 _TAG_LIMIT = 8000  # MLflow's limit on a tag value
+#: metric-name words that mean "lower is better" (matched as whole words: val_loss, trainRMSE, error-rate)
+MINIMIZED = frozenset({
+    "loss", "losses", "logloss", "nll", "error", "errors", "err", "rmse", "mse", "mae", "mape", "smape", "rmsle",
+    "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
+})
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
 class GateError(NbmlopsError, ValueError):
@@ -263,3 +269,9 @@ def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
     if results:
         tags["nbmlops.gates"] = "passed" if all(r.passed for r in results) else "failed"
     return tags
+
+
+def infer_maximize(metric: str) -> bool:
+    """Whether higher is better for ``metric``: False when a word of its name means a loss or an error
+    (loss, error, rmse, mae, mse, ... see :data:`MINIMIZED`), else True."""
+    return not any(word.lower() in MINIMIZED for word in _WORDS.findall(metric))

@@ -16,7 +16,6 @@ import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 import threading
 import time
@@ -30,14 +29,14 @@ from nbmlops.exceptions import FlushTimeoutError, NbmlopsError
 from nbmlops.runner.execute import (
     NotebookNotFoundError,
     deliver,
-    temporary_environment,
     run_notebook,
+    temporary_environment,
 )
-from nbmlops.runner.gates import Gate, GateResult, parse_gate
+from nbmlops.runner.gates import Gate, GateResult, infer_maximize, parse_gate
 from nbmlops.runner.parameters import check_parameters, parse_value
 from nbmlops.runner.reports import NotebookReport
-from nbmlops.tracking.run import PARENT_ENV, Run, end_for
 from nbmlops.tracking.delivery import sync_journals
+from nbmlops.tracking.run import PARENT_ENV, Run, end_for
 from nbmlops.tracking.session import HANDOFF_ENV, close_session, get_session
 from nbmlops.tracking.store import open_store
 from nbmlops.tracking.summary import run_url
@@ -47,12 +46,6 @@ __all__ = [
     "combinations", "format_table", "infer_maximize", "parse_grid", "run_sweep",
 ]
 
-#: metric-name words that mean "lower is better" (matched as whole words: val_loss, trainRMSE, error-rate)
-MINIMIZED = frozenset({
-    "loss", "losses", "logloss", "nll", "error", "errors", "err", "rmse", "mse", "mae", "mape", "smape", "rmsle",
-    "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
-})
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _MAX_METRIC_COLUMNS = 6
 
 
@@ -113,12 +106,6 @@ def _combination(grid: Mapping[str, Sequence[Any]], index: int) -> dict[str, Any
         index, position = divmod(index, len(values))
         picked[name] = values[position]
     return {name: picked[name] for name in grid}
-
-
-def infer_maximize(metric: str) -> bool:
-    """Whether higher is better for ``metric``: False when a word of its name means a loss or an error
-    (loss, error, rmse, mae, mse, ... see :data:`MINIMIZED`), else True."""
-    return not any(word.lower() in MINIMIZED for word in _WORDS.findall(metric))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -141,6 +142,21 @@ def is_data(value: Any) -> bool:
     if module.startswith("pandas") and kind.__name__ in ("DataFrame", "Series"):
         return True
     return module == "numpy" and kind.__name__ == "ndarray" and value.ndim > 0
+
+
+_EVALUATION_WORDS = frozenset({"test", "val", "valid", "validation", "eval", "evaluation", "holdout", "dev"})
+_TRAINING_WORDS = frozenset({"train", "training", "fit"})
+
+
+def dataset_context(name: str) -> str:
+    """MLflow's dataset context for a variable, from the words of its name: ``X_test``, ``val_df`` ->
+    ``evaluation``; ``X_train``, ``train_df`` -> ``training``; anything else -> ``input``."""
+    words = {word.lower() for word in re.findall(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])", name)}
+    if words & _EVALUATION_WORDS:
+        return "evaluation"
+    if words & _TRAINING_WORDS:
+        return "training"
+    return "input"
 
 
 def estimator_params(name: str, value: Any) -> dict[str, Any]:

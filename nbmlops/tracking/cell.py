@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, MutableMapping
 
 from nbmlops.config import CAPTURE_KINDS, Settings, resolve_settings
-from nbmlops.tracking.capture import analyse_cell, estimator_params, is_data, is_metric_value
+from nbmlops.tracking.capture import analyse_cell, dataset_context, estimator_params, is_data, is_metric_value
 from nbmlops.tracking.run import Run, end_for, experiment_for
 from nbmlops.tracking.session import get_session
 from nbmlops.tracking.summary import Summary
@@ -31,6 +31,7 @@ class CellOptions:
     data: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     no_capture: frozenset[str] = frozenset()
+    register: tuple[str, str] | None = None  # (variable, registered model name)
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TrackedCell:
         if "code" in self.capture:
             session.background(self._log_code, session.redactor)
         for name in self._input_names():
-            self._log_dataset(name, "input")
+            self._log_dataset(name, dataset_context(name))
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
             self._figures_before = set(sys.modules["matplotlib.pyplot"].get_fignums())
         return self.run
@@ -130,9 +131,12 @@ class TrackedCell:
         """Record what the body produced, end the run by how the body ended, and summarise it."""
         run = self.run
         assert run is not None
+        registered = None
         try:
             if exc is None or not isinstance(exc, KeyboardInterrupt):
                 self._capture_results(run)
+            if exc is None and self.options.register:
+                registered = self._register(run, *self.options.register)
         finally:
             end_for(run, exc)
         session = get_session()
@@ -149,10 +153,31 @@ class TrackedCell:
             pending=session.pending,
             store_error=session.store_error,
             handed_off=session.handoff,
+            registered=registered,
         )
         if run.status == "FINISHED":
             _previous_metrics[self.cell_key] = dict(run.metrics)
         return summary
+
+    def _register(self, run: Run, variable: str, name: str) -> str | None:
+        """Stage the model in ``variable`` for registration as ``name``; a problem is a warning, not an error."""
+        from nbmlops.registry.register import features_of, stage_model
+
+        if variable not in self.namespace:
+            sys.stderr.write(f"nbmlops: --register {variable}: no such variable after the cell; nothing registered\n")
+            return None
+        roles = {n: dataset_context(n) for n in run.datasets}
+        evaluation = {n: fp for n, fp in run.datasets.items() if roles[n] == "evaluation"}
+        training = {n: fp for n, fp in run.datasets.items() if n not in evaluation}
+        model = self.namespace[variable]
+        found = features_of(model, {n: self.namespace[n] for n in training if n in self.namespace})
+        try:
+            stage_model(model, name, run, features=found[1] if found else None, training=training,
+                        evaluation=evaluation)
+        except Exception as exc:  # the cell's work stands even when its model cannot be registered
+            sys.stderr.write(f"nbmlops: --register {variable} {name}: {type(exc).__name__}: {exc}\n")
+            return None
+        return name
 
     def previous_from_store(self, run_id: str, experiment_id: str) -> dict[str, float] | None:
         """Metrics of the previous finished run of this cell in the store (say, before a kernel restart)."""

@@ -112,16 +112,11 @@ class Store:
             from mlflow import MlflowClient
 
             engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout=60"
-            quiet = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic.runtime.migration")]
-            levels = [logger.level for logger in quiet]
-            for logger in quiet:
-                logger.setLevel(logging.WARNING)
-            try:
-                client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
-                self._call(lambda: client.search_experiments(max_results=1))
-            finally:
-                for logger, level in zip(quiet, levels):
-                    logger.setLevel(level)
+            # schema creation and migration chatter (also from the registry's own store, made on first use)
+            for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
+            self._call(lambda: client.search_experiments(max_results=1))
         return client
 
     def _call(self, fn: Callable[[], Any], attempts: int = 8) -> Any:
@@ -209,6 +204,10 @@ class Store:
                 artifacts.append(record)
             elif kind == "dataset":
                 self._log_dataset(run_id, record)
+            elif kind == "model":
+                from nbmlops.registry.register import deliver_model  # the registry's side of a registration
+
+                self._call(lambda: deliver_model(self.client, run_id, record))
             elif kind == "end":
                 self._call(lambda: client.set_terminated(run_id, record["status"], record["ts"]))
             else:

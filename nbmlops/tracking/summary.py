@@ -32,6 +32,7 @@ class Summary:
     pending: int = 0
     store_error: str | None = None
     handed_off: bool = False
+    registered: str | None = None  # the registered model name a new version is being created for
 
     def delta(self, key: str) -> float | None:
         """The change of metric ``key`` against the previous run of this cell (None when unknown)."""
@@ -64,6 +65,8 @@ class Summary:
             lines.append("  metrics: " + ", ".join(parts))
         if self.datasets:
             lines.append("  data:    " + ", ".join(f"{k}@{v[:12]}" for k, v in self.datasets.items()))
+        if self.registered:
+            lines.append(f"  model:   registering a new version of {self.registered}")
         lines.append("  run:     " + self._link_line())
         return "\n".join(lines)
 
@@ -82,6 +85,8 @@ class Summary:
             )
         for key, digest in self.datasets.items():
             rows.append(f"<tr><td>data</td><td>{esc(key)}</td><td><code>{esc(digest[:16])}</code></td><td></td></tr>")
+        if self.registered:
+            rows.append(f"<tr><td>model</td><td>{esc(self.registered)}</td><td>new version</td><td></td></tr>")
         link = (
             f'<a href="{esc(self.url, quote=True)}" target="_blank" rel="noopener">open in MLflow</a>'
             if self.url

@@ -1,0 +1,380 @@
+"""Promotion: an alias moves to a version only when every check passes, and every decision is recorded.
+
+Checks, all failing closed:
+
+- the version's source run FINISHED (not FAILED, KILLED or still RUNNING);
+- each gate (``accuracy >= 0.9``, the grammar of :mod:`nbmlops.runner.gates`) holds on the run's metrics;
+- each ``--beat ALIAS:METRIC[:max|min]``: the candidate is at least as good as the version holding ALIAS
+  (higher is better unless the metric's name says loss/error/..., or ``:min`` says so);
+- the evaluation data: when a version holding the target alias (or a beaten alias) recorded evaluation
+  data, the candidate must have been evaluated on the same fingerprints, unless the caller accepts new
+  evaluation data explicitly.
+
+MLflow aliases have no compare-and-set, so the move happens under a lock (an atomic create of a
+registered model named ``nbmlops-lock.<name>.<alias>``, which works on any MLflow store) and the alias
+is read again inside it: of two promotions racing for one alias, exactly one wins and the other gets
+:class:`AliasChangedError`. Each decision, accepted or refused, is a tag ``nbmlops.decision.<ns>`` on
+the candidate version holding who, when, the alias, every check with its values, and the reason.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from nbmlops.config import Settings
+from nbmlops.registry.models import (
+    DECISION_TAG_PREFIX,
+    LOCK_PREFIX,
+    Decision,
+    ModelNotFoundError,
+    ModelReference,
+    ModelReferenceError,
+    ModelVersionInfo,
+    RegistryError,
+    check_alias,
+    get_version,
+    parse_reference,
+    registry_client,
+)
+from nbmlops.runner.gates import evaluate_gate, infer_maximize, parse_gate
+
+__all__ = ["AliasChangedError", "Beat", "Check", "Promotion", "PromotionRefused", "parse_beat", "promote"]
+
+LOCK_TIMEOUT_S = 30.0
+LOCK_STALE_S = 120.0  # a lock older than this was left by a process that died holding it
+
+
+class PromotionRefused(RegistryError):
+    """A check failed: the alias was not moved. ``promotion`` holds every check and its values."""
+
+    def __init__(self, promotion: Promotion) -> None:
+        self.promotion = promotion
+        super().__init__(promotion.reason)
+
+
+class AliasChangedError(PromotionRefused):
+    """Another promotion moved the alias while this one was checking: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    """``ALIAS:METRIC[:max|min]``: the candidate must be at least as good as the holder of ``alias``."""
+
+    alias: str
+    metric: str
+    maximize: bool
+
+    def __str__(self) -> str:
+        return f"{self.alias}:{self.metric}:{'max' if self.maximize else 'min'}"
+
+
+def parse_beat(text: str) -> Beat:
+    """Parse ``ALIAS:METRIC`` or ``ALIAS:METRIC:max|min`` (direction inferred from the metric's name)."""
+    alias, sep, rest = text.partition(":")
+    if not sep or not rest:
+        raise ModelReferenceError(f"--beat {text!r}: expected ALIAS:METRIC or ALIAS:METRIC:max|min")
+    metric, direction = rest, None
+    head, sep, tail = rest.rpartition(":")
+    if sep and tail in ("max", "min"):
+        metric, direction = head, tail
+    if not metric:
+        raise ModelReferenceError(f"--beat {text!r}: the metric name is empty")
+    maximize = infer_maximize(metric) if direction is None else direction == "max"
+    return Beat(check_alias(alias), metric, maximize)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a promotion: ``kind`` is ``run``, ``gate``, ``beat`` or ``data``."""
+
+    kind: str
+    name: str
+    passed: bool
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "passed": self.passed, "message": self.message,
+                "values": self.values}
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The outcome of :func:`promote`: accepted (the alias now points at the version) or refused."""
+
+    name: str
+    version: int
+    alias: str
+    accepted: bool
+    checks: tuple[Check, ...]
+    previous: int | None
+    reason: str
+    decided_at: str
+    decided_by: str
+
+    @property
+    def exit_code(self) -> int:
+        """0 accepted, 3 refused (as a failed gate in ``nbmlops run``)."""
+        return 0 if self.accepted else 3
+
+    def format(self) -> str:
+        """The decision and each check, for the terminal."""
+        verdict = "PROMOTED" if self.accepted else "REFUSED"
+        was = f" (was version {self.previous})" if self.previous is not None else ""
+        lines = [f"{verdict}: {self.name} version {self.version} -> @{self.alias}{was}"]
+        lines += [f"  {'ok  ' if c.passed else 'FAIL'} {c.kind:5} {c.message}" for c in self.checks]
+        if not self.accepted:
+            lines.append(f"  reason: {self.reason}")
+        return "\n".join(lines)
+
+
+def promote(
+    model: str | ModelReference,
+    alias: str,
+    *,
+    gates: Sequence[str] = (),
+    beat: Sequence[str | Beat] = (),
+    allow_new_evaluation_data: bool = False,
+    settings: Settings | None = None,
+) -> Promotion:
+    """Point ``alias`` of the model at version ``model`` (``NAME/VERSION``) if every check passes.
+
+    Returns the accepted :class:`Promotion` (also when the alias already pointed there: nothing to do).
+
+    Raises:
+        ModelReferenceError: a malformed reference, alias or ``beat``; GateSyntaxError: a malformed gate.
+        ModelNotFoundError: no such version.
+        PromotionRefused: a check failed (the registry is unchanged; the decision is recorded).
+        AliasChangedError: another promotion moved the alias first (unchanged; recorded).
+    """
+    ref = parse_reference(model, bare=False) if isinstance(model, str) else model
+    if ref.version is None:
+        raise ModelReferenceError(f"promote needs NAME/VERSION, got {ref}")
+    check_alias(alias)
+    parsed_gates = [parse_gate(g) for g in gates]
+    beats = [parse_beat(b) if isinstance(b, str) else b for b in beat]
+    client = registry_client(settings)
+    candidate = get_version(ref, client=client)
+    holders = {a: _holder(client, ref.name, a) for a in dict.fromkeys([alias, *(b.alias for b in beats)])}
+    previous = holders[alias]
+    if previous is not None and previous.version == candidate.version:
+        return _decision(candidate, alias, True, (), previous, f"@{alias} already points at version {ref.version}")
+    candidate_run = _run(client, candidate)
+    checks = [_run_check(candidate, candidate_run)]
+    metrics = dict(candidate_run.data.metrics) if candidate_run is not None else {}
+    for gate in parsed_gates:
+        result = evaluate_gate(gate, metrics)
+        checks.append(Check("gate", str(gate), result.passed, result.message, dict(result.values)))
+    for b in beats:
+        checks.append(_beat_check(client, b, metrics, holders[b.alias]))
+    checks += _data_checks(candidate, holders, allow_new_evaluation_data)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        promotion = _decision(candidate, alias, False, checks, previous, "; ".join(c.message for c in failed))
+        _record(client, promotion)
+        raise PromotionRefused(promotion)
+    with _AliasLock(client, ref.name, alias):
+        now = {a: _holder(client, ref.name, a) for a in holders}
+        moved = [a for a in holders if _number(now[a]) != _number(holders[a])]
+        if moved:
+            changes = ", ".join(f"@{a} {_shown(holders[a])} -> {_shown(now[a])}" for a in moved)
+            promotion = _decision(
+                candidate, alias, False, checks, previous,
+                f"alias changed while the checks ran ({changes}): nothing was changed; run the promotion again",
+            )
+            _record(client, promotion)
+            raise AliasChangedError(promotion)
+        client.set_registered_model_alias(ref.name, alias, str(candidate.version))
+        promotion = _decision(candidate, alias, True, checks, previous, "every check passed")
+        _record(client, promotion)
+    return promotion
+
+
+def _holder(client: Any, name: str, alias: str) -> ModelVersionInfo | None:
+    try:
+        return get_version(ModelReference(name, alias=alias), client=client)
+    except ModelNotFoundError:
+        return None
+
+
+def _number(version: ModelVersionInfo | None) -> int | None:
+    return version.version if version is not None else None
+
+
+def _shown(version: ModelVersionInfo | None) -> str:
+    return f"version {version.version}" if version is not None else "unset"
+
+
+def _run(client: Any, version: ModelVersionInfo) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if not version.run_id:
+        return None
+    try:
+        return client.get_run(version.run_id)
+    except MlflowException:
+        return None
+
+
+def _run_check(version: ModelVersionInfo, run: Any) -> Check:
+    if run is None:
+        return Check("run", "source run", False, f"version {version.version} has no source run in this store")
+    status = run.info.status
+    ok = status == "FINISHED"
+    message = f"source run {run.info.run_id} is {status}" + ("" if ok else ", not FINISHED")
+    return Check("run", "source run", ok, message, {"status": status})
+
+
+def _metric(metrics: dict[str, float], name: str) -> tuple[float | None, str | None]:
+    if name not in metrics:
+        return None, "missing"
+    value = float(metrics[name])
+    if math.isnan(value):
+        return value, "NaN"
+    if math.isinf(value):
+        return value, str(value)
+    return value, None
+
+
+def _beat_check(client: Any, beat: Beat, metrics: dict[str, float], holder: ModelVersionInfo | None) -> Check:
+    mine, problem = _metric(metrics, beat.metric)
+    values: dict[str, Any] = {"candidate": mine}
+    if problem:
+        return Check("beat", str(beat), False, f"beat @{beat.alias}: the candidate's {beat.metric} is {problem}", values)
+    if holder is None:
+        return Check("beat", str(beat), True, f"beat @{beat.alias}: no version holds it, nothing to beat", values)
+    run = _run(client, holder)
+    theirs, problem = _metric(dict(run.data.metrics) if run else {}, beat.metric)
+    values |= {"incumbent": theirs, "incumbent_version": holder.version}
+    if problem:
+        return Check(
+            "beat", str(beat), False,
+            f"beat @{beat.alias}: version {holder.version}'s {beat.metric} is {problem}, so they cannot be compared",
+            values,
+        )
+    assert mine is not None and theirs is not None
+    ok = mine >= theirs if beat.maximize else mine <= theirs
+    relation = (">=" if beat.maximize else "<=") if ok else ("<" if beat.maximize else ">")
+    message = f"beat @{beat.alias}: {beat.metric} {mine:.6g} {relation} {theirs:.6g} (version {holder.version})"
+    return Check("beat", str(beat), ok, message, values)
+
+
+def _data_checks(candidate: ModelVersionInfo, holders: dict[str, ModelVersionInfo | None],
+                 allow_new: bool) -> list[Check]:
+    mine = candidate.datasets("evaluation")
+    checks = []
+    seen: set[int] = set()
+    for alias, holder in holders.items():
+        if holder is None or holder.version in seen:
+            continue
+        seen.add(holder.version)
+        theirs = holder.datasets("evaluation")
+        if not theirs:
+            continue
+        same = set(mine.values()) == set(theirs.values())
+        values = {"candidate": mine, "incumbent": theirs, "incumbent_version": holder.version}
+        if same:
+            checks.append(Check("data", f"evaluation data vs @{alias}", True,
+                                f"evaluated on the same data as version {holder.version} (@{alias})", values))
+        elif allow_new:
+            checks.append(Check("data", f"evaluation data vs @{alias}", True,
+                                f"evaluation data differs from version {holder.version}'s (@{alias}): accepted "
+                                "as asked", values))
+        else:
+            what = "has no recorded evaluation data" if not mine else "was evaluated on different data"
+            checks.append(Check(
+                "data", f"evaluation data vs @{alias}", False,
+                f"the candidate {what} than version {holder.version} (@{alias}: "
+                f"{', '.join(f'{k}={v[:12]}' for k, v in theirs.items())}): its metrics are not comparable "
+                "(accept explicitly with --allow-new-evaluation-data)", values,
+            ))
+    return checks
+
+
+def _decision(candidate: ModelVersionInfo, alias: str, accepted: bool, checks: Sequence[Check],
+              previous: ModelVersionInfo | None, reason: str) -> Promotion:
+    return Promotion(
+        name=candidate.name, version=candidate.version, alias=alias, accepted=accepted, checks=tuple(checks),
+        previous=_number(previous), reason=reason,
+        decided_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), decided_by=_who(),
+    )
+
+
+def _record(client: Any, promotion: Promotion) -> None:
+    decision = Decision(
+        at=promotion.decided_at, by=promotion.decided_by, alias=promotion.alias, accepted=promotion.accepted,
+        checks=tuple(c.as_dict() for c in promotion.checks), reason=promotion.reason, previous=promotion.previous,
+    )
+    client.set_model_version_tag(
+        promotion.name, str(promotion.version), f"{DECISION_TAG_PREFIX}{time.time_ns()}", decision.to_tag()
+    )
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class _AliasLock:
+    """A cross-process lock on one alias: creating a registered model is atomic in every MLflow store."""
+
+    def __init__(self, client: Any, name: str, alias: str) -> None:
+        self.client = client
+        self.lock = f"{LOCK_PREFIX}{name}.{alias}"
+
+    def __enter__(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        delay = 0.02
+        while True:
+            try:
+                self.client.create_registered_model(
+                    self.lock, tags={"nbmlops.lock": "true", "nbmlops.lock.at": str(time.time()),
+                                     "nbmlops.lock.by": _who()},
+                    description="nbmlops: a promotion in progress holds this lock; it is deleted when done",
+                )
+                return
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            self._break_if_stale()
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"another promotion has held {self.lock} for over {LOCK_TIMEOUT_S:.0f} s; try again later"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _break_if_stale(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            held = self.client.get_registered_model(self.lock)
+            since = float(held.tags.get("nbmlops.lock.at", "0"))
+        except (MlflowException, ValueError):
+            return
+        if time.time() - since > LOCK_STALE_S:
+            self._delete()
+
+    def _delete(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model(self.lock)
+        except MlflowException:
+            pass  # already gone
+
+    def __exit__(self, *exc: object) -> None:
+        self._delete()
+
