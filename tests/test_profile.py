@@ -58,20 +58,43 @@ def test_profile_of_a_frame(frame: pd.DataFrame) -> None:
         "max": 4,
         "mean": 2.5,
         "std": pytest.approx(1.2909944),
+        "quantiles": [1.0] * 26 + [2.0] * 25 + [3.0] * 25 + [4.0] * 25,
+        "cdf": [0.25] * 26 + [0.5] * 25 + [0.75] * 25 + [1.0] * 25,
+        "cdf_left": [0.0] * 26 + [0.25] * 25 + [0.5] * 25 + [0.75] * 25,
     }
     assert cols["f"]["nulls"] == 1 and cols["f"]["min"] == 0.5
     assert cols["f"]["max"] is None and cols["f"]["mean"] is None  # inf is not JSON
-    assert cols["b"] == {"name": "b", "dtype": "bool", "nulls": 0, "true_count": 3}
+    assert cols["f"]["quantiles"] == [0.5] * 51 + [2.5] * 50  # finite values only
+    assert cols["b"] == {
+        "name": "b",
+        "dtype": "bool",
+        "nulls": 0,
+        "true_count": 3,
+        "top": {"True": 3, "False": 1},
+        "other": 0,
+    }
     assert cols["t"]["min"] == "2024-01-01T00:00:00" and cols["t"]["max"] == "2024-03-01T00:00:00"
     assert cols["t"]["nulls"] == 1
     assert cols["tz"]["min"] == "2024-01-01T00:00:00+01:00"
     assert cols["s"]["distinct"] == 2 and cols["s"]["nulls"] == 1
-    assert cols["o"]["distinct"] == 3
-    assert cols["c"] == {"name": "c", "dtype": "category", "nulls": 1, "distinct": 2}
+    assert cols["s"]["top"] == {"a": 2, "b": 1} and cols["s"]["other"] == 0
+    assert cols["o"]["distinct"] == 3 and cols["o"]["top"] == {"(1, 2)": 1, "1": 1, "x": 1}
+    assert cols["c"] == {
+        "name": "c",
+        "dtype": "category",
+        "nulls": 1,
+        "distinct": 2,
+        "top": {"u": 2, "v": 1},
+        "other": 0,
+    }
+    assert "quantiles" not in cols["t"] and "top" not in cols["t"]
     assert cols["I"]["min"] == 1 and cols["I"]["max"] == 7 and cols["I"]["nulls"] == 1
     assert isinstance(cols["I"]["min"], int)
+    assert cols["I"]["quantiles"][::50] == [1.0, 5.0, 7.0]
     assert cols["B"]["true_count"] == 2 and cols["B"]["nulls"] == 1
+    assert cols["B"]["top"] == {"True": 2, "False": 1}
     assert cols["a"]["mean"] == pytest.approx(7 / 3)
+    assert cols["a"]["quantiles"][::50] == [1.0, 2.0, 4.0]
     assert cols["d"]["max"] == "P0DT0H0M3S"
     json.dumps(result, allow_nan=False)
 
@@ -117,11 +140,62 @@ def test_distinct_is_skipped_above_a_million_rows() -> None:
     )
     assert [c["distinct"] for c in profile(df)["columns"]] == [None, None]
     assert profile(df.iloc[:1_000_000])["columns"][0]["distinct"] == 1
+    objects, categories = profile(df)["columns"]
+    assert objects["top"] is None and objects["other"] is None
+    assert categories["top"] == {"x": n} and categories["other"] == 0  # counted from codes
 
 
 def test_unhashable_values_have_no_distinct_count() -> None:
     result = profile(pd.DataFrame({"l": pd.Series([[1], [2]], dtype=object)}))
     assert result["columns"][0]["distinct"] is None
+    assert result["columns"][0]["top"] is None
+
+
+def test_quantiles_are_numpys_inverted_cdf_with_shares_at_and_below() -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(size=5000), np.zeros(3000), [np.nan, np.inf, -np.inf]])
+    col = profile(pd.Series(values))["columns"][0]
+    finite = values[np.isfinite(values)]
+    expected = np.quantile(finite, np.arange(101) / 100, method="inverted_cdf")
+    assert col["quantiles"] == expected.tolist()
+    q = np.array(col["quantiles"])
+    at_most = [(finite <= x).mean() for x in q]
+    below = [(finite < x).mean() for x in q]
+    assert col["cdf"] == pytest.approx(at_most, abs=1e-7)
+    assert col["cdf_left"] == pytest.approx(below, abs=1e-7)
+    zero = q.tolist().index(0.0)
+    assert col["cdf"][zero] - col["cdf_left"][zero] == pytest.approx(3000 / 8000)  # the step
+    empty = profile(pd.Series([np.nan, np.inf]))["columns"][0]
+    assert empty["quantiles"] is empty["cdf"] is empty["cdf_left"] is None
+    assert profile(pd.Series([], dtype=float))["columns"][0]["quantiles"] is None
+
+
+def test_quantiles_of_a_long_column_come_from_a_fixed_sample() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.exponential(size=1_200_000)
+    values[::10] = np.nan
+    first = profile(pd.Series(values))["columns"][0]
+    assert first == profile(pd.Series(values))["columns"][0]  # deterministic
+    q = np.array(first["quantiles"])
+    finite = np.sort(values[~np.isnan(values)])
+    assert q[0] == finite[0] and q[-1] == finite[-1]  # exact extremes
+    assert np.all(np.diff(q) >= 0)
+    ranks = np.searchsorted(finite, q[1:-1], side="right") / finite.size
+    assert np.abs(ranks - np.arange(1, 100) / 100).max() < 0.01
+    assert np.abs(np.array(first["cdf"][1:-1]) - ranks).max() < 0.01
+
+
+def test_top_keeps_the_hundred_most_frequent_values_as_text() -> None:
+    values = [f"v{i:03d}" for i in range(150)]
+    s = pd.Series(values * 2 + ["v149"] * 10 + [None])
+    col = profile(s)["columns"][0]
+    assert col["distinct"] == 150 and len(col["top"]) == 100
+    assert list(col["top"].items())[:2] == [("v149", 12), ("v000", 2)]  # ties as first seen
+    assert "v099" not in col["top"] and "v098" in col["top"]
+    assert col["other"] == 2 * 50 and sum(col["top"].values()) + col["other"] == 310
+    mixed = profile(pd.Series([1, "1", 1.0, "x" * 300, "x" * 301], dtype=object))["columns"][0]
+    assert mixed["top"] == {"1": 3, "x" * 200: 2}  # same text, counted together
+    assert mixed["distinct"] == 4
 
 
 def test_profile_does_not_mutate_or_copy_the_frame(frame: pd.DataFrame) -> None:

@@ -1,24 +1,32 @@
-"""Data fingerprints, profiles, MLflow schemas, content-addressed snapshots and their diffs.
+"""Data fingerprints, profiles, MLflow schemas, content-addressed snapshots, diffs and drift.
 
-Importing this package is cheap: pandas, numpy and pyarrow are imported only when a function
-is called. The functions share their modules' names, so ``nbmlops.data.fingerprint`` is the
-function, not the module.
+Importing this package is cheap: pandas, numpy, pyarrow and scipy are imported only when a
+function is called. The functions share their modules' names, so ``nbmlops.data.fingerprint``
+is the function, not the module.
 """
 
 from nbmlops.data.diff import diff_frames, diff_profiles, format_diff
+from nbmlops.data.drift import DriftError, DriftReport, FeatureDrift, compare, compare_predictions, ks_2samp, psi
 from nbmlops.data.fingerprint import fingerprint
 from nbmlops.data.profile import mlflow_schema, profile
 from nbmlops.data.snapshots import CorruptSnapshotError, SnapshotStore, UnsupportedSnapshotError, load
 
 __all__ = [
     "CorruptSnapshotError",
+    "DriftError",
+    "DriftReport",
+    "FeatureDrift",
     "SnapshotStore",
     "UnsupportedSnapshotError",
+    "compare",
+    "compare_predictions",
     "diff_frames",
     "diff_profiles",
     "fingerprint",
     "format_diff",
+    "ks_2samp",
     "load",
     "mlflow_schema",
     "profile",
+    "psi",
 ]
