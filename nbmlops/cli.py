@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from nbmlops.config import Settings, configure, resolve_settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import ConfigError, NbmlopsError
 
 __all__ = ["main"]
 
@@ -179,6 +179,33 @@ def _parser() -> argparse.ArgumentParser:
         help="where a model or run came from: run, notebook, cell, commit, datasets and their producers",
     )
     lineage.add_argument("target", metavar="NAME@ALIAS|NAME/VERSION|RUN_ID")
+
+    monitor = commands.add_parser(
+        "monitor",
+        help="compare new data with a model's training data; retrain when it drifted",
+        description=(
+            "Compare DATA (.csv, .parquet, .json, .jsonl, .feather) with the data MODEL was trained on (its "
+            "snapshot, else its recorded profile): PSI per feature, a KS test for numeric features, and drift "
+            "of the model's predictions when the training rows are at hand. The result is a monitoring run "
+            "(experiment monitor/NAME) with metrics per feature and an HTML report with plots. With --retrain, "
+            "drift executes NOTEBOOK headlessly (as `nbmlops run`); the version of MODEL it registers gets the "
+            "'challenger' alias if the --gate conditions hold on its run."
+        ),
+        epilog="Exit codes: 0 no drift, 5 drift (with --retrain: and the challenger was registered), 1 the "
+        "operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, no such model), "
+        "3 the retrained model failed its gates.",
+    )
+    monitor.add_argument("model", metavar="NAME@ALIAS|NAME/VERSION")
+    monitor.add_argument("data", metavar="DATA", help="the new data")
+    monitor.add_argument("--threshold", type=float, default=0.2, help="PSI above which a feature drifted (0.2)")
+    monitor.add_argument("--bins", type=int, default=10, help="PSI bins for numeric features (10)")
+    monitor.add_argument("--report", metavar="PATH", help="where to write the HTML report (default .nbmlops/monitor/)")
+    monitor.add_argument("--retrain", metavar="NOTEBOOK", help="notebook to execute headlessly when drifted")
+    _add_parameter_options(monitor)
+    monitor.add_argument(
+        "--gate", action="append", default=[], metavar="EXPR",
+        help="condition the retrained model's run must meet to become @challenger; repeatable",
+    )
     return parser
 
 
@@ -255,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data": _data,
             "models": _models,
             "lineage": _lineage,
+            "monitor": _monitor,
         }[args.command]
         return handler(settings, args)
     except KeyboardInterrupt:
@@ -414,6 +442,18 @@ def _lineage(settings: Settings, args: argparse.Namespace) -> int:
 
     print(format_lineage(lineage(args.target, settings)))
     return EXIT_OK
+
+
+def _monitor(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.registry.monitor import monitor
+
+    parameters = _read_parameters(args)
+    if parameters and not args.retrain:
+        raise ConfigError("-p/-f/-y", "parameters are for the --retrain notebook; give --retrain", "argument")
+    result = monitor(args.model, args.data, threshold=args.threshold, bins=args.bins, retrain=args.retrain,
+                     parameters=parameters, gates=args.gate, report=args.report, settings=settings)
+    print(result.format())
+    return result.exit_code
 
 
 def _reap(settings: Settings, args: argparse.Namespace) -> int:

@@ -344,6 +344,8 @@ def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:
     parent = run_tags.get("mlflow.parentRunId")
     if parent:
         tags["nbmlops.parent_run_id"] = parent
+    if run_tags.get("nbmlops.parent_key"):  # a headless kernel's cell: the key of the notebook's run
+        tags["nbmlops.parent_key"] = run_tags["nbmlops.parent_key"]
     return {k: v for k, v in tags.items() if v}
 
 

@@ -16,7 +16,7 @@ from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
 
-__all__ = ["RunNotFoundError", "RunRecord", "child_runs", "download_artifact", "load_run"]
+__all__ = ["RunNotFoundError", "RunRecord", "child_runs", "download_artifact", "load_run", "quiet_downloads"]
 
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -94,13 +94,13 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | 
     if path not in {info.path for info in listed}:
         return None
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
-    with _quiet_downloads():
+    with quiet_downloads():
         return Path(client.download_artifacts(run_id, path, str(dst_dir)))
 
 
 @contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No MLflow progress bar for these small downloads, unless the user asked for one."""
+def quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar for small downloads, unless the user asked for one."""
     if _PROGRESS_BAR in os.environ:
         yield
         return
