@@ -211,7 +211,10 @@ class TrackedCell:
         params = {k: v for k, v in params.items() if k not in run.params}
         run.log_params(params)
         run.log_metrics({k: v for k, v in metrics.items() if k not in run.metrics})
-        for name in self.options.data:
+        outputs = list(self.options.data)
+        if "data" in self.capture:  # data the cell made: its lineage starts here
+            outputs += [n for n in self.analysis.assigned if n in ns and is_data(ns[n])]
+        for name in dict.fromkeys(outputs):
             if name in ns and name not in run.datasets:
                 self._log_dataset(name, "output")
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
