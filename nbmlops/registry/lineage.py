@@ -65,9 +65,10 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
     parent = load_run(settings.tracking_uri, run.parent_run_id) if run.parent_run_id else None
     snapshots = SnapshotStore(settings.state_dir / "data")
     used = list(run.datasets) + [d for d in (parent.datasets if parent else ()) if d not in run.datasets]
+    tags = {**(parent.tags if parent else {}), **run.tags}
+    mine = {run.run_id, *([parent.run_id] if parent else [])}
     links = tuple(
-        DatasetLink(name, digest, context, digest in snapshots,
-                    tuple(_producers(client, digest, {run.run_id, *( [parent.run_id] if parent else [])})))
+        DatasetLink(name, digest, context, _snapshot(tags, digest, snapshots), tuple(_producers(client, digest, mine)))
         for name, digest, context in used
     )
     tags = run.tags
@@ -85,6 +86,11 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
         parameters=dict(parent.params) if parent else {},
         datasets=links,
     )
+
+
+def _snapshot(tags: dict[str, str], digest: str, snapshots: Any) -> bool:
+    """Whether the data is snapshotted: as the run recorded it (``nbmlops.snapshot.<fp>``), or found here."""
+    return tags.get(f"nbmlops.snapshot.{digest}") == "stored" or digest in snapshots
 
 
 def _producers(client: Any, digest: str, exclude: set[str]) -> list[tuple[str, str]]:
