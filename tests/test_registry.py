@@ -181,3 +181,17 @@ def test_lineage_follows_model_to_run_cell_data_and_producer(shell, request, cap
     assert main(["lineage", version.run_id]) == 0
     assert fingerprint(shell.user_ns["y_train"]) in capsys.readouterr().out
     assert main(["lineage", f"{name}@champion"]) == 2
+
+
+def test_register_called_inside_a_tracked_cell_registers_after_the_cell(shell, request):
+    name = _name(request)
+    shell.run_cell(SETUP + "import nbmlops")
+    shell.run_cell_magic(
+        "track", "",
+        f"model = LogisticRegression(max_iter=500).fit(X_train, y_train)\n"
+        f"registered = nbmlops.register(model, {name!r}, training_data=X_train, evaluation_data=X_test)",
+    )
+    assert shell.user_ns["registered"] is None
+    nbmlops.flush(120)
+    version = get_version(f"{name}/1")
+    assert version.tags["nbmlops.data.features"] == fingerprint(shell.user_ns["X_train"])

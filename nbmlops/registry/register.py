@@ -182,7 +182,8 @@ def register(
     the run's training dataset, as ``evaluation_data`` is as its evaluation dataset.
 
     Returns the new version once it is in the registry (waiting up to ``timeout`` seconds), or None
-    with ``wait=False`` and in a kernel run headlessly by ``nbmlops run`` (whose runner registers it).
+    with ``wait=False``, in a kernel run headlessly by ``nbmlops run`` (whose runner registers it), and
+    inside a ``%%track`` cell (the version is created when the cell ends, with the run's git state).
 
     Raises:
         ModelReferenceError: a name MLflow would refuse.
@@ -216,7 +217,7 @@ def register(
         if own:
             end_for(run, error)
     session = run.session
-    if not wait or session.handoff:
+    if not wait or session.handoff or session.holding:
         return None
     session.flush(timeout)
     found = find_registration(name, key)

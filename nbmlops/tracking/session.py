@@ -95,6 +95,12 @@ class Session:
             for fn, args in held:
                 self.background(fn, *args)
 
+    @property
+    def holding(self) -> bool:
+        """True inside a tracked cell, whose capture work waits until the cell ends."""
+        with self._lock:
+            return self._holds > 0
+
     def background(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any] | None:
         """Run capture work off the user's thread; :meth:`flush` waits for it."""
         with self._lock:
