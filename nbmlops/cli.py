@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from nbmlops.config import Settings, configure, resolve_settings
+from nbmlops.config import SETTING_NAMES, Settings, configure, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError
 
 __all__ = ["main"]
@@ -396,9 +396,10 @@ def _sync(settings: Settings, args: argparse.Namespace) -> int:
 def _data(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from nbmlops.data import SnapshotStore, diff_profiles, format_diff
+    from nbmlops.data import diff_profiles, format_diff
+    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 
-    store = SnapshotStore(settings.state_dir / "data")
+    store = open_snapshot_store(settings)
     if args.data_command == "list":
         for snap in store.list():
             shape = "x".join(map(str, snap.shape))
@@ -504,10 +505,10 @@ def _config(settings: Settings, args: argparse.Namespace) -> int:
     from nbmlops.redact import redact_uri
 
     print(f"root           = {settings.root}")
-    for key in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+    for key in SETTING_NAMES:
         value = getattr(settings, key)
         shown = ",".join(value) if isinstance(value, tuple) else redact_uri(str(value)) if value else value
-        print(f"{key:14} = {shown}  ({settings.sources.get(key, 'default')})")
+        print(f"{key:18} = {shown}  ({settings.sources.get(key, 'default')})")
     return EXIT_OK
 
 

@@ -12,12 +12,20 @@ Precedence, highest first (the same for every setting):
 
 ``<root>`` is the nearest ancestor of the working directory holding ``.nbmlops/``, ``.git`` or
 ``pyproject.toml`` (else the working directory itself).
+
+Data snapshots: ``snapshot_max_bytes`` (``NBMLOPS_SNAPSHOT_MAX_BYTES``, ``snapshot-max-bytes`` in
+``pyproject.toml``) is the largest object, by its size in memory (a file: on disk), that tracking
+snapshots; a size such as ``500MB`` or ``1GiB`` (default), ``0`` for fingerprints only.
+``data_store`` says where snapshots live: ``local`` (``<root>/.nbmlops/data``), ``mlflow`` (there
+too, and shared through the MLflow artifact store: the default when the tracking URI is a server,
+``http(s)://``), or a folder (relative to the root), say a shared drive.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass, field, fields
@@ -26,10 +34,35 @@ from typing import Any, Mapping
 
 from nbmlops.exceptions import ConfigError
 
-__all__ = ["Settings", "configure", "find_root", "resolve_settings", "session_settings"]
+__all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "resolve_settings", "session_settings"]
 
 ROOT_MARKERS = (".nbmlops", ".git", "pyproject.toml")
 CAPTURE_KINDS = ("params", "metrics", "data", "code", "git", "environment", "figures")
+#: every setting, in the order ``nbmlops config`` shows them
+SETTING_NAMES = (
+    "tracking_uri",
+    "artifact_root",
+    "experiment",
+    "ui_url",
+    "flush_timeout",
+    "capture",
+    "snapshot_max_bytes",
+    "data_store",
+)
+DEFAULT_SNAPSHOT_MAX_BYTES = 1 << 30
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 _session: dict[str, Any] = {}
 _session_lock = threading.Lock()
@@ -46,6 +79,8 @@ class Settings:
     ui_url: str
     flush_timeout: float
     capture: tuple[str, ...]
+    snapshot_max_bytes: int
+    data_store: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -57,6 +92,13 @@ class Settings:
     def journal_dir(self) -> Path:
         """Where the append-only journals live."""
         return self.state_dir / "journal"
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder of data snapshots: ``.nbmlops/data``, or the folder ``data_store`` names."""
+        if self.data_store in ("local", "mlflow"):
+            return self.state_dir / "data"
+        return self.root / Path(self.data_store).expanduser()
 
     @property
     def is_embedded(self) -> bool:
@@ -114,7 +156,7 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
     ]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for name in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+    for name in SETTING_NAMES:
         for source, layer in layers:
             if name in layer:
                 values[name] = _convert(name, layer[name], source)
@@ -135,12 +177,16 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
     values.setdefault("experiment", None)
     values.setdefault("flush_timeout", 10.0)
     values.setdefault("capture", CAPTURE_KINDS)
+    values.setdefault("snapshot_max_bytes", DEFAULT_SNAPSHOT_MAX_BYTES)
+    if "data_store" not in values:
+        values["data_store"] = "mlflow" if values["tracking_uri"].startswith(("http://", "https://")) else "local"
+        sources["data_store"] = "default"
     return Settings(root=root, sources=sources, **values)
 
 
 def _read_environment() -> dict[str, str]:
     env = {}
-    for name in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+    for name in SETTING_NAMES:
         value = os.environ.get(f"NBMLOPS_{name.upper()}")
         if value:
             env[name] = value
@@ -203,4 +249,23 @@ def _convert(key: str, value: Any, source: str) -> Any:
                 key, f"unknown capture kind(s) {bad}; choose from {', '.join(CAPTURE_KINDS)}, all, none", source
             )
         return tuple(kinds)
+    if key == "snapshot_max_bytes":
+        return _size(key, value, source)
+    if key == "data_store":
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise ConfigError(key, f"expected local, mlflow or a folder, got {value!r}", source)
+        text = str(value).strip()
+        return text.lower() if text.lower() in ("local", "mlflow") else text
     raise ConfigError(key, "unknown setting", source)
+
+
+def _size(key: str, value: Any, source: str) -> int:
+    """A number of bytes from an int or a text such as ``500MB``, ``1GiB`` or ``0``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(
+            key, f"expected a size such as 500MB, 1GiB or 0 (fingerprints only), got {value!r}", source
+        )
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from nbmlops.config import configure
+from nbmlops.config import SETTING_NAMES, configure
 from nbmlops.tracking.session import close_session
 
 
@@ -38,11 +38,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_uri: str, req
     monkeypatch.setenv("NBMLOPS_TRACKING_URI", store_uri)
     monkeypatch.setenv("NBMLOPS_ARTIFACT_ROOT", str(Path(store_uri[len("sqlite:///"):]).parent / "artifacts"))
     monkeypatch.setenv("NBMLOPS_EXPERIMENT", request.node.name[:200])
-    for name in ("MLFLOW_TRACKING_URI", "NBMLOPS_CAPTURE", "NBMLOPS_UI_URL"):
+    for name in ("MLFLOW_TRACKING_URI", "NBMLOPS_CAPTURE", "NBMLOPS_UI_URL", "NBMLOPS_SNAPSHOT_MAX_BYTES",
+                 "NBMLOPS_DATA_STORE"):
         monkeypatch.delenv(name, raising=False)
     yield tmp_path
     close_session()
-    configure(**{k: None for k in ("tracking_uri", "experiment", "artifact_root", "ui_url", "capture", "flush_timeout")})
+    configure(**dict.fromkeys(SETTING_NAMES))
 
 
 @pytest.fixture

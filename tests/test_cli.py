@@ -59,8 +59,10 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     assert train.data.tags["mlflow.source.name"] == str((fresh / "examples" / "quickstart.ipynb").resolve())
     assert train.data.params["C"] == "0.5" and train.data.params["model.logisticregression__C"] == "0.5"
     assert 0.8 < train.data.metrics["accuracy"] <= 1.0
-    assert {d.dataset.name for d in train.inputs.dataset_inputs} >= {"train", "test"}
+    assert {d.dataset.name for d in train.inputs.dataset_inputs} >= {"X_train", "y_train", "X_test", "y_test"}
     assert [a.path for a in client.list_artifacts(train.info.run_id, "figures")]
+    [version] = client.search_model_versions("name = 'wine-classifier'")
+    assert version.run_id == train.info.run_id and version.tags["nbmlops.data.features"]
     assert len(client.get_metric_history(runs["regularisation-path"].info.run_id, "path_accuracy")) == 4
 
 

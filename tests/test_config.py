@@ -6,18 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from nbmlops.config import configure, find_root, resolve_settings
+from nbmlops.config import SETTING_NAMES, configure, find_root, resolve_settings
 from nbmlops.exceptions import ConfigError
 
 
 @pytest.fixture
 def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("NBMLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI", "NBMLOPS_EXPERIMENT", "NBMLOPS_ARTIFACT_ROOT",
-                 "NBMLOPS_CAPTURE", "NBMLOPS_FLUSH_TIMEOUT", "NBMLOPS_UI_URL"):
+    for name in ("MLFLOW_TRACKING_URI", *(f"NBMLOPS_{key.upper()}" for key in SETTING_NAMES)):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     yield tmp_path
-    configure(tracking_uri=None, experiment=None, capture=None, flush_timeout=None)
+    configure(**dict.fromkeys(SETTING_NAMES))
 
 
 def test_default_is_embedded_sqlite_store_at_the_nearest_marked_ancestor(clean: Path) -> None:
@@ -72,3 +71,49 @@ def test_bad_values_name_the_setting_and_where_it_came_from(clean: Path, monkeyp
 def test_a_plain_path_as_tracking_uri_becomes_a_file_uri(clean: Path) -> None:
     configure(tracking_uri="mlruns")
     assert resolve_settings().tracking_uri == (clean / "mlruns").resolve().as_uri()
+
+
+def test_snapshot_size_limit_follows_the_precedence_rule_and_reads_human_sizes(
+    clean: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = resolve_settings()
+    assert settings.snapshot_max_bytes == 1 << 30 and "snapshot_max_bytes" not in settings.sources
+    (clean / "pyproject.toml").write_text("[tool.nbmlops]\nsnapshot-max-bytes = '500MB'\n")
+    settings = resolve_settings()
+    assert settings.snapshot_max_bytes == 500_000_000
+    assert settings.sources["snapshot_max_bytes"].endswith("pyproject.toml [tool.nbmlops]")
+    monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "1GiB")
+    assert resolve_settings().snapshot_max_bytes == 1 << 30
+    configure(snapshot_max_bytes="0")
+    assert resolve_settings().snapshot_max_bytes == 0
+    assert resolve_settings(snapshot_max_bytes="1.5 kib").snapshot_max_bytes == 1536
+    configure(snapshot_max_bytes=2048)
+    assert resolve_settings().snapshot_max_bytes == 2048
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "5 parsecs", "1e9", ""])
+def test_a_malformed_snapshot_size_names_the_setting_and_its_source(
+    clean: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    (clean / "pyproject.toml").write_text(f"[tool.nbmlops]\nsnapshot-max-bytes = {value!r}\n")
+    with pytest.raises(ConfigError, match=r"snapshot_max_bytes \(from .*pyproject.toml \[tool.nbmlops\]\): expected a size"):
+        resolve_settings()
+    (clean / "pyproject.toml").write_text("")
+    monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "x" + value)
+    with pytest.raises(ConfigError, match=r"snapshot_max_bytes \(from environment\)"):
+        resolve_settings()
+    with pytest.raises(ConfigError, match=r"snapshot_max_bytes \(from configure\(\)\)"):
+        configure(snapshot_max_bytes=True)
+
+
+def test_data_store_is_local_for_a_local_store_and_mlflow_for_a_server(clean: Path) -> None:
+    settings = resolve_settings()
+    assert settings.data_store == "local" and settings.sources["data_store"] == "default"
+    assert settings.data_dir == settings.state_dir / "data"
+    assert resolve_settings(tracking_uri="https://mlflow.example.com").data_store == "mlflow"
+    configure(data_store="shared/snapshots")
+    assert resolve_settings().data_dir == clean.resolve() / "shared" / "snapshots"
+    configure(data_store="LOCAL")
+    assert resolve_settings(tracking_uri="http://server:5000").data_store == "local"
+    with pytest.raises(ConfigError, match="data_store"):
+        configure(data_store=" ")

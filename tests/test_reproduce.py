@@ -114,3 +114,91 @@ def test_unknown_run_and_runs_of_other_kinds_are_usage_errors(project, client, r
     (run,) = runs_of(client, request.node.name)
     with pytest.raises(NotReproducibleError, match="not an nbmlops run"):
         reproduce(run.info.run_id)
+
+
+def _data_parameter_notebook(project: Path) -> Path:
+    (project / "data.csv").write_text("x\n1\n2\n3\n")
+    return notebook(
+        project / "train.ipynb",
+        "%load_ext nbmlops",
+        "import pandas as pd\ndf = pd.read_csv(data_path)",
+        "%%track --name fit\ntotal = float(df['x'].sum())",
+        parameters="data_path = 'other.csv'",
+    )
+
+
+def _file_snapshot(client, run_id: str) -> str:
+    (digest,) = [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs if d.dataset.name == "data_path"]
+    assert client.get_run(run_id).data.tags[f"nbmlops.snapshot.{digest}"] == "stored"
+    return digest
+
+
+@pytest.mark.parametrize("change", ["changed since the run", "is gone"])
+def test_a_data_file_that_changed_or_is_gone_is_replaced_by_its_snapshot(project, client, change):
+    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    assert first.metrics == {"total": 6.0}, first.error
+    digest = _file_snapshot(client, first.run_id)
+    if change == "is gone":
+        (project / "data.csv").unlink()
+    else:
+        (project / "data.csv").write_text("x\n1\n2\n4\n")
+
+    result = reproduce(first.run_id)
+
+    assert result.reproduced, format_report(result)
+    assert [(m.name, m.new) for m in result.metrics] == [("total", 6.0)]
+    assert result.notes == (f"data_path: data.csv {change}; used snapshot {digest[:12]}",)
+    assert result.params == () and result.data == ()
+    restored = Path(result.execution.parameters["data_path"])
+    assert restored.name == "data.csv" and restored.read_text() == "x\n1\n2\n3\n"
+    assert "used snapshot" in format_report(result).split("notes:")[1]
+
+
+def test_a_corrupt_snapshot_is_a_note_and_the_file_is_used_as_it_is(project, client):
+    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    digest = _file_snapshot(client, first.run_id)
+    (project / ".nbmlops" / "data" / digest[:2] / f"{digest}.bin").write_text("x\n9\n")
+    (project / "data.csv").write_text("x\n1\n2\n4\n")
+
+    result = reproduce(first.run_id)
+
+    assert not result.reproduced and result.status == "FINISHED"
+    (note,) = result.notes
+    assert note.startswith(f"data_path: data.csv changed since the run; its snapshot {digest[:12]} cannot be used")
+    assert "is corrupt" in note
+    assert [(m.name, m.new) for m in result.metrics] == [("total", 7.0)]
+
+
+def test_a_data_file_without_snapshot_is_noted_and_the_run_proceeds(project, client, monkeypatch):
+    monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "0")
+    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    (project / "data.csv").write_text("x\n1\n2\n4\n")
+
+    result = reproduce(first.run_id)
+
+    assert not result.reproduced
+    assert result.notes == (
+        "data_path: data.csv changed since the run; no snapshot of it (not snapshotted: snapshot_max_bytes is 0)",
+    )
+
+
+def test_a_cell_run_whose_source_file_is_gone_is_reproduced_from_the_input_snapshots(shell, client, request, project):
+    (project / "data.csv").write_text("x\n1\n2\n3\n")
+    shell.run_cell("import pandas as pd", store_history=True)
+    shell.run_cell("df = pd.read_csv('data.csv')", store_history=True)
+    shell.run_cell("%%track\ntotal = float(df['x'].sum())", store_history=True)
+    nbmlops.flush(60)
+    (original,) = runs_of(client, request.node.name)
+    (digest,) = [d.dataset.digest for d in original.inputs.dataset_inputs]
+    (project / "data.csv").unlink()
+
+    result = reproduce(original.info.run_id)
+
+    assert result.reproduced, format_report(result)
+    assert [(m.name, m.new) for m in result.metrics] == [("total", 6.0)]
+    assert result.notes == (f"df is missing; restored from snapshot {digest[:12]}",)
+    executed = nbformat.read(result.execution.output, 4)
+    assert [c.metadata.get("tags", []) for c in executed.cells] == [
+        [], ["raises-exception"], ["raises-exception"], ["nbmlops-restore"], []
+    ]
+    assert any(o.get("ename") == "FileNotFoundError" for o in executed.cells[2].outputs)

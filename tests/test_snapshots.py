@@ -14,8 +14,10 @@ import pytest
 from nbmlops.data.fingerprint import fingerprint
 from nbmlops.data.snapshots import (
     CorruptSnapshotError,
+    SnapshotError,
     SnapshotNotFoundError,
     SnapshotStore,
+    StaleFingerprintError,
     UnsupportedSnapshotError,
 )
 from nbmlops.exceptions import NbmlopsError
@@ -224,3 +226,115 @@ def test_default_store_is_under_state_dir(tmp_path: Path, monkeypatch: pytest.Mo
     assert store.root == resolve_settings().state_dir / "data"
     fp = store.save(pd.Series([1, 2, 3])).fingerprint
     pd.testing.assert_series_equal(snapshots.load(fp), pd.Series([1, 2, 3]))
+
+
+def test_a_mutated_object_is_not_stored_under_the_fingerprint_taken_before(store: SnapshotStore) -> None:
+    df = pd.DataFrame({"a": [1, 2, 3]})
+    before = fingerprint(df)
+    df.loc[0, "a"] = 100  # in place, after the fingerprint was taken
+    with pytest.raises(StaleFingerprintError) as info:
+        store.save(df, digest=before)
+    assert info.value.fingerprint == before and info.value.actual == fingerprint(df)
+    assert isinstance(info.value, NbmlopsError) and not isinstance(info.value, UnsupportedSnapshotError)
+    assert before not in store and stored_files(store) == []
+    assert store.save(df, digest=fingerprint(df)) is not None
+
+
+def test_a_file_is_stored_as_its_bytes_and_written_back(store: SnapshotStore, tmp_path: Path) -> None:
+    source = tmp_path / "data.csv"
+    source.write_bytes(b"x,y\n1,2\n" * 1000)
+    snap = store.save(source)
+    fp = fingerprint(source)
+    assert snap is not None and snap.fingerprint == fp and snap.kind == "file" and snap.name == "data.csv"
+    assert snap.path == store.root / fp[:2] / f"{fp}.bin" and snap.bytes == source.stat().st_size
+    assert store.path_of(fp) == snap.path and fp in store and store.info(fp) == snap
+    assert store.load(fp) == source.read_bytes()
+    assert store.get(fp, tmp_path / "back.txt").read_bytes() == source.read_bytes()
+    assert store.save(str(source)) == snap  # deduplicated
+    assert stored_files(store) == [f"{fp}.bin", f"{fp}.json"]
+    assert [s.fingerprint for s in store.list()] == [fp]
+
+
+def test_file_snapshots_follow_the_size_policy_and_refuse_changed_files_and_folders(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "data.csv"
+    source.write_text("x\n1\n")
+    assert store.save(source, max_bytes=3) is None
+    digest = fingerprint(source)
+    source.write_text("x\n2\n")
+    with pytest.raises(StaleFingerprintError) as changed:
+        store.save(source, digest=digest)
+    assert changed.value.actual == fingerprint(source)
+    source.unlink()
+    with pytest.raises(StaleFingerprintError, match="gone"):
+        store.save(source, digest=digest)
+    with pytest.raises(UnsupportedSnapshotError, match="directory"):
+        store.save(tmp_path)
+    assert stored_files(store) == []
+
+
+def test_a_damaged_file_snapshot_is_refused(store: SnapshotStore, tmp_path: Path) -> None:
+    source = tmp_path / "data.csv"
+    source.write_text("x\n1\n2\n")
+    snap = store.save(source)
+    snap.path.write_text("x\n1\n3\n")
+    with pytest.raises(CorruptSnapshotError, match=snap.fingerprint):
+        store.load(snap.fingerprint)
+    with pytest.raises(CorruptSnapshotError):
+        store.get(snap.fingerprint, tmp_path / "back.csv")
+    assert not (tmp_path / "back.csv").exists()
+
+
+class FolderRemote:
+    """A remote that is a plain folder, as a stand-in for the MLflow artifact store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uploads = 0
+
+    def upload(self, fingerprint: str, files) -> bool:
+        folder = self.root / fingerprint[:2]
+        if (folder / f"{fingerprint}.json").exists():
+            return False
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            (folder / path.name).write_bytes(path.read_bytes())
+        self.uploads += 1
+        return True
+
+    def download(self, fingerprint: str, folder: Path) -> list[Path]:
+        found = sorted((self.root / fingerprint[:2]).glob(f"{fingerprint}.*"))
+        for path in found:
+            (folder / path.name).write_bytes(path.read_bytes())
+        return [folder / path.name for path in found]
+
+
+def test_a_store_fetches_from_its_remote_what_another_pushed(tmp_path: Path) -> None:
+    remote = FolderRemote(tmp_path / "remote")
+    first = SnapshotStore(tmp_path / "one", remote=remote)
+    df, source = mixed_frame(), tmp_path / "data.csv"
+    source.write_text("x\n1\n")
+    fps = [first.save(df).fingerprint, first.save(source).fingerprint]
+    assert [first.push(fp) for fp in fps] == [True, True] and first.push(fps[0]) is False
+    second = SnapshotStore(tmp_path / "two", remote=remote)
+    assert fps[0] not in second
+    pd.testing.assert_frame_equal(second.load(fps[0]), df, check_index_type=False)
+    assert fps[0] in second and second.info(fps[0]).kind == "DataFrame"  # kept, verified
+    assert second.get(fps[1], tmp_path / "back.csv").read_text() == "x\n1\n"
+    with pytest.raises(SnapshotNotFoundError):
+        second.load("0" * 32)
+    with pytest.raises(SnapshotError, match="no remote"):
+        SnapshotStore(tmp_path / "three").push(fps[0])
+
+
+def test_a_damaged_remote_copy_is_refused_and_not_kept(tmp_path: Path) -> None:
+    remote = FolderRemote(tmp_path / "remote")
+    first = SnapshotStore(tmp_path / "one", remote=remote)
+    a, b = first.save(pd.DataFrame({"a": [1]})), first.save(pd.DataFrame({"a": [2]}))
+    first.push(a.fingerprint)
+    (remote.root / a.fingerprint[:2] / a.path.name).write_bytes(b.path.read_bytes())
+    second = SnapshotStore(tmp_path / "two", remote=remote)
+    with pytest.raises(CorruptSnapshotError, match=f"downloaded from .*fingerprint {b.fingerprint}"):
+        second.load(a.fingerprint)
+    assert a.fingerprint not in second and stored_files(second) == []

@@ -19,8 +19,21 @@ fingerprinted before it is published, so a stored snapshot is never later found 
 of its type. A file damaged after it was stored fails Parquet's page checksums or the fingerprint
 check on load, and is refused with :class:`CorruptSnapshotError`.
 
+A file (a path given to :meth:`SnapshotStore.save`) is stored as its raw bytes at
+``<fp[:2]>/<fp>.bin`` (kind ``file``), its sidecar naming the original file;
+:meth:`SnapshotStore.load` returns those bytes (whose fingerprint is the file's) and
+:meth:`SnapshotStore.get` writes them back as a file.
+
 Writes go to a temporary file in the same folder, are fsynced and verified, then renamed into
-place: savers of the same data in several processes leave one complete snapshot.
+place: savers of the same data in several processes leave one complete snapshot. When the caller
+passes the fingerprint it took earlier (``save(obj, digest=...)``) and the object no longer has
+it (changed in place since, or a file rewritten), nothing is stored:
+:class:`StaleFingerprintError`.
+
+A store can have a *remote* (see :class:`SnapshotRemote`; nbmlops' own is the MLflow artifact
+store, :mod:`nbmlops.tracking.artifact_snapshots`): :meth:`SnapshotStore.push` uploads a stored
+snapshot there, and :meth:`~SnapshotStore.load`, :meth:`~SnapshotStore.get` and
+:meth:`~SnapshotStore.info` download one that is not stored locally, verify it, and keep it.
 """
 
 from __future__ import annotations
@@ -31,10 +44,11 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nbmlops.data.fingerprint import fingerprint as _fingerprint
 from nbmlops.data.profile import profile as _profile
@@ -45,7 +59,9 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "SnapshotNotFoundError",
+    "SnapshotRemote",
     "SnapshotStore",
+    "StaleFingerprintError",
     "UnsupportedSnapshotError",
     "load",
 ]
@@ -54,6 +70,8 @@ DEFAULT_MAX_BYTES = 1 << 30  # objects larger in memory are fingerprinted, not s
 _META_KEY = b"nbmlops"
 _SERIES_COLUMN = "__nbmlops_series__"
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
+_SUFFIXES = (".parquet", ".bin")  # data files: of frames, Series and arrays; of files
+_COPY_BYTES = 1 << 22
 
 
 class SnapshotError(NbmlopsError):
@@ -102,9 +120,34 @@ class UnsupportedSnapshotError(SnapshotError, ValueError):
         super().__init__(f"cannot snapshot data {fingerprint}: {reason}")
 
 
+class StaleFingerprintError(SnapshotError):
+    """The object no longer has the fingerprint the caller took (it changed since); nothing was stored.
+
+    Attributes:
+        fingerprint: the fingerprint the caller gave.
+        actual: the object's fingerprint now (None when it cannot be taken, say a file is gone).
+    """
+
+    def __init__(self, fingerprint: str, actual: str | None) -> None:
+        self.fingerprint = fingerprint
+        self.actual = actual
+        now = f"it is now {actual}" if actual else "it is gone or unreadable"
+        super().__init__(f"data {fingerprint} changed since it was fingerprinted ({now}); not snapshotted")
+
+
+class SnapshotRemote(Protocol):
+    """A shared place a :class:`SnapshotStore` uploads to and downloads from, by fingerprint."""
+
+    def upload(self, fingerprint: str, files: Sequence[Path]) -> bool:
+        """Upload a snapshot's files, data file first; False when it was there already."""
+
+    def download(self, fingerprint: str, folder: Path) -> list[Path]:
+        """Download a snapshot's files into ``folder``; an empty list when the remote lacks it."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One stored snapshot, as described by its sidecar."""
+    """One stored snapshot, as described by its sidecar (``name``: a file's original name)."""
 
     fingerprint: str
     path: Path
@@ -113,49 +156,66 @@ class Snapshot:
     bytes: int
     created: datetime
     profile: dict[str, Any] = field(hash=False, compare=False, repr=False)
+    name: str | None = None
 
 
 class SnapshotStore:
-    """Snapshots under ``root`` (default: ``<project>/.nbmlops/data``), keyed by fingerprint."""
+    """Snapshots under ``root`` (default: the project's, see ``Settings.data_dir``), keyed by fingerprint.
 
-    def __init__(self, root: Path | None = None) -> None:
+    ``remote``: where :meth:`push` shares snapshots and from where :meth:`load`, :meth:`get` and
+    :meth:`info` fetch those not stored here.
+    """
+
+    def __init__(self, root: Path | None = None, remote: SnapshotRemote | None = None) -> None:
         if root is None:
             from nbmlops.config import resolve_settings
 
-            root = resolve_settings().state_dir / "data"
+            root = resolve_settings().data_dir
         self.root = Path(root)
+        self.remote = remote
 
     def path_of(self, fingerprint: str) -> Path:
-        """The Parquet file a snapshot with this fingerprint is (or would be) stored in."""
+        """The file a snapshot with this fingerprint is stored in (if none is: where a frame would be)."""
+        for path in self._candidates(fingerprint):
+            if path.is_file():
+                return path
+        return self._candidates(fingerprint)[0]
+
+    def _candidates(self, fingerprint: str) -> list[Path]:
         if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
             raise SnapshotNotFoundError(str(fingerprint))
-        return self.root / fingerprint[:2] / f"{fingerprint}.parquet"
+        return [self.root / fingerprint[:2] / f"{fingerprint}{suffix}" for suffix in _SUFFIXES]
 
     def __contains__(self, fingerprint: object) -> bool:
+        """Whether the snapshot is stored here (the remote is not asked)."""
         try:
-            return self.path_of(fingerprint).is_file()  # type: ignore[arg-type]
+            return any(p.is_file() for p in self._candidates(fingerprint))  # type: ignore[arg-type]
         except SnapshotNotFoundError:
             return False
 
     def save(
         self, obj: object, max_bytes: int | None = DEFAULT_MAX_BYTES, *, digest: str | None = None
     ) -> Snapshot | None:
-        """Store ``obj`` (DataFrame, Series or ndarray) unless it is stored already.
+        """Store ``obj`` (DataFrame, Series, ndarray, or the path of a file) unless it is stored already.
 
         ``digest`` is ``fingerprint(obj)`` when the caller has it (it is checked after writing).
-        Returns the snapshot, or None when ``obj`` takes more than ``max_bytes`` in memory
-        (``None`` means no limit) and is not stored yet.
+        Returns the snapshot, or None when ``obj`` takes more than ``max_bytes`` in memory (a
+        file: on disk; ``None`` means no limit) and is not stored yet. The remote is not written:
+        see :meth:`push`.
 
         Raises:
             UnsupportedSnapshotError: ``obj`` does not read back from Parquet with the same
-                fingerprint (nothing is left behind).
+                fingerprint, or is a directory (nothing is left behind).
+            StaleFingerprintError: ``obj`` no longer has the fingerprint ``digest``.
             UnsupportedDataError: ``obj`` cannot be fingerprinted.
         """
         fp = digest or _fingerprint(obj)
         kind = _kind(obj)
         if kind is None:
             raise UnsupportedSnapshotError(fp, f"{type(obj).__qualname__} is not snapshotted")
-        path = self.path_of(fp)
+        if kind == "file":
+            return self._save_file(Path(obj), max_bytes, fp)  # type: ignore[arg-type]
+        path = self._candidates(fp)[0]
         if path.is_file():
             sidecar = path.with_suffix(".json")
             return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp)
@@ -171,23 +231,63 @@ class SnapshotStore:
             except Exception as exc:  # whatever fails here, the type does not round-trip
                 raise UnsupportedSnapshotError(fp, f"does not read back from Parquet: {exc}") from exc
             if back_fp != fp:
+                if digest is not None:
+                    _raise_if_stale(obj, digest)
                 raise UnsupportedSnapshotError(fp, _mismatch(obj, back))
             os.replace(tmp, path)
         _sync_dir(path.parent)
         return self._describe(obj, kind, fp)
 
+    def _save_file(self, source: Path, max_bytes: int | None, fp: str) -> Snapshot | None:
+        path = self._candidates(fp)[1]
+        if path.is_file():
+            sidecar = path.with_suffix(".json")
+            return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe_file(source.name, fp)
+        try:
+            size = source.stat().st_size
+        except OSError:
+            raise StaleFingerprintError(fp, None) from None
+        if max_bytes is not None and size > max_bytes:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _temporary(path) as tmp:
+            try:
+                actual = _copy_hashed(source, tmp)
+            except OSError:
+                raise StaleFingerprintError(fp, None) from None
+            if actual != fp:
+                raise StaleFingerprintError(fp, actual)
+            os.replace(tmp, path)
+        _sync_dir(path.parent)
+        return self._describe_file(source.name, fp)
+
+    def push(self, fingerprint: str) -> bool:
+        """Upload a stored snapshot to the remote; False when it was there already.
+
+        Raises:
+            SnapshotNotFoundError: it is not stored here.
+            SnapshotError: the store has no remote.
+        """
+        if self.remote is None:
+            raise SnapshotError(f"the snapshot store {self.root} has no remote to push to")
+        path = self.path_of(fingerprint)
+        sidecar = path.with_suffix(".json")
+        if not path.is_file() or not sidecar.is_file():
+            raise SnapshotNotFoundError(fingerprint)
+        return self.remote.upload(fingerprint, [path, sidecar])
+
     def load(self, fingerprint: str) -> Any:
         """Return the stored object, after checking that its fingerprint still matches.
 
+        A file snapshot loads as its ``bytes`` (their fingerprint is the file's).
+
         Raises:
-            SnapshotNotFoundError: nothing is stored under ``fingerprint``.
+            SnapshotNotFoundError: nothing is stored under ``fingerprint`` (here or on the remote).
             CorruptSnapshotError: the file cannot be read, or holds other data.
         """
-        path = self.path_of(fingerprint)
-        if not path.is_file():
-            raise SnapshotNotFoundError(fingerprint)
+        path = self._local(fingerprint)
         try:
-            obj = _read(path)
+            obj = path.read_bytes() if path.suffix == ".bin" else _read(path)
             actual = _fingerprint(obj)
         except Exception as exc:  # any failure to decode a stored file is damage
             raise CorruptSnapshotError(fingerprint, path, f"unreadable ({exc})") from exc
@@ -201,37 +301,51 @@ class SnapshotStore:
         Raises:
             SnapshotNotFoundError: nothing is stored under ``fingerprint``.
         """
-        sidecar = self.path_of(fingerprint).with_suffix(".json")
+        sidecar = self._local(fingerprint).with_suffix(".json")
         if not sidecar.is_file():
             raise SnapshotNotFoundError(fingerprint)
         return self._read_sidecar(sidecar)
 
     def list(self) -> list[Snapshot]:
-        """Every stored snapshot, newest first."""
+        """Every snapshot stored here, newest first."""
         found = [
             self._read_sidecar(p)
             for p in self.root.glob("??/*.json")
-            if _FINGERPRINT.fullmatch(p.stem) and p.with_suffix(".parquet").is_file()
+            if _FINGERPRINT.fullmatch(p.stem) and any(p.with_suffix(s).is_file() for s in _SUFFIXES)
         ]
         return sorted(found, key=lambda s: s.created, reverse=True)
 
     def get(self, fingerprint: str, path: str | os.PathLike[str]) -> Path:
-        """Write a verified snapshot to ``path``; the extension picks the format.
+        """Write a verified snapshot to ``path``.
 
-        ``.parquet`` copies the stored file; ``.csv`` writes the frame, Series or (at most 2-D)
-        array as text; ``.npy`` writes the values as a numpy array (no pickled objects).
+        A file snapshot is written as the original bytes, whatever the name. Otherwise the
+        extension picks the format: ``.parquet`` copies the stored file; ``.csv`` writes the
+        frame, Series or (at most 2-D) array as text; ``.npy`` writes the values as a numpy array
+        (no pickled objects).
 
         Raises:
             SnapshotNotFoundError, CorruptSnapshotError: as :meth:`load`.
             UnsupportedSnapshotError: the extension is unknown or cannot hold this data.
         """
+        target = Path(path)
+        stored = self._local(fingerprint)
+        if stored.suffix == ".bin":
+            with _temporary(target) as tmp:
+                try:
+                    actual = _copy_hashed(stored, tmp)
+                except OSError as exc:
+                    raise CorruptSnapshotError(fingerprint, stored, f"unreadable ({exc})") from exc
+                if actual != fingerprint:
+                    raise CorruptSnapshotError(fingerprint, stored, f"its content has fingerprint {actual}")
+                os.replace(tmp, target)
+            return target
         import numpy as np
         import pandas as pd
 
-        obj, target = self.load(fingerprint), Path(path)
+        obj = self.load(fingerprint)
         suffix = target.suffix.lower()
         if suffix == ".parquet":
-            shutil.copyfile(self.path_of(fingerprint), target)
+            shutil.copyfile(stored, target)
         elif suffix == ".csv" and (not isinstance(obj, np.ndarray) or obj.ndim <= 2):
             (pd.DataFrame(obj) if isinstance(obj, np.ndarray) else obj).to_csv(target)
         elif suffix == ".npy":
@@ -245,27 +359,70 @@ class SnapshotStore:
             )
         return target
 
+    def _local(self, fingerprint: str) -> Path:
+        """The stored data file, fetched from the remote first when it is only there."""
+        path = self.path_of(fingerprint)
+        if path.is_file():
+            return path
+        if self.remote is not None:
+            fetched = self._fetch(fingerprint)
+            if fetched is not None:
+                return fetched
+        raise SnapshotNotFoundError(fingerprint)
+
+    def _fetch(self, fingerprint: str) -> Path | None:
+        """Download a snapshot from the remote, verify it, and store it here; None when it lacks it."""
+        assert self.remote is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".fetch-") as tmp:
+            files = {p.suffix: p for p in self.remote.download(fingerprint, Path(tmp))}
+            data = next((files[s] for s in _SUFFIXES if s in files), None)
+            if data is None or ".json" not in files:
+                return None
+            target = self.root / fingerprint[:2] / data.name
+            where = f"downloaded from {self.remote}"
+            try:
+                obj = data.read_bytes() if data.suffix == ".bin" else _read(data)
+                actual = _fingerprint(obj)
+            except Exception as exc:  # a damaged download: the remote's copy is corrupt
+                raise CorruptSnapshotError(fingerprint, target, f"{where}: unreadable ({exc})") from exc
+            if actual != fingerprint:
+                raise CorruptSnapshotError(fingerprint, target, f"{where}: its content has fingerprint {actual}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(files[".json"], target.with_suffix(".json"))
+            os.replace(data, target)
+        _sync_dir(target.parent)
+        return target
+
     def _describe(self, obj: Any, kind: str, fp: str) -> Snapshot:
         """Write the sidecar of a stored snapshot and return its description."""
         import pandas as pd
         import pyarrow as pa
 
-        path = self.path_of(fp)
         if kind == "DataFrame":
             dtypes = [[str(name), str(dtype)] for name, dtype in obj.dtypes.items()]
         else:
             dtypes = [[str(getattr(obj, "name", None) or "values"), str(obj.dtype)]]
-        record = {
-            "fingerprint": fp,
-            "kind": kind,
-            "shape": list(obj.shape),
-            "dtypes": dtypes,
-            "bytes": path.stat().st_size,
-            "created": datetime.now(timezone.utc).isoformat(),
-            "versions": {"pandas": pd.__version__, "pyarrow": pa.__version__},
-            "rebuild": _rebuild_info(obj, kind),
-            "profile": _profile(obj),
-        }
+        return self._write_sidecar(
+            self._candidates(fp)[0],
+            {
+                "fingerprint": fp,
+                "kind": kind,
+                "shape": list(obj.shape),
+                "dtypes": dtypes,
+                "versions": {"pandas": pd.__version__, "pyarrow": pa.__version__},
+                "rebuild": _rebuild_info(obj, kind),
+                "profile": _profile(obj),
+            },
+        )
+
+    def _describe_file(self, name: str, fp: str) -> Snapshot:
+        """Write the sidecar of a stored file and return its description."""
+        record = {"fingerprint": fp, "kind": "file", "name": name, "shape": [], "dtypes": [], "profile": {}}
+        return self._write_sidecar(self._candidates(fp)[1], record)
+
+    def _write_sidecar(self, path: Path, record: dict[str, Any]) -> Snapshot:
+        record = {**record, "bytes": path.stat().st_size, "created": datetime.now(timezone.utc).isoformat()}
         sidecar = path.with_suffix(".json")
         with _temporary(sidecar) as tmp:
             tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
@@ -276,24 +433,33 @@ class SnapshotStore:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
         return Snapshot(
             fingerprint=record["fingerprint"],
-            path=sidecar.with_suffix(".parquet"),
+            path=sidecar.with_suffix(".bin" if record["kind"] == "file" else ".parquet"),
             kind=record["kind"],
             shape=tuple(record["shape"]),
             bytes=record["bytes"],
             created=datetime.fromisoformat(record["created"]),
             profile=record["profile"],
+            name=record.get("name"),
         )
 
 
 def load(fingerprint: str) -> Any:
-    """Load a snapshot from the project's default store (see :meth:`SnapshotStore.load`)."""
-    return SnapshotStore().load(fingerprint)
+    """Load a snapshot from the project's store (see :meth:`SnapshotStore.load`); with
+    ``data_store = "mlflow"``, fetched from the MLflow artifact store when it is not stored here."""
+    from nbmlops.config import resolve_settings
+    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
+
+    return open_snapshot_store(resolve_settings()).load(fingerprint)
 
 
 # --- conversion to and from Arrow ---
 
 
 def _kind(obj: object) -> str | None:
+    if isinstance(obj, (str, os.PathLike)):
+        if os.path.isdir(obj):
+            raise UnsupportedSnapshotError(_fingerprint(obj), "a directory is not snapshotted, only files")
+        return "file"
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
     if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
@@ -393,6 +559,16 @@ def _read(path: Path) -> Any:
     return frame
 
 
+def _raise_if_stale(obj: Any, digest: str) -> None:
+    """Raise :class:`StaleFingerprintError` when ``obj`` no longer has the fingerprint ``digest``."""
+    try:
+        actual = _fingerprint(obj)
+    except (TypeError, ValueError):  # UnsupportedDataError: it changed into something else
+        actual = None
+    if actual != digest:
+        raise StaleFingerprintError(digest, actual)
+
+
 def _mismatch(obj: Any, back: Any) -> str:
     """Say which columns changed type on the way through Parquet."""
     before = getattr(obj, "dtypes", None)
@@ -409,6 +585,21 @@ def _mismatch(obj: Any, back: Any) -> str:
 
 
 # --- files ---
+
+
+def _copy_hashed(source: Path, target: Path) -> str:
+    """Copy ``source`` to ``target`` (fsynced) and return the fingerprint of the bytes copied."""
+    import xxhash
+
+    digest, buf = xxhash.xxh3_128(), bytearray(_COPY_BYTES)
+    view = memoryview(buf)
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while n := src.readinto(buf):
+            digest.update(view[:n])
+            dst.write(view[:n])
+        dst.flush()
+        os.fsync(dst.fileno())
+    return digest.hexdigest()
 
 
 class _temporary:

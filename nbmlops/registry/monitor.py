@@ -202,8 +202,8 @@ def _input_columns(local: Path) -> list[str]:
 
 def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tuple[Any, str]:
     """The training features: the snapshot's rows when stored, else the profile logged with the run."""
-    from nbmlops.data import SnapshotStore
     from nbmlops.data.snapshots import SnapshotError
+    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 
     digest = version.tags.get(FEATURES_TAG)
     if not digest:
@@ -211,7 +211,7 @@ def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tu
             f"{version} records no training features (register it with training data: "
             "nbmlops.register(..., training_data=X) or a %%track cell that reads them)"
         )
-    store = SnapshotStore(settings.state_dir / "data")
+    store = open_snapshot_store(settings)
     if digest in store:
         try:
             return store.load(digest), "snapshot"

@@ -1,8 +1,8 @@
 """Execute a notebook headlessly with papermill (the only module that imports it), as one tracked run.
 
 The pipeline of :func:`run_notebook`, one call per stage: check parameters, start the notebook's
-run, execute, roll the cells' metrics up, store the notebook (executed and as HTML), check gates,
-end the run.
+run, log the data files its parameters name, execute, roll the cells' metrics up, store the notebook
+(executed and as HTML), check gates, end the run.
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def run_notebook(
     """Execute ``notebook`` with papermill as one MLflow run (``nbmlops.kind=notebook``).
 
     Its ``%%track`` cells become child runs; their metrics, and ``nbmlops.log_metric`` calls made
-    outside them, are rolled up to this run; ``gates`` are checked on those metrics.
+    outside them, are rolled up to this run; ``gates`` are checked on those metrics. Each parameter
+    naming an existing file (from the kernel's working directory) is a dataset input of this run,
+    named after the parameter, and the file is snapshotted (within ``snapshot_max_bytes``) so that
+    ``nbmlops reproduce`` can use it once the file has changed or is gone.
 
     Args:
         notebook: the ``.ipynb`` to execute.
@@ -126,6 +129,7 @@ def run_notebook(
     settings = resolve_settings(experiment=experiment)
     target = _output_path(source, output, settings)
     run = _start_run(source, settings, name, effective, tags, kernel_name)
+    _log_data_parameters(run, effective, Path(cwd) if cwd else Path.cwd())
     session = get_session()
     html = session.background(_html_exporter)  # warmed up while the kernel works
     started = time.monotonic()
@@ -202,6 +206,30 @@ def _start_run(
     run.log_text(source.read_text(), f"notebook/input/{source.name}")
     run.log_text(json.dumps(dict(parameters), indent=1, default=repr), PARAMETERS_ARTIFACT)
     return run
+
+
+def _data_parameters(parameters: Mapping[str, Any], cwd: Path) -> dict[str, Path]:
+    """The parameters whose value is the path of an existing file, relative to ``cwd``: name -> path."""
+    found: dict[str, Path] = {}
+    for name, value in parameters.items():
+        if not isinstance(value, str) or not value.strip() or len(value) > 4096:
+            continue
+        try:
+            path = (cwd / value).resolve()
+            if path.is_file():
+                found[name] = path
+        except (OSError, ValueError):  # not a usable path: a label, a sentence, a NUL byte
+            continue
+    return found
+
+
+def _log_data_parameters(run: Run, parameters: Mapping[str, Any], cwd: Path) -> None:
+    """Fingerprint the files the parameters name, as dataset inputs (snapshotted in the background)."""
+    for name, path in _data_parameters(parameters, cwd).items():
+        try:
+            run.log_dataset(path, name, context="input")
+        except (OSError, NbmlopsError) as exc:  # unreadable: the run goes on without it
+            sys.stderr.write(f"nbmlops: parameter {name} ({path}) not logged as a dataset: {exc}\n")
 
 
 def _execute(
@@ -380,6 +408,8 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
         session.flush(settings.flush_timeout)
     except FlushTimeoutError:
         return None, None  # the warning has been written; `nbmlops sync` delivers later
+    if settings.data_store == "mlflow":
+        _share_snapshots(settings, cwd, run.started)
     known = session.run_ids.get(run.key)
     if known is None:
         return None, None
@@ -387,6 +417,26 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
     with contextlib.suppress(NbmlopsError):
         open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, run.key, run_id)
     return run_id, run_url(settings.ui_url, experiment_id, run_id)
+
+
+def _share_snapshots(settings: Settings, cwd: str | os.PathLike[str] | None, since_ms: int) -> None:
+    """Upload the snapshots stored since the run started (its kernel, which does not import mlflow,
+    stored them locally) to the MLflow artifact store."""
+    from nbmlops.data.snapshots import SnapshotError, SnapshotStore
+    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
+
+    remote = open_snapshot_store(settings).remote
+    folders = {settings.data_dir, resolve_settings(Path(cwd) if cwd else None).data_dir}
+    for folder in folders:
+        store = SnapshotStore(folder, remote=remote)
+        for snapshot in store.list():
+            if snapshot.created.timestamp() * 1000 < since_ms - 1000:
+                break  # newest first: the rest are older than the run
+            try:
+                store.push(snapshot.fingerprint)
+            except SnapshotError as exc:
+                sys.stderr.write(f"nbmlops: {exc}\n")
+                return
 
 
 def parse_parameter_file(text: str) -> dict[str, Any]:

@@ -5,6 +5,13 @@ same typed parameters; a ``%%track`` cell run (``nbmlops.kind=cell``) from a not
 the kernel history it recorded. The new run is tagged ``nbmlops.reproduces=<original run id>`` and
 compared with the original: metrics within a tolerance, then params, data fingerprints and
 environment.
+
+Data snapshots stand in for data that changed or disappeared since the run. A notebook run's
+parameter naming a data file whose content is no longer the recorded one gets the path of the
+file restored from its snapshot. A cell run's rebuilt notebook has, before the tracked cell, a
+cell that rebinds each input variable from its snapshot when it is missing or differs
+(:func:`restore_inputs`); when every input has a snapshot, history cells that fail (say, reading
+a file that is gone) do not stop the reproduction. The report's notes say what was used.
 """
 
 from __future__ import annotations
@@ -20,18 +27,30 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nbmlops.config import Settings, resolve_settings
+from nbmlops.data.snapshots import SnapshotError, SnapshotStore
 from nbmlops.exceptions import ConfigError, NbmlopsError
 from nbmlops.runner.execute import PARAMETERS_ARTIFACT, NotebookRun, run_notebook
 from nbmlops.runner.parameters import check_parameters
+from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 from nbmlops.tracking.query import RunRecord, child_runs, download_artifact, load_run
+from nbmlops.tracking.run import STORED, snapshot_state
 
-__all__ = ["MetricComparison", "NotReproducibleError", "Reproduction", "format_report", "reproduce"]
+__all__ = [
+    "MetricComparison",
+    "NotReproducibleError",
+    "Reproduction",
+    "format_report",
+    "reproduce",
+    "restore_inputs",
+]
 
 REPRODUCES_TAG = "nbmlops.reproduces"
 #: exit codes of `nbmlops reproduce`
 EXIT_REPRODUCED, EXIT_NOT_REPRODUCED = 0, 4
 _MAX_PACKAGE_LINES = 30
 _LOADS_EXTENSION = re.compile(r"^\s*%(re)?load_ext\s+nbmlops\b", re.MULTILINE)
+#: tag of the rebuilt notebook's cell that restores inputs from snapshots
+RESTORE_TAG = "nbmlops-restore"
 
 
 class NotReproducibleError(NbmlopsError, ValueError):
@@ -128,22 +147,30 @@ def reproduce(
             "only notebook runs and %%track cell runs can be reproduced"
         )
     workdir = settings.state_dir / "reproduce" / run_id
+    cwd = _original_folder(original, settings) or settings.root
+    store = open_snapshot_store(settings)
     notes: list[str] = []
+    restored: dict[str, str] = {}
     if kind == "notebook":
         notebook, parameters = _notebook_input(settings.tracking_uri, original, workdir, notes)
+        restored = _restore_data_parameters(original, parameters, cwd, workdir / "data", store, notes)
+        defaults = check_parameters(notebook, {})
+        parameters = {k: v for k, v in {**parameters, **restored}.items() if repr(defaults[k]) != repr(v)}
     else:
-        notebook, parameters = _rebuilt_notebook(settings.tracking_uri, original, workdir), {}
+        notebook, parameters = _rebuilt_notebook(settings.tracking_uri, original, workdir, store, notes), {}
     execution = run_notebook(
         notebook,
         output,
         parameters,
         experiment=original.experiment,
         name=f"reproduce {original.name or run_id}",
-        cwd=_original_folder(original, settings) or settings.root,
+        cwd=cwd,
         timeout=timeout,
         tags={REPRODUCES_TAG: run_id},
         progress_bar=progress_bar,
     )
+    if kind == "cell":
+        notes += _restore_notes(execution.output)
     new_uri = resolve_settings().tracking_uri  # where run_notebook recorded the new run
     new = load_run(new_uri, execution.run_id) if execution.run_id else None
     if new is None:
@@ -152,7 +179,9 @@ def reproduce(
         new = _reproduced_cell(new_uri, new.run_id, run_id)
         if new is None:
             notes.append("the rebuilt notebook recorded no run of the tracked cell")
-    differences = _differences(settings.tracking_uri, original, new_uri, new, notes) if new else ((), (), ())
+    differences = (
+        _differences(settings.tracking_uri, original, new_uri, new, notes, set(restored)) if new else ((), (), ())
+    )
     return Reproduction(
         original=original,
         execution=execution,
@@ -199,7 +228,7 @@ def format_report(reproduction: Reproduction) -> str:
 
 
 def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[str]) -> tuple[Path, dict[str, Any]]:
-    """The logged input notebook, and the parameters to give it (those that differ from its defaults)."""
+    """The logged input notebook, and the parameters the run had (those the notebook still declares)."""
     folder = download_artifact(uri, original.run_id, "notebook/input", workdir)
     snapshots = sorted(folder.glob("*.ipynb")) if folder else []
     if not snapshots:
@@ -212,11 +241,118 @@ def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[st
             values = {name: _literal(text) for name, text in original.params.items()}
             notes.append(f"no {PARAMETERS_ARTIFACT}: parameter types were guessed from the MLflow params")
     defaults = check_parameters(snapshots[0], {})
-    return snapshots[0], {k: v for k, v in values.items() if k in defaults and repr(defaults[k]) != repr(v)}
+    return snapshots[0], {k: v for k, v in values.items() if k in defaults}
 
 
-def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
-    """A notebook of the kernel history that led to the cell, the tracked cell last."""
+def _restore_data_parameters(
+    original: RunRecord, parameters: Mapping[str, Any], cwd: Path, folder: Path, store: SnapshotStore, notes: list[str]
+) -> dict[str, str]:
+    """For each parameter naming a data file the run recorded, whose content is no longer the
+    recorded one (seen from the kernel's folder ``cwd``): the path of its snapshot, restored in ``folder``."""
+    from nbmlops.data import fingerprint
+
+    recorded = {name: digest for name, digest, context in original.datasets if context == "input"}
+    restored: dict[str, str] = {}
+    for name, value in parameters.items():
+        digest = recorded.get(name)
+        if digest is None or not isinstance(value, str):
+            continue
+        try:
+            current: str | None = fingerprint(cwd / value)
+        except (OSError, NbmlopsError):
+            current = None
+        if current == digest:
+            continue
+        what = f"{name}: {value} {'changed since the run' if current else 'is gone'}"
+        state = snapshot_state(original.tags, digest)
+        if state != STORED:
+            notes.append(f"{what}; no snapshot of it ({state or 'none was recorded'})")
+            continue
+        target = folder / digest[:12] / Path(value).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            store.get(digest, target)
+        except SnapshotError as exc:
+            notes.append(f"{what}; its snapshot {digest[:12]} cannot be used: {exc}")
+            continue
+        restored[name] = str(target)
+        notes.append(f"{what}; used snapshot {digest[:12]}")
+    return restored
+
+
+def _snapshotted_inputs(original: RunRecord, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
+    """The cell run's input variables that have a usable snapshot (name -> fingerprint), fetched into
+    the local store if need be; and whether every input has one."""
+    inputs = {name: digest for name, digest, context in original.datasets if context == "input"}
+    usable: dict[str, str] = {}
+    for name, digest in inputs.items():
+        state = snapshot_state(original.tags, digest)
+        if state != STORED:
+            if state:
+                notes.append(f"input {name} has no snapshot ({state}): only the recorded history rebuilds it")
+            continue
+        try:
+            if store.info(digest).kind != "file":  # a file logged by path is no variable to rebind
+                usable[name] = digest
+        except SnapshotError as exc:
+            notes.append(f"input {name}: its snapshot {digest[:12]} cannot be used: {exc}")
+    return usable, bool(inputs) and usable.keys() == inputs.keys()
+
+
+def restore_inputs(namespace: dict[str, Any], inputs: Mapping[str, str], root: str | os.PathLike[str]) -> list[str]:
+    """Rebind each variable of ``inputs`` (name -> fingerprint) from the snapshot store at ``root`` when
+    it is missing from ``namespace`` or no longer has that fingerprint.
+
+    Called by the cell a reproduction inserts before the tracked cell. Prints, and returns, one line
+    per variable restored or that could not be.
+    """
+    from nbmlops.data import fingerprint
+
+    store = SnapshotStore(Path(root))
+    lines = []
+    for name, digest in inputs.items():
+        if name in namespace:
+            try:
+                current: str | None = fingerprint(namespace[name])
+            except (TypeError, ValueError):  # UnsupportedDataError: not data any more
+                current = None
+            if current == digest:
+                continue
+            why = f"{name} differs from the run's input"
+        else:
+            why = f"{name} is missing"
+        try:
+            namespace[name] = store.load(digest)
+        except SnapshotError as exc:
+            lines.append(f"{why}; its snapshot {digest[:12]} cannot be used: {exc}")
+        else:
+            lines.append(f"{why}; restored from snapshot {digest[:12]}")
+        print(lines[-1])
+    return lines
+
+
+def _restore_notes(executed: Path) -> list[str]:
+    """What the restore cell of an executed rebuilt notebook printed, one note per line."""
+    import nbformat
+
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return []
+    lines: list[str] = []
+    for cell in notebook.cells:
+        if RESTORE_TAG in cell.get("metadata", {}).get("tags", []):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                    lines += [line for line in out.get("text", "").splitlines() if line.strip()]
+                elif out.get("output_type") == "error":
+                    lines.append(f"the restore cell failed: {out.get('ename')}: {out.get('evalue')}")
+    return lines
+
+
+def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path, store: SnapshotStore, notes: list[str]) -> Path:
+    """A notebook of the kernel history that led to the cell, then a cell restoring inputs from their
+    snapshots (when there are any), the tracked cell last."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
@@ -236,9 +372,21 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path) -> Path:
         sources.insert(0, "%load_ext nbmlops")
         raised.insert(0, False)
     cells = [new_code_cell(source) for source in sources]
+    inputs, covered = _snapshotted_inputs(original, store, notes)
     for cell, failed in zip(cells[:-1], raised):
-        if failed:  # it raised in the original session too: replay its effects, and go on as the user did
+        # it raised in the original session too: replay its effects, and go on as the user did; or
+        # the restore cell below covers every input: a history cell that fails now cannot cost them
+        if failed or (covered and not _LOADS_EXTENSION.search(cell.source)):
             cell.metadata["tags"] = ["raises-exception"]
+    if inputs:
+        restore = new_code_cell(
+            "# nbmlops reproduce: the run's inputs, from their snapshots where missing or changed\n"
+            "from nbmlops.runner.reproduce import restore_inputs\n"
+            f"restore_inputs(globals(), {inputs!r}, {str(store.root)!r})\n"
+            "del restore_inputs"
+        )
+        restore.metadata["tags"] = [RESTORE_TAG]
+        cells.insert(len(cells) - 1, restore)
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     stem = Path(original.tags.get("nbmlops.notebook", "cell")).stem
@@ -273,19 +421,23 @@ def _literal(text: str) -> Any:
 
 
 def _differences(
-    old_uri: str, original: RunRecord, new_uri: str, new: RunRecord, notes: list[str]
+    old_uri: str, original: RunRecord, new_uri: str, new: RunRecord, notes: list[str], restored: set[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Params, data and environment differences; the datasets of a notebook run include its cells'."""
+    """Params, data and environment differences; the datasets of a notebook run include its cells'.
+
+    ``restored``: parameters given the path of a restored snapshot instead (the notes say so).
+    """
     if original.tags.get("nbmlops.kind") == "notebook":
         before = _datasets([original, *child_runs(old_uri, original.run_id)])
         after = _datasets([new, *child_runs(new_uri, new.run_id)])
     else:
         before, after = _datasets([original]), _datasets([new])
+    new_params = {k: original.params[k] if k in restored and k in original.params else v for k, v in new.params.items()}
     extra = sorted(set(new.metrics) - set(original.metrics))
     if extra:
         notes.append(f"metric(s) not in the original run: {', '.join(extra)}")
     return (
-        tuple(_param_differences(original.params, new.params)),
+        tuple(_param_differences(original.params, new_params)),
         tuple(_data_differences(before, after)),
         tuple(_environment_differences(old_uri, original, new_uri, new)),
     )

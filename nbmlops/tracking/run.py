@@ -24,13 +24,18 @@ from nbmlops.exceptions import TrackingError
 from nbmlops.tracking.delivery import register_uri
 from nbmlops.tracking.session import Session, get_session
 
-__all__ = ["Run", "active_run", "process_start_time", "track"]
+__all__ = ["SNAPSHOT_TAG", "Run", "active_run", "process_start_time", "snapshot_state", "track"]
 
 MAX_PARAM_LENGTH = 6000
+#: prefix of the tag that says, for each dataset fingerprint a run logged, whether the data was
+#: snapshotted: ``nbmlops.snapshot.<fingerprint>`` = ``stored`` or ``not snapshotted: <reason>``
+SNAPSHOT_TAG = "nbmlops.snapshot."
+STORED = "stored"
 #: set by ``nbmlops run`` for its kernel: the run key of the notebook's run, parent of the cells' runs
 PARENT_ENV = "NBMLOPS_PARENT_RUN_KEY"
 _stack: list["Run"] = []
 _stack_lock = threading.Lock()
+_unshared: set[str] = set()  # snapshot remotes an upload to failed, warned about once
 
 
 def _now_ms() -> int:
@@ -300,13 +305,16 @@ class Run:
         self.log_bytes(buffer.getvalue(), path)
 
     def log_dataset(self, obj: Any, name: str | None = None, context: str = "input") -> str:
-        """Fingerprint ``obj`` now, log it as an MLflow dataset input (profile computed in the background).
+        """Fingerprint ``obj`` now, log it as an MLflow dataset input; in the background, profile it
+        and snapshot it (see :func:`snapshot_state`).
 
-        Returns the fingerprint.
+        ``obj``: a DataFrame, Series, ndarray, or the path of a file or directory. Returns the fingerprint.
         """
         from nbmlops.data import fingerprint
 
         digest = fingerprint(obj)
+        if isinstance(obj, (str, os.PathLike)):
+            obj = Path(obj).resolve()  # the background work must not depend on a later working directory
         label = name or "dataset"
         self.datasets[label] = digest
         self.session.background(self._emit_dataset, obj, label, digest, context)
@@ -342,6 +350,46 @@ class Run:
                 }
             ]
         )
+        state = self._snapshot(obj, digest)
+        self.session.emit([{"t": "tags", "run": self.key, "tags": {SNAPSHOT_TAG + digest: state}}])
+
+    def _snapshot(self, obj: Any, digest: str) -> str:
+        """Store ``obj`` in the snapshot store if it still has ``digest``; the value of its snapshot tag."""
+        from nbmlops.data.snapshots import SnapshotError, StaleFingerprintError, UnsupportedSnapshotError
+        from nbmlops.tracking.artifact_snapshots import open_snapshot_store
+
+        limit = self.settings.snapshot_max_bytes
+        if limit == 0:
+            return "not snapshotted: snapshot_max_bytes is 0"
+        store = open_snapshot_store(self.settings, remote=not self.session.handoff)
+        try:
+            snapshot = store.save(obj, limit, digest=digest)
+        except StaleFingerprintError as exc:
+            changed = "the file changed or is gone" if isinstance(obj, os.PathLike) else "changed in place"
+            return f"not snapshotted: {changed} after it was fingerprinted (now {exc.actual or 'unreadable'})"
+        except UnsupportedSnapshotError as exc:
+            return f"not snapshotted: {exc.reason}"[:1000]
+        except (SnapshotError, OSError, TypeError, ValueError) as exc:  # a full disk, an odd object
+            return f"not snapshotted: {type(exc).__name__}: {exc}"[:1000]
+        if snapshot is None:
+            return f"not snapshotted: larger than snapshot_max_bytes ({limit:,} bytes)"
+        if store.remote is not None:
+            try:
+                store.push(digest)
+            except (SnapshotError, OSError) as exc:
+                if str(store.remote) not in _unshared:  # once per process, not once per dataset
+                    _unshared.add(str(store.remote))
+                    sys.stderr.write(f"nbmlops: data snapshots stay in {store.root}, not shared: {exc}\n")
+        return STORED
+
+
+def snapshot_state(tags: Mapping[str, str], digest: str) -> str | None:
+    """Whether the data with fingerprint ``digest`` that a run logged was snapshotted, from the run's tags.
+
+    ``"stored"`` (load it with ``SnapshotStore().load(digest)``), ``"not snapshotted: <reason>"``,
+    or None when the run says nothing (logged before snapshots existed, or still being captured).
+    """
+    return tags.get(SNAPSHOT_TAG + digest)
 
 
 def end_for(run: Run, exc: BaseException | None) -> None:
