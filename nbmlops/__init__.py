@@ -31,6 +31,7 @@ __all__ = [
     "__version__",
     "active_run",
     "configure",
+    "dashboard",
     "fingerprint",
     "flush",
     "load_ipython_extension",
@@ -139,6 +140,15 @@ def promote(
     return _promote(model, alias, gates=gates, beat=beat, allow_new_evaluation_data=allow_new_evaluation_data)
 
 
+def dashboard(experiment: str | None = None, *, page_size: int = 50, live: bool = True) -> Any:
+    """An ipywidgets application over the runs and models of ``experiment`` (default: the one this notebook's
+    ``%%track`` cells use): filter, sort and page runs, compare them, chart metrics and sweeps, promote models
+    through gates; it refreshes while runs are in progress. See :class:`nbmlops.widgets.app.Dashboard`."""
+    from nbmlops.widgets import dashboard as _dashboard
+
+    return _dashboard(experiment, page_size=page_size, live=live)
+
+
 def fingerprint(obj: Any) -> str:
     """Full-content digest (32 hex chars) of a DataFrame, Series, numpy array, file or directory."""
     from nbmlops.data import fingerprint as _fingerprint
@@ -184,6 +194,16 @@ def unload_ipython_extension(ipython: Any) -> None:
         ipython.events.unregister("post_run_cell", magics.post_run_cell)
         for kind in ("cell", "line"):
             ipython.magics_manager.magics[kind].pop("track" if kind == "cell" else "nbmlops", None)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt lab extension (built from ``labextension/`` into this package)."""
+    return [{"src": "labextension", "dest": "nbmlops"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Where jupyter_server finds the extension that serves ``/nbmlops/api/`` (see :mod:`nbmlops.server`)."""
+    return [{"module": "nbmlops.server"}]
 
 
 _loaded: dict[int, Any] = {}

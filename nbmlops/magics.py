@@ -14,13 +14,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from nbmlops.config import CAPTURE_KINDS, configure, resolve_settings
+from nbmlops.config import CAPTURE_KINDS, SETTING_NAMES, configure, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
-from nbmlops.tracking.session import get_session
+from nbmlops.tracking.run import experiment_for
+from nbmlops.tracking.session import HANDOFF_ENV, get_session
 from nbmlops.tracking.summary import Summary, run_url
 
-__all__ = ["NbmlopsMagics"]
+__all__ = ["NbmlopsMagics", "notebook_experiment"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -121,7 +122,8 @@ class NbmlopsMagics(Magics):
                         _warn(f"recording the end of this cell failed: {type(exc).__name__}: {exc}")
 
     def _show(self, summary: Summary, tracked: TrackedCell) -> None:
-        handle = display(summary.mimebundle(), raw=True, display_id=True)
+        widget = _summary_widget(self.shell, summary)
+        handle = display(summary.mimebundle() if widget is None else widget.mimebundle(), raw=True, display_id=True)
         if handle is None or not getattr(self.shell, "kernel", None):
             return
         ui_url = tracked.settings.ui_url
@@ -133,7 +135,7 @@ class NbmlopsMagics(Magics):
                     summary.previous = tracked.previous_from_store(run_id, experiment_id)
                 except Exception:  # noqa: BLE001 - the link matters more than the comparison
                     summary.previous = None
-            handle.update(summary.mimebundle(), raw=True)
+            handle.update(summary.mimebundle() if widget is None else widget.update(summary), raw=True)
 
         assert tracked.run is not None
         get_session().on_run_created(tracked.run.key, update)
@@ -146,6 +148,7 @@ class NbmlopsMagics(Magics):
         %nbmlops config KEY=VALUE ... set settings for this session (KEY=  removes one)
         %nbmlops status               tracking store and records waiting for it
         %nbmlops flush [SECONDS]      wait until every record has reached the store
+        %nbmlops dashboard [EXPERIMENT]  runs, comparisons, charts and models (default: this notebook's)
         """
         words = shlex.split(line)
         command, args = (words[0], words[1:]) if words else ("status", [])
@@ -161,9 +164,39 @@ class NbmlopsMagics(Magics):
             if command == "flush":
                 get_session().flush(float(args[0]) if args else None)
                 return None
+            if command == "dashboard":
+                if len(args) > 1:
+                    raise UsageError("%nbmlops dashboard [EXPERIMENT]: one experiment at most (quote a name with spaces)")
+                from nbmlops.widgets import dashboard
+
+                return dashboard(args[0] if args else notebook_experiment(self.shell))
         except (NbmlopsError, ValueError) as exc:
             raise UsageError(str(exc)) from None
-        raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush")
+        raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush, dashboard")
+
+
+def notebook_experiment(shell: Any = None) -> str:
+    """The experiment the ``%%track`` cells of this notebook go to when they name none."""
+    settings = resolve_settings()
+    if settings.experiment:
+        return settings.experiment
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    notebook = _notebook_path(shell.user_ns) if shell is not None else None
+    return experiment_for(notebook, settings.root) if notebook else "interactive"
+
+
+def _summary_widget(shell: Any, summary: Summary) -> Any:
+    """A widget showing ``summary`` when a widget frontend is likely (a kernel, not a headless run), else None."""
+    if not getattr(shell, "kernel", None) or os.environ.get(HANDOFF_ENV) == "1":
+        return None
+    try:
+        from nbmlops.widgets.summary import SummaryWidget
+    except ImportError:  # ipywidgets missing: the HTML summary says it all
+        return None
+    return SummaryWidget(summary)
 
 
 def _warn(message: str) -> None:
@@ -180,10 +213,10 @@ def _config(args: list[str]) -> None:
     if updates:
         configure(**updates)
     settings = resolve_settings()
-    for key in ("tracking_uri", "artifact_root", "experiment", "ui_url", "flush_timeout", "capture"):
+    for key in SETTING_NAMES:
         value = getattr(settings, key)
         shown = ",".join(value) if isinstance(value, tuple) else value
-        print(f"{key:14} = {shown}  ({settings.sources.get(key, 'default')})")
+        print(f"{key:18} = {shown}  ({settings.sources.get(key, 'default')})")
 
 
 def _parse_track_options(line: str) -> CellOptions:

@@ -14,6 +14,7 @@ def test_public_api_is_pinned():
         "__version__",
         "active_run",
         "configure",
+        "dashboard",
         "fingerprint",
         "flush",
         "load_ipython_extension",

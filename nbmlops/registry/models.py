@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
@@ -232,16 +232,21 @@ def list_versions(name: str, settings: Settings | None = None, client: Any = Non
     client = client or registry_client(settings)
     check_model_name(name)
     try:
-        client.get_registered_model(name)
+        model = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ModelNotFoundError(name) from None
         raise
+    aliases: dict[int, list[str]] = {}
+    for alias, number in (model.aliases or {}).items():  # a version search leaves aliases out on SQL stores
+        aliases.setdefault(int(number), []).append(alias)
     versions = []
     token = None
     while True:
         page = client.search_model_versions(f"name = '{_quote(name)}'", max_results=1000, page_token=token)
-        versions += [version_info(client, v) for v in page]
+        for found in page:
+            info = version_info(client, found)
+            versions.append(replace(info, aliases=tuple(sorted(aliases.get(info.version, info.aliases)))))
         token = page.token
         if not token:
             break

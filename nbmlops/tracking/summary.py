@@ -9,9 +9,9 @@ from typing import Any
 
 from nbmlops.tracking.scraps import MIME_TYPE, run_payload
 
-__all__ = ["Summary", "run_url"]
+__all__ = ["Summary", "run_url", "status_html"]
 
-_STATUS_COLOURS = {"FINISHED": "#1a7f37", "FAILED": "#cf222e", "KILLED": "#9a6700"}
+_STATUS_COLOURS = {"FINISHED": "#1a7f37", "FAILED": "#cf222e", "KILLED": "#9a6700", "RUNNING": "#0969da"}
 _MAX_ITEMS = 12
 
 
@@ -73,7 +73,6 @@ class Summary:
     def to_html(self) -> str:
         """The HTML form; every user string is escaped."""
         esc = html.escape
-        colour = _STATUS_COLOURS.get(self.status, "#57606a")
         rows = []
         for key, value in list(self.params.items())[:_MAX_ITEMS]:
             rows.append(f"<tr><td>param</td><td>{esc(key)}</td><td>{esc(value)}</td><td></td></tr>")
@@ -101,7 +100,7 @@ class Summary:
         )
         return (
             "<div class='nbmlops-summary' style='font-family:sans-serif;font-size:13px'>"
-            f"<b>{esc(self.name)}</b> <span style='color:{colour};font-weight:bold'>{esc(self.status)}</span> "
+            f"<b>{esc(self.name)}</b> {status_html(self.status)} "
             f"{self.duration_s:.2f}s &middot; {esc(self.experiment)} &middot; {link}{table}</div>"
         )
 
@@ -111,6 +110,12 @@ class Summary:
         if self.run_key:
             bundle[MIME_TYPE] = run_payload(self.run_key, self.name, self.status, self.params, self.metrics)
         return bundle
+
+
+def status_html(status: str) -> str:
+    """A run status in its colour, as the summary and the dashboard show it."""
+    colour = _STATUS_COLOURS.get(status, "#57606a")
+    return f"<span style='color:{colour};font-weight:bold'>{html.escape(status)}</span>"
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:

@@ -1,0 +1,81 @@
+/**
+ * The server extension's routes as typed calls (see `types.ts` for the bodies).
+ */
+
+import { ApiError, query, requestAPI } from './request';
+import {
+  IJob,
+  IModelDetails,
+  IModelSummary,
+  INotebookParameters,
+  IPromotionRequest,
+  IPromotionResult,
+  IRunDetails,
+  IRunList,
+  IStoreStatus
+} from './types';
+
+function path(...segments: string[]): string {
+  return segments.map(encodeURIComponent).join('/');
+}
+
+function post(body: unknown): RequestInit {
+  return { method: 'POST', body: JSON.stringify(body) };
+}
+
+export function getStatus(): Promise<IStoreStatus> {
+  return requestAPI<IStoreStatus>('status');
+}
+
+/** The runs recorded for a notebook (its path relative to the server root), newest first. */
+export function listRuns(notebook: string, limit = 200): Promise<IRunList> {
+  return requestAPI<IRunList>(`runs${query({ notebook, limit })}`);
+}
+
+/** One run in full; `notebook` (the notebook it belongs to) picks the store that notebook's project uses. */
+export function getRun(runId: string, notebook?: string | null): Promise<IRunDetails> {
+  return requestAPI<IRunDetails>(`${path('runs', runId)}${query({ notebook })}`);
+}
+
+export function getParameters(notebook: string): Promise<INotebookParameters> {
+  return requestAPI<INotebookParameters>(`notebook/parameters${query({ notebook })}`);
+}
+
+export async function listModels(): Promise<IModelSummary[]> {
+  const body = await requestAPI<{ models: IModelSummary[] }>('models');
+  return body.models;
+}
+
+export function getModel(name: string): Promise<IModelDetails> {
+  return requestAPI<IModelDetails>(path('models', name));
+}
+
+/** Ask for a promotion; a refusal by the gates (409) is a result, not an error. */
+export async function promote(name: string, request: IPromotionRequest): Promise<IPromotionResult> {
+  try {
+    return await requestAPI<IPromotionResult>(`${path('models', name)}/promote`, post(request));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 409 && error.body && typeof error.body === 'object') {
+      return { ...error.body, accepted: false, error: error.reason };
+    }
+    throw error;
+  }
+}
+
+/** Start `nbmlops run` on a notebook; only the given parameters override its defaults. */
+export function startJob(notebook: string, parameters: Record<string, unknown>): Promise<IJob> {
+  return requestAPI<IJob>('jobs', post({ notebook, parameters }));
+}
+
+export function getJob(jobId: string): Promise<IJob> {
+  return requestAPI<IJob>(path('jobs', jobId));
+}
+
+export async function listJobs(): Promise<IJob[]> {
+  const body = await requestAPI<{ jobs: IJob[] } | IJob[]>('jobs');
+  return Array.isArray(body) ? body : body.jobs;
+}
+
+export function cancelJob(jobId: string): Promise<IJob> {
+  return requestAPI<IJob>(`${path('jobs', jobId)}/cancel`, post({}));
+}

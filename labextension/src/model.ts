@@ -1,0 +1,673 @@
+/**
+ * The logic of the lab extension, free of JupyterLab: grouping runs by cell, comparing two runs,
+ * toggling `%%track` on a cell's source, reading a notebook's declared parameters into form fields,
+ * formatting values. The widgets only wire these to the page; jest tests them directly.
+ */
+
+import {
+  IDeclaredParameter,
+  IJob,
+  IRunSummary,
+  IStoreStatus,
+  Scalar,
+  Time
+} from './types';
+
+// ---------------------------------------------------------------------------------------------
+// Times and values
+
+/** Epoch milliseconds of a server time (epoch ms, epoch seconds or ISO text); null if unreadable. */
+export function toMillis(time: Time | undefined): number | null {
+  if (time === null || time === undefined || time === '') {
+    return null;
+  }
+  let value: number;
+  if (typeof time === 'number') {
+    value = time;
+  } else if (/^\s*[+-]?\d+(\.\d+)?\s*$/.test(time)) {
+    value = Number(time);
+  } else {
+    const parsed = Date.parse(time);
+    return Number.isNaN(parsed) ? null : parsed;
+  }
+  if (!Number.isFinite(value)) {
+    return null;
+  }
+  // 1e11 ms is March 1973; 1e11 s is the year 5138: anything below is seconds
+  return Math.abs(value) < 1e11 ? value * 1000 : value;
+}
+
+function pad(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in local time, or an em dash. */
+export function formatTime(time: Time | undefined): string {
+  const ms = toMillis(time);
+  if (ms === null) {
+    return '\u2014';
+  }
+  const d = new Date(ms);
+  return (
+    `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+  );
+}
+
+/** `HH:MM:SS` for a time on the same local day as `now`, else `YYYY-MM-DD HH:MM`. */
+export function formatShortTime(time: Time | undefined, now: Date = new Date()): string {
+  const ms = toMillis(time);
+  if (ms === null) {
+    return '\u2014';
+  }
+  const d = new Date(ms);
+  const sameDay =
+    d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
+  const full = formatTime(ms);
+  return sameDay ? full.slice(11) : full.slice(0, 16);
+}
+
+/** `0.4 s`, `12 s`, `3 min 5 s`, `2 h 1 min`; null while the run has no end. */
+export function formatDuration(
+  start: Time | undefined,
+  end: Time | undefined
+): string | null {
+  const a = toMillis(start);
+  const b = toMillis(end);
+  if (a === null || b === null) {
+    return null;
+  }
+  const seconds = Math.max(0, (b - a) / 1000);
+  if (seconds < 10) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  if (seconds < 60) {
+    return `${Math.round(seconds)} s`;
+  }
+  const whole = Math.round(seconds);
+  if (whole < 3600) {
+    return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  }
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}
+
+/** A param or metric as text: numbers to 4 significant digits, nothing as an em dash. */
+export function formatValue(value: unknown): string {
+  if (value === null || value === undefined) {
+    return '\u2014';
+  }
+  if (typeof value === 'number') {
+    if (Number.isNaN(value)) {
+      return 'NaN';
+    }
+    if (!Number.isFinite(value)) {
+      return value > 0 ? 'inf' : '-inf';
+    }
+    if (Number.isInteger(value) && Math.abs(value) < 1e15) {
+      return String(value);
+    }
+    const magnitude = Math.abs(value);
+    if (magnitude >= 1e6 || magnitude < 1e-3) {
+      return value.toExponential(3);
+    }
+    return String(Number(value.toPrecision(4)));
+  }
+  if (typeof value === 'string') {
+    return value;
+  }
+  if (typeof value === 'boolean') {
+    return value ? 'true' : 'false';
+  }
+  return JSON.stringify(value);
+}
+
+/** A link target that is safe to put in an `href`: http(s) URLs only, else null. */
+export function safeHref(url: string | null | undefined): string | null {
+  if (!url) {
+    return null;
+  }
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:'
+      ? parsed.href
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A tracking URI, short: `sqlite:///home/me/.nbmlops/mlflow.db` -> `sqlite: mlflow.db`; servers by host. */
+export function shortStoreName(uri: string): string {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(uri);
+  if (!scheme) {
+    return uri.split('/').filter(Boolean).pop() || uri;
+  }
+  if (/^https?$/i.test(scheme[1])) {
+    try {
+      return new URL(uri).host;
+    } catch {
+      return uri;
+    }
+  }
+  const rest = uri.slice(scheme[0].length).replace(/^\/+/, '');
+  return `${scheme[1]}: ${rest.split('/').filter(Boolean).pop() || rest}`;
+}
+
+/**
+ * What the status bar says about the tracking store: its short name, a tooltip with the details,
+ * and whether all is well (`failure`: why the server extension itself could not be asked).
+ */
+export function storeStatusText(
+  status: IStoreStatus | null,
+  failure: string | null
+): { text: string; title: string; ok: boolean } {
+  if (failure) {
+    return { text: 'MLflow: nbmlops server unavailable', title: failure, ok: false };
+  }
+  if (!status) {
+    return { text: 'MLflow: \u2026', title: 'Checking the tracking store', ok: true };
+  }
+  const ok = status.reachable;
+  const lines = [`Tracking store: ${status.tracking_uri}`];
+  lines.push(
+    ok
+      ? `Experiments: ${status.experiment_count ?? '?'}`
+      : `Unreachable: ${status.error ?? 'unknown error'}`
+  );
+  if (status.ui_url) {
+    lines.push(`MLflow UI: ${status.ui_url}`);
+  }
+  lines.push('Click to check again.');
+  return {
+    text: `MLflow: ${shortStoreName(status.tracking_uri)}${ok ? '' : ' (unreachable)'}`,
+    title: lines.join('\n'),
+    ok
+  };
+}
+
+export type StatusKind = 'finished' | 'failed' | 'running' | 'killed' | 'unknown';
+
+/** The family of an MLflow run status or a job status, for styling. */
+export function statusKind(status: string | null | undefined): StatusKind {
+  switch ((status ?? '').toUpperCase()) {
+    case 'FINISHED':
+      return 'finished';
+    case 'FAILED':
+    case 'TIMEOUT':
+      return 'failed';
+    case 'RUNNING':
+    case 'SCHEDULED':
+      return 'running';
+    case 'KILLED':
+    case 'CANCELLED':
+      return 'killed';
+    default:
+      return 'unknown';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs grouped by cell
+
+/** The runs of one cell (or the notebook's headless runs), newest first. */
+export interface ICellGroup {
+  /** the cell id (or the run's cell key when the cell had no id); `#notebook` for headless runs */
+  key: string;
+  kind: 'cell' | 'notebook';
+  runs: IRunSummary[];
+  /** the status of the newest run */
+  lastStatus: string;
+}
+
+export const NOTEBOOK_GROUP = '#notebook';
+
+/** Newest first by start time; runs without a start time last, in their given order. */
+export function newestFirst(runs: readonly IRunSummary[]): IRunSummary[] {
+  return runs
+    .map((run, index) => ({ run, index, at: toMillis(run.start_time) }))
+    .sort((x, y) => {
+      if (x.at === y.at) {
+        return x.index - y.index;
+      }
+      if (x.at === null) {
+        return 1;
+      }
+      if (y.at === null) {
+        return -1;
+      }
+      return y.at - x.at;
+    })
+    .map(item => item.run);
+}
+
+/** The group a run belongs to: its cell id, else its cell key; headless notebook runs together. */
+export function groupKey(run: IRunSummary): string {
+  const key = run.cell_id || run.cell_key;
+  if (key) {
+    return key;
+  }
+  return NOTEBOOK_GROUP;
+}
+
+/** Runs grouped by cell; groups ordered by their newest run, runs in a group newest first. */
+export function groupRunsByCell(runs: readonly IRunSummary[]): ICellGroup[] {
+  const groups = new Map<string, ICellGroup>();
+  for (const run of newestFirst(runs)) {
+    const key = groupKey(run);
+    let group = groups.get(key);
+    if (!group) {
+      group = {
+        key,
+        kind: key === NOTEBOOK_GROUP ? 'notebook' : 'cell',
+        runs: [],
+        lastStatus: run.status
+      };
+      groups.set(key, group);
+    }
+    group.runs.push(run);
+  }
+  return Array.from(groups.values());
+}
+
+/** Cell id (or key) -> the status of that cell's newest run. */
+export function lastStatusByCell(
+  runs: readonly IRunSummary[]
+): Map<string, string> {
+  const statuses = new Map<string, string>();
+  for (const group of groupRunsByCell(runs)) {
+    if (group.kind === 'cell') {
+      statuses.set(group.key, group.lastStatus);
+    }
+  }
+  return statuses;
+}
+
+/**
+ * A heading for a group: `Cell 3` (its position in the open notebook, from `cellIndex`),
+ * `Headless runs`, `Cell <id> (not in notebook)` for a cell since deleted, or `Cell <key>` for runs
+ * recorded without a cell id (headless runs' cells, consoles): their `--name` or source digest.
+ */
+export function groupLabel(
+  group: ICellGroup,
+  cellIndex: ReadonlyMap<string, number> = new Map()
+): string {
+  if (group.kind === 'notebook') {
+    return 'Headless runs';
+  }
+  const index = cellIndex.get(group.key);
+  if (index !== undefined) {
+    return `Cell ${index + 1}`;
+  }
+  const short = group.key.length > 12 ? `${group.key.slice(0, 8)}\u2026` : group.key;
+  const hasCellId = group.runs.some(run => run.cell_id === group.key);
+  return hasCellId ? `Cell ${short} (not in notebook)` : `Cell ${short}`;
+}
+
+/** The first `limit` metrics by name, skipping empty ones. */
+export function keyMetrics(
+  metrics: Record<string, number | null>,
+  limit = 3
+): Array<[string, number]> {
+  return Object.keys(metrics)
+    .sort()
+    .filter(name => metrics[name] !== null && metrics[name] !== undefined)
+    .slice(0, limit)
+    .map(name => [name, metrics[name] as number]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing two runs
+
+export interface IDiffRow {
+  key: string;
+  a: Scalar | undefined;
+  b: Scalar | undefined;
+  /** false when both runs have the same value */
+  changed: boolean;
+  /** b - a for two numbers, else null */
+  delta: number | null;
+}
+
+export interface IRunComparison {
+  params: IDiffRow[];
+  metrics: IDiffRow[];
+}
+
+type Comparable = Pick<IRunSummary, 'params' | 'metrics'>;
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (typeof a === 'number' && typeof b === 'number') {
+    return Object.is(a, b) || a === b;
+  }
+  if (a === undefined || b === undefined) {
+    return a === b;
+  }
+  // MLflow params are text: "1" from one run and 1 from another are the same param
+  return String(a) === String(b);
+}
+
+function diff(
+  a: Record<string, Scalar>,
+  b: Record<string, Scalar>
+): IDiffRow[] {
+  const keys = Array.from(
+    new Set([...Object.keys(a), ...Object.keys(b)])
+  ).sort();
+  return keys.map(key => {
+    const va = key in a ? a[key] : undefined;
+    const vb = key in b ? b[key] : undefined;
+    const delta =
+      typeof va === 'number' && typeof vb === 'number' ? vb - va : null;
+    return { key, a: va, b: vb, changed: !sameValue(va, vb), delta };
+  });
+}
+
+/** Every param and metric of two runs side by side (a = the first selected), sorted by name. */
+export function compareRuns(a: Comparable, b: Comparable): IRunComparison {
+  return {
+    params: diff(a.params, b.params),
+    metrics: diff(a.metrics, b.metrics)
+  };
+}
+
+/**
+ * The selection after clicking a run's compare box: at most two runs, the oldest pick dropped
+ * when a third is added.
+ */
+export function toggleCompareSelection(
+  selected: readonly string[],
+  runId: string
+): string[] {
+  if (selected.includes(runId)) {
+    return selected.filter(id => id !== runId);
+  }
+  return [...selected, runId].slice(-2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// %%track on a cell's source
+
+const TRACK_LINE = /^%%track(?:[ \t].*)?$/;
+
+/** Index of the first line that is not blank (IPython drops leading empty lines), or -1. */
+function firstLineBounds(source: string): { start: number; end: number } | null {
+  let start = 0;
+  while (start <= source.length) {
+    const newline = source.indexOf('\n', start);
+    const end = newline === -1 ? source.length : newline;
+    if (source.slice(start, end).trim() !== '') {
+      return { start, end };
+    }
+    if (newline === -1) {
+      return null;
+    }
+    start = newline + 1;
+  }
+  return null;
+}
+
+/** Whether the cell's first line is a `%%track` magic (with or without options). */
+export function hasTrack(source: string): boolean {
+  const bounds = firstLineBounds(source);
+  return (
+    bounds !== null &&
+    TRACK_LINE.test(source.slice(bounds.start, bounds.end).replace(/\r$/, ''))
+  );
+}
+
+/** The options on the cell's `%%track` line (`--name train`), '' if none, null if not tracked. */
+export function trackOptions(source: string): string | null {
+  if (!hasTrack(source)) {
+    return null;
+  }
+  const bounds = firstLineBounds(source)!;
+  return source
+    .slice(bounds.start, bounds.end)
+    .replace(/\r$/, '')
+    .slice('%%track'.length)
+    .trim();
+}
+
+/** The source with a `%%track` first line; unchanged if it has one already. */
+export function addTrack(source: string, options = ''): string {
+  if (hasTrack(source)) {
+    return source;
+  }
+  const line = options.trim() ? `%%track ${options.trim()}` : '%%track';
+  return `${line}\n${source}`;
+}
+
+/** The source without its `%%track` line (options included); unchanged if it has none. */
+export function removeTrack(source: string): string {
+  if (!hasTrack(source)) {
+    return source;
+  }
+  const bounds = firstLineBounds(source)!;
+  const after = bounds.end < source.length ? bounds.end + 1 : bounds.end;
+  return source.slice(0, bounds.start) + source.slice(after);
+}
+
+/** Remove `%%track` from a tracked cell, add it to an untracked one. */
+export function toggleTrack(source: string): string {
+  return hasTrack(source) ? removeTrack(source) : addTrack(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Declared parameters as form fields
+
+export type FieldType = 'int' | 'float' | 'bool' | 'str' | 'literal';
+
+export interface IParameterField {
+  name: string;
+  type: FieldType;
+  /** the kind of input to show */
+  input: 'number' | 'checkbox' | 'text';
+  /** the input's initial text: the default as a person would type it */
+  initial: string;
+  /** the default as written in the notebook */
+  source: string;
+  help: string;
+}
+
+type Literal =
+  | { kind: 'int' | 'float'; value: number }
+  | { kind: 'bool'; value: boolean }
+  | { kind: 'str'; value: string }
+  | { kind: 'none' };
+
+const PY_ESCAPES: Record<string, string> = {
+  n: '\n',
+  t: '\t',
+  r: '\r',
+  '\\': '\\',
+  "'": "'",
+  '"': '"',
+  '0': '\0'
+};
+
+/** A Python scalar literal (number, bool, None, plain or escaped string); null for anything else. */
+export function parsePythonLiteral(text: string): Literal | null {
+  const source = text.trim();
+  if (source === 'True' || source === 'False') {
+    return { kind: 'bool', value: source === 'True' };
+  }
+  if (source === 'None') {
+    return { kind: 'none' };
+  }
+  if (/^[+-]?\d+$/.test(source.replace(/_/g, ''))) {
+    return { kind: 'int', value: Number(source.replace(/_/g, '')) };
+  }
+  if (
+    /^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$/.test(source.replace(/_/g, ''))
+  ) {
+    return { kind: 'float', value: Number(source.replace(/_/g, '')) };
+  }
+  const quoted = /^([rRuU]?)('|")(.*)\2$/s.exec(source);
+  if (quoted) {
+    const raw = quoted[1].toLowerCase() === 'r';
+    const body = quoted[3];
+    if (raw) {
+      return { kind: 'str', value: body };
+    }
+    let value = '';
+    for (let i = 0; i < body.length; i++) {
+      const c = body[i];
+      if (c === '\\' && i + 1 < body.length) {
+        const next = body[i + 1];
+        value += next in PY_ESCAPES ? PY_ESCAPES[next] : `\\${next}`;
+        i++;
+      } else if (c === quoted[2]) {
+        return null; // an unescaped quote inside: two strings, not one
+      } else {
+        value += c;
+      }
+    }
+    return { kind: 'str', value };
+  }
+  return null;
+}
+
+/** A declared parameter as a form field: its type (declared, else read from the default) and input. */
+export function parameterField(param: IDeclaredParameter): IParameterField {
+  const literal = parsePythonLiteral(param.default ?? '');
+  const declared = (param.type ?? '').trim();
+  let type: FieldType;
+  if (declared === 'int' || declared === 'float' || declared === 'bool' || declared === 'str') {
+    type = declared;
+  } else if (literal && literal.kind !== 'none') {
+    type = literal.kind;
+  } else {
+    type = 'literal';
+  }
+  let initial: string;
+  if (type === 'bool') {
+    initial = literal?.kind === 'bool' && literal.value ? 'true' : 'false';
+  } else if (type === 'str' && literal?.kind === 'str') {
+    initial = literal.value;
+  } else {
+    initial = (param.default ?? '').trim();
+  }
+  const input = type === 'int' || type === 'float' ? 'number' : type === 'bool' ? 'checkbox' : 'text';
+  return {
+    name: param.name,
+    type,
+    input,
+    initial,
+    source: param.default ?? '',
+    help: param.help ?? ''
+  };
+}
+
+export function parameterFields(
+  params: readonly IDeclaredParameter[]
+): IParameterField[] {
+  return params.map(parameterField);
+}
+
+export type FieldValue =
+  | { ok: true; value: unknown }
+  | { ok: false; error: string };
+
+/** The typed value of a field's text, or why it is not one. */
+export function fieldValue(field: IParameterField, text: string): FieldValue {
+  const raw = text.trim();
+  switch (field.type) {
+    case 'int':
+      if (/^[+-]?\d+$/.test(raw)) {
+        return { ok: true, value: Number(raw) };
+      }
+      return { ok: false, error: `${field.name} must be a whole number` };
+    case 'float': {
+      const value = Number(raw);
+      if (raw !== '' && Number.isFinite(value)) {
+        return { ok: true, value };
+      }
+      return { ok: false, error: `${field.name} must be a number` };
+    }
+    case 'bool':
+      if (raw === 'true' || raw === 'false') {
+        return { ok: true, value: raw === 'true' };
+      }
+      return { ok: false, error: `${field.name} must be true or false` };
+    case 'str':
+      return { ok: true, value: text };
+    default: {
+      if (raw === 'None') {
+        return { ok: true, value: null };
+      }
+      try {
+        return { ok: true, value: JSON.parse(raw) };
+      } catch {
+        return {
+          ok: false,
+          error: `${field.name} must be a JSON value (a number, "text", [list], {"key": value}, null)`
+        };
+      }
+    }
+  }
+}
+
+/**
+ * The parameters to send for a headless run: only the fields whose text differs from their
+ * default, so the notebook's own defaults apply to the rest exactly as written.
+ */
+export function changedParameters(
+  fields: readonly IParameterField[],
+  texts: Readonly<Record<string, string>>
+): { values: Record<string, unknown>; errors: string[] } {
+  const values: Record<string, unknown> = {};
+  const errors: string[] = [];
+  for (const field of fields) {
+    const text = texts[field.name];
+    if (text === undefined || text === field.initial) {
+      continue;
+    }
+    const result = fieldValue(field, text);
+    if (result.ok) {
+      values[field.name] = result.value;
+    } else {
+      errors.push(result.error);
+    }
+  }
+  return { values, errors };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headless jobs and promotions
+
+/** Whether the job has ended (finished, failed or cancelled). */
+export function jobEnded(job: Pick<IJob, 'status'>): boolean {
+  return job.status !== 'running';
+}
+
+/** `running: 3/7 cells`, `finished`, `failed: <error>`, ... */
+export function jobSummary(job: IJob): string {
+  if (job.status === 'running') {
+    return job.progress && job.progress.total > 0
+      ? `running: ${job.progress.done}/${job.progress.total} cells`
+      : 'running';
+  }
+  if (job.status === 'failed') {
+    return job.error ? `failed: ${job.error}` : `failed (exit code ${job.exit_code ?? '?'})`;
+  }
+  return job.status;
+}
+
+/** Progress between 0 and 1, or null when the total is not known yet. */
+export function jobProgress(job: IJob): number | null {
+  if (job.status === 'finished') {
+    return 1;
+  }
+  if (!job.progress || job.progress.total <= 0) {
+    return null;
+  }
+  return Math.min(1, Math.max(0, job.progress.done / job.progress.total));
+}
+
+/** Gate or beat expressions typed one a line (or separated by `;`): trimmed, blanks dropped. */
+export function splitExpressions(text: string): string[] {
+  return text
+    .split(/[\n;]/)
+    .map(line => line.trim())
+    .filter(line => line !== '');
+}

@@ -1,0 +1,39 @@
+"""The jupyter_server extension: a REST API under ``/nbmlops/api/`` for the JupyterLab sidebar.
+
+Enabled on install by ``jupyter-config/server-config/nbmlops.json`` (installed into
+``etc/jupyter/jupyter_server_config.d/``); jupyter_server finds this module through
+:func:`nbmlops._jupyter_server_extension_points`. Loading it registers the handlers of
+:mod:`nbmlops.server.handlers` and nothing else: mlflow and papermill are imported on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["API_PREFIX"]
+
+API_PREFIX = "nbmlops/api"
+_THREADS = 4
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    """Add the API's handlers to the server, with a job manager and a thread pool of their own."""
+    from jupyter_server.utils import url_path_join
+
+    from nbmlops.server.handlers import routes
+    from nbmlops.server.jobs import JobManager
+
+    web_app = serverapp.web_app
+    jobs = JobManager(Path(web_app.settings["server_root_dir"]))
+    executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="nbmlops")
+    web_app.settings["nbmlops_jobs"] = jobs
+    web_app.settings["nbmlops_executor"] = executor
+    atexit.register(jobs.stop_all)
+    base_url = web_app.settings["base_url"]
+    web_app.add_handlers(
+        ".*$", [(url_path_join(base_url, API_PREFIX, pattern), handler) for pattern, handler in routes()]
+    )
+    serverapp.log.info("nbmlops: API at %s", url_path_join(base_url, API_PREFIX))

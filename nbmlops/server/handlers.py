@@ -1,0 +1,367 @@
+"""The REST API under ``/nbmlops/api/``: thin handlers over the core, JSON in and out.
+
+Every method is ``@tornado.web.authenticated`` and ``@authorized`` (resource ``nbmlops``: GET reads,
+POST writes); POSTs are XSRF-checked by jupyter_server unless token-authenticated. GETs change nothing.
+Store and registry calls run in the extension's own thread pool, never on the event loop.
+
+Errors are ``{"error": reason}``: 400 for bad input (paths, parameters, gates, aliases, bodies), 404 for
+what does not exist, 409 for a refused promotion or a lock held elsewhere, 429 when too many jobs run,
+503 when the tracking store cannot be reached; 500 only for faults of the server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.client import responses
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import ConfigError, NbmlopsError, StoreUnavailableError
+from nbmlops.redact import redact_uri
+from nbmlops.server import payloads
+from nbmlops.server.jobs import JobLimitError, JobManager, notebook_parameters
+from nbmlops.server.paths import resolve_notebook
+
+__all__ = ["RequestError", "routes"]
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 1000
+MAX_ARTIFACTS = 500
+PROBE_TIMEOUT_S = 20.0  # the first call imports mlflow and may create the sqlite schema
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_ID = _RUN_ID
+
+
+class RequestError(NbmlopsError, ValueError):
+    """A request the API cannot act on: a bad query argument or body."""
+
+
+def _status_for(exc: BaseException) -> int:
+    """The HTTP status an exception from the core stands for."""
+    from nbmlops.registry.models import RegistryError
+    from nbmlops.registry.promote import PromotionRefused
+    from nbmlops.tracking.query import RunNotFoundError
+
+    if isinstance(exc, PromotionRefused):
+        return 409
+    if isinstance(exc, (RunNotFoundError, LookupError, FileNotFoundError)) and isinstance(exc, NbmlopsError):
+        return 404
+    if isinstance(exc, JobLimitError):
+        return 429
+    if isinstance(exc, StoreUnavailableError):
+        return 503
+    if isinstance(exc, ConfigError):
+        return 500
+    if isinstance(exc, ValueError) and isinstance(exc, NbmlopsError):
+        return 400
+    if isinstance(exc, RegistryError):
+        return 409
+    return 500
+
+
+class NbmlopsHandler(APIHandler):
+    """Base of every nbmlops handler: paths, settings, the thread pool and JSON errors."""
+
+    auth_resource = "nbmlops"
+
+    @property
+    def root(self) -> Path:
+        """The server's root directory: every path a request names is relative to it."""
+        return Path(self.settings["server_root_dir"])
+
+    @property
+    def jobs(self) -> JobManager:
+        return self.settings["nbmlops_jobs"]
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the extension's thread pool, awaited without blocking the server."""
+        executor: ThreadPoolExecutor = self.settings["nbmlops_executor"]
+        return await asyncio.wrap_future(executor.submit(functools.partial(fn, *args, **kwargs)))
+
+    def notebook(self, required: bool = True) -> tuple[str, Path] | None:
+        """The ``notebook`` query argument, resolved under the root (``None`` when absent and optional)."""
+        path = self.get_query_argument("notebook", None)
+        if path is None and not required:
+            return None
+        return self.resolve(path)
+
+    def resolve(self, path: Any) -> tuple[str, Path]:
+        if path is not None and not isinstance(path, str):
+            raise RequestError("notebook must be a string: a path relative to the server's root")
+        allow_hidden = bool(getattr(self.contents_manager, "allow_hidden", False))
+        return resolve_notebook(self.root, path, allow_hidden=allow_hidden)
+
+    def store_settings(self, notebook: Path | None = None) -> Settings:
+        """nbmlops' settings for the folder of ``notebook`` (what its kernel would use), else the root's."""
+        return resolve_settings(notebook.parent if notebook is not None else self.root)
+
+    def body(self, allowed: set[str]) -> dict[str, Any]:
+        """The JSON object in the request's body; unknown keys are refused."""
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise RequestError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RequestError("the body must be a JSON object")
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise RequestError(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {sorted(allowed)}")
+        return data
+
+    def reply(self, payload: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payloads.json_safe(payload), allow_nan=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """``{"error": reason}``, with the status the core's exception stands for."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError):
+            message = exc.log_message or exc.reason or responses.get(status_code, "error")
+        elif isinstance(exc, NbmlopsError) and _status_for(exc) != 500:
+            status_code = _status_for(exc)
+            self.set_status(status_code)
+            message = str(exc)
+        elif exc is not None:
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        else:
+            message = responses.get(status_code, "error")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": redact_uri(str(message))}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Expected errors (bad input, missing things) are one warning line, not a traceback."""
+        if isinstance(value, NbmlopsError) and _status_for(value) != 500:
+            self.log.warning("nbmlops: %s %s: %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class StatusHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/status``: where runs are stored, whether the store answers, the MLflow UI."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbmlops.tracking.notebook_runs import count_experiments
+
+        settings = self.store_settings()
+        count: int | None = None
+        error: str | None = None
+        try:
+            count = await asyncio.wait_for(self.in_thread(count_experiments, settings.tracking_uri), PROBE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            error = f"the tracking store did not answer within {PROBE_TIMEOUT_S:.0f} s"
+        except Exception as exc:  # noqa: BLE001 - reporting why the store is unreachable is this endpoint's purpose
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.reply({
+            "tracking_uri": redact_uri(settings.tracking_uri),
+            "reachable": error is None,
+            "error": redact_uri(error) if error else None,
+            "ui_url": redact_uri(settings.ui_url),
+            "experiment_count": count,
+        })
+
+
+class RunsHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/runs?notebook=PATH&limit=N``: a notebook's runs (every run without one), newest first."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbmlops.tracking.notebook_runs import runs_for_notebook
+
+        limit = self.limit()
+        found = self.notebook(required=False)
+        if found is None:
+            relative, paths = None, None
+        else:
+            relative, path = found
+            paths = [str(path), str(self.root.absolute() / relative)]  # the kernel may see the root unresolved
+        settings = self.store_settings(found[1] if found else None)
+        rows = await self.in_thread(runs_for_notebook, settings.tracking_uri, paths, limit)
+        self.reply({"runs": [payloads.run_row(row) for row in rows], "notebook": relative})
+
+    def limit(self) -> int:
+        text = self.get_query_argument("limit", str(DEFAULT_LIMIT))
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise RequestError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text!r}")
+        return int(text)
+
+
+class RunHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/runs/<run_id>[?notebook=PATH]``: one run in detail (the notebook picks its store)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        from nbmlops.tracking.notebook_runs import run_detail
+
+        if not _RUN_ID.match(run_id):
+            raise RequestError(f"run id {run_id!r}: expected 32 lowercase hexadecimal characters")
+        found = self.notebook(required=False)
+        settings = self.store_settings(found[1] if found else None)
+        detail = await self.in_thread(run_detail, settings.tracking_uri, run_id, MAX_ARTIFACTS)
+        self.reply(payloads.run_detail(detail, settings.ui_url))
+
+
+class ParametersHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/notebook/parameters?notebook=PATH``: the parameters a notebook declares."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        relative, path = self.resolve(self.get_query_argument("notebook", None))
+        declared = await self.in_thread(notebook_parameters, path)
+        self.reply({
+            "notebook": relative,
+            "parameters": [
+                {"name": name, "type": info["type"] if info["type"] not in ("", "None") else None,
+                 "default": info["default"], "help": info["help"]}
+                for name, info in declared.items()
+            ],
+        })
+
+
+class ModelsHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/models``: registered models, their latest version and aliases."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbmlops.registry import list_models
+
+        models = await self.in_thread(list_models, self.store_settings())
+        self.reply({"models": [payloads.model(m) for m in models]})
+
+
+class ModelHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/models/<name>``: a model's versions, aliases and promotion decisions."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        from nbmlops.registry import list_versions
+
+        versions = await self.in_thread(list_versions, name, self.store_settings())
+        self.reply(payloads.model_versions(name, versions))
+
+
+class PromoteHandler(NbmlopsHandler):
+    """``POST /nbmlops/api/models/<name>/promote``: move an alias to a version if every check passes.
+
+    Body: ``{"version": int, "alias": str, "gates": [str], "beat": [str], "allow_new_evaluation_data": bool}``.
+    200 when promoted; 409 ``{"accepted": false, "error": reason, "promotion": ...}`` when refused.
+    """
+
+    @web.authenticated
+    @authorized
+    async def post(self, name: str) -> None:
+        from nbmlops.registry import ModelReference, PromotionRefused, promote
+
+        body = self.body({"version", "alias", "gates", "beat", "allow_new_evaluation_data"})
+        version = body.get("version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RequestError(f"version must be a whole number >= 1, got {version!r}")
+        alias = body.get("alias")
+        if not isinstance(alias, str) or not alias:
+            raise RequestError("alias must be a non-empty string")
+        gates, beat = _strings(body, "gates"), _strings(body, "beat")
+        allow_new = body.get("allow_new_evaluation_data", False)
+        if not isinstance(allow_new, bool):
+            raise RequestError("allow_new_evaluation_data must be true or false")
+        try:
+            outcome = await self.in_thread(
+                promote, ModelReference(name, version=version), alias, gates=gates, beat=beat,
+                allow_new_evaluation_data=allow_new, settings=self.store_settings(),
+            )
+        except PromotionRefused as refused:
+            self.reply({"accepted": False, "error": str(refused), "promotion": payloads.promotion(refused.promotion)},
+                       409)
+            return
+        self.reply({"accepted": True, "promotion": payloads.promotion(outcome)})
+
+
+class JobsHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/jobs``: every job, newest first; ``POST`` ``{"notebook": PATH, "parameters": {...}}``
+    starts one (202) once the path and the parameters are checked."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply({"jobs": [job.describe(self.root) for job in self.jobs.list()]})
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.body({"notebook", "parameters"})
+        relative, path = self.resolve(body.get("notebook"))
+        parameters = body.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise RequestError("parameters must be a JSON object of name: value")
+        job = await self.in_thread(self.jobs.start, relative, path, parameters)
+        self.set_header("Location", self.request.path.rstrip("/") + f"/{job.job_id}")
+        self.reply(job.describe(self.root), 202)
+
+
+class JobHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/jobs/<job_id>``: a job's status, progress, run id, output and errors."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.reply(self.jobs.get(_job_id(job_id)).describe(self.root))
+
+
+class CancelHandler(NbmlopsHandler):
+    """``POST /nbmlops/api/jobs/<job_id>/cancel``: interrupt the job; answers once it ended or after a few seconds."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        job = self.jobs.cancel(_job_id(job_id))
+        for _ in range(50):  # up to 5 s: an interrupted run usually ends well within that
+            if job.exit_code is not None:
+                break
+            await asyncio.sleep(0.1)
+        self.reply(job.describe(self.root))
+
+
+def _strings(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RequestError(f"{key} must be a list of strings")
+    return value
+
+
+def _job_id(job_id: str) -> str:
+    if not _JOB_ID.match(job_id):
+        raise RequestError(f"job id {job_id!r}: expected 32 lowercase hexadecimal characters")
+    return job_id
+
+
+def routes() -> list[tuple[str, type[NbmlopsHandler]]]:
+    """``(pattern under /nbmlops/api/, handler)`` for every endpoint."""
+    return [
+        ("status", StatusHandler),
+        ("runs", RunsHandler),
+        ("runs/([^/]+)", RunHandler),
+        ("notebook/parameters", ParametersHandler),
+        ("models", ModelsHandler),
+        ("models/([^/]+)", ModelHandler),
+        ("models/([^/]+)/promote", PromoteHandler),
+        ("jobs", JobsHandler),
+        ("jobs/([^/]+)", JobHandler),
+        ("jobs/([^/]+)/cancel", CancelHandler),
+    ]

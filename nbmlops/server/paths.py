@@ -1,0 +1,88 @@
+"""The one rule for paths a request names: relative to the server's root, and staying inside it.
+
+A path is refused (:class:`PathError`, HTTP 400) when it is empty or absolute, has a ``..`` component,
+a backslash, a NUL or control character, still holds a ``%`` escape after the URL was decoded (double
+encoding), passes through a symlink, names a hidden file or folder while the server hides them, or
+resolves outside the root. A path that is well formed but names nothing is a :class:`PathNotFoundError`
+(HTTP 404).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from nbmlops.exceptions import NbmlopsError
+
+__all__ = ["PathError", "PathNotFoundError", "resolve_notebook", "resolve_path"]
+
+
+class PathError(NbmlopsError, ValueError):
+    """A path a request names that the server refuses to follow.
+
+    Attributes:
+        path: the path as the request gave it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"path {path!r}: {reason}")
+
+
+class PathNotFoundError(NbmlopsError, LookupError):
+    """A well-formed path under the server's root that names nothing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no such file: {path!r}")
+
+
+def resolve_path(root: str | os.PathLike[str], path: str | None, *, allow_hidden: bool = True) -> tuple[str, Path]:
+    """``(normalized relative path, absolute path)`` of an existing file or folder ``path`` under ``root``.
+
+    The absolute path is built on the real path of ``root`` (the root itself may be reached through a
+    symlink; nothing under it may be).
+    """
+    if not path:
+        raise PathError("", "a path relative to the server's root is required")
+    if "\x00" in path or any(ord(c) < 32 for c in path):
+        raise PathError(path, "contains a NUL or control character")
+    if "\\" in path:
+        raise PathError(path, "contains a backslash; use '/' between folders")
+    if "%" in path:
+        raise PathError(path, "still contains a '%' escape after decoding (double encoding is refused)")
+    if path.startswith("/"):
+        raise PathError(path, "is absolute; give a path relative to the server's root")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PathError(path, "has a '..' component")
+    if not parts:
+        raise PathError(path, "names the server's root, not a file")
+    if not allow_hidden and any(part.startswith(".") for part in parts):
+        raise PathError(path, "names a hidden file or folder, which this server does not serve")
+    base = Path(os.path.realpath(root))
+    here = base
+    for part in parts:
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            raise PathNotFoundError(path) from None
+        except OSError as exc:
+            raise PathError(path, f"cannot be read: {exc.strerror}") from None
+        if stat.S_ISLNK(mode):
+            raise PathError(path, f"passes through the symlink {'/'.join(here.relative_to(base).parts)!r}")
+    if not Path(os.path.realpath(here)).is_relative_to(base):
+        raise PathError(path, "resolves outside the server's root")
+    return "/".join(parts), here
+
+
+def resolve_notebook(root: str | os.PathLike[str], path: str | None, *, allow_hidden: bool = True) -> tuple[str, Path]:
+    """:func:`resolve_path` for a notebook: it must also be a regular ``.ipynb`` file."""
+    relative, absolute = resolve_path(root, path, allow_hidden=allow_hidden)
+    if absolute.suffix != ".ipynb":
+        raise PathError(relative, "is not a notebook (.ipynb)")
+    if not absolute.is_file():
+        raise PathError(relative, "is not a file")
+    return relative, absolute

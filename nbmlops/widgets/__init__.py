@@ -1,0 +1,25 @@
+"""In-notebook dashboards over the tracking store and the registry.
+
+The views are plain Python that tests drive directly: :class:`~nbmlops.widgets.runs.RunsView` (filter,
+sort, page, select), :mod:`~nbmlops.widgets.compare`, :class:`~nbmlops.widgets.charts.ChartsView`,
+:class:`~nbmlops.widgets.models.ModelsView` (two-step promotion) and :class:`~nbmlops.widgets.live.Live`.
+:class:`~nbmlops.widgets.app.Dashboard` wires them to ipywidgets and plotly; the only package importing them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbmlops.widgets.app import Dashboard
+
+__all__ = ["dashboard"]
+
+
+def dashboard(
+    experiment: str | None = None, *, page_size: int = 50, live: bool = True, interval: float = 2.0
+) -> Dashboard:
+    """The dashboard widget of ``experiment`` (default: the one this notebook's ``%%track`` cells use)."""
+    from nbmlops.widgets.app import Dashboard
+
+    return Dashboard(experiment, page_size=page_size, live=live, interval=interval)

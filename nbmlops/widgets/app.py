@@ -1,0 +1,614 @@
+"""The dashboard application: ipywidgets wiring over the plain views (runs, compare, charts, models, live).
+
+Every handler is a method that reads its widgets, calls a view, and shows the result or the error; a test
+calls it directly, or clicks the button (``Button.click()``) that calls it. The views do the work.
+
+DOM hooks (CSS classes) for browser tests. Widgets: ``nbmlops-dashboard`` (the app), ``nbmlops-experiment``,
+``nbmlops-refresh``, ``nbmlops-live`` (``2 running; ...``), ``nbmlops-progress`` (a sweep's finished/size);
+runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expression), ``nbmlops-apply``,
+``nbmlops-error``, ``nbmlops-sort``, ``nbmlops-descending``, ``nbmlops-prev``, ``nbmlops-page``,
+``nbmlops-next``, ``nbmlops-count`` (``12 runs``: the filtered count), ``nbmlops-runs`` (the table),
+``nbmlops-select``, ``nbmlops-selected``, ``nbmlops-compare-button``, ``nbmlops-clear``; compare:
+``nbmlops-compare``; charts: ``nbmlops-metric``, ``nbmlops-chart-mode``, ``nbmlops-sweep``; models:
+``nbmlops-models``, ``nbmlops-model``, ``nbmlops-versions``, ``nbmlops-version``, ``nbmlops-alias``,
+``nbmlops-gates``, ``nbmlops-beat``, ``nbmlops-allow-new-data``, ``nbmlops-promote``,
+``nbmlops-confirmation``, ``nbmlops-confirm``, ``nbmlops-cancel``, ``nbmlops-outcome``. Inside the HTML:
+``table.nbmlops-runs-table`` with a ``tr[data-run-id]`` per run, ``table.nbmlops-compare-table`` (rows
+``nbmlops-differs``), ``pre.nbmlops-code-diff`` (``nbmlops-add``/``nbmlops-del``), ``nbmlops-models-table``,
+``nbmlops-versions-table``, ``nbmlops-gate-history``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import ipywidgets as w
+
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.tracking import search
+from nbmlops.widgets.charts import Chart, ChartsView, Parallel
+from nbmlops.widgets.compare import Comparison
+from nbmlops.widgets.format import STYLE, esc
+from nbmlops.widgets.live import Activity, Live, Ticker
+from nbmlops.widgets.models import ModelsView
+from nbmlops.widgets.runs import STATUSES, RunsView
+
+__all__ = ["Dashboard"]
+
+TABS = ("Runs", "Compare", "Charts", "Models")
+RUNS, COMPARE, CHARTS, MODELS = range(len(TABS))
+_HIDDEN = "none"
+
+
+def _hooked(widget: Any, css_class: str) -> Any:
+    widget.add_class(css_class)
+    return widget
+
+
+def _error_html(exc: BaseException) -> str:
+    return f"{STYLE}<div class='nbmlops-view'><pre class='nbmlops-error'>{esc(exc)}</pre></div>"
+
+
+class Dashboard(w.VBox):
+    """Runs, comparisons, charts and registered models of an experiment, in one widget.
+
+    Args:
+        experiment: the experiment to show; by default the one this notebook's ``%%track`` cells use.
+        settings: where the store is (default: the resolved settings).
+        page_size: runs per page.
+        live: refresh on a background thread while runs are in progress.
+        interval: seconds between live refreshes.
+    """
+
+    def __init__(
+        self,
+        experiment: str | None = None,
+        *,
+        settings: Settings | None = None,
+        page_size: int = 50,
+        live: bool = True,
+        interval: float = 2.0,
+    ) -> None:
+        self.settings = settings or resolve_settings()
+        if experiment is None:
+            from nbmlops.magics import notebook_experiment
+
+            experiment = notebook_experiment()
+        self.experiment = experiment
+        uri = self.settings.tracking_uri
+        self.runs = RunsView(uri, search.experiment_ids(uri, [experiment]), page_size, ui_url=self.settings.ui_url)
+        self.live = Live(self.runs)
+        self.charts = ChartsView(self.runs)
+        self.models = ModelsView(self.settings)
+        self.comparison: Comparison | None = None
+        self.chart: Chart | None = None
+        self.parallel: Parallel | None = None
+        self.activity: Activity | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()  # ``quiet`` while this thread sets widgets itself
+        self._ticker = Ticker(self._tick, interval) if live else None
+        self._charts_box: w.VBox | None = None
+        self._charts_stale = False  # the filter or experiment changed since the charts were drawn
+        self._models_box: w.VBox | None = None
+        self._models_html = ""
+
+        self.experiment_choice = _hooked(w.Dropdown(description="experiment", layout=w.Layout(width="320px")),
+                                         "nbmlops-experiment")
+        self.refresh_button = _hooked(w.Button(description="Refresh", icon="refresh"), "nbmlops-refresh")
+        self.live_label = _hooked(w.Label(""), "nbmlops-live")
+        self.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
+                                              layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
+        header = w.HBox([self.experiment_choice, self.refresh_button, self.live_label, self.progress])
+
+        self.tabs = w.Tab(children=[self._runs_tab(), self._compare_tab(), w.VBox(), w.VBox()], titles=TABS)
+        self.tabs.observe(self._on_tab, "selected_index")
+        super().__init__(children=[header, self.tabs])
+        self.add_class("nbmlops-dashboard")
+
+        self._fill_experiments()
+        self.experiment_choice.observe(self._on_experiment, "value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self._fill_cells()
+        self._render_runs()
+        if self._ticker is not None:
+            self._follow(self._poll())
+
+    @contextlib.contextmanager
+    def _quiet(self) -> Iterator[None]:
+        """While the dashboard sets its own widgets, their observers on this thread do nothing."""
+        previous = getattr(self._local, "quiet", False)
+        self._local.quiet = True
+        try:
+            yield
+        finally:
+            self._local.quiet = previous
+
+    def _is_quiet(self) -> bool:
+        return getattr(self._local, "quiet", False)
+
+    # -- building -------------------------------------------------------------------------------------
+
+    def _runs_tab(self) -> w.VBox:
+        self.status_filter = _hooked(
+            w.Dropdown(options=[("any status", ""), *((s.lower(), s) for s in STATUSES)], value="",
+                       description="status", layout=w.Layout(width="200px")), "nbmlops-status")
+        self.cell_filter = _hooked(w.Dropdown(options=[("any cell", "")], value="", description="cell",
+                                              layout=w.Layout(width="280px")), "nbmlops-cell")
+        self.expression = _hooked(
+            w.Text(placeholder="accuracy > 0.9 and loss < 0.3", description="metrics", continuous_update=False,
+                   layout=w.Layout(width="340px")), "nbmlops-filter")
+        self.apply_button = _hooked(w.Button(description="Apply", button_style="primary"), "nbmlops-apply")
+        self.error = _hooked(w.HTML(""), "nbmlops-error")
+        self.sort_column = _hooked(w.Dropdown(options=["start"], value="start", description="sort by",
+                                              layout=w.Layout(width="240px")), "nbmlops-sort")
+        self.sort_descending = _hooked(w.ToggleButton(value=True, description="descending"),
+                                       "nbmlops-descending")
+        self.prev_button = _hooked(w.Button(description="", icon="chevron-left", layout=w.Layout(width="40px")),
+                                   "nbmlops-prev")
+        self.page_label = _hooked(w.Label(""), "nbmlops-page")
+        self.next_button = _hooked(w.Button(description="", icon="chevron-right", layout=w.Layout(width="40px")),
+                                   "nbmlops-next")
+        self.count_label = _hooked(w.Label(""), "nbmlops-count")
+        self.table = _hooked(w.HTML(""), "nbmlops-runs")
+        self.selector = _hooked(w.SelectMultiple(options=[], rows=6, description="select",
+                                                 layout=w.Layout(width="640px")), "nbmlops-select")
+        self.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
+        self.compare_button = _hooked(w.Button(description="Compare selected", disabled=True),
+                                      "nbmlops-compare-button")
+        self.clear_button = _hooked(w.Button(description="Clear selection"), "nbmlops-clear")
+
+        self.expression.observe(self._on_filter_choice, "value")
+        self.apply_button.on_click(lambda _: self.apply_filter())
+        for dropdown in (self.status_filter, self.cell_filter):
+            dropdown.observe(self._on_filter_choice, "value")
+        self.sort_column.observe(self._on_sort, "value")
+        self.sort_descending.observe(self._on_sort, "value")
+        self.prev_button.on_click(lambda _: self.show_page(self.runs.page_number - 1))
+        self.next_button.on_click(lambda _: self.show_page(self.runs.page_number + 1))
+        self.selector.observe(self._on_select, "value")
+        self.compare_button.on_click(lambda _: self.compare_selected())
+        self.clear_button.on_click(lambda _: self.clear_selection())
+        return w.VBox([
+            w.HBox([self.status_filter, self.cell_filter, self.expression, self.apply_button]),
+            self.error,
+            w.HBox([self.sort_column, self.sort_descending, self.prev_button, self.page_label, self.next_button,
+                    self.count_label]),
+            self.table,
+            w.HBox([self.selector, w.VBox([self.selected_label, self.compare_button, self.clear_button])]),
+        ])
+
+    def _compare_tab(self) -> w.VBox:
+        self.compare_view = _hooked(
+            w.HTML(f"{STYLE}<div class='nbmlops-view nbmlops-muted'>select two or more runs in the Runs tab, "
+                   "then Compare selected</div>"), "nbmlops-compare")
+        return w.VBox([self.compare_view])
+
+    def _build_charts(self) -> None:
+        from nbmlops.widgets.figures import chart_figure, parallel_figure
+
+        self.metric_choice = _hooked(w.Dropdown(options=[], description="metric"), "nbmlops-metric")
+        self.chart_mode = _hooked(w.ToggleButtons(options=[("over runs", "runs"), ("over steps (selected runs)", "steps")],
+                                                  value="runs"), "nbmlops-chart-mode")
+        self.chart_figure = chart_figure()
+        self.sweep_choice = _hooked(w.Dropdown(options=[], description="sweep", layout=w.Layout(width="420px")),
+                                    "nbmlops-sweep")
+        self.parallel_figure = parallel_figure()
+        self.chart_message = w.HTML("")
+        self.metric_choice.observe(self._on_chart_choice, "value")
+        self.chart_mode.observe(self._on_chart_choice, "value")
+        self.sweep_choice.observe(self._on_chart_choice, "value")
+        self._charts_box = self.tabs.children[CHARTS]
+        self._charts_box.children = [
+            w.HBox([self.metric_choice, self.chart_mode]), self.chart_message, self.chart_figure,
+            self.sweep_choice, self.parallel_figure,
+        ]
+
+    def _build_models(self) -> None:
+        self.models_table = _hooked(w.HTML(""), "nbmlops-models")
+        self.model_choice = _hooked(w.Dropdown(options=[], description="model"), "nbmlops-model")
+        self.versions_view = _hooked(w.HTML(""), "nbmlops-versions")
+        self.version_choice = _hooked(w.Dropdown(options=[], description="version"), "nbmlops-version")
+        self.alias_input = _hooked(w.Text(value="champion", description="alias"), "nbmlops-alias")
+        self.gates_input = _hooked(w.Textarea(placeholder="accuracy >= 0.9\n(one gate per line)", description="gates"),
+                                   "nbmlops-gates")
+        self.beat_input = _hooked(w.Text(placeholder="champion:accuracy", description="beat"), "nbmlops-beat")
+        self.allow_new_data = _hooked(w.Checkbox(value=False, description="accept new evaluation data"),
+                                      "nbmlops-allow-new-data")
+        self.promote_button = _hooked(w.Button(description="Promote...", button_style="warning"), "nbmlops-promote")
+        self.confirmation = _hooked(w.HTML(""), "nbmlops-confirmation")
+        self.confirm_button = _hooked(w.Button(description="Confirm", button_style="danger",
+                                               layout=w.Layout(display=_HIDDEN)), "nbmlops-confirm")
+        self.cancel_button = _hooked(w.Button(description="Cancel", layout=w.Layout(display=_HIDDEN)),
+                                     "nbmlops-cancel")
+        self.outcome = _hooked(w.HTML(""), "nbmlops-outcome")
+        self.model_choice.observe(lambda _: self.show_model(), "value")
+        self.promote_button.on_click(lambda _: self.request_promotion())
+        self.confirm_button.on_click(lambda _: self.confirm_promotion())
+        self.cancel_button.on_click(lambda _: self.cancel_promotion())
+        self._models_box = self.tabs.children[MODELS]
+        self._models_box.children = [
+            self.models_table, self.model_choice, self.versions_view,
+            w.HBox([self.version_choice, self.alias_input, self.beat_input]),
+            w.HBox([self.gates_input, w.VBox([self.allow_new_data, self.promote_button])]),
+            self.confirmation, w.HBox([self.confirm_button, self.cancel_button]), self.outcome,
+        ]
+
+    # -- runs ----------------------------------------------------------------------------------------
+
+    def apply_filter(self) -> bool:
+        """Apply the status, cell and metric expression the widgets hold; a bad one is shown, not raised."""
+        with self._lock:
+            try:
+                self.runs.set_filter(status=self.status_filter.value, cell=self.cell_filter.value,
+                                     expression=self.expression.value)
+            except (NbmlopsError, ValueError) as exc:
+                self.error.value = _error_html(exc)
+                return False
+            self.error.value = ""
+            self._render_runs()
+            self._charts_stale = True
+            if self.tabs.selected_index == CHARTS:
+                self._ensure_tab(CHARTS)
+            return True
+
+    def sort(self, column: str, descending: bool = True) -> None:
+        """Order the table by ``column`` (as the sort widgets do)."""
+        with self._lock:
+            with self._quiet():
+                if column not in self.sort_column.options:
+                    self.sort_column.options = [*self.sort_column.options, column]
+                self.sort_column.value, self.sort_descending.value = column, descending
+            self._sort_from_widgets()
+
+    def show_page(self, number: int) -> None:
+        """Show page ``number`` (0-based, clamped)."""
+        with self._lock:
+            self.runs.page(number)
+            self._render_runs()
+
+    def select(self, *run_ids: str) -> None:
+        """Add runs to the selection (as ticking them in the list does)."""
+        with self._lock:
+            self.runs.select(*run_ids)
+            self._render_runs()
+
+    def clear_selection(self) -> None:
+        with self._lock:
+            self.runs.clear_selection()
+            self._render_runs()
+
+    def compare_selected(self) -> Comparison | None:
+        """Compare the selected runs in the Compare tab, and show it."""
+        with self._lock:
+            try:
+                self.comparison = self.runs.compare()
+            except (NbmlopsError, ValueError) as exc:
+                self.compare_view.value = _error_html(exc)
+                self.comparison = None
+            else:
+                self.compare_view.value = self.comparison.to_html()
+            self.tabs.selected_index = COMPARE
+            return self.comparison
+
+    def _on_filter_choice(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet():
+            self.apply_filter()
+
+    def _on_sort(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet():
+            self._sort_from_widgets()
+
+    def _sort_from_widgets(self) -> None:
+        with self._lock:
+            try:
+                self.runs.sort_by(self.sort_column.value, self.sort_descending.value)
+            except (NbmlopsError, ValueError) as exc:
+                self.error.value = _error_html(exc)
+                return
+            self.sort_descending.description = "descending" if self.sort_descending.value else "ascending"
+            self._render_runs()
+
+    def _on_select(self, change: dict[str, Any]) -> None:
+        if self._is_quiet():
+            return
+        with self._lock:
+            chosen = set(change["new"])
+            page = [row.run_id for row in self.runs.rows()]
+            self.runs.deselect(*(run_id for run_id in page if run_id not in chosen))
+            self.runs.select(*(run_id for run_id in page if run_id in chosen))
+            self._render_runs()
+
+    def _on_experiment(self, change: dict[str, Any]) -> None:
+        if self._is_quiet() or change["new"] is None:
+            return
+        with self._lock:
+            self.experiment = {eid: name for name, eid in self.experiment_choice.options}[change["new"]]
+            self.runs.set_experiments([change["new"]])
+            self.error.value = ""
+            self._render_runs()
+            self._charts_stale = True
+        self.refresh()
+
+    def _fill_experiments(self) -> None:
+        with self._quiet():
+            self.experiment_choice.options = [(name, eid) for eid, name in search.experiments(self.runs.tracking_uri)]
+            self.experiment_choice.value = self.runs.experiment_ids[0] if self.runs.experiment_ids else None
+        if not self.runs.experiment_ids:
+            self.error.value = _error_html(NbmlopsError(f"no experiment named {self.experiment!r} in the store yet"))
+
+    def _find_experiment(self) -> None:
+        found = search.experiment_ids(self.runs.tracking_uri, [self.experiment])
+        if found:
+            self.runs.set_experiments(found)
+            self.error.value = ""
+            self._fill_experiments()
+            self._render_runs()
+
+    def _fill_cells(self) -> None:
+        options = [("any cell", "")] + [
+            (f"{cell.name or cell.key[:8]} · {cell.key[:8]} ({cell.runs})", cell.key) for cell in self.runs.cells()
+        ]
+        current = self.runs.filter.cell
+        if current and current not in {value for _, value in options}:
+            options.append((current, current))
+        with self._quiet():
+            self.cell_filter.options = options
+            self.cell_filter.value = current
+
+    def _render_runs(self) -> None:
+        runs = self.runs
+        with self._quiet():
+            self.table.value = runs.to_html()
+            self.count_label.value = runs.describe()
+            self.page_label.value = f"page {runs.page_number + 1} of {runs.pages}"
+            self.prev_button.disabled = runs.page_number == 0
+            self.next_button.disabled = runs.page_number >= runs.pages - 1
+            sortable = runs.sortable()
+            if list(self.sort_column.options) != sortable:
+                self.sort_column.options = sortable
+                self.sort_column.value = runs.order[0]
+            rows = runs.rows()
+            self.selector.options = [(runs.label(row), row.run_id) for row in rows]
+            self.selector.value = tuple(row.run_id for row in rows if row.run_id in runs.selected)
+            self.selected_label.value = f"{len(runs.selected)} selected"
+            self.compare_button.disabled = len(runs.selected) < 2
+
+    # -- charts --------------------------------------------------------------------------------------
+
+    def plot_metric(self) -> Chart | None:
+        """Plot the chosen metric over runs, or over steps for the selected runs (or this page's first ten)."""
+        if self._charts_box is None or self._charts_stale:
+            self._ensure_tab(CHARTS)  # draws both charts
+            return self.chart
+        from nbmlops.widgets.figures import show_chart
+
+        with self._lock:
+            metric = self.metric_choice.value
+            if not metric:
+                self.chart_message.value = f"{STYLE}<div class='nbmlops-view nbmlops-muted'>no metrics to plot</div>"
+                return None
+            if self.chart_mode.value == "steps":
+                run_ids = list(self.runs.selected) or [row.run_id for row in self.runs.rows()[:10]]
+                self.chart = self.charts.over_steps(metric, run_ids)
+            else:
+                self.chart = self.charts.over_runs(metric)
+            self.chart_message.value = ""
+            show_chart(self.chart_figure, self.chart)
+            return self.chart
+
+    def plot_sweep(self) -> Parallel | None:
+        """Draw the chosen sweep's runs as parallel coordinates."""
+        if self._charts_box is None or self._charts_stale:
+            self._ensure_tab(CHARTS)  # draws both charts
+            return self.parallel
+        from nbmlops.widgets.figures import show_parallel
+
+        with self._lock:
+            if not self.sweep_choice.value:
+                return None
+            try:
+                self.parallel = self.charts.parallel(self.sweep_choice.value)
+            except LookupError as exc:
+                self.chart_message.value = _error_html(exc)
+                return None
+            show_parallel(self.parallel_figure, self.parallel)
+            return self.parallel
+
+    def _on_chart_choice(self, change: dict[str, Any]) -> None:
+        if self._is_quiet():
+            return
+        if change["owner"] is self.sweep_choice:
+            self.plot_sweep()
+        else:
+            self.plot_metric()
+
+    def _fill_charts(self) -> None:
+        metrics = self.charts.metrics()
+        sweeps = self.charts.sweeps()
+        with self._quiet():
+            self.metric_choice.options = metrics
+            self.metric_choice.value = metrics[0] if metrics else None
+            self.sweep_choice.options = [(f"{s.name} · {s.status.lower()} · {s.run_id[:8]}", s.run_id) for s in sweeps]
+            self.sweep_choice.value = sweeps[0].run_id if sweeps else None
+        self.plot_metric()
+        self.plot_sweep()
+
+    # -- models --------------------------------------------------------------------------------------
+
+    def show_models(self) -> None:
+        """List the registered models again, and the chosen one's versions and gate history."""
+        if self._models_box is None:
+            self._ensure_tab(MODELS)  # builds the tab, then lists them
+            return
+        with self._lock:
+            models = self.models.models()
+            self._models_html = self.models.models_html(models)
+            self.models_table.value = self._models_html
+            names = [m.name for m in models]
+            with self._quiet():
+                current = self.model_choice.value
+                self.model_choice.options = names
+                self.model_choice.value = current if current in names else (names[0] if names else None)
+            self.show_model()
+
+    def show_model(self) -> None:
+        """Show the versions, aliases and gate history of the chosen model."""
+        if self._is_quiet():
+            return
+        with self._lock:
+            name = self.model_choice.value
+            if not name:
+                self.versions_view.value = ""
+                self.version_choice.options = []
+                return
+            try:
+                versions = self.models.versions(name)
+            except NbmlopsError as exc:
+                self.versions_view.value = _error_html(exc)
+                return
+            self.versions_view.value = self.models.versions_html(name, versions)
+            self.version_choice.options = [v.version for v in versions]
+            self.version_choice.value = versions[0].version if versions else None
+
+    def request_promotion(self) -> str | None:
+        """Ask to promote the chosen version: show what would happen, and the Confirm and Cancel buttons."""
+        self._ensure_tab(MODELS)
+        with self._lock:
+            self.outcome.value = ""
+            try:
+                question = self.models.request_promotion(
+                    self.model_choice.value or "", self.version_choice.value or 0, self.alias_input.value,
+                    gates=self.gates_input.value.splitlines(), beat=self.beat_input.value.split(","),
+                    allow_new_evaluation_data=self.allow_new_data.value,
+                )
+            except (NbmlopsError, ValueError) as exc:
+                self.confirmation.value = _error_html(exc)
+                self._confirming(False)
+                return None
+            self.confirmation.value = f"{STYLE}<div class='nbmlops-view'>{esc(question)}</div>"
+            self._confirming(True)
+            return question
+
+    def confirm_promotion(self) -> Any:
+        """Run the promotion asked for; show whether the alias moved, or the reason it was refused."""
+        with self._lock:
+            result = self.models.confirm_promotion()
+            self.outcome.value = result.to_html()
+            self.confirmation.value = ""
+            self._confirming(False)
+            self.show_models()
+            return result
+
+    def cancel_promotion(self) -> None:
+        with self._lock:
+            self.models.cancel_promotion()
+            self.confirmation.value = ""
+            self._confirming(False)
+
+    def _confirming(self, shown: bool) -> None:
+        for button in (self.confirm_button, self.cancel_button):
+            button.layout.display = None if shown else _HIDDEN
+        self.promote_button.disabled = shown
+
+    # -- tabs, live, closing ------------------------------------------------------------------------
+
+    def _on_tab(self, change: dict[str, Any]) -> None:
+        if change["new"] in (CHARTS, MODELS):
+            self._ensure_tab(change["new"])
+
+    def _ensure_tab(self, index: int) -> None:
+        """Build the Charts or Models tab the first time it is needed (plotly and the registry cost time)."""
+        with self._lock:
+            if index == CHARTS and (self._charts_box is None or self._charts_stale):
+                if self._charts_box is None:
+                    self._build_charts()
+                self._charts_stale = False
+                self._fill_charts()
+            elif index == MODELS and self._models_box is None:
+                self._build_models()
+                self.show_models()
+
+    def refresh(self) -> Activity:
+        """Poll the store for runs in progress (reading the page again only if something changed); while
+        runs are in progress, keep doing so in the background (when the dashboard is live)."""
+        with self._lock:
+            if not self.runs.experiment_ids:  # opened before the experiment's first run: look again
+                self._find_experiment()
+            self.runs.forget_cells()
+            self._fill_cells()
+            activity = self._poll()
+        self._follow(activity)
+        return activity
+
+    def _follow(self, activity: Activity) -> None:
+        """Keep polling in the background while runs are in progress (when the dashboard is live)."""
+        if self._ticker is not None and activity.active:
+            self._ticker.start()
+
+    def _poll(self) -> Activity:
+        self.activity = activity = self.live.poll()
+        if activity.changed:
+            self._render_runs()
+        self.live_label.value = activity.describe()
+        finished, size = activity.progress()
+        self.progress.layout.display = None if activity.sweeps else _HIDDEN
+        self.progress.max, self.progress.value = max(size, 1), finished
+        self.progress.description = f"{finished}/{size}"
+        return activity
+
+    def _tick(self) -> bool:
+        with self._lock:
+            try:
+                return self._poll().active
+            except Exception as exc:  # noqa: BLE001 - shown to the user; the thread must end cleanly
+                self.live_label.value = f"live refresh stopped: {type(exc).__name__}: {exc}"
+                return False
+
+    def close(self) -> None:
+        """Stop the live refresh and close every widget of the dashboard."""
+        if self._ticker is not None:
+            self._ticker.stop()
+        for widget in _descendants(self):
+            widget.close()
+        super().close()
+
+    # -- static forms --------------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """``nbmlops dashboard: experiment 'x', 12 runs``."""
+        return f"nbmlops dashboard: experiment {self.experiment!r}, {self.runs.describe()}"
+
+    def to_html(self) -> str:
+        """What the dashboard shows, as static escaped HTML (for exported notebooks)."""
+        runs = self.runs
+        shown = [f"filter: {runs.filter_string}" if runs.filter_string else "", f"page {runs.page_number + 1} of {runs.pages}"]
+        header = (f"{STYLE}<div class='nbmlops-view nbmlops-dashboard-static'><b>nbmlops</b> &middot; "
+                  f"{esc(self.experiment)} &middot; {esc(runs.describe())} &middot; "
+                  f"{esc(', '.join(p for p in shown if p))}</div>")
+        parts = [header, runs.to_html()]
+        if self.comparison is not None:
+            parts.append(self.comparison.to_html())
+        if self.chart is not None:
+            parts.append(self.chart.to_html())
+        if self.parallel is not None:
+            parts.append(self.parallel.to_html())
+        if self._models_html:
+            parts.append(self._models_html)
+        return "".join(parts)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = self.describe()
+        bundle["text/html"] = self.to_html()
+        return bundle
+
+
+def _descendants(widget: Any) -> list[Any]:
+    found = []
+    for child in getattr(widget, "children", ()):
+        found += [child, *_descendants(child)]
+    return found
