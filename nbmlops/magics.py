@@ -17,7 +17,7 @@ from IPython.display import display
 from nbmlops.config import CAPTURE_KINDS, SETTING_NAMES, configure, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
-from nbmlops.tracking.run import experiment_for
+from nbmlops.tracking.run import experiment_for, notebook_path
 from nbmlops.tracking.session import HANDOFF_ENV, get_session
 from nbmlops.tracking.summary import Summary, run_url
 
@@ -95,7 +95,7 @@ class NbmlopsMagics(Magics):
         code = shell.transform_cell(cell)
         tree = shell.transform_ast(shell.compile.ast_parse(code))
         context = CellContext(
-            notebook=_notebook_path(shell.user_ns),
+            notebook=notebook_path(shell.user_ns),
             cell_id=self._cell_id,
             execution_count=shell.execution_count,
             history=list(shell.history_manager.input_hist_raw) if shell.history_manager else [],
@@ -184,7 +184,7 @@ def notebook_experiment(shell: Any = None) -> str:
         from IPython import get_ipython
 
         shell = get_ipython()
-    notebook = _notebook_path(shell.user_ns) if shell is not None else None
+    notebook = notebook_path(shell.user_ns) if shell is not None else None
     return experiment_for(notebook, settings.root) if notebook else "interactive"
 
 
@@ -282,19 +282,3 @@ def _execute(shell: Any, tree: ast.Module, code: str, raw: str) -> Any:
         return None
     value = eval(shell.compile(last, filename, "eval"), shell.user_ns)
     return None if code.rstrip().endswith(";") else value
-
-
-def _notebook_path(user_ns: dict[str, Any]) -> str | None:
-    """The notebook running this kernel, from what papermill, VS Code or Jupyter tell the kernel."""
-    for candidate in (
-        os.environ.get("NBMLOPS_NOTEBOOK"),
-        user_ns.get("__vsc_ipynb_file__"),
-        user_ns.get("__session__"),
-        os.environ.get("JPY_SESSION_NAME"),
-    ):
-        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
-            if os.path.isabs(candidate) or os.path.exists(candidate):
-                return os.path.abspath(candidate)
-            here = os.path.basename(candidate)  # Jupyter may name it relative to the server's root
-            return os.path.abspath(here if os.path.exists(here) else candidate)
-    return None

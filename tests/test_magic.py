@@ -194,3 +194,15 @@ def test_planted_secret_reaches_no_param_tag_or_artifact(shell, client, request,
     assert all(secret not in text for text in texts)
     journal = b"".join(p.read_bytes() for p in (project / ".nbmlops" / "journal").glob("*"))
     assert secret.encode() not in journal
+
+
+def test_a_run_started_inside_a_tracked_cell_goes_to_the_cells_experiment(shell, client, request, monkeypatch):
+    monkeypatch.delenv("NBMLOPS_EXPERIMENT")
+    experiment = f"{request.node.name}-cell"
+    _run(shell, f"--experiment {experiment}",
+         "import nbmlops\nwith nbmlops.track('inner') as inner:\n    inner.log_metric('m', 1.0)")
+    nbmlops.flush(60)
+    runs = {r.info.run_name: r for r in runs_of(client, experiment)}
+    assert len(runs) == 2 and "inner" in runs
+    cell = next(r for name, r in runs.items() if name != "inner")
+    assert runs["inner"].data.tags["mlflow.parentRunId"] == cell.info.run_id

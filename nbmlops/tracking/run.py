@@ -62,8 +62,34 @@ def _start_time(pid: int | str) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def notebook_path(namespace: Mapping[str, Any] | None = None) -> str | None:
+    """The notebook this kernel runs, from what papermill, VS Code or Jupyter tell it (None elsewhere).
+
+    ``namespace`` is the kernel's user namespace (default: the running IPython shell's, if any).
+    """
+    if namespace is None and "IPython" in sys.modules:
+        shell = sys.modules["IPython"].get_ipython()
+        namespace = shell.user_ns if shell is not None else None
+    namespace = namespace or {}
+    for candidate in (
+        os.environ.get("NBMLOPS_NOTEBOOK"),
+        namespace.get("__vsc_ipynb_file__"),
+        namespace.get("__session__"),
+        os.environ.get("JPY_SESSION_NAME"),
+    ):
+        if isinstance(candidate, str) and candidate.endswith(".ipynb"):
+            if os.path.isabs(candidate) or os.path.exists(candidate):
+                return os.path.abspath(candidate)
+            here = os.path.basename(candidate)  # Jupyter may name it relative to the server's root
+            return os.path.abspath(here if os.path.exists(here) else candidate)
+    return None
+
+
 def default_source() -> tuple[str, str]:
-    """``(path, type)`` of the program that is running, for runs started outside a notebook."""
+    """``(path, type)`` of the program that is running: the notebook of a kernel, else the script."""
+    notebook = notebook_path()
+    if notebook:
+        return notebook, "NOTEBOOK"
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
     if not path or path in ("-c", "-") or path.startswith("<") or path.endswith("ipykernel_launcher.py"):
@@ -107,7 +133,13 @@ class Run:
         self.key = uuid.uuid4().hex
         self.name = name
         self.source, self.source_type = source or default_source()
-        self.experiment = experiment or self.settings.experiment or experiment_for(self.source, self.settings.root)
+        with _stack_lock:
+            enclosing = _stack[-1] if _stack else None  # a run inside another goes to its experiment
+        self.experiment = (
+            experiment
+            or self.settings.experiment
+            or (enclosing.experiment if enclosing is not None else experiment_for(self.source, self.settings.root))
+        )
         self.params: dict[str, str] = {}
         self.metrics: dict[str, float] = {}
         self.status: str | None = None
