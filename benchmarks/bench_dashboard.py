@@ -42,9 +42,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from results_file import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-START, END = "<!-- dashboard:start -->", "<!-- dashboard:end -->"
 EXPERIMENT = "bench-dashboard"
 FILTER = "accuracy > 0.9"
 FIRST_RENDER_TARGET_S = 1.5
@@ -407,19 +408,6 @@ def build_report(machine: dict[str, str], store: dict[str, Any], warm: dict[str,
     return section, render_ok and filters_ok and counts_ok
 
 
-def write_results(section: str) -> None:
-    """Replace (or add) only the part of RESULTS.md between the dashboard markers."""
-    block = f"{START}\n{section}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text and text.index(START) < text.index(END):
-        before, rest = text.split(START, 1)
-        _, after = rest.split(END, 1)
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def _machine() -> dict[str, str]:
     from importlib import metadata
 
@@ -467,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     print("\nresult: " + ("PASS" if passed else "FAIL"), file=sys.stderr)
     if not args.no_write:
-        write_results(section)
+        write_section("dashboard", section)
         print(f"wrote the dashboard section of {RESULTS}", file=sys.stderr)
     return 0 if passed else 1
 

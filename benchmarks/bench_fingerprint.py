@@ -28,10 +28,11 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_file import write_section
+
 from nbmlops.data import fingerprint
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- fingerprint:start -->", "<!-- fingerprint:end -->"
 NUMERIC_TARGET, ARROW_TARGET, OBJECT_TARGET = 10.0, 10.0, 1.0  # minimum ours/md5 throughput
 
 
@@ -115,17 +116,6 @@ def table(name: str, nbytes: int, times: dict[str, float], target: float) -> tup
     return "\n".join(lines), met
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=500, help="size of the numeric frame (MB)")
@@ -164,7 +154,7 @@ def main() -> None:
         + ("all met" if all_met else "NOT all met"),
         "",
     ]
-    write_results("\n".join(header + sections))
+    write_section("fingerprint", "\n".join(header + sections))
     print(f"wrote {RESULTS}")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+from results_file import write_section
 
 HERE = Path(__file__).resolve().parent
 #: terms summed by each sweep run: about one second of pure-Python work here, a "short run"
@@ -121,20 +122,12 @@ def machine() -> str:
 
 
 def write_results(rows: list[tuple[str, str, str, str]], note: str) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start, end = "<!-- runner:start -->", "<!-- runner:end -->"
     table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
-    section = (
-        f"{start}\n## Headless runs (`benchmarks/bench_runner.py`)\n\n"
+    write_section("runner", (
+        "## Headless runs (`benchmarks/bench_runner.py`)\n\n"
         f"Reproduce: `python benchmarks/bench_runner.py`. {note}\n\n"
-        "| measure | value | target | result |\n|---|---|---|---|\n" + table + f"\n{end}"
-    )
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+        "| measure | value | target | result |\n|---|---|---|---|\n" + table
+    ))
 
 
 def main() -> None:

@@ -45,9 +45,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_file import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-START, END = "<!-- tracking:start -->", "<!-- tracking:end -->"
 
 UNTRACKED = "alpha = 0.5\nacc = alpha * 2"
 TRACKED = "%%track\n" + UNTRACKED
@@ -748,19 +749,6 @@ def build_report(
     )
 
 
-def write_results(section: str) -> None:
-    """Replace (or add) only the part of RESULTS.md between the tracking markers."""
-    block = f"{START}\n{section}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text and text.index(START) < text.index(END):
-        before, rest = text.split(START, 1)
-        _, after = rest.split(END, 1)
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations and processes")
@@ -811,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n--- cProfile of tracked cells at the longest history (flushed between cells) ---", file=sys.stderr)
         print(inproc["profile"], file=sys.stderr)
     if not args.no_write:
-        write_results(section)
+        write_section("tracking", section)
         print(f"\nwrote the tracking section of {RESULTS}", file=sys.stderr)
     return 0
 
