@@ -318,8 +318,26 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         timeout=args.timeout,
         progress_bar=not args.no_progress,
     )
-    _finish(settings, args, describe(result), [result.report()], "nbmlops")
+    text = describe(result)
+    if result.run_id:
+        text += _registered_text(result.run_id, result.run_key, settings)
+    _finish(settings, args, text, [result.report()], "nbmlops")
     return result.exit_code
+
+
+def _registered_text(run_id: str, run_key: str, settings: Settings) -> str:
+    """Lines naming the model versions the notebook's cells registered, and how to promote one."""
+    from nbmlops.registry.models import registered_by
+
+    try:
+        versions = registered_by(run_id, run_key, settings)
+    except NbmlopsError as exc:  # the run is done and recorded: the listing is a courtesy
+        return f"\n  models: not listed ({exc})"
+    lines = [f"\n  model: {v.name} version {v.version}" for v in versions]
+    if versions:
+        first = versions[0]
+        lines.append(f"\n  promote: nbmlops models promote {first.name} {first.version} --alias champion --gate ...")
+    return "".join(lines)
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:

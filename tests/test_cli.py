@@ -43,6 +43,7 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     assert f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db" in result.stdout
     assert "in experiment examples/quickstart" in result.stdout
     assert "nbmlops ui" in result.stdout
+    assert "model: wine-classifier version 1" in result.stdout
 
     from mlflow import MlflowClient
 

@@ -279,6 +279,19 @@ def list_models(settings: Settings | None = None, client: Any = None) -> list[Re
     return sorted(models, key=lambda m: m.name)
 
 
+def registered_by(run_id: str, run_key: str, settings: Settings | None = None, client: Any = None) -> list[ModelVersionInfo]:
+    """The versions registered by run ``run_id`` (local key ``run_key``) or by its child runs (the cells of a
+    headless notebook run), oldest first."""
+    client = client or registry_client(settings)
+    found: dict[tuple[str, int], ModelVersionInfo] = {}
+    for condition in (f"run_id = '{run_id}'", f"tags.`nbmlops.parent_run_id` = '{run_id}'",
+                      f"tags.`nbmlops.parent_key` = '{run_key}'"):
+        for version in client.search_model_versions(condition, max_results=200):
+            info = version_info(client, version)
+            found[(info.name, info.version)] = info
+    return sorted(found.values(), key=lambda v: (v.created, v.name, v.version))
+
+
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 

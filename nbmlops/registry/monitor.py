@@ -299,10 +299,7 @@ def _retrain(version: ModelVersionInfo, notebook: str, parameters: Mapping[str, 
 
 def _registered_by(name: str, run_id: str, run_key: str, settings: Settings) -> ModelVersionInfo | None:
     """The newest version of ``name`` registered by the notebook run or one of its cells."""
-    from nbmlops.registry.models import list_versions
+    from nbmlops.registry.models import registered_by
 
-    for candidate in list_versions(name, settings):
-        tags = candidate.tags
-        if run_id in (candidate.run_id, tags.get("nbmlops.parent_run_id")) or tags.get("nbmlops.parent_key") == run_key:
-            return candidate
-    return None
+    mine = [v for v in registered_by(run_id, run_key, settings) if v.name == name]
+    return max(mine, key=lambda v: v.version) if mine else None
