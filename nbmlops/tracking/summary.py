@@ -91,13 +91,13 @@ class Summary:
             if self.url
             else esc(self._link_line())
         )
+        cell = "style='padding:1px 14px 1px 0;text-align:left;border:none'"  # inline: the same look everywhere
         table = (
-            "<table style='font-size:12px;border-collapse:collapse'>"
-            "<tr><th></th><th style='text-align:left'>name</th><th style='text-align:left'>value</th>"
-            "<th style='text-align:left'>change</th></tr>" + "".join(rows) + "</table>"
+            "<table style='font-size:12px;border-collapse:collapse;margin-top:4px'>"
+            "<tr><th></th><th>name</th><th>value</th><th>change</th></tr>" + "".join(rows) + "</table>"
             if rows
             else ""
-        )
+        ).replace("<td>", f"<td {cell}>").replace("<th>", f"<th {cell}>")
         return (
             "<div class='nbmlops-summary' style='font-family:sans-serif;font-size:13px'>"
             f"<b>{esc(self.name)}</b> {status_html(self.status)} "
