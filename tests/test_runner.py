@@ -36,8 +36,21 @@ def notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
     return path
 
 
+def kernels_of(pid: int | None = None) -> list[psutil.Process]:
+    """The ipykernel processes below ``pid`` (default: this process); short-lived children that are already
+    zombies or gone (a git call, say) are skipped."""
+    kernels = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(child.cmdline()):
+                kernels.append(child)
+        except psutil.Error:
+            continue
+    return kernels
+
+
 def kernels_of_this_process() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+    return kernels_of()
 
 
 def test_unknown_or_malformed_parameters_are_refused_before_any_kernel_starts(project, client, request):
@@ -170,9 +183,7 @@ def test_interrupting_nbmlops_run_kills_the_run_and_its_kernel(project, client, 
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-            "ipykernel" in " ".join(p.cmdline()) for p in psutil.Process(process.pid).children(recursive=True)
-        ):
+        while time.monotonic() < deadline and not kernels_of(process.pid):
             time.sleep(0.2)
         time.sleep(2)
         os.killpg(process.pid, signal.SIGINT)
