@@ -100,13 +100,22 @@ def mlflow_server(folder: Path, port: int | None = None, env: dict[str, str] | N
                 time.sleep(0.25)
         yield uri
     finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
+    """End a server started with ``start_new_session=True``: SIGTERM to its group, SIGKILL after ``grace`` s,
+    then SIGKILL to whatever of the group outlived it (kernels it started)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def runs_of(client, experiment: str) -> list:

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120
@@ -143,16 +142,7 @@ def lab(lab_project: Path, tmp_path: Path, request: pytest.FixtureRequest) -> It
         _wait_until_up(server, process)
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):  # kernels it started, if any outlived it
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
         if failed(request):
             print(f"----- JupyterLab log ({log}) -----\n{log.read_text(errors='replace')}")
 
