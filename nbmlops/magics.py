@@ -17,7 +17,7 @@ from IPython.display import display
 from nbmlops.config import CAPTURE_KINDS, SETTING_NAMES, configure, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
-from nbmlops.tracking.run import experiment_for, notebook_path
+from nbmlops.tracking.run import cell_id_in_notebook, experiment_for, notebook_path
 from nbmlops.tracking.session import HANDOFF_ENV, get_session
 from nbmlops.tracking.summary import Summary, run_url
 
@@ -34,10 +34,17 @@ class NbmlopsMagics(Magics):
         super().__init__(shell)
         self._cell_id: str | None = None
         self._raised: set[int] = set()
+        self._headless_ids: set[str] = set()
 
     def pre_run_cell(self, info: Any) -> None:
-        """Remember the id the frontend gave the cell about to run."""
+        """Remember the id the frontend gave the cell about to run; a headless run's kernel gets none
+        (nbclient sends no cell id), so it is found in the notebook being run, by the cell's source."""
         self._cell_id = getattr(info, "cell_id", None)
+        notebook = os.environ.get("NBMLOPS_NOTEBOOK")
+        if self._cell_id is None and notebook:
+            self._cell_id = cell_id_in_notebook(notebook, getattr(info, "raw_cell", "") or "", self._headless_ids)
+            if self._cell_id:
+                self._headless_ids.add(self._cell_id)
 
     def post_run_cell(self, result: Any) -> None:
         """Remember which cells of the history raised, so a replay of it knows."""

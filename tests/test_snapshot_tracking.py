@@ -35,9 +35,13 @@ def _only_run(client, request):
     return run
 
 
-def _state(run, name: str) -> tuple[str, str | None]:
-    """The fingerprint of dataset ``name`` and what the run says about its snapshot."""
-    (digest,) = [d.dataset.digest for d in run.inputs.dataset_inputs if d.dataset.name == name]
+def _state(run, name: str, output: bool = False) -> tuple[str, str | None]:
+    """The fingerprint of dataset ``name`` (the input, or the ``output``) and what the run says about its snapshot."""
+    (digest,) = [
+        d.dataset.digest
+        for d in run.inputs.dataset_inputs
+        if d.dataset.name == name and (d.tags[0].value == "output") == output
+    ]
     return digest, snapshot_state(run.data.tags, digest)
 
 
@@ -88,10 +92,13 @@ def test_an_input_the_cell_changes_in_place_is_not_stored_under_its_old_fingerpr
     shell.run_cell("import pandas as pd\ndf = pd.DataFrame({'x': [1, 2, 3]})")
     before = fingerprint(shell.user_ns["df"])
     shell.run_cell_magic("track", "", "df.loc[0, 'x'] = 100\ntotal = float(df['x'].sum())")
-    digest, state = _state(_only_run(client, request), "df")
+    run = _only_run(client, request)
+    digest, state = _state(run, "df")
     assert digest == before
     assert state.startswith("not snapshotted: changed in place after it was fingerprinted")
-    assert before not in SnapshotStore() and SnapshotStore().list() == []
+    after, after_state = _state(run, "df", output=True)  # what the cell made of it is its output
+    assert after == fingerprint(shell.user_ns["df"]) != before and after_state == "stored"
+    assert before not in SnapshotStore() and [s.fingerprint for s in SnapshotStore().list()] == [after]
     assert "snapshot" not in capfd.readouterr().err
 
 

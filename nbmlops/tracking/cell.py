@@ -10,14 +10,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any, MutableMapping
 
 from nbmlops.config import CAPTURE_KINDS, Settings, resolve_settings
-from nbmlops.tracking.capture import analyse_cell, dataset_context, estimator_params, is_data, is_metric_value
+from nbmlops.tracking.capture import analyse_cell
+from nbmlops.tracking.randomness import NONDETERMINISTIC_TAG, unseeded_randomness
+from nbmlops.tracking.results import is_score_like, read_results
 from nbmlops.tracking.run import Run, end_for, experiment_for
 from nbmlops.tracking.session import get_session
 from nbmlops.tracking.summary import Summary
+from nbmlops.tracking.values import dataset_context, is_data, is_metric_value, number_list
 
 __all__ = ["CellContext", "CellOptions", "TrackedCell"]
 
 _previous_metrics: dict[str, dict[str, float]] = {}
+#: variables an earlier cell recorded as scores or settings (name -> id of the value): a later cell
+#: that reads them reads no data
+_not_data: dict[str, int] = {}
 
 
 @dataclass
@@ -69,6 +75,8 @@ class TrackedCell:
         self.cell_key = context.cell_id or options.name or hashlib.sha1(source.encode()).hexdigest()[:16]
         self.run: Run | None = None
         self._figures_before: set[int] = set()
+        self._series: dict[str, list[float]] = {}
+        self._nondeterministic: list[str] = []
 
     def start(self) -> Run:
         """Start the run and record what is known before the body runs: params, code, input data."""
@@ -108,9 +116,14 @@ class TrackedCell:
             sys.stderr.write(f"nbmlops: {name} not logged as a dataset: {type(exc).__name__}: {exc}\n")
 
     def _input_names(self) -> list[str]:
-        names = [n for n in self.options.data if n in self.namespace]
+        """What the cell reads before binding it: named ``--data``, and data (not scores, not settings)."""
+        ns = self.namespace
+        names = [n for n in self.options.data if n in ns]
         if "data" in self.capture:
-            names += [n for n in self.analysis.read if n in self.namespace and is_data(self.namespace[n])]
+            for name in self.analysis.read:
+                value = ns.get(name)
+                if name in ns and is_data(value) and _not_data.get(name) != id(value) and not is_score_like(name, value):
+                    names.append(name)
         return list(dict.fromkeys(names))
 
     def _log_code(self, redactor: Any) -> None:
@@ -147,8 +160,11 @@ class TrackedCell:
             duration_s=((run.ended or run.started) - run.started) / 1000,
             params=dict(run.params),
             metrics=dict(run.metrics),
+            series=dict(self._series),
             previous=_previous_metrics.get(self.cell_key),
             datasets=dict(run.datasets),
+            outputs=dict(run.outputs),
+            nondeterministic=list(self._nondeterministic),
             run_key=run.key,
             pending=session.pending,
             store_error=session.store_error,
@@ -187,36 +203,40 @@ class TrackedCell:
         return store.previous_metrics(experiment_id, self.cell_key, run_id)
 
     def _capture_results(self, run: Run) -> None:
-        """Metrics, estimator params, named params/metrics/data and figures, read after the body."""
+        """Params, metrics, series, output data, nondeterminism and figures, read after the body."""
         ns = self.namespace
-        params: dict[str, Any] = {}
-        metrics: dict[str, float] = {}
-        if "metrics" in self.capture:
-            for name in self.analysis.assigned:
-                if name in ns and is_metric_value(ns[name]):
-                    metrics[name] = float(ns[name])
-        if "params" in self.capture:
-            for name in self.analysis.assigned:
-                if name in ns:
-                    params.update(estimator_params(name, ns[name]))
+        scores = frozenset(n for n, ident in _not_data.items() if n in ns and id(ns[n]) == ident)
+        found = read_results(self.analysis, ns, self.capture, scores)
+        params = {**found.params}
         for name in self.options.params:
             if name in ns:
                 params[name] = ns[name]
-                metrics.pop(name, None)
+                found.metrics.pop(name, None)
         for name in self.options.metrics:
-            if name in ns and is_metric_value(ns[name]):
-                metrics[name] = float(ns[name])
+            value = ns.get(name)
+            numbers = number_list(value)
+            if name in ns and is_metric_value(value):
+                found.metrics[name] = float(value)
+            elif numbers is not None:
+                found.series[name] = numbers
             else:
                 sys.stderr.write(f"nbmlops: --metrics {name}: not a number after the cell, not logged\n")
-        params = {k: v for k, v in params.items() if k not in run.params}
-        run.log_params(params)
-        run.log_metrics({k: v for k, v in metrics.items() if k not in run.metrics})
-        outputs = list(self.options.data)
-        if "data" in self.capture:  # data the cell made: its lineage starts here
-            outputs += [n for n in self.analysis.assigned if n in ns and is_data(ns[n])]
-        for name in dict.fromkeys(outputs):
-            if name in ns and name not in run.datasets:
+        params.update(found.estimator_params)
+        run.log_params({k: v for k, v in params.items() if k not in run.params})
+        run.log_metrics({k: v for k, v in found.metrics.items() if k not in run.metrics})
+        for key, values in found.series.items():
+            if key not in run.metrics:
+                run.log_metric_series(key, values)
+                self._series[key] = values
+        for name in found.not_data:
+            _not_data[name] = id(ns[name])
+        for name in dict.fromkeys([*self.options.data, *found.outputs]):
+            if name in ns and name not in run.outputs and (name not in run.datasets or name in self.analysis.assigned):
                 self._log_dataset(name, "output")
+        if self.capture:  # what the summary and reproduce say about a changed result
+            self._nondeterministic = unseeded_randomness(self.analysis, ns, [*self.context.history, self.source])
+            if self._nondeterministic:
+                run.set_tags({NONDETERMINISTIC_TAG: "; ".join(self._nondeterministic)[:5000]})
         if "figures" in self.capture and "matplotlib.pyplot" in sys.modules:
             plt = sys.modules["matplotlib.pyplot"]
             for number in sorted(set(plt.get_fignums()) - self._figures_before):

@@ -17,7 +17,7 @@ import traceback
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import TrackingError
@@ -85,6 +85,34 @@ def notebook_path(namespace: Mapping[str, Any] | None = None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4)
+def _notebook_cells(path: str, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    """``(cell id, source)`` of the code cells of the notebook at ``path`` (as of ``mtime_ns``)."""
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return ()
+    found = []
+    for cell in cells:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code" and isinstance(cell.get("id"), str):
+            source = cell.get("source", "")
+            found.append((cell["id"], "".join(source) if isinstance(source, list) else str(source)))
+    return tuple(found)
+
+
+def cell_id_in_notebook(path: str, source: str, taken: set[str]) -> str | None:
+    """The id of the first code cell of notebook ``path`` whose source is ``source`` and whose id is not in
+    ``taken``: how a headless kernel (nbclient sends no cell id) knows which cell it runs."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    for cell_id, cell_source in _notebook_cells(path, mtime):
+        if cell_source == source and cell_id not in taken:
+            return cell_id
+    return None
+
+
 def default_source() -> tuple[str, str]:
     """``(path, type)`` of the program that is running: the notebook of a kernel, else the script."""
     notebook = notebook_path()
@@ -145,7 +173,8 @@ class Run:
         self.status: str | None = None
         self.started = _now_ms()
         self.ended: int | None = None
-        self.datasets: dict[str, str] = {}
+        self.datasets: dict[str, str] = {}  # inputs: name -> fingerprint
+        self.outputs: dict[str, str] = {}  # data the run made (context "output"): name -> fingerprint
         self.parent: Run | None = None
         self._steps: dict[str, int] = {}
         self._initial_params = dict(params or {})
@@ -316,6 +345,15 @@ class Run:
         if rows:
             self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
 
+    def log_metric_series(self, key: str, values: Sequence[float]) -> None:
+        """Log ``values`` as the series of metric ``key``, at steps 0, 1, ... (one journal record)."""
+        ts = _now_ms()
+        rows = [[str(key), _metric_value(key, value), step, ts] for step, value in enumerate(values)]
+        if rows:
+            self._steps[key] = len(rows) - 1
+            self.metrics[key] = rows[-1][1]
+            self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the run (secrets redacted)."""
         clean = self.session.redactor.redact_mapping({str(k): str(v) for k, v in tags.items()})
@@ -348,7 +386,7 @@ class Run:
         if isinstance(obj, (str, os.PathLike)):
             obj = Path(obj).resolve()  # the background work must not depend on a later working directory
         label = name or "dataset"
-        self.datasets[label] = digest
+        (self.outputs if context == "output" else self.datasets)[label] = digest
         self.session.background(self._emit_dataset, obj, label, digest, context)
         return digest
 
