@@ -113,10 +113,13 @@ class _Walker:
         self.result = CellAnalysis()
         self.bound: set[str] = set()
         self.mutated: list[str] = []
+        self.in_loop = False
 
     def block(self, body: Iterable[ast.stmt], in_loop: bool) -> None:
         for node in body:
+            outer, self.in_loop = self.in_loop, in_loop
             self.statement(node, in_loop)
+            self.in_loop = outer
 
     def statement(self, node: ast.stmt, in_loop: bool) -> None:
         r = self.result
@@ -187,8 +190,6 @@ class _Walker:
                     self.bound.discard(name)
         else:
             self.reads(node)
-            for name in _walrus_names(node):
-                self.assign(name, None, literal_ok=False)
         if isinstance(node, ast.Expr):
             self._note_call(node.value, [])
             if in_loop:
@@ -217,9 +218,14 @@ class _Walker:
             r.assigned.append(name)
 
     def reads(self, node: ast.AST, local: frozenset[str] = frozenset()) -> None:
+        """Note the names ``node`` reads (before binding) and the calls it makes; bind its ``:=`` targets."""
         for name in _loads(node, local):
             if name not in self.bound and name not in self.result.read:
                 self.result.read.append(name)
+        for name in _walrus_names(node):
+            if name not in local:
+                self.assign(name, None, literal_ok=False)
+                (self.result.loop_bound if self.in_loop else self.result.bound_outside).add(name)
         for call in _calls(node):
             self.result.calls.append(call)
             func = call.func
