@@ -488,11 +488,11 @@ def _reap(settings: Settings, args: argparse.Namespace) -> int:
 
 def _where(settings: Settings) -> str:
     """Where runs are stored, and how to look at them."""
-    from nbmlops.redact import redact_uri
+    from nbmlops.redact import redact_uri, strip_userinfo
 
     lines = [f"runs are stored in {redact_uri(settings.tracking_uri)}"]
     if settings.tracking_uri.startswith(("http://", "https://")):
-        lines.append(f"open the MLflow UI: {settings.ui_url}")
+        lines.append(f"open the MLflow UI: {strip_userinfo(settings.ui_url)}")
     else:
         lines.append("open the MLflow UI: nbmlops ui   (then browse http://127.0.0.1:5000)")
     return "\n".join(lines)

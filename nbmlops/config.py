@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nbmlops.exceptions import ConfigError
+from nbmlops.redact import strip_userinfo
 
 __all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "resolve_settings", "session_settings"]
 
@@ -172,7 +173,7 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
         sources["artifact_root"] = "default"
     if "ui_url" not in values:
         uri = values["tracking_uri"]
-        values["ui_url"] = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        values["ui_url"] = strip_userinfo(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
         sources["ui_url"] = "default"
     values.setdefault("experiment", None)
     values.setdefault("flush_timeout", 10.0)

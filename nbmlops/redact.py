@@ -5,8 +5,11 @@ Two defences work together:
 * by **name**: :func:`is_secret_name` decides whether a variable, parameter, environment variable
   or query parameter name looks like it holds a secret (its value is then replaced whole);
 * by **value**: a :class:`Redactor` remembers the secret values it has seen (in the user's
-  namespace, the environment, the cell's source) and scrubs them from any text, wherever they
-  appear; :func:`redact_uri` removes credentials from URIs even when their value was never seen.
+  namespace, the environment, the cell's source, ``name=value`` options of magics such as
+  ``%%track --tag api_key=...``) and scrubs them from any text, wherever they appear;
+* by **shape**: :func:`redact_text` replaces well-known token formats even when their value was
+  never seen (GitHub, OpenAI, AWS access key ids, Slack, Hugging Face, Google API keys, JWTs, PEM
+  private keys) and removes credentials from URIs (:func:`redact_uri`).
 
 When in doubt a name counts as secret: a redacted harmless value costs a little context, a leaked
 token costs a rotation.
@@ -23,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from urllib.parse import quote, unquote
 
-__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "is_secret_name", "redact_uri"]
+__all__ = ["MIN_SECRET_LENGTH", "REDACTED", "Redactor", "is_secret_name", "redact_text", "redact_uri", "strip_userinfo"]
 
 REDACTED = "***"
 MIN_SECRET_LENGTH = 6
@@ -68,6 +71,23 @@ _ENV_NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 """Set by every POSIX shell to working directories; learning them would scrub every path."""
 
 _USERINFO = re.compile(r"://[^\s/?#\"'<>`]+@")
+#: well-known token formats, redacted wherever they appear (their names may say nothing)
+_TOKEN_SHAPES = re.compile(
+    "|".join(
+        (
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})\b",  # GitHub
+            r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}",  # OpenAI, Anthropic
+            r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",  # AWS key ids
+            r"\bxox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
+            r"\bhf_[A-Za-z0-9]{30,}\b",  # Hugging Face
+            r"\bAIza[0-9A-Za-z_-]{35}\b",  # Google API keys
+            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
+        )
+    )
+)
+#: ``name=value`` options in magic and shell lines (``%%track --tag api_key=...``, ``!cmd password=...``)
+_OPTION = re.compile(r"""(?P<name>[A-Za-z_][\w.-]*)=(?P<value>"[^"]*"|'[^']*'|[^\s"']+)""")
 _QUERY_PARAM = re.compile(r"([?&])([^\s=&#?\"'<>`]+)=([^\s&#\"'<>`]+)")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _STRING_LITERAL = re.compile(r"[rRbBuUfF]{0,2}['\"]")
@@ -128,6 +148,17 @@ def _is_secret_word(words: list[str], index: int) -> bool:
     if word in ("conn", "connection"):
         return after in ("str", "string")
     return False
+
+
+def redact_text(text: str) -> str:
+    """``text`` with well-known token shapes and URI credentials replaced by :data:`REDACTED`."""
+    text = _TOKEN_SHAPES.sub(REDACTED, text)
+    return redact_uri(text)
+
+
+def strip_userinfo(uri: str) -> str:
+    """``uri`` without its ``user:password@`` part: a link that works once the browser asks for them."""
+    return _USERINFO.sub("://", uri)
 
 
 def redact_uri(text: str) -> str:
@@ -224,16 +255,18 @@ class Redactor:
         if tree is not None:
             for node in _secret_literals(tree):
                 self.add_value(_literal_text(node))
+        for value in _magic_option_secrets(source)[1]:
+            self.add_value(value)
 
     def scrub(self, text: str) -> str:
         """``text`` with every remembered secret replaced by :data:`REDACTED`.
 
-        Longer secrets are matched first; the result then goes through :func:`redact_uri`.
+        Longer secrets are matched first; the result then goes through :func:`redact_text`.
         """
         pattern = self._current_pattern()
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
-        return redact_uri(text)
+        return redact_text(text)
 
     def _current_pattern(self) -> re.Pattern[str] | None:
         with self._lock:
@@ -267,13 +300,17 @@ class Redactor:
         * the default of a secret-looking function parameter, or compared with a secret-looking
           name (``password == "..."``).
 
+        * in a magic or shell line (``%%track --tag api_key=...``), the value of a ``name=value``
+          option whose name looks secret.
+
         Arguments of a call on the value side are not looked into (``token = read("path")`` keeps
         ``"path"``; ``os.environ.get("TOKEN", "...")`` is caught by the second-argument rule).
         Everything else is kept byte for byte: literals are replaced at their exact source
         positions. The literals found are also remembered, so output echoing them is scrubbed.
         """
         text, secrets = _without_secret_literals(source)
-        for secret in secrets:
+        text, options = _magic_option_secrets(text)
+        for secret in (*secrets, *options):
             self.add_value(secret)
         return self.scrub(text)
 
@@ -306,6 +343,27 @@ def _without_secret_literals(source: str) -> tuple[str, tuple[str, ...]]:
             position = end
     pieces.append(source[position:])
     return "".join(pieces), tuple(secrets)
+
+
+def _magic_option_secrets(source: str) -> tuple[str, tuple[str, ...]]:
+    """``source`` with the values of secret-named ``name=value`` options in its ``%``/``!`` lines
+    replaced, and those values."""
+    if "%" not in source and "!" not in source:
+        return source, ()
+    found: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if not is_secret_name(match.group("name")):
+            return match.group(0)
+        value = match.group("value")
+        found.append(value.strip("\"'"))
+        return f"{match.group('name')}={REDACTED}"
+
+    lines = source.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith(("%", "!")):
+            lines[index] = _OPTION.sub(replace, line)
+    return "".join(lines), tuple(found)
 
 
 def _parse_leniently(source: str) -> ast.Module | None:

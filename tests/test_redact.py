@@ -246,3 +246,35 @@ def test_concurrent_learning_and_scrubbing() -> None:
         thread.join()
     assert not errors
     assert redactor.scrub(" ".join(secrets)) == " ".join([REDACTED] * len(secrets))
+
+
+TOKENS = {
+    "github": "ghp_" + "A1b2C3d4" * 5,
+    "github fine-grained": "github_pat_" + "11ABCDEFG0" * 4,
+    "openai": "sk-proj-" + "Zx9" * 12,
+    "aws access key id": "AKIA" + "QWERTYUIOPASDFGH",
+    "slack": "xoxb-1234567890-abcdefghij",
+    "hugging face": "hf_" + "abcDEF123" * 4,
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "pem private key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nabc\n-----END RSA PRIVATE KEY-----",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENS))
+def test_well_known_token_shapes_are_redacted_under_any_name(kind: str) -> None:
+    text = f"request failed for user 42: {TOKENS[kind]} was refused"
+    assert Redactor().scrub(text) == f"request failed for user 42: {REDACTED} was refused"
+
+
+def test_ordinary_text_that_resembles_no_token_is_kept() -> None:
+    text = "sk-learn, AKIA-style, eyJ alone, hf_hub, ghp_short and xoxb-1 stay as they are"
+    assert Redactor().scrub(text) == text
+
+
+def test_secret_named_options_of_magic_lines_are_redacted_and_learned() -> None:
+    redactor = Redactor()
+    source = "%%track --tag api_key=Vq8rT0pSecret --tag team=ml-platform\nx = 1\nprint('Vq8rT0pSecret')"
+    redacted = redactor.redact_source(source)
+    assert "Vq8rT0pSecret" not in redacted
+    assert "--tag api_key=*** --tag team=ml-platform" in redacted
+    assert redactor.scrub("echo Vq8rT0pSecret") == f"echo {REDACTED}"

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -27,6 +28,8 @@ from nbmlops.tracking.session import Session, get_session
 __all__ = ["SNAPSHOT_TAG", "Run", "active_run", "process_start_time", "snapshot_state", "track"]
 
 MAX_PARAM_LENGTH = 6000
+#: tag naming the params whose values were cut to MAX_PARAM_LENGTH (whole ones: artifacts params/<key>.txt)
+TRUNCATED_TAG = "nbmlops.truncated_params"
 #: prefix of the tag that says, for each dataset fingerprint a run logged, whether the data was
 #: snapshotted: ``nbmlops.snapshot.<fingerprint>`` = ``stored`` or ``not snapshotted: <reason>``
 SNAPSHOT_TAG = "nbmlops.snapshot."
@@ -178,6 +181,7 @@ class Run:
         self.parent: Run | None = None
         self._steps: dict[str, int] = {}
         self._initial_params = dict(params or {})
+        self._truncated: dict[str, str] = {}
         self._initial_tags = dict(tags or {})
         self._started = False
 
@@ -216,7 +220,7 @@ class Run:
             record["parent"] = parent
         records = [record]
         if self._initial_params:
-            records.append(self._params_record(self._initial_params))
+            records += self._params_records(self._initial_params)
         self.session.emit(records)
         self.session.background(self._capture_context, set(self.settings.capture))
         return self
@@ -308,15 +312,24 @@ class Run:
         self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log parameters; logging a different value for a key already logged in this run is an error."""
-        record = self._params_record(params)
-        if record["params"]:
-            self.session.emit([record])
+        """Log parameters; logging a different value for a key already logged in this run is an error.
 
-    def _params_record(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        A value longer than MLflow's limit (6,000 characters) is logged cut, with a ``...`` at the
+        end; the whole value goes to the artifact ``params/<key>.txt``, the tag
+        ``nbmlops.truncated_params`` names the keys, and one warning says so.
+        """
+        records = self._params_records(params)
+        if records[0]["params"]:
+            self.session.emit(records)
+
+    def _params_records(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         fresh: dict[str, str] = {}
+        whole: dict[str, str] = {}
         for key, value in params.items():
             text = self.session.redactor.redact_value(str(key), _param_text(value))
+            if len(text) > MAX_PARAM_LENGTH:
+                whole[str(key)] = text
+                text = text[: MAX_PARAM_LENGTH - 3] + "..."
             if key in self.params:
                 if self.params[key] != text:
                     raise TrackingError(
@@ -326,7 +339,18 @@ class Run:
                 continue
             fresh[str(key)] = text
         self.params.update(fresh)
-        return {"t": "params", "run": self.key, "params": fresh}
+        records: list[dict[str, Any]] = [{"t": "params", "run": self.key, "params": fresh}]
+        whole = {k: v for k, v in whole.items() if k in fresh}
+        if whole:
+            self._truncated.update(whole)
+            sys.stderr.write(
+                f"nbmlops: param(s) {', '.join(whole)} longer than {MAX_PARAM_LENGTH:,} characters were cut; "
+                "the whole values are stored as artifacts params/<name>.txt\n"
+            )
+            records.append({"t": "tags", "run": self.key, "tags": {TRUNCATED_TAG: ",".join(sorted(self._truncated))}})
+            for key, text in whole.items():
+                records.append({"t": "artifact", "run": self.key, "path": f"params/{_artifact_name(key)}.txt", "text": text})
+        return records
 
     def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
         """Log one metric value; without ``step``, each call for the same key takes the next step (0, 1, ...)."""
@@ -481,8 +505,12 @@ def _user() -> str:
 
 
 def _param_text(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+    return value if isinstance(value, str) else repr(value)
+
+
+def _artifact_name(key: str) -> str:
+    """A param key as a file name: path separators and other odd characters become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", key)[:200] or "_"
 
 
 def _metric_value(key: str, value: Any) -> float:

@@ -149,8 +149,10 @@ def status_html(status: str) -> str:
 
 
 def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI address of a run."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI address of a run (never with the credentials a tracking URI may carry)."""
+    from nbmlops.redact import strip_userinfo
+
+    return f"{strip_userinfo(ui_url).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def _fmt(value: float) -> str:
