@@ -1,14 +1,17 @@
 """The local append-only journal every record is written to before it goes to MLflow.
 
 One journal file per process (per session), under ``<root>/.nbmlops/journal/``, named
-``<creation time ns>-<host>-<pid>-<random>.journal``. Each record is a frame::
+``<creation time ns>-<host>-<pid>-<random>.journal``, or ``...-<random>@<tag>.journal`` for a process
+that hands its records to a runner under a tag (see :class:`Claim`). Each record is a frame::
 
     b"NBJ1" | payload length (uint32 LE) | CRC-32 of payload (uint32 LE) | payload (UTF-8 JSON)
 
 A process holds an exclusive ``flock`` on its journal while it lives, so another process that
 can take the lock knows the owner is gone and may drain the journal. Next to each journal, a
 ``.cursor`` file (replaced atomically) remembers how far delivery got and which MLflow run each
-local run key became, so a replay delivers every record exactly once.
+local run key became, so a replay delivers every record exactly once. A runner that delivers the
+journals of its hand-off tag while their processes still write them holds the tag's :class:`Claim`;
+nobody else delivers them meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -25,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Cursor", "Damage", "Journal", "list_journals", "read_records", "try_lock"]
+__all__ = ["Claim", "Cursor", "Damage", "Journal", "claimed", "journal_tag", "list_journals", "read_records", "try_lock"]
 
 MAGIC = b"NBJ1"
 _HEADER = struct.Struct("<4sII")
 MAX_RECORD = 256 * 1024 * 1024
 SUFFIX = ".journal"
+CLAIM_SUFFIX = ".claim"
+_TAG = re.compile(r"[0-9a-f]{8,64}")
 
 
 @dataclass(frozen=True)
@@ -83,12 +89,18 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 class Journal:
-    """This process's journal: append-only, locked for as long as the process lives."""
+    """This process's journal: append-only, locked for as long as the process lives.
 
-    def __init__(self, directory: Path) -> None:
+    ``tag`` (8 to 64 hex digits) names the runner the records are handed to, in the file name.
+    """
+
+    def __init__(self, directory: Path, tag: str | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        if tag is not None and not _TAG.fullmatch(tag):
+            raise ValueError(f"not a hand-off tag: {tag!r}")
         # the creation time leads the name, so journals sort in the order they were started
-        name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        suffix = f"@{tag}{SUFFIX}" if tag else SUFFIX
+        name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
         self.path = directory / name
         hidden = directory / f".{name}.new"  # locked before it takes a name other processes look for
         self._fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -141,6 +153,45 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def journal_tag(path: Path) -> str | None:
+    """The hand-off tag in a journal's name, if it has one."""
+    _, at, tag = path.name[: -len(SUFFIX)].rpartition("@")
+    return tag if at and _TAG.fullmatch(tag) else None
+
+
+class Claim:
+    """A runner's claim on the journals named with ``tag``: while it lives, only the runner delivers them.
+
+    A lock file ``<tag>.claim`` beside the journals, held (``flock``) until :meth:`release` or the
+    runner's death; taken before the processes that write those journals start.
+    """
+
+    def __init__(self, directory: Path, tag: str) -> None:
+        if not _TAG.fullmatch(tag):
+            raise ValueError(f"not a hand-off tag: {tag!r}")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{tag}{CLAIM_SUFFIX}"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        """Give the journals back to whoever syncs the folder (``nbmlops sync``, a kernel's recovery)."""
+        if self._fd < 0:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def claimed(directory: Path, tag: str) -> bool:
+    """True while a live runner holds the claim on the journals named with ``tag``."""
+    fd = try_lock(directory / f"{tag}{CLAIM_SUFFIX}")
+    if fd is None:
+        return (directory / f"{tag}{CLAIM_SUFFIX}").exists()
+    os.close(fd)
+    return False
+
+
 def list_journals(directory: Path) -> list[Path]:
     """Every journal file in ``directory``, in the order they were started (a run's parent first)."""
     if not directory.is_dir():
@@ -154,11 +205,17 @@ def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, An
     After damage, reading resumes at the next frame marker, so every valid record is still delivered.
     """
     with open(path, "rb") as fh:
+        fh.seek(start)
         data = fh.read()
-    pos = start
+    return _frames(data, str(path), start)
+
+
+def _frames(data: bytes, path: str, base: int) -> Iterator[tuple[int, dict[str, Any] | Damage]]:
+    """The frames of ``data``, read from offset ``base`` of the journal at ``path``."""
+    pos = 0
     while pos < len(data):
         if len(data) - pos < _HEADER.size:
-            yield len(data), Damage(str(path), pos, "truncated record header (the writer stopped mid-record)")
+            yield base + len(data), Damage(path, base + pos, "truncated record header (the writer stopped mid-record)")
             return
         magic, length, crc = _HEADER.unpack_from(data, pos)
         problem = None
@@ -179,9 +236,9 @@ def read_records(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, An
                     problem = "checksum ok but payload is not JSON"
                 else:
                     pos += _HEADER.size + length
-                    yield pos, record
+                    yield base + pos, record
                     continue
         resume = data.find(MAGIC, pos + 1)
         end = resume if resume != -1 else len(data)
-        yield end, Damage(str(path), pos, problem)
+        yield base + end, Damage(path, base + pos, problem)
         pos = end

@@ -21,10 +21,10 @@ from nbmlops.exceptions import NbmlopsError
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.reports import NotebookReport
-from nbmlops.tracking.delivery import register_uri, sync_journals
+from nbmlops.tracking.delivery import Handoff, register_uri, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
 from nbmlops.tracking.scraps import metric_number, read_payloads
-from nbmlops.tracking.session import HANDOFF_ENV, get_session
+from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, get_session
 from nbmlops.tracking.summary import run_url
 
 __all__ = ["NotebookRun", "run_notebook"]
@@ -132,17 +132,24 @@ def run_notebook(
     _log_data_parameters(run, effective, Path(cwd) if cwd else Path.cwd())
     session = get_session()
     html = session.background(_html_exporter)  # warmed up while the kernel works
+    # the kernel's records are delivered while it writes them (a sweep worker leaves them to the sweep)
+    handoff = None if session.handoff else Handoff(resolve_settings(Path(cwd) if cwd else None).journal_dir)
     started = time.monotonic()
-    status, failure, error = _execute(
-        source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar
-    )
+    try:
+        status, failure, error = _execute(
+            source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar, handoff
+        )
+    except BaseException:
+        if handoff is not None:
+            handoff.abandon()
+        raise
     duration = time.monotonic() - started
     executed = _read_notebook(target)
     metrics = _roll_up(run, executed)
     _store_notebook(run, source, target, executed, html)
     results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
     _end_run(run, status, failure, error, results, duration)
-    run_id, url = deliver(run, settings, cwd)
+    run_id, url = deliver(run, settings, cwd, handoff)
     return NotebookRun(
         notebook=source,
         output=target,
@@ -242,6 +249,7 @@ def _execute(
     kernel_name: str | None,
     timeout: float | None,
     progress_bar: bool,
+    handoff: Handoff | None,
 ) -> tuple[str, str | None, str | None]:
     """Run papermill; returns ``(status, failure kind, error text)``."""
     import papermill
@@ -253,8 +261,10 @@ def _execute(
         PARENT_ENV: run.key,
         "NBMLOPS_EXPERIMENT": run.experiment,
         "NBMLOPS_TRACKING_URI": settings.tracking_uri,
-        HANDOFF_ENV: "1",  # the kernel journals; this process delivers when it ends
+        HANDOFF_ENV: "1",  # the kernel journals; this process delivers
     }
+    if handoff is not None:
+        env[HANDOFF_TAG_ENV] = handoff.tag
     if settings.artifact_root:
         env["NBMLOPS_ARTIFACT_ROOT"] = settings.artifact_root
     try:
@@ -384,8 +394,11 @@ def _end_run(
     run.end("FINISHED" if status == "FINISHED" else "FAILED")
 
 
-def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) -> tuple[str | None, str | None]:
-    """Replay what a kernel could not deliver, wait for ``run``'s records, link late children.
+def deliver(
+    run: Run, settings: Settings, cwd: str | os.PathLike[str] | None, handoff: Handoff | None = None
+) -> tuple[str | None, str | None]:
+    """Deliver the rest of what the kernel handed over (``handoff``) and replay what other ended processes
+    left, wait for ``run``'s records, link late children.
 
     Returns the run's MLflow id and UI address, or ``(None, None)`` when the store did not take it in time.
     """
@@ -397,9 +410,11 @@ def deliver(run: Run, settings: Settings, cwd: str | os.PathLike[str] | None) ->
         session.flush(settings.flush_timeout)
         return None, None
     register_uri(settings.tracking_uri)
+    reason = "the kernel died before the run ended"
+    reports = [handoff.finish(reason)] if handoff is not None else []
     roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
-    for journal_dir in roots:  # the kernel's records, handed over when it ended
-        report = sync_journals(journal_dir, "the kernel died before the run ended")
+    reports += [sync_journals(journal_dir, reason) for journal_dir in roots]  # other ended processes' records
+    for report in reports:
         for damage in report.damage:
             sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
         for error in report.errors:

@@ -1,4 +1,5 @@
-"""Moving journaled records into MLflow: the live background writer and the replay of old journals."""
+"""Moving journaled records into MLflow: the live background writer, a runner's delivery of the journals
+handed to it (while they are written), and the replay of old journals."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nbmlops.exceptions import FlushTimeoutError, StoreUnavailableError
-from nbmlops.journal import Cursor, Damage, encode, list_journals, read_records, try_lock
+from nbmlops.journal import CLAIM_SUFFIX, Claim, Cursor, Damage, claimed, encode, journal_tag, list_journals, read_records, try_lock
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import RecordRejected, open_store
 
-__all__ = ["Deliverer", "SyncReport", "Writer", "register_uri", "sync_journals"]
+__all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "register_uri", "sync_journals"]
 
 Item = tuple[int, dict[str, Any]]
 RunListener = Callable[[str, str, str], None]
@@ -222,6 +224,111 @@ class Writer:
             )
 
 
+class Handoff:
+    """A runner's delivery of the journals its child processes (a headless kernel) write under its tag.
+
+    A thread delivers their records while they are being written: each complete record once the
+    runner's store is open, in order, with the journal's cursor, as the process's own writer would.
+    :meth:`finish`, once those processes have ended, delivers the rest as :func:`sync_journals` does
+    (from the same cursor: every record exactly once) and releases the claim. Until then, nobody else
+    delivers those journals; if the runner dies, its claim goes with it and any sync takes them over.
+    Give :attr:`tag` to the child processes (:data:`~nbmlops.tracking.session.HANDOFF_TAG_ENV`).
+    """
+
+    #: seconds between looks at the journals when nothing new was found
+    POLL_S = 0.05
+
+    def __init__(self, journal_dir: Path) -> None:
+        self.journal_dir = journal_dir
+        self.tag = uuid.uuid4().hex
+        self._claim = Claim(journal_dir, self.tag)
+        self._tails: dict[Path, tuple[Deliverer, int]] = {}  # journal -> its deliverer, the offset read up to
+        self._careful = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nbmlops-handoff", daemon=True)
+        self._thread.start()
+
+    def finish(self, reason: str) -> SyncReport:
+        """Stop following the journals, deliver what is left of them, release the claim.
+
+        A journal whose process still lives (a kernel's child that outlived it) is left for ``nbmlops sync``
+        and named in the report's ``busy``.
+        """
+        self._stopped.set()
+        self._thread.join()
+        report = SyncReport()
+        try:
+            for path in list_journals(self.journal_dir):
+                if journal_tag(path) != self.tag:
+                    continue
+                fd = try_lock(path)
+                if fd is None:
+                    report.busy.append(path.name)
+                    continue
+                try:
+                    _sync_one(path, fd, reason, report)
+                finally:
+                    os.close(fd)
+        finally:
+            self._claim.release()
+        return report
+
+    def abandon(self) -> None:
+        """Stop following the journals and release the claim; what is left of them waits for ``nbmlops sync``."""
+        self._stopped.set()
+        self._thread.join()
+        self._claim.release()
+
+    def _loop(self) -> None:
+        backoff = self.POLL_S
+        while not self._stopped.wait(backoff):
+            try:
+                found = self._deliver_new()
+            except StoreUnavailableError:
+                self._careful = True  # a half-delivered group: look runs up by key when it is retried
+                backoff = min(max(backoff * 2, 0.5), 5.0)
+                continue
+            except Exception as exc:  # a bug of ours: stop following; finish() delivers from the cursor
+                sys.stderr.write(f"nbmlops: delivering while the kernel runs stopped ({type(exc).__name__}: {exc})\n")
+                return
+            backoff = 0.0 if found else self.POLL_S
+
+    def _deliver_new(self) -> bool:
+        """Deliver the complete records written since the last look; True when there were any."""
+        found = False
+        for path in list_journals(self.journal_dir):
+            if journal_tag(path) != self.tag:
+                continue
+            deliverer, read = self._tails.get(path) or (Deliverer(path), 0)
+            items: list[Item] = []
+            for end, entry in read_records(path, min(read, deliverer.cursor.offset)):
+                if isinstance(entry, Damage):
+                    break  # the writer may be mid-record; finish() reports real damage
+                if end > read:
+                    deliverer.note(entry)
+                    read = end
+                if end > deliverer.cursor.offset:
+                    items.append((end, entry))
+            self._tails[path] = (deliverer, read)
+            if not items:
+                continue
+            found = True
+            _make_durable(path)
+            for refused in deliverer.deliver(items, careful=self._careful):
+                sys.stderr.write(f"nbmlops: the tracking store refused a record and it was set aside: {refused}\n")
+            self._careful = False
+        return found
+
+
+def _make_durable(path: Path) -> None:
+    """fsync another process's journal: records are on disk before any of them is sent."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class SyncReport:
     """What :func:`sync_journals` did."""
@@ -245,10 +352,15 @@ def sync_journals(journal_dir: Path, reason: str = "its process ended without fi
     """Replay every journal whose process is gone, exactly once, then remove it.
 
     Runs those journals started but never ended are marked FAILED with ``reason``. Journals still
-    locked by a live process are left to that process's writer.
+    locked by a live process are left to that process's writer, and journals a live runner claims
+    (see :class:`Handoff`) to that runner.
     """
     report = SyncReport()
     for path in list_journals(journal_dir):
+        tag = journal_tag(path)
+        if tag is not None and claimed(journal_dir, tag):
+            report.busy.append(path.name)
+            continue
         fd = try_lock(path)
         if fd is None:
             report.busy.append(path.name)
@@ -301,6 +413,9 @@ def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
     report.delivered += len(items)
     report.journals += 1
     path.with_suffix(".cursor").unlink(missing_ok=True)
+    tag = journal_tag(path)
+    if tag is not None:  # the claim of a runner that died (a live one holds it, and then we are that runner)
+        (path.parent / f"{tag}{CLAIM_SUFFIX}").unlink(missing_ok=True)
     if any(d.path == str(path) for d in report.damage):
         path.rename(path.with_suffix(".damaged"))  # kept for inspection; its valid records are delivered
     else:

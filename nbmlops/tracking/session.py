@@ -25,16 +25,20 @@ __all__ = ["Session", "close_session", "get_session"]
 RunListener = Callable[[str, str], None]
 
 #: set by ``nbmlops run`` for its kernel: records stay in the journal, and the runner (whose MLflow
-#: client is already warm) delivers them when the kernel ends, so the kernel never imports mlflow
+#: client is already warm) delivers them, so the kernel never imports mlflow
 HANDOFF_ENV = "NBMLOPS_HANDOFF"
+#: set with :data:`HANDOFF_ENV` by a runner that delivers while the kernel writes: the tag of its
+#: :class:`~nbmlops.tracking.delivery.Handoff`, which names the kernel's journal
+HANDOFF_TAG_ENV = "NBMLOPS_HANDOFF_TAG"
 
 
 class Session:
     """Everything tracking holds for the life of one process (one kernel, one script)."""
 
-    def __init__(self, journal_dir: Path, handoff: bool = False) -> None:
+    def __init__(self, journal_dir: Path, handoff: bool = False, handoff_tag: str | None = None) -> None:
         self.journal_dir = journal_dir
         self.handoff = handoff
+        self.handoff_tag = handoff_tag if handoff else None
         self.redactor = Redactor()
         self.redactor.learn_environment()
         self.runs: list[Run] = []
@@ -61,7 +65,7 @@ class Session:
             return
         with self._lock:
             if self._journal is None:
-                self._journal = Journal(self.journal_dir)
+                self._journal = Journal(self.journal_dir, self.handoff_tag)
                 if not self.handoff:
                     self._writer = Writer(self._journal.path, on_run=self._run_created, sync=self._journal.sync)
             ends = self._journal.append(records)
@@ -203,7 +207,11 @@ _session_pid = 0
 def _start_session() -> None:
     global _session, _session_pid
     settings = resolve_settings()
-    _session = Session(settings.journal_dir, handoff=os.environ.get(HANDOFF_ENV) == "1")
+    _session = Session(
+        settings.journal_dir,
+        handoff=os.environ.get(HANDOFF_ENV) == "1",
+        handoff_tag=os.environ.get(HANDOFF_TAG_ENV) or None,
+    )
     _session_pid = os.getpid()
     atexit.register(_close_at_exit, _session, settings.flush_timeout)
 
