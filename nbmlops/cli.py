@@ -318,9 +318,11 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from nbmlops.runner.execute import describe, run_notebook
+    _skip_unused_imports()
+    from nbmlops.runner.execute import describe
+    from nbmlops.runner.forked import run_notebook_forked
 
-    result = run_notebook(
+    result = run_notebook_forked(
         args.notebook,
         args.output,
         _read_parameters(args),
@@ -337,6 +339,16 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         text += _registered_text(result.run_id, result.run_key, settings)
     _finish(settings, args, text, [result.report()], "nbmlops")
     return result.exit_code
+
+
+def _skip_unused_imports() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process (0.7 s of grammar building).
+
+    nbformat, which papermill and nbconvert use, validates notebooks with jsonschema, whose format
+    checkers import it when it is installed (Jupyter installs it) to check "iri" formats; nbformat never
+    checks formats, so nothing here needs it.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 def _registered_text(run_id: str, run_key: str, settings: Settings) -> str:

@@ -101,13 +101,27 @@ def test_cell_runs_reach_the_store_while_the_kernel_still_runs(project, client, 
     assert parent.info.status == "FINISHED" and parent.data.metrics == {"score": 0.5, "late_score": 1.0}
     assert runs["early"].data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert runs["late"].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "notebook")}
+    assert {"notebook/live.ipynb", "notebook/live.html"} <= artifacts  # stored before the command returned
     left = sorted(p.name for p in (project / ".nbmlops" / "journal").iterdir())
     assert [name for name in left if name.endswith((".journal", ".cursor", ".claim"))] == []
 
 
+def test_a_kernel_that_cannot_start_fails_the_command_and_its_run_is_delivered_killed(project, client, request):
+    path = notebook(project / "nokernel.ipynb", "x = 1")
+    result = subprocess.run(
+        [sys.executable, "-m", "nbmlops.cli", "run", str(path), "--kernel", "no-such-kernel", "--no-progress"],
+        cwd=project, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "NoSuchKernel" in result.stderr and "Traceback" not in result.stderr
+    (run,) = runs_of(client, request.node.name)
+    assert run.info.status == "KILLED" and run.data.tags["nbmlops.kernel"] == "no-such-kernel"
+    assert list_journals(project / ".nbmlops" / "journal") == []
+
+
 def test_handoff_delivers_records_as_they_are_written_and_each_once(project, client, request):
     journal_dir = project / ".nbmlops" / "journal"
-    handoff = Handoff(journal_dir)
+    handoff = Handoff([journal_dir])
     process = _handed_process(project, handoff.tag)
     try:
         key = process.stdout.readline().strip()

@@ -133,11 +133,12 @@ def run_notebook(
     session = get_session()
     html = session.background(_html_exporter)  # warmed up while the kernel works
     # the kernel's records are delivered while it writes them (a sweep worker leaves them to the sweep)
-    handoff = None if session.handoff else Handoff(resolve_settings(Path(cwd) if cwd else None).journal_dir)
+    handoff = None if session.handoff else Handoff([resolve_settings(Path(cwd) if cwd else None).journal_dir])
     started = time.monotonic()
     try:
         status, failure, error = _execute(
-            source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar, handoff
+            source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar,
+            handoff.tag if handoff is not None else session.handoff_tag,
         )
     except BaseException:
         if handoff is not None:
@@ -249,7 +250,7 @@ def _execute(
     kernel_name: str | None,
     timeout: float | None,
     progress_bar: bool,
-    handoff: Handoff | None,
+    handoff_tag: str | None,
 ) -> tuple[str, str | None, str | None]:
     """Run papermill; returns ``(status, failure kind, error text)``."""
     import papermill
@@ -263,8 +264,8 @@ def _execute(
         "NBMLOPS_TRACKING_URI": settings.tracking_uri,
         HANDOFF_ENV: "1",  # the kernel journals; this process delivers
     }
-    if handoff is not None:
-        env[HANDOFF_TAG_ENV] = handoff.tag
+    if handoff_tag is not None:  # the kernel's journal is named for whoever delivers it as it is written
+        env[HANDOFF_TAG_ENV] = handoff_tag
     if settings.artifact_root:
         env["NBMLOPS_ARTIFACT_ROOT"] = settings.artifact_root
     try:
@@ -403,38 +404,53 @@ def deliver(
     Returns the run's MLflow id and UI address, or ``(None, None)`` when the store did not take it in time.
     """
     from nbmlops.exceptions import FlushTimeoutError
-    from nbmlops.tracking.store import open_store
 
     session = get_session()
-    if session.handoff:  # a sweep worker: the sweep's own process delivers this run and its kernel's
+    if session.handoff:  # a worker: the process it hands over to delivers this run and its kernel's
         session.flush(settings.flush_timeout)
         return None, None
-    register_uri(settings.tracking_uri)
-    reason = "the kernel died before the run ended"
-    reports = [handoff.finish(reason)] if handoff is not None else []
-    roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
-    reports += [sync_journals(journal_dir, reason) for journal_dir in roots]  # other ended processes' records
-    for report in reports:
-        for damage in report.damage:
-            sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
-        for error in report.errors:
-            sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
+    settle(settings, cwd, handoff)
     try:
         session.flush(settings.flush_timeout)
     except FlushTimeoutError:
         return None, None  # the warning has been written; `nbmlops sync` delivers later
     if settings.data_store == "mlflow":
-        _share_snapshots(settings, cwd, run.started)
+        share_snapshots(settings, cwd, run.started)
     known = session.run_ids.get(run.key)
     if known is None:
         return None, None
     run_id, experiment_id = known
+    return link_children(settings, run.key, run_id, experiment_id)
+
+
+def settle(settings: Settings, cwd: str | os.PathLike[str] | None, handoff: Handoff | None) -> dict[str, str]:
+    """Deliver the rest of the journals ``handoff`` follows (their processes have ended), then those other
+    ended processes left; report damage and failures. Returns local run key -> MLflow run id."""
+    register_uri(settings.tracking_uri)
+    reason = "the kernel died before the run ended"
+    reports = [handoff.finish(reason)] if handoff is not None else []
+    roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
+    reports += [sync_journals(journal_dir, reason) for journal_dir in roots]
+    runs: dict[str, str] = {}
+    for report in reports:
+        for damage in report.damage:
+            sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
+        for error in report.errors:
+            sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
+        runs.update(report.runs)
+    return runs
+
+
+def link_children(settings: Settings, key: str, run_id: str, experiment_id: str) -> tuple[str, str]:
+    """Link the notebook run's children delivered before it; returns its MLflow id and UI address."""
+    from nbmlops.tracking.store import open_store
+
     with contextlib.suppress(NbmlopsError):
-        open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, run.key, run_id)
+        open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, key, run_id)
     return run_id, run_url(settings.ui_url, experiment_id, run_id)
 
 
-def _share_snapshots(settings: Settings, cwd: str | os.PathLike[str] | None, since_ms: int) -> None:
+def share_snapshots(settings: Settings, cwd: str | os.PathLike[str] | None, since_ms: int) -> None:
     """Upload the snapshots stored since the run started (its kernel, which does not import mlflow,
     stored them locally) to the MLflow artifact store."""
     from nbmlops.data.snapshots import SnapshotError, SnapshotStore

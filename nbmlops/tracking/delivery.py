@@ -19,7 +19,7 @@ from nbmlops.journal import CLAIM_SUFFIX, Claim, Cursor, Damage, claimed, encode
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import RecordRejected, open_store
 
-__all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "register_uri", "sync_journals"]
+__all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "new_tag", "register_uri", "sync_journals"]
 
 Item = tuple[int, dict[str, Any]]
 RunListener = Callable[[str, str, str], None]
@@ -225,23 +225,30 @@ class Writer:
 
 
 class Handoff:
-    """A runner's delivery of the journals its child processes (a headless kernel) write under its tag.
+    """A runner's delivery of the journals that processes it started (a headless kernel, a worker) write
+    under its tag in ``journal_dirs``.
 
-    A thread delivers their records while they are being written: each complete record once the
-    runner's store is open, in order, with the journal's cursor, as the process's own writer would.
-    :meth:`finish`, once those processes have ended, delivers the rest as :func:`sync_journals` does
-    (from the same cursor: every record exactly once) and releases the claim. Until then, nobody else
-    delivers those journals; if the runner dies, its claim goes with it and any sync takes them over.
-    Give :attr:`tag` to the child processes (:data:`~nbmlops.tracking.session.HANDOFF_TAG_ENV`).
+    A thread delivers their records while they are being written: each complete record, in order, with
+    the journal's cursor, as the process's own writer would. ``store`` (URI, artifact root) is opened at
+    once, so that MLflow is ready when the first records come. :meth:`finish`, once those processes have
+    ended, delivers the rest as :func:`sync_journals` does (from the same cursor: every record exactly
+    once) and releases the claims. Until then nobody else delivers those journals; if the runner dies,
+    its claims go with it and any sync takes them over. Give :attr:`tag` to the processes
+    (:data:`~nbmlops.tracking.session.HANDOFF_TAG_ENV`).
     """
 
     #: seconds between looks at the journals when nothing new was found
     POLL_S = 0.05
 
-    def __init__(self, journal_dir: Path) -> None:
-        self.journal_dir = journal_dir
-        self.tag = uuid.uuid4().hex
-        self._claim = Claim(journal_dir, self.tag)
+    def __init__(
+        self, journal_dirs: Iterable[Path], tag: str | None = None, store: tuple[str, str | None] | None = None
+    ) -> None:
+        self.journal_dirs = sorted(set(journal_dirs))
+        self.tag = tag or new_tag()
+        self._claims = [Claim(directory, self.tag) for directory in self.journal_dirs]
+        self._store = store
+        if store is not None:
+            register_uri(store[0])  # the records name the store without its credentials
         self._tails: dict[Path, tuple[Deliverer, int]] = {}  # journal -> its deliverer, the offset read up to
         self._careful = False
         self._stopped = threading.Event()
@@ -249,7 +256,7 @@ class Handoff:
         self._thread.start()
 
     def finish(self, reason: str) -> SyncReport:
-        """Stop following the journals, deliver what is left of them, release the claim.
+        """Stop following the journals, deliver what is left of them, release the claims.
 
         A journal whose process still lives (a kernel's child that outlived it) is left for ``nbmlops sync``
         and named in the report's ``busy``.
@@ -258,9 +265,7 @@ class Handoff:
         self._thread.join()
         report = SyncReport()
         try:
-            for path in list_journals(self.journal_dir):
-                if journal_tag(path) != self.tag:
-                    continue
+            for path in self._journals():
                 fd = try_lock(path)
                 if fd is None:
                     report.busy.append(path.name)
@@ -270,16 +275,28 @@ class Handoff:
                 finally:
                     os.close(fd)
         finally:
-            self._claim.release()
+            self._release()
         return report
 
     def abandon(self) -> None:
-        """Stop following the journals and release the claim; what is left of them waits for ``nbmlops sync``."""
+        """Stop following the journals and release the claims; what is left waits for ``nbmlops sync``."""
         self._stopped.set()
         self._thread.join()
-        self._claim.release()
+        self._release()
+
+    def _release(self) -> None:
+        for claim in self._claims:
+            claim.release()
+
+    def _journals(self) -> list[Path]:
+        return [p for d in self.journal_dirs for p in list_journals(d) if journal_tag(p) == self.tag]
 
     def _loop(self) -> None:
+        if self._store is not None:
+            try:
+                open_store(*self._store).client
+            except Exception:  # an unreachable store: found again, and reported, by the deliveries
+                pass
         backoff = self.POLL_S
         while not self._stopped.wait(backoff):
             try:
@@ -289,16 +306,14 @@ class Handoff:
                 backoff = min(max(backoff * 2, 0.5), 5.0)
                 continue
             except Exception as exc:  # a bug of ours: stop following; finish() delivers from the cursor
-                sys.stderr.write(f"nbmlops: delivering while the kernel runs stopped ({type(exc).__name__}: {exc})\n")
+                sys.stderr.write(f"nbmlops: delivering while the notebook runs stopped ({type(exc).__name__}: {exc})\n")
                 return
             backoff = 0.0 if found else self.POLL_S
 
     def _deliver_new(self) -> bool:
         """Deliver the complete records written since the last look; True when there were any."""
         found = False
-        for path in list_journals(self.journal_dir):
-            if journal_tag(path) != self.tag:
-                continue
+        for path in self._journals():
             deliverer, read = self._tails.get(path) or (Deliverer(path), 0)
             items: list[Item] = []
             for end, entry in read_records(path, min(read, deliverer.cursor.offset)):
@@ -318,6 +333,11 @@ class Handoff:
                 sys.stderr.write(f"nbmlops: the tracking store refused a record and it was set aside: {refused}\n")
             self._careful = False
         return found
+
+
+def new_tag() -> str:
+    """A fresh hand-off tag."""
+    return uuid.uuid4().hex
 
 
 def _make_durable(path: Path) -> None:

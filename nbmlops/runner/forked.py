@@ -1,0 +1,154 @@
+"""A headless run as a command's own process does it: the notebook in a forked worker, delivery here.
+
+The worker runs :func:`~nbmlops.runner.execute.run_notebook` as a sweep's local workers do: it and its kernel
+only journal, under this process's hand-off tag. Meanwhile this process opens the tracking store and delivers
+their records as they are written (:class:`~nbmlops.tracking.delivery.Handoff`). Importing MLflow and
+delivering, over a second of CPU, then use another core instead of waiting behind papermill and the kernel,
+and everything is in the store when :func:`run_notebook_forked` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Mapping
+
+from nbmlops.config import resolve_settings
+from nbmlops.exceptions import NbmlopsError
+from nbmlops.runner.execute import (
+    NotebookNotFoundError,
+    NotebookRun,
+    link_children,
+    run_notebook,
+    settle,
+    share_snapshots,
+)
+from nbmlops.runner.gates import Gate, parse_gate
+from nbmlops.runner.parameters import check_parameters
+from nbmlops.tracking.delivery import Handoff, new_tag
+from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, close_session
+
+__all__ = ["WorkerError", "run_notebook_forked"]
+
+#: seconds an interrupted worker gets to record its run as KILLED before it is interrupted again
+_GRACE_S = 30.0
+
+
+class WorkerError(NbmlopsError, RuntimeError):
+    """The worker that ran the notebook failed outside the notebook (a kernel that cannot start, say)."""
+
+
+def run_notebook_forked(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> NotebookRun:
+    """:func:`~nbmlops.runner.execute.run_notebook` (same arguments, same result), with the notebook run in
+    a forked worker while this process delivers.
+
+    Only a process with no other thread may fork safely (a command, before it starts any); elsewhere, or
+    where ``fork`` does not exist, this is :func:`~nbmlops.runner.execute.run_notebook` itself.
+    """
+    if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return run_notebook(notebook, output, parameters, cwd=cwd, **options)
+    source = Path(notebook).resolve()
+    if not source.is_file():
+        raise NotebookNotFoundError(str(notebook))
+    for gate in options.get("gates", ()):  # usage errors before any process starts
+        if not isinstance(gate, Gate):
+            parse_gate(gate)
+    check_parameters(source, dict(parameters or {}))  # imports papermill here, once for both processes
+    settings = resolve_settings(experiment=options.get("experiment"))
+    kernel_dir = resolve_settings(Path(cwd) if cwd else None).journal_dir
+    tag, started_ms = new_tag(), int(time.time() * 1000)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(
+        target=_work, args=(sender, tag, source, output, parameters, cwd, options), name="nbmlops-run"
+    )
+    worker.start()
+    sender.close()
+    handoff = Handoff([settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root))
+    try:
+        kind, payload = _receive(receiver, worker)
+    except KeyboardInterrupt:  # the worker, in the same process group, records its run as KILLED
+        _stop(worker)
+        settle(settings, cwd, handoff)
+        raise
+    runs = settle(settings, cwd, handoff)
+    if kind == "interrupted":
+        raise KeyboardInterrupt
+    if kind == "error":
+        raise WorkerError(payload)
+    result: NotebookRun = payload
+    run_id = runs.get(result.run_key)
+    if settings.data_store == "mlflow":
+        share_snapshots(settings, cwd, started_ms)
+    if run_id is None:
+        return result  # not in the store yet: the warnings say why; `nbmlops sync` delivers it
+    from nbmlops.tracking.store import open_store
+
+    try:
+        experiment_id = open_store(settings.tracking_uri, settings.artifact_root).experiment_id(result.experiment)
+    except NbmlopsError:
+        return dataclasses.replace(result, run_id=run_id)
+    run_id, url = link_children(settings, result.run_key, run_id, experiment_id)
+    return dataclasses.replace(result, run_id=run_id, url=url)
+
+
+def _work(
+    sender: Connection,
+    tag: str,
+    notebook: Path,
+    output: str | os.PathLike[str] | None,
+    parameters: Mapping[str, Any] | None,
+    cwd: str | os.PathLike[str] | None,
+    options: dict[str, Any],
+) -> None:
+    """The worker: run the notebook, journaling under ``tag``; send ``(kind, payload)`` once its journal is
+    released (``ok`` and the :class:`NotebookRun`, ``interrupted``, or ``error`` and its text)."""
+    os.environ[HANDOFF_ENV] = "1"
+    os.environ[HANDOFF_TAG_ENV] = tag
+    outcome: tuple[str, Any]
+    try:
+        try:
+            outcome = ("ok", run_notebook(notebook, output, parameters, cwd=cwd, **options))
+        finally:
+            close_session()  # the journal is complete and unlocked before the delivering process hears of it
+    except KeyboardInterrupt:
+        outcome = ("interrupted", None)
+    except BaseException as exc:  # sent as text: the delivering process raises it as a WorkerError
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
+    sender.send(outcome)
+    sender.close()
+
+
+def _receive(receiver: Connection, worker: Any) -> tuple[str, Any]:
+    try:
+        outcome: tuple[str, Any] = receiver.recv()
+    except EOFError:
+        outcome = ("error", "the process running the notebook died")
+    worker.join()
+    if outcome[0] == "error" and worker.exitcode:
+        outcome = ("error", f"{outcome[1]} (exit code {worker.exitcode})")
+    return outcome
+
+
+def _stop(worker: Any) -> None:
+    """Give an interrupted worker time to end its run, then interrupt it again, then kill it."""
+    worker.join(_GRACE_S)
+    if worker.is_alive():
+        os.kill(worker.pid, signal.SIGINT)
+        worker.join(_GRACE_S)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
