@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import os
 
 import pytest
@@ -200,8 +201,12 @@ def test_missing_metric_fails_closed_naming_the_gate():
 
 
 @pytest.mark.parametrize("op", list(OPERATORS))
-@pytest.mark.parametrize(("value", "why"), [(math.nan, "is NaN"), (math.inf, "is inf"), (-math.inf, "is -inf")])
-def test_non_finite_metric_fails_closed_for_every_operator(op, value, why):
+@pytest.mark.parametrize(("value", "why"), [
+    (math.nan, "is NaN"), (math.inf, "is inf"), (-math.inf, "is -inf"),
+    (sys.float_info.max, "is inf (stored as 1.7976931348623157e+308)"),
+    (-sys.float_info.max, "is -inf (stored as -1.7976931348623157e+308)"),
+])
+def test_non_finite_or_stored_infinite_metric_fails_closed_for_every_operator(op, value, why):
     result = evaluate_gate(parse_gate(f"accuracy {op} 0.9"), {"accuracy": value})
     assert not result.passed
     assert result.message == f'gate "accuracy {op} 0.9" failed: metric accuracy {why}'

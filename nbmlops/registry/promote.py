@@ -20,7 +20,6 @@ the candidate version holding who, when, the alias, every check with its values,
 from __future__ import annotations
 
 import getpass
-import math
 import socket
 import time
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from nbmlops.registry.models import (
     parse_reference,
     registry_client,
 )
-from nbmlops.runner.gates import evaluate_gate, infer_maximize, parse_gate
+from nbmlops.runner.gates import evaluate_gate, infer_maximize, non_finite, parse_gate
 
 __all__ = ["AliasChangedError", "Beat", "Check", "Promotion", "PromotionRefused", "parse_beat", "promote"]
 
@@ -236,11 +235,7 @@ def _metric(metrics: dict[str, float], name: str) -> tuple[float | None, str | N
     if name not in metrics:
         return None, "missing"
     value = float(metrics[name])
-    if math.isnan(value):
-        return value, "NaN"
-    if math.isinf(value):
-        return value, str(value)
-    return value, None
+    return value, non_finite(value)
 
 
 def _beat_check(client: Any, beat: Beat, metrics: dict[str, float], holder: ModelVersionInfo | None) -> Check:

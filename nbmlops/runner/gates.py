@@ -13,6 +13,8 @@ The grammar is parsed by hand and never evaluated as Python::
 between tokens. Thresholds must be finite: ``inf`` and ``nan`` are not numbers here, since every finite
 metric beats ``inf`` and non-finite metrics fail every gate anyway. ``0.9 <= accuracy`` is stored as
 ``accuracy >= 0.9``. Gates fail closed: a metric that is missing, not a number, NaN or infinite fails.
+MLflow stores an infinite metric as the largest float (``1.7976931348623157e308``, negated for ``-inf``), so
+a value read back from a store at that magnitude counts as infinite too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import difflib
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +31,7 @@ from nbmlops.exceptions import NbmlopsError
 
 __all__ = [
     "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError",
-    "evaluate_gate", "evaluate_gates", "gate_tags", "infer_maximize", "parse_gate",
+    "evaluate_gate", "evaluate_gates", "gate_tags", "infer_maximize", "non_finite", "parse_gate",
 ]
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -47,6 +50,16 @@ MINIMIZED = frozenset({
     "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
 })
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+def non_finite(value: float) -> str | None:
+    """``"NaN"``, ``"inf"`` or ``"-inf"`` when ``value`` cannot be compared, else None. The largest float
+    counts as infinite: it is how MLflow stores ``inf`` (and its negative, ``-inf``)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value) or abs(value) == sys.float_info.max:
+        return "inf" if value > 0 else "-inf"
+    return None
 
 
 class GateError(NbmlopsError, ValueError):
@@ -94,7 +107,7 @@ class Condition:
 
     def holds(self, value: float) -> bool:
         """Whether ``value`` satisfies the condition; a NaN or infinite value never does."""
-        return math.isfinite(value) and OPERATORS[self.op](value, self.threshold)
+        return non_finite(value) is None and OPERATORS[self.op](value, self.threshold)
 
     def __str__(self) -> str:
         return f"{_metric_text(self.metric)} {self.op} {_number_text(self.threshold)}"
@@ -235,16 +248,18 @@ def evaluate_gate(gate: Gate, metrics: Mapping[str, float]) -> GateResult:
         except (TypeError, ValueError):
             problems.append(f"metric {shown} is not a number ({metrics[name]!r:.80})")
             continue
-        if math.isnan(value):
-            problems.append(f"metric {shown} is NaN")
-        elif math.isinf(value):
-            problems.append(f"metric {shown} is {value}")
+        if (why := non_finite(value)) is not None:
+            problems.append(f"metric {shown} is {why}" + _stored_infinity(value))
         elif not condition.holds(value):
             problems.append(f"{shown} = {_number_text(value)}, not {condition.op} {_number_text(condition.threshold)}")
     if problems:
         return GateResult(gate, False, values, f'gate "{gate.text}" failed: ' + "; ".join(dict.fromkeys(problems)))
     shown_values = ", ".join(f"{_metric_text(k)} = {_number_text(v)}" for k, v in values.items() if v is not None)
     return GateResult(gate, True, values, f'gate "{gate.text}" passed: {shown_values}')
+
+
+def _stored_infinity(value: float) -> str:
+    return f" (stored as {value!r})" if math.isfinite(value) else ""
 
 
 def evaluate_gates(gates: Iterable[Gate], metrics: Mapping[str, float]) -> list[GateResult]:

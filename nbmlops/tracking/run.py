@@ -513,13 +513,24 @@ def _artifact_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", key)[:200] or "_"
 
 
+_non_finite_warned: set[str] = set()  # metric names already warned about being inf or NaN
+
+
 def _metric_value(key: str, value: Any) -> float:
+    """``value`` as a float for MLflow, which stores infinities as the largest float; an inf or NaN
+    metric is logged, with one warning per metric name (gates treat such a metric as failed)."""
     if isinstance(value, bool):
         return float(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise TrackingError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r:.80}") from None
+    if not math.isfinite(number) and key not in _non_finite_warned:
+        _non_finite_warned.add(key)
+        sys.stderr.write(
+            f"nbmlops: metric {key!r} is {number}: it is logged (MLflow stores an infinity as the largest float), "
+            "but it fails every gate and cannot be compared\n"
+        )
     if math.isinf(number):
         number = math.copysign(sys.float_info.max, number)
     return number
