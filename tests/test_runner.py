@@ -209,3 +209,12 @@ def test_errors_in_cells_tagged_raises_exception_are_expected(project, client, r
     executed = nbformat.read(project / "out.ipynb", 4)
     assert [c.source for c in executed.cells] == ["1 / 0", "done = True"]  # no error banner
     assert executed.cells[1].execution_count is not None
+
+
+def test_the_html_render_has_the_last_cell_output_or_after_an_error_the_error(project, client):
+    ok = run_notebook(notebook(project / "ok.ipynb", "x = 1", "print('the-last-' + 'output')"), progress_bar=False)
+    bad = run_notebook(notebook(project / "bad.ipynb", "print(1)", "raise ValueError('the-' + 'error')"), progress_bar=False)
+    assert (ok.status, bad.status) == ("FINISHED", "FAILED")
+    for result, name, marker in [(ok, "ok", "the-last-output"), (bad, "bad", "the-error")]:
+        html = Path(client.download_artifacts(result.run_id, f"notebook/{name}.html")).read_text()
+        assert marker in html

@@ -14,12 +14,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
+from nbmlops.runner.render import HtmlRender
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.tracking.delivery import Handoff, register_uri, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
@@ -131,14 +132,14 @@ def run_notebook(
     run = _start_run(source, settings, name, effective, tags, kernel_name)
     _log_data_parameters(run, effective, Path(cwd) if cwd else Path.cwd())
     session = get_session()
-    html = session.background(_html_exporter)  # warmed up while the kernel works
+    html = HtmlRender(session)
     # the kernel's records are delivered while it writes them (a sweep worker leaves them to the sweep)
     handoff = None if session.handoff else Handoff([resolve_settings(Path(cwd) if cwd else None).journal_dir])
     started = time.monotonic()
     try:
         status, failure, error = _execute(
             source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar,
-            handoff.tag if handoff is not None else session.handoff_tag,
+            handoff.tag if handoff is not None else session.handoff_tag, html.hooks(),
         )
     except BaseException:
         if handoff is not None:
@@ -251,8 +252,9 @@ def _execute(
     timeout: float | None,
     progress_bar: bool,
     handoff_tag: str | None,
+    hooks: Mapping[str, Callable[..., None]],
 ) -> tuple[str, str | None, str | None]:
-    """Run papermill; returns ``(status, failure kind, error text)``."""
+    """Run papermill with nbclient's ``hooks``; returns ``(status, failure kind, error text)``."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -278,6 +280,7 @@ def _execute(
                 kernel_name=kernel_name,
                 execution_timeout=timeout,
                 progress_bar=progress_bar,
+                **hooks,
             )
     except PapermillExecutionError as exc:
         if _only_expected_errors(target):
@@ -355,27 +358,13 @@ def _roll_up(run: Run, executed: Any) -> dict[str, float]:
     return final
 
 
-def _html_exporter() -> Any:
-    """An HTML exporter that has already rendered a small notebook (templates, lexers and all loaded)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter()
-    cell = nbformat.v4.new_code_cell("x = 1\nprint(x)", outputs=[nbformat.v4.new_output("stream", text="1\n")])
-    warm = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# *warm*"), cell])
-    warm.metadata["language_info"] = {"name": "python"}
-    exporter.from_notebook_node(warm)
-    return exporter
-
-
-def _store_notebook(run: Run, source: Path, target: Path, executed: Any, exporter: Any) -> None:
+def _store_notebook(run: Run, source: Path, target: Path, executed: Any, html: HtmlRender) -> None:
     """The executed notebook, and its HTML render (a failed render costs the render, not the run)."""
     if executed is None:
         return
     run.log_text(target.read_text(), f"notebook/{source.name}")
     try:
-        ready = exporter.result() if exporter is not None else _html_exporter()  # None: capture was held
-        body, _ = ready.from_notebook_node(executed)
+        body = html.html(executed)
     except Exception as exc:  # nbconvert is a renderer: its failure must not fail a finished notebook
         sys.stderr.write(f"nbmlops: no HTML render of {source.name}: {type(exc).__name__}: {exc}\n")
         return

@@ -30,7 +30,7 @@ from nbmlops.runner.execute import (
     share_snapshots,
 )
 from nbmlops.runner.gates import Gate, parse_gate
-from nbmlops.runner.parameters import check_parameters
+from nbmlops.runner.parameters import ParameterError
 from nbmlops.tracking.delivery import Handoff, new_tag
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, close_session
 
@@ -63,10 +63,9 @@ def run_notebook_forked(
     source = Path(notebook).resolve()
     if not source.is_file():
         raise NotebookNotFoundError(str(notebook))
-    for gate in options.get("gates", ()):  # usage errors before any process starts
+    for gate in options.get("gates", ()):  # usage errors before any process starts (the worker checks parameters)
         if not isinstance(gate, Gate):
             parse_gate(gate)
-    check_parameters(source, dict(parameters or {}))  # imports papermill here, once for both processes
     settings = resolve_settings(experiment=options.get("experiment"))
     kernel_dir = resolve_settings(Path(cwd) if cwd else None).journal_dir
     tag, started_ms = new_tag(), int(time.time() * 1000)
@@ -84,6 +83,9 @@ def run_notebook_forked(
         _stop(worker)
         settle(settings, cwd, handoff)
         raise
+    if kind == "refused":  # nothing was run or recorded
+        handoff.abandon()
+        raise ParameterError(source.name, *payload)
     runs = settle(settings, cwd, handoff)
     if kind == "interrupted":
         raise KeyboardInterrupt
@@ -115,7 +117,8 @@ def _work(
     options: dict[str, Any],
 ) -> None:
     """The worker: run the notebook, journaling under ``tag``; send ``(kind, payload)`` once its journal is
-    released (``ok`` and the :class:`NotebookRun`, ``interrupted``, or ``error`` and its text)."""
+    released: ``ok`` and the :class:`NotebookRun`, ``refused`` and the bad and declared parameter names,
+    ``interrupted``, or ``error`` and its text."""
     os.environ[HANDOFF_ENV] = "1"
     os.environ[HANDOFF_TAG_ENV] = tag
     outcome: tuple[str, Any]
@@ -124,6 +127,8 @@ def _work(
             outcome = ("ok", run_notebook(notebook, output, parameters, cwd=cwd, **options))
         finally:
             close_session()  # the journal is complete and unlocked before the delivering process hears of it
+    except ParameterError as exc:
+        outcome = ("refused", (exc.bad, exc.declared))
     except KeyboardInterrupt:
         outcome = ("interrupted", None)
     except BaseException as exc:  # sent as text: the delivering process raises it as a WorkerError
