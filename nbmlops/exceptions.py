@@ -5,6 +5,7 @@ The tree::
     NbmlopsError
     ├── ConfigError            a setting has a bad value (names the setting and where it came from)
     ├── UnsupportedDataError   fingerprint/profile got an object it cannot digest (also a TypeError)
+    │   └── FingerprintError   a value inside the data contains itself or is nested too deeply to digest
     ├── StoreUnavailableError  the tracking store could not be reached or written
     ├── TrackingError          misuse of the tracking API (no active run, a param changed within a run)
     └── FlushTimeoutError      flush() gave up with records still waiting (says how many and why)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "FingerprintError",
     "FlushTimeoutError",
     "NbmlopsError",
     "StoreUnavailableError",
@@ -53,6 +55,15 @@ class UnsupportedDataError(NbmlopsError, TypeError):
     def __init__(self, type_name: str, message: str | None = None) -> None:
         self.type_name = type_name
         super().__init__(message or f"cannot fingerprint an object of type {type_name}")
+
+
+class FingerprintError(UnsupportedDataError):
+    """A value inside the data (a cell of an object column, say) cannot be digested: it contains itself
+    (a list appended to itself, a dict holding itself) or is nested deeper than Python's recursion limit.
+
+    Attributes:
+        type_name: the qualified name of the data's type.
+    """
 
 
 class StoreUnavailableError(NbmlopsError):

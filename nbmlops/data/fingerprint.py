@@ -20,7 +20,8 @@ Floats are otherwise hashed bit for bit: ``-0.0`` and ``0.0`` differ, as they do
 Object columns: a run of plain strings (or bytes) is pickled (protocol 5, without the memo, so
 repeated objects and equal copies hash alike); other cells get a type-tagged canonical encoding
 (dicts and sets sorted, arrays and frames by their own digest, other objects by their ``repr``,
-which must show their content: a ``repr`` with a memory address is rejected). ``None``, ``NaN``,
+which must show their content: a ``repr`` with a memory address is rejected; a value that contains
+itself is rejected with :class:`~nbmlops.exceptions.FingerprintError`). ``None``, ``NaN``,
 ``pd.NA`` and ``NaT`` are told apart.
 
 Digests are stable across processes and machines (never ``hash()``, ids or addresses; byte order
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from nbmlops.exceptions import UnsupportedDataError
+from nbmlops.exceptions import FingerprintError, UnsupportedDataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,9 +69,17 @@ def fingerprint(obj: object) -> str:
     Raises:
         UnsupportedDataError: for any other object, or a value that cannot be encoded
             deterministically inside an object column.
+        FingerprintError: a value inside the data contains itself or is nested too deeply.
         FileNotFoundError: if a path names nothing.
     """
-    digest = _data_digest(obj)
+    try:
+        digest = _data_digest(obj)
+    except RecursionError:
+        raise FingerprintError(
+            _type_name(obj),
+            f"cannot fingerprint this {_type_name(obj)}: a value inside it contains itself "
+            "or is nested too deeply",
+        ) from None
     if digest is None:
         if isinstance(obj, (str, os.PathLike)):
             digest = _path_digest(os.fspath(obj))
