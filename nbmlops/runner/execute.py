@@ -1,8 +1,8 @@
 """Execute a notebook headlessly with papermill (the only module that imports it), as one tracked run.
 
 The pipeline of :func:`run_notebook`, one call per stage: check parameters, start the notebook's
-run, log the data files its parameters name, execute, roll the cells' metrics up, store the notebook
-(executed and as HTML), check gates, end the run.
+run, log the data files its parameters name, execute (the kernel's records are delivered as it writes
+them), roll the cells' metrics up, store the notebook (executed and as HTML), check gates, end the run.
 """
 
 from __future__ import annotations
@@ -424,9 +424,9 @@ def settle(settings: Settings, cwd: str | os.PathLike[str] | None, handoff: Hand
     for report in reports:
         for damage in report.damage:
             sys.stderr.write(f"nbmlops: skipped a damaged journal record: {damage}\n")
-        for error in report.errors:
-            sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
         runs.update(report.runs)
+    for error in dict.fromkeys(e for report in reports for e in report.errors):  # a journal retried once told once
+        sys.stderr.write(f"nbmlops: not delivered yet (`nbmlops sync` retries): {error}\n")
     return runs
 
 
