@@ -7,6 +7,7 @@ through the public API), the runner's claim held by a live or killed process, a 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmlops.journal import Claim, journal_tag, list_journals
+from nbmlops.journal import Claim, encode, journal_tag, list_journals
 from nbmlops.tracking.delivery import Handoff, sync_journals
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV
 from tests.conftest import runs_of
@@ -175,3 +176,27 @@ def test_a_claimed_journal_is_left_to_its_runner_and_synced_once_the_runner_is_g
     (run,) = runs_of(client, request.node.name)
     assert run.info.status == "FINISHED" and _loss_history(client, run) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert sorted(p.name for p in journal_dir.iterdir() if not p.name.startswith("refused")) == []
+
+
+def test_a_record_half_written_is_delivered_once_it_is_whole_never_as_damage(project, client, request, store_uri):
+    journal_dir = project / ".nbmlops" / "journal"
+    handoff = Handoff([journal_dir])
+    key, now = "a" * 32, int(time.time() * 1000)
+    start = {"t": "start", "run": key, "store": store_uri, "artifact_root": os.environ["NBMLOPS_ARTIFACT_ROOT"],
+             "experiment": request.node.name, "name": "torn", "ts": now, "tags": {}}
+    metrics = encode({"t": "metrics", "run": key, "metrics": [["m", 1.5, 0, now]]})
+    path = journal_dir / f"{now * 1000000:020d}-host-1-00000000@{handoff.tag}.journal"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live writer
+    try:
+        os.write(fd, encode(start) + metrics[:10])
+        (run,) = _wait_for(lambda: runs_of(client, request.node.name), "the start record's run")
+        time.sleep(5 * Handoff.POLL_S)
+        os.write(fd, metrics[10:] + encode({"t": "end", "run": key, "status": "FINISHED", "ts": now + 1}))
+        _wait_for(lambda: client.get_run(run.info.run_id).data.metrics, "the metric once its record is whole")
+    finally:
+        os.close(fd)
+    report = handoff.finish("the writer died")
+    assert report.damage == [] and report.errors == [] and report.runs_failed == []
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "m")] == [1.5]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED" and list_journals(journal_dir) == []

@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -74,6 +75,8 @@ def run_notebook_forked(
     worker = context.Process(
         target=_work, args=(sender, tag, source, output, parameters, cwd, options), name="nbmlops-run"
     )
+    sys.stdout.flush()  # nothing buffered here may be written again by the worker's copy
+    sys.stderr.flush()
     worker.start()
     sender.close()
     handoff = Handoff([settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root))
