@@ -190,11 +190,14 @@ def _parser() -> argparse.ArgumentParser:
             "of the model's predictions when the training rows are at hand. The result is a monitoring run "
             "(experiment monitor/NAME) with metrics per feature and an HTML report with plots. With --retrain, "
             "drift executes NOTEBOOK headlessly (as `nbmlops run`); the version of MODEL it registers gets the "
-            "'challenger' alias if the --gate conditions hold on its run."
+            "'challenger' alias if the --gate conditions hold on its run. The model is loaded only when its "
+            "artifact's SHA-256 is the one recorded when it was logged, its MLmodel paths stay inside it, and it "
+            "is scikit-learn saved with skops holding only types nbmlops trusts; anything else (pickle, other "
+            "types, no recorded SHA-256) only with --trust-pickle or the trusted_models setting."
         ),
         epilog="Exit codes: 0 no drift, 5 drift (with --retrain: and the challenger was registered), 1 the "
-        "operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, no such model), "
-        "3 the retrained model failed its gates.",
+        "operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, no such model, "
+        "a model nbmlops refuses to load), 3 the retrained model failed its gates.",
     )
     monitor.add_argument("model", metavar="NAME@ALIAS|NAME/VERSION")
     monitor.add_argument("data", metavar="DATA", help="the new data")
@@ -202,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--bins", type=int, default=10, help="PSI bins for numeric features (10)")
     monitor.add_argument("--report", metavar="PATH", help="where to write the HTML report (default .nbmlops/monitor/)")
     monitor.add_argument("--retrain", metavar="NOTEBOOK", help="notebook to execute headlessly when drifted")
+    monitor.add_argument(
+        "--trust-pickle", action="store_true",
+        help="trust this model: load it although it uses pickle, skops types outside nbmlops' list, or has no "
+        "recorded SHA-256 (a changed artifact is refused all the same); runs code from the registry",
+    )
     _add_parameter_options(monitor)
     monitor.add_argument(
         "--gate", action="append", default=[], metavar="EXPR",
@@ -496,7 +504,8 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     if parameters and not args.retrain:
         raise ConfigError("-p/-f/-y", "parameters are for the --retrain notebook; give --retrain", "argument")
     result = monitor(args.model, args.data, threshold=args.threshold, bins=args.bins, retrain=args.retrain,
-                     parameters=parameters, gates=args.gate, report=args.report, settings=settings)
+                     parameters=parameters, gates=args.gate, report=args.report, trust_pickle=args.trust_pickle,
+                     settings=settings)
     print(result.format())
     return result.exit_code
 

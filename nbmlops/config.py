@@ -19,6 +19,10 @@ snapshots; a size such as ``500MB`` or ``1GiB`` (default), ``0`` for fingerprint
 ``data_store`` says where snapshots live: ``local`` (``<root>/.nbmlops/data``), ``mlflow`` (there
 too, and shared through the MLflow artifact store: the default when the tracking URI is a server,
 ``http(s)://``), or a folder (relative to the root), say a shared drive.
+
+Models: ``trusted_models`` (``NBMLOPS_TRUSTED_MODELS="a,b"``, a list in ``pyproject.toml``) names the
+registered models nbmlops may load although they use pickle, types outside its skops trust list, or have no
+recorded SHA-256 (see :mod:`nbmlops.registry.safe_load`); default none.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ SETTING_NAMES = (
     "capture",
     "snapshot_max_bytes",
     "data_store",
+    "trusted_models",
 )
 DEFAULT_SNAPSHOT_MAX_BYTES = 1 << 30
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
@@ -82,6 +87,7 @@ class Settings:
     capture: tuple[str, ...]
     snapshot_max_bytes: int
     data_store: str
+    trusted_models: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -252,6 +258,11 @@ def _convert(key: str, value: Any, source: str) -> Any:
         return tuple(kinds)
     if key == "snapshot_max_bytes":
         return _size(key, value, source)
+    if key == "trusted_models":
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(key, f"expected registered model names, got {value!r}", source)
+        return tuple(n.strip() for n in names if n.strip())
     if key == "data_store":
         if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
             raise ConfigError(key, f"expected local, mlflow or a folder, got {value!r}", source)

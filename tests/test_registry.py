@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import uuid
 
+import pandas as pd
 import pytest
 
 import nbmlops
@@ -115,13 +117,53 @@ def test_replayed_registration_creates_one_version(project, request):
     import skops.io
 
     staged = project / "model.skops"
-    staged.write_bytes(skops.io.dumps(model))
+    data = skops.io.dumps(model)
+    staged.write_bytes(data)
     record = {"t": "model", "run": run.key, "key": uuid.uuid4().hex, "name": name, "file": str(staged),
-              "trusted": skops.io.get_untrusted_types(file=staged), "training": {}, "evaluation": {}}
+              "trusted": skops.io.get_untrusted_types(file=staged), "sha256": hashlib.sha256(data).hexdigest(),
+              "training": {}, "evaluation": {}}
     client = registry_client()
     deliver_model(client, run_id, dict(record))
     deliver_model(client, run_id, dict(record))  # a replay after the staged file was consumed
     assert [v.version for v in list_versions(name)] == [1]
+
+
+def test_a_staged_model_swapped_before_delivery_is_refused(project, request):
+    import skops.io
+    from sklearn.dummy import DummyClassifier
+
+    from nbmlops.registry.models import registry_client
+    from nbmlops.registry.register import deliver_model
+    from nbmlops.tracking.store import RecordRejected
+
+    with nbmlops.track("train") as run:
+        pass
+    nbmlops.flush(60)
+    staged = project / "model.skops"
+    record = {"t": "model", "run": run.key, "key": uuid.uuid4().hex, "name": _name(request), "file": str(staged),
+              "trusted": [], "training": {}, "evaluation": {},
+              "sha256": hashlib.sha256(skops.io.dumps(DummyClassifier().fit([[0], [1]], [0, 1]))).hexdigest()}
+    staged.write_bytes(skops.io.dumps(DummyClassifier(strategy="uniform").fit([[0], [1]], [0, 1])))
+    with pytest.raises(RecordRejected, match="SHA-256 differs"):
+        deliver_model(registry_client(), get_run_id(run), record)
+    with pytest.raises(ModelNotFoundError):
+        list_versions(record["name"])
+
+
+def test_registration_records_the_sha256_of_the_logged_model(project, request, client, tmp_path):
+    from mlflow.artifacts import download_artifacts
+    from sklearn.linear_model import LogisticRegression
+
+    from nbmlops.registry.safe_load import SHA256_TAG, model_digest
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    version = nbmlops.register(LogisticRegression().fit(X, [0, 0, 1, 1]), _name(request), training_data=X,
+                               timeout=60)
+    local = download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path))
+    assert version.tags[SHA256_TAG] == model_digest(local)
+    (logged,) = client.search_logged_models([client.get_run(version.run_id).info.experiment_id],
+                                            filter_string=f"tags.`nbmlops.registered_as` = '{version.name}'")
+    assert logged.tags[SHA256_TAG] == version.tags[SHA256_TAG]
 
 
 def get_run_id(run) -> str:

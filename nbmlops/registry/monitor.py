@@ -4,7 +4,9 @@
 (its snapshot when one is stored, else the profile recorded with the training run), feature by feature
 (PSI for every column, KS for numeric ones) and, when the reference rows are at hand, the model's
 predictions on both. The result is a monitoring run (``nbmlops.kind=monitor``: metrics per feature, the
-HTML report as an artifact). With ``retrain=NOTEBOOK``, a drifted result executes the notebook headlessly;
+HTML report as an artifact). The model is loaded only through :mod:`nbmlops.registry.safe_load`: its
+artifact's SHA-256, the paths of its MLmodel file and its serialization are checked before anything in it is
+read as a model. With ``retrain=NOTEBOOK``, a drifted result executes the notebook headlessly;
 the version it registers under the same name gets the ``challenger`` alias if its gates pass.
 """
 
@@ -29,6 +31,7 @@ from nbmlops.registry.models import (
     parse_reference,
     registry_client,
 )
+from nbmlops.registry.safe_load import CheckedModel, check_model
 
 __all__ = ["MonitorResult", "ModelSchemaError", "Retraining", "monitor", "read_data"]
 
@@ -123,6 +126,7 @@ def monitor(
     parameters: Mapping[str, Any] | None = None,
     gates: Sequence[str] = (),
     report: str | os.PathLike[str] | None = None,
+    trust_pickle: bool = False,
     settings: Settings | None = None,
 ) -> MonitorResult:
     """Compare ``data`` (a path or a DataFrame) with the training data of ``model`` (``NAME@alias`` or
@@ -136,9 +140,12 @@ def monitor(
             ``gates`` pass on its run.
         parameters: the retraining notebook's parameters.
         report: where to write the HTML report (default: ``.nbmlops/monitor/``); it is also a run artifact.
+        trust_pickle: trust this model explicitly (as naming it in the ``trusted_models`` setting does): it may
+            use pickle, skops types outside nbmlops' list, or lack a recorded SHA-256.
 
     Raises:
-        ModelNotFoundError, ModelSchemaError, MonitoringDataError, DriftError (incompatible column types).
+        ModelNotFoundError, ModelSchemaError, MonitoringDataError, DriftError (incompatible column types),
+        UnsafeModelError (the model cannot be loaded safely).
     """
     from nbmlops.data import compare, compare_predictions
 
@@ -155,6 +162,8 @@ def monitor(
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="nbmlops-monitor-") as tmp:
         local = _download_model(client, settings, version, Path(tmp))
+        checked = check_model(local, version, trusted=trust_pickle or version.name in settings.trusted_models)
+        notes.extend(checked.notes)
         columns = _input_columns(local)
         missing = [c for c in columns if c not in current.columns]
         if missing:
@@ -174,7 +183,7 @@ def monitor(
         result = compare(reference, current, threshold=threshold, bins=bins, columns=columns or None)
         prediction = None
         if source == "snapshot":
-            prediction = _prediction_drift(local, reference[columns] if columns else reference, current, version,
+            prediction = _prediction_drift(checked, reference[columns] if columns else reference, current, version,
                                            threshold, bins, compare_predictions, notes)
         if prediction is not None:
             result = dataclasses.replace(result, prediction=prediction)
@@ -226,12 +235,11 @@ def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tu
     )
 
 
-def _prediction_drift(local: Path, reference: Any, current: Any, version: ModelVersionInfo, threshold: float,
+def _prediction_drift(checked: CheckedModel, reference: Any, current: Any, version: ModelVersionInfo, threshold: float,
                       bins: int, compare_predictions: Any, notes: list[str]) -> Any:
-    import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    model = mlflow.pyfunc.load_model(str(local))
+    model = checked.load()
     try:
         before = model.predict(reference)
         after = model.predict(current)

@@ -5,15 +5,19 @@ and a kernel that dies, and a headless kernel never imports mlflow:
 
 1. on the user's thread, the model is serialized with skops (safe to load: no pickle) and a few rows of
    its training features are copied, so later changes to the objects do not change what is registered;
+   the record carries the serialized model's SHA-256 and the types it holds, read from the live object;
 2. in the background, both are written under ``.nbmlops/models/`` and a ``model`` record is journaled;
 3. the delivery (this process's writer, ``nbmlops run`` for headless kernels, or ``nbmlops sync``) logs
    the model in MLflow's scikit-learn flavor with a signature and an input example, as a logged model
    of the run, and creates the registry version with its lineage as tags. A version is created once
-   per registration: a replay finds it by its registration key.
+   per registration: a replay finds it by its registration key. The staged file is loaded only when its
+   SHA-256 is the one recorded; the logged model directory's SHA-256 is a tag of the logged model and of
+   the version (``nbmlops.model_sha256``), which every later load checks (:mod:`nbmlops.registry.safe_load`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,6 +38,7 @@ from nbmlops.registry.models import (
     check_model_name,
     version_info,
 )
+from nbmlops.registry.safe_load import SHA256_TAG, model_digest
 
 __all__ = ["UnsupportedModelError", "deliver_model", "find_registration", "register", "stage_model"]
 
@@ -117,6 +122,7 @@ def stage_model(
         "flavor": "sklearn",
         "class": _model_class(model),
         "trusted": trusted,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "training": dict(training or {}),
         "evaluation": dict(evaluation or {}),
     }
@@ -273,10 +279,16 @@ def deliver_model(client: Any, run_id: str, record: dict[str, Any]) -> None:
                 run.info.experiment_id, name="model", source_run_id=run_id,
                 tags={REGISTRATION_KEY_TAG: record["key"], "nbmlops.registered_as": record["name"]},
             )
-        if logged.status != LoggedModelStatus.READY:
+        if logged.status == LoggedModelStatus.READY:  # uploaded by an earlier, interrupted delivery
+            digest = logged.tags.get(SHA256_TAG)
+        else:
+            digest = model_digest(local)
+            client.set_logged_model_tags(logged.model_id, {SHA256_TAG: digest})
             client.log_model_artifacts(logged.model_id, local)
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
+    if digest:
+        tags[SHA256_TAG] = digest
     _ensure_registered_model(client, record["name"])
     if find_registration(record["name"], record["key"], client) is None:
         client.create_model_version(
@@ -297,9 +309,13 @@ def _logged_model(client: Any, experiment_id: str, key: str) -> Any:
 
 
 def _load_staged(path: Path, record: dict[str, Any]) -> Any:
+    """The staged model, trusting the types the record lists only when the file is the one staged."""
     import skops.io
 
-    return skops.io.loads(path.read_bytes(), trusted=record["trusted"] or None)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise ValueError(f"{path.name} is not the file that was staged (its SHA-256 differs from the record's)")
+    return skops.io.loads(data, trusted=record["trusted"] or None)
 
 
 def _signature(model: Any, record: dict[str, Any]) -> tuple[Any, Any]:
