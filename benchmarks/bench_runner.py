@@ -178,6 +178,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}"
 
 
+def code_measured() -> str:
+    from nbmlops.tracking.context import git_state
+
+    state = git_state(HERE.parent)  # the whole work tree: other people's edits count as "uncommitted"
+    return f"commit {state.commit[:7]}" + (" + uncommitted changes" if state.dirty else "") if state else "unknown"
+
+
 def write_results(rows: list[tuple[str, str, str, str]], note: str) -> None:
     table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
     write_section("runner", (
@@ -204,12 +211,30 @@ def run_rows(label: str, run: dict[str, float]) -> list[tuple[str, str, str, str
 
 
 def cost_rows(tiny: dict[str, float], real: dict[str, float]) -> list[tuple[str, str, str, str]]:
-    per_cell = (real["added_s"] - tiny["added_s"]) / (real["cells"] - tiny["cells"])
+    extra = real["cells"] - tiny["cells"]
+    per_cell = (real["added_s"] - tiny["added_s"]) / extra
+    cpu_fixed = tiny["nbmlops_cpu_s"] - tiny["papermill_cpu_s"]
+    cpu_per_cell = (real["nbmlops_cpu_s"] - real["papermill_cpu_s"] - cpu_fixed) / extra
     return [
-        ("1. fixed cost of a run: added wall time on (a), median of per-pair differences", f"{tiny['added_s']:.2f} s", "", "info"),
-        (f"1. cost per tracked cell: ((b) added {real['added_s']:.2f} s - (a) added) / {real['cells'] - tiny['cells']} extra cells",
-         f"{per_cell * 1000:.0f} ms", "", "info"),
+        ("1. fixed cost of a run: added wall time on (a), median of per-pair differences; added CPU",
+         f"{tiny['added_s']:.2f} s; {cpu_fixed:.2f} s", "", "info"),
+        (f"1. cost per tracked cell: what (b) adds beyond (a), per extra cell ({extra}): wall; CPU",
+         f"{per_cell * 1000:.0f} ms; {cpu_per_cell * 1000:.0f} ms", "", "info"),
+        ("1. of papermill's wall: importing `rfc3987_syntax` (jsonschema imports it; `nbmlops run` skips it)",
+         rfc3987_import(), "", "info"),
     ]
+
+
+def rfc3987_import() -> str:
+    """Median seconds of ``import rfc3987_syntax`` in a fresh process, or why there is none."""
+    code = "import time; t = time.perf_counter(); import rfc3987_syntax; print(time.perf_counter() - t)"
+    seconds = []
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if result.returncode != 0:
+            return "not installed"
+        seconds.append(float(result.stdout))
+    return f"{statistics.median(seconds):.2f} s"
 
 
 def main() -> None:
@@ -245,7 +270,7 @@ def main() -> None:
         f"Machine: {machine()}; 1-minute load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
         "at the end (`nbmlops run` imports MLflow and delivers on a second core while the kernel works: other "
         "jobs on the machine take that core from it). "
-        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        f"Code measured: nbmlops {code_measured()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
     )
     print(note)
     print("| measure | value | target | result |\n|---|---|---|---|")

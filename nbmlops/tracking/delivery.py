@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nbmlops.exceptions import FlushTimeoutError, StoreUnavailableError
-from nbmlops.journal import CLAIM_SUFFIX, Claim, Cursor, Damage, claimed, encode, journal_tag, list_journals, read_records, try_lock
+from nbmlops.journal import (
+    CLAIM_SUFFIX,
+    Claim,
+    Cursor,
+    Damage,
+    claimed,
+    encode,
+    journal_tag,
+    list_journals,
+    read_records,
+    try_lock,
+)
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import RecordRejected, open_store
 
@@ -289,7 +300,9 @@ class Handoff:
             claim.release()
 
     def _journals(self) -> list[Path]:
-        return [p for d in self.journal_dirs for p in list_journals(d) if journal_tag(p) == self.tag]
+        """The journals under this tag, in the order they were started (a run's parent first)."""
+        found = [p for d in self.journal_dirs for p in list_journals(d) if journal_tag(p) == self.tag]
+        return sorted(found, key=lambda p: p.name)
 
     def _loop(self) -> None:
         if self._store is not None:
@@ -389,6 +402,8 @@ def sync_journals(journal_dir: Path, reason: str = "its process ended without fi
             _sync_one(path, fd, reason, report)
         finally:
             os.close(fd)
+        if tag is not None:  # the claim its runner left when it died
+            (journal_dir / f"{tag}{CLAIM_SUFFIX}").unlink(missing_ok=True)
     return report
 
 
@@ -433,9 +448,6 @@ def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
     report.delivered += len(items)
     report.journals += 1
     path.with_suffix(".cursor").unlink(missing_ok=True)
-    tag = journal_tag(path)
-    if tag is not None:  # the claim of a runner that died (a live one holds it, and then we are that runner)
-        (path.parent / f"{tag}{CLAIM_SUFFIX}").unlink(missing_ok=True)
     if any(d.path == str(path) for d in report.damage):
         path.rename(path.with_suffix(".damaged"))  # kept for inspection; its valid records are delivered
     else:
