@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["Claim", "Cursor", "Damage", "Journal", "claimed", "journal_tag", "list_journals", "read_records", "try_lock"]
+__all__ = [
+    "Claim", "Cursor", "Damage", "Journal", "claimed", "journal_tag", "list_journals", "read_records", "try_lock",
+]
 
 MAGIC = b"NBJ1"
 _HEADER = struct.Struct("<4sII")
