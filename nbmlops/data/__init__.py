@@ -6,7 +6,7 @@ is the function, not the module.
 """
 
 from nbmlops.data.diff import diff_frames, diff_profiles, format_diff
-from nbmlops.data.drift import DriftError, DriftReport, FeatureDrift, compare, compare_predictions, ks_2samp, psi
+from nbmlops.data.drift import DriftError, DriftReport, FeatureDrift, compare, compare_predictions, psi
 from nbmlops.data.fingerprint import fingerprint
 from nbmlops.data.profile import mlflow_schema, profile
 from nbmlops.data.snapshots import CorruptSnapshotError, SnapshotStore, UnsupportedSnapshotError, load
@@ -24,7 +24,6 @@ __all__ = [
     "diff_profiles",
     "fingerprint",
     "format_diff",
-    "ks_2samp",
     "load",
     "mlflow_schema",
     "profile",
