@@ -39,11 +39,12 @@ from nbmlops.registry.models import (
     version_info,
 )
 from nbmlops.registry.safe_load import SHA256_TAG, model_digest
+from nbmlops.runner.gates import clip_tag
 
 __all__ = ["UnsupportedModelError", "deliver_model", "find_registration", "register", "stage_model"]
 
 _EXAMPLE_ROWS = 5
-_TAG_LIMIT = 5000
+_TAG_LIMIT = 5000  # MLflow's limit on a model version's tag value
 
 
 class UnsupportedModelError(RegistryError, TypeError):
@@ -354,7 +355,7 @@ def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:
         "nbmlops.git_commit": run_tags.get("mlflow.source.git.commit", ""),
         TRAINING_TAG: json.dumps(record.get("training") or {}),
         EVALUATION_TAG: json.dumps(record.get("evaluation") or {}),
-        PARAMS_TAG: _clip(json.dumps(dict(sorted(run.data.params.items())))),
+        PARAMS_TAG: clip_tag(json.dumps(dict(sorted(run.data.params.items()))), _TAG_LIMIT),
     }
     if record.get("features"):
         tags[FEATURES_TAG] = record["features"]
@@ -364,10 +365,6 @@ def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:
     if run_tags.get("nbmlops.parent_key"):  # a headless kernel's cell: the key of the notebook's run
         tags["nbmlops.parent_key"] = run_tags["nbmlops.parent_key"]
     return {k: v for k, v in tags.items() if v}
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _TAG_LIMIT else text[: _TAG_LIMIT - 3] + "..."
 
 
 def _ensure_registered_model(client: Any, name: str) -> None:

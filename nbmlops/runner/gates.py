@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from nbmlops.exceptions import NbmlopsError
 
 __all__ = [
-    "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError",
+    "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError", "clip_tag",
     "evaluate_gate", "evaluate_gates", "gate_tags", "infer_maximize", "non_finite", "parse_gate",
 ]
 
@@ -267,8 +267,10 @@ def evaluate_gates(gates: Iterable[Gate], metrics: Mapping[str, float]) -> list[
     return [evaluate_gate(gate, metrics) for gate in gates]
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= _TAG_LIMIT else text[: _TAG_LIMIT - 3] + "..."
+def clip_tag(text: str, limit: int = _TAG_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (MLflow's limit on a run's tag value by default),
+    ending in ``...`` when it was longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
@@ -278,9 +280,9 @@ def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
     for index, result in enumerate(results):
         key = f"nbmlops.gate.{index}"
         values = (f"{k}={'missing' if v is None else _number_text(v)}" for k, v in result.values.items())
-        tags[key] = _clip(str(result.gate))
+        tags[key] = clip_tag(str(result.gate))
         tags[f"{key}.result"] = "passed" if result.passed else "failed"
-        tags[f"{key}.values"] = _clip(", ".join(values))
+        tags[f"{key}.values"] = clip_tag(", ".join(values))
     if results:
         tags["nbmlops.gates"] = "passed" if all(r.passed for r in results) else "failed"
     return tags
