@@ -28,6 +28,15 @@ def _training_notebook(project: Path) -> Path:
     )
 
 
+def _metrics(result) -> list[tuple[str, str, list[float] | None, bool]]:
+    """(run name, metric, the new run's values, matched) for each metric compared, cell by cell."""
+    return [
+        (cell.label.split(" (")[0], m.name, None if m.new is None else [v for _, v in m.new], m.ok)
+        for cell in result.cells
+        for m in cell.metrics
+    ]
+
+
 def _typed_parameters(client, run_id: str, dst: Path) -> dict:
     return json.loads(Path(client.download_artifacts(run_id, "notebook/parameters.json", str(dst))).read_text())
 
@@ -39,7 +48,8 @@ def test_notebook_run_is_reproduced_with_the_same_typed_parameters(project, clie
     result = reproduce(first.run_id)
 
     assert result.reproduced and result.exit_code == 0 and result.status == "FINISHED"
-    assert [(m.name, m.original, m.new, m.ok) for m in result.metrics] == [("total", 12.0, 12.0, True)]
+    assert result.verdict == "REPRODUCED" and result.first_difference is None and result.causes == ()
+    assert _metrics(result) == [("fit", "total", [12.0], True), ("notebook run", "total", [12.0], True)]
     assert result.params == () and result.data == () and result.notes == ()
     new = client.get_run(result.run_id)
     assert new.data.tags["nbmlops.reproduces"] == first.run_id and new.info.run_name == "reproduce train"
@@ -58,12 +68,14 @@ def test_changed_data_is_not_reproduced_and_the_report_names_the_metric_and_the_
     result = reproduce(first.run_id, rtol=1e-6)
 
     assert not result.reproduced and result.exit_code == 4 and result.status == "FINISHED"
-    assert [(m.name, m.new, m.ok) for m in result.metrics] == [("total", 7.0, False)]
+    assert _metrics(result) == [("fit", "total", [7.0], False), ("notebook run", "total", [7.0], False)]
+    assert result.first_difference.startswith("fit (") and result.first_difference.endswith("metric total: 6.0 -> 7.0")
     (change,) = result.data
     assert change.startswith("input df changed: ") and len(change.split(" -> ")[1]) == 12
+    assert result.causes[0].startswith("changed input data: input df changed: ")
     report = format_report(result)
-    assert report.startswith("NOT REPRODUCED") and "DIFF  total  6.0" in report
-    assert "input df changed" in report.split("data:")[1]
+    assert report.startswith("NOT REPRODUCED") and "DIFF  metric total: 6.0 -> 7.0" in report
+    assert "likely cause: changed input data" in report and "input df changed" in report.split("data:")[1]
 
 
 def test_cell_run_is_reproduced_from_the_recorded_kernel_history(shell, client, request):
@@ -75,7 +87,7 @@ def test_cell_run_is_reproduced_from_the_recorded_kernel_history(shell, client, 
     result = reproduce(original.info.run_id)
 
     assert result.reproduced and result.exit_code == 0, format_report(result)
-    assert [(m.name, m.new) for m in result.metrics] == [("score", 6.0)]
+    assert [(m, new) for _, m, new, _ in _metrics(result)] == [("score", [6.0])]
     new = client.get_run(result.run_id)
     assert new.data.tags["nbmlops.kind"] == "cell" and new.data.tags["nbmlops.reproduces"] == original.info.run_id
     assert new.data.tags["mlflow.parentRunId"] == result.execution.run_id != result.run_id
@@ -97,7 +109,7 @@ def test_history_cells_that_raised_are_replayed_without_stopping_the_reproductio
     result = reproduce(original.info.run_id)
 
     assert result.reproduced, format_report(result)
-    assert [(m.name, m.new) for m in result.metrics] == [("score", 8.0)]  # the raising cell's effect replayed
+    assert [(m, new) for _, m, new, _ in _metrics(result)] == [("score", [8.0])]  # the raising cell's effect replayed
     executed = nbformat.read(result.execution.output, 4)
     assert executed.cells[2].metadata["tags"] == ["raises-exception"]
 
@@ -146,7 +158,7 @@ def test_a_data_file_that_changed_or_is_gone_is_replaced_by_its_snapshot(project
     result = reproduce(first.run_id)
 
     assert result.reproduced, format_report(result)
-    assert [(m.name, m.new) for m in result.metrics] == [("total", 6.0)]
+    assert [(m, new) for _, m, new, _ in _metrics(result)] == [("total", [6.0])] * 2
     assert result.notes == (f"data_path: data.csv {change}; used snapshot {digest[:12]}",)
     assert result.params == () and result.data == ()
     restored = Path(result.execution.parameters["data_path"])
@@ -166,7 +178,7 @@ def test_a_corrupt_snapshot_is_a_note_and_the_file_is_used_as_it_is(project, cli
     (note,) = result.notes
     assert note.startswith(f"data_path: data.csv changed since the run; its snapshot {digest[:12]} cannot be used")
     assert "is corrupt" in note
-    assert [(m.name, m.new) for m in result.metrics] == [("total", 7.0)]
+    assert [(m, new) for _, m, new, _ in _metrics(result)] == [("total", [7.0])] * 2
 
 
 def test_a_data_file_without_snapshot_is_noted_and_the_run_proceeds(project, client, monkeypatch):
@@ -195,7 +207,7 @@ def test_a_cell_run_whose_source_file_is_gone_is_reproduced_from_the_input_snaps
     result = reproduce(original.info.run_id)
 
     assert result.reproduced, format_report(result)
-    assert [(m.name, m.new) for m in result.metrics] == [("total", 6.0)]
+    assert [(m, new) for _, m, new, _ in _metrics(result)] == [("total", [6.0])]
     assert result.notes == (f"df is missing; restored from snapshot {digest[:12]}",)
     executed = nbformat.read(result.execution.output, 4)
     assert [c.metadata.get("tags", []) for c in executed.cells] == [

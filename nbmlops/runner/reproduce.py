@@ -3,54 +3,65 @@
 A notebook run (``nbmlops.kind=notebook``) is re-executed from its logged input notebook with the
 same typed parameters; a ``%%track`` cell run (``nbmlops.kind=cell``) from a notebook rebuilt out of
 the kernel history it recorded. The new run is tagged ``nbmlops.reproduces=<original run id>`` and
-compared with the original: metrics within a tolerance, then params, data fingerprints and
-environment.
+compared with the original cell run by cell run (:mod:`nbmlops.runner.compare`): every metric at
+every step and every output dataset by content, within a tolerance. The verdict is REPRODUCED
+only when something recorded was compared and all of it matched; NOT REPRODUCED names the first
+differing cell and quantity, and the likely cause (:mod:`nbmlops.runner.causes`); NOTHING TO
+COMPARE when the original recorded no metric and no output. Params, input data fingerprints and
+environment differences are listed too.
 
-Data snapshots stand in for data that changed or disappeared since the run. A notebook run's
-parameter naming a data file whose content is no longer the recorded one gets the path of the
-file restored from its snapshot. A cell run's rebuilt notebook has, before the tracked cell, a
-cell that rebinds each input variable from its snapshot when it is missing or differs
-(:func:`restore_inputs`); when every input has a snapshot, history cells that fail (say, reading
-a file that is gone) do not stop the reproduction. The report's notes say what was used.
+Data snapshots stand in for data that changed or disappeared since the run
+(:mod:`nbmlops.runner.restore`): a data file a notebook run's parameter names, the input
+variables of a cell run; when every input of a cell run has a snapshot, history cells that fail
+(say, reading a file that is gone) do not stop the reproduction. The report's notes say what was used.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
-import math
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.data.snapshots import SnapshotError, SnapshotStore
+from nbmlops.data.snapshots import SnapshotStore
 from nbmlops.exceptions import ConfigError, NbmlopsError
+from nbmlops.runner.causes import data_differences, environment_differences, likely_causes, param_differences
+from nbmlops.runner.compare import (
+    CellComparison,
+    OutputComparison,
+    cell_label,
+    cell_source,
+    compare_run,
+    match_cells,
+)
 from nbmlops.runner.execute import PARAMETERS_ARTIFACT, NotebookRun, run_notebook
 from nbmlops.runner.parameters import check_parameters
+from nbmlops.runner.restore import restore_cell, restore_data_parameters, restore_notes, snapshotted_inputs
+from nbmlops.runner.tolerance import show
 from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 from nbmlops.tracking.query import RunRecord, child_runs, download_artifact, load_run
-from nbmlops.tracking.run import STORED, snapshot_state
 
 __all__ = [
-    "MetricComparison",
+    "NOT_REPRODUCED",
+    "NOTHING_TO_COMPARE",
     "NotReproducibleError",
+    "REPRODUCED",
     "Reproduction",
     "format_report",
     "reproduce",
-    "restore_inputs",
 ]
 
 REPRODUCES_TAG = "nbmlops.reproduces"
-#: exit codes of `nbmlops reproduce`
-EXIT_REPRODUCED, EXIT_NOT_REPRODUCED = 0, 4
-_MAX_PACKAGE_LINES = 30
+#: the verdicts of `nbmlops reproduce`
+REPRODUCED, NOT_REPRODUCED, NOTHING_TO_COMPARE = "REPRODUCED", "NOT REPRODUCED", "NOTHING TO COMPARE"
+_EXIT_CODES = {REPRODUCED: 0, NOT_REPRODUCED: 4, NOTHING_TO_COMPARE: 6}
 _LOADS_EXTENSION = re.compile(r"^\s*%(re)?load_ext\s+nbmlops\b", re.MULTILINE)
-#: tag of the rebuilt notebook's cell that restores inputs from snapshots
-RESTORE_TAG = "nbmlops-restore"
 
 
 class NotReproducibleError(NbmlopsError, ValueError):
@@ -58,29 +69,22 @@ class NotReproducibleError(NbmlopsError, ValueError):
 
 
 @dataclass(frozen=True)
-class MetricComparison:
-    """One metric of the original run against the reproduction (``new`` is None when it is missing)."""
-
-    name: str
-    original: float
-    new: float | None
-    ok: bool
-
-
-@dataclass(frozen=True)
 class Reproduction:
     """The outcome of :func:`reproduce`.
 
     ``run_id`` is the new run compared with the original: the new notebook run, or for a cell run the
-    new run of that cell (``execution.run_id`` is then the run of the rebuilt notebook). ``params``,
-    ``data`` and ``environment`` list the differences found, one line each; ``notes`` say what could
-    not be compared exactly.
+    new run of that cell (``execution.run_id`` is then the run of the rebuilt notebook). ``cells``
+    compares each cell run of the original (then, for a notebook run, its own metrics) with its
+    counterpart; ``causes`` name the likely causes of the first difference. ``params``, ``data``
+    and ``environment`` list the differences found, one line each; ``notes`` say what could not be
+    compared exactly.
     """
 
     original: RunRecord
     execution: NotebookRun
     run_id: str | None
-    metrics: tuple[MetricComparison, ...]
+    cells: tuple[CellComparison, ...]
+    causes: tuple[str, ...]
     params: tuple[str, ...]
     data: tuple[str, ...]
     environment: tuple[str, ...]
@@ -94,14 +98,36 @@ class Reproduction:
         return self.execution.status
 
     @property
+    def compared(self) -> int:
+        """How many recorded quantities (metrics, outputs) were compared."""
+        return sum(cell.compared for cell in self.cells)
+
+    @property
+    def first_difference(self) -> str | None:
+        """What differs first: the failed execution, or the first cell and quantity; None when nothing does."""
+        if self.status != "FINISHED":
+            error = self.execution.error
+            return f"the re-execution ended {self.status}" + (f": {error}" if error else "")
+        if self.run_id is None:
+            return "the re-execution recorded no run to compare"
+        return next((f"{c.label}: {c.first_difference}" for c in self.cells if c.first_difference), None)
+
+    @property
+    def verdict(self) -> str:
+        """REPRODUCED (something was compared and all of it matched), NOT REPRODUCED or NOTHING TO COMPARE."""
+        if self.first_difference is not None:
+            return NOT_REPRODUCED
+        return REPRODUCED if self.compared else NOTHING_TO_COMPARE
+
+    @property
     def reproduced(self) -> bool:
-        """True when the new execution finished, was recorded, and every metric matched."""
-        return self.status == "FINISHED" and self.run_id is not None and all(m.ok for m in self.metrics)
+        """True when the verdict is REPRODUCED."""
+        return self.verdict == REPRODUCED
 
     @property
     def exit_code(self) -> int:
-        """0 reproduced, 4 not."""
-        return EXIT_REPRODUCED if self.reproduced else EXIT_NOT_REPRODUCED
+        """0 reproduced, 4 not reproduced, 6 nothing to compare."""
+        return _EXIT_CODES[self.verdict]
 
 
 def reproduce(
@@ -122,8 +148,8 @@ def reproduce(
 
     Args:
         run_id: a notebook run or a ``%%track`` cell run.
-        rtol: relative tolerance for each metric.
-        atol: absolute tolerance for each metric.
+        rtol: relative tolerance for each number compared (metric values, output data).
+        atol: absolute tolerance for each number compared.
         settings: where the original run is read from (default: :func:`resolve_settings`); the new
             run is recorded where :func:`run_notebook` records.
         output: where to write the executed notebook (default: ``.nbmlops/outputs/``).
@@ -153,7 +179,7 @@ def reproduce(
     restored: dict[str, str] = {}
     if kind == "notebook":
         notebook, parameters = _notebook_input(settings.tracking_uri, original, workdir, notes)
-        restored = _restore_data_parameters(original, parameters, cwd, workdir / "data", store, notes)
+        restored = restore_data_parameters(original, parameters, cwd, workdir / "data", store, notes)
         defaults = check_parameters(notebook, {})
         parameters = {k: v for k, v in {**parameters, **restored}.items() if repr(defaults[k]) != repr(v)}
     else:
@@ -170,7 +196,7 @@ def reproduce(
         progress_bar=progress_bar,
     )
     if kind == "cell":
-        notes += _restore_notes(execution.output)
+        notes += restore_notes(execution.output)
     new_uri = resolve_settings().tracking_uri  # where run_notebook recorded the new run
     new = load_run(new_uri, execution.run_id) if execution.run_id else None
     if new is None:
@@ -179,52 +205,127 @@ def reproduce(
         new = _reproduced_cell(new_uri, new.run_id, run_id)
         if new is None:
             notes.append("the rebuilt notebook recorded no run of the tracked cell")
-    differences = (
-        _differences(settings.tracking_uri, original, new_uri, new, notes, set(restored)) if new else ((), (), ())
-    )
+    return _compared(settings.tracking_uri, original, new_uri, new, execution, store, set(restored), notes, rtol, atol)
+
+
+def format_report(reproduction: Reproduction) -> str:
+    """A readable report for the terminal: the verdict and what differs first, with its likely cause;
+    each cell's comparisons; the timings left out; then params, data, environment differences and notes."""
+    r, original = reproduction, reproduction.original
+    lines = [f"{r.verdict}: {original.tags.get('nbmlops.kind', '')} run {original.run_id} ({original.name}, "
+             f"experiment {original.experiment})"]  # fmt: skip
+    if r.first_difference:
+        lines.append(f"  first difference: {r.first_difference}")
+    lines += [f"  {'likely cause' if i == 0 else '  or'}: {cause}" for i, cause in enumerate(r.causes)]
+    lines.append(f"  new run: {r.run_id or 'none'} ({r.status}); executed notebook: {r.execution.output}")
+    if r.compared:
+        lines.append(f"compared (rtol={r.rtol:g}, atol={r.atol:g}):")
+    else:
+        lines.append("compared: nothing; the original run recorded no metric and no output dataset")
+    excluded = []
+    for cell in r.cells:
+        if cell.compared:
+            lines.append(f"  {cell.label}" + ("" if cell.new else ": no counterpart in the re-execution"))
+            lines += [f"    {_mark(m.difference)}metric {m.name}: {m.difference or _value(m.original)}"
+                      for m in cell.metrics]  # fmt: skip
+            lines += [f"    {_mark(o.difference)}output {o.name}: {o.difference or _same(o)}" for o in cell.outputs]
+        excluded += [f"{cell.label}: {name}" for name in cell.excluded]
+        excluded += [f"{cell.label}: output {o.name} column(s) {', '.join(o.excluded)}"
+                     for o in cell.outputs if o.excluded]  # fmt: skip
+    for title, items in (
+        ("excluded (timings)", excluded),
+        ("params", r.params),
+        ("data", r.data),
+        ("environment", r.environment),
+        ("notes", r.notes),
+    ):
+        if items:
+            lines.append(f"{title}:")
+            lines += [f"  {item}" for item in items]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _mark(difference: str | None) -> str:
+    return "ok    " if difference is None else "DIFF  "
+
+
+def _value(history: tuple[tuple[int, float], ...]) -> str:
+    if len(history) == 1:
+        return show(history[0][1])
+    return f"{len(history)} steps, {show(history[0][1])} ... {show(history[-1][1])}"
+
+
+def _same(output: OutputComparison) -> str:
+    if output.how == "same fingerprint":
+        return f"same fingerprint {output.original[:12]}"
+    return f"same content (fingerprint {output.original[:12]} -> {(output.new or '')[:12]})"
+
+
+def _compared(
+    old_uri: str,
+    original: RunRecord,
+    new_uri: str,
+    new: RunRecord | None,
+    execution: NotebookRun,
+    store: SnapshotStore,
+    restored: set[str],
+    notes: list[str],
+    rtol: float,
+    atol: float,
+) -> Reproduction:
+    """Compare ``original`` with its re-execution ``new`` (both notebook runs, or both cell runs) cell by cell.
+
+    ``restored``: notebook parameters given the path of a restored snapshot instead (the notes say so).
+    """
+    notebook = original.tags.get("nbmlops.kind") == "notebook"
+    old_cells = _cell_runs(old_uri, original) if notebook else [original]
+    new_cells = (_cell_runs(new_uri, new) if notebook else [new]) if new is not None else []
+    stores = {run.run_id: old_uri for run in old_cells} | {run.run_id: new_uri for run in new_cells}
+    sources = functools.cache(lambda run_id: cell_source(stores[run_id], run_id))
+
+    def source(run: RunRecord) -> str | None:
+        return sources(run.run_id)
+
+    pairs = match_cells(old_cells, new_cells, source) if notebook else [(original, new)]
+    cells = [compare_run(cell_label(old), (old_uri, old), (new_uri, match), store, rtol, atol) for old, match in pairs]
+    if notebook:
+        cells.append(compare_run("notebook run", (old_uri, original), (new_uri, new), store, rtol, atol))
+        matched = {match.run_id for _, match in pairs if match is not None}
+        unmatched = [cell_label(run) for run in new_cells if run.run_id not in matched]
+        if unmatched:
+            notes.append(f"cell runs of the re-execution with no counterpart in the original: {', '.join(unmatched)}")
+    notes += [f"{c.label}: metric(s) not in the original run: {', '.join(c.added)}" for c in cells if c.added]
+    params: list[str] = []
+    data: list[str] = []
+    environment: list[str] = []
+    if new is not None:
+        kept = {k: original.params[k] if k in restored and k in original.params else v for k, v in new.params.items()}
+        params = param_differences(original.params, kept)
+        data = data_differences([original, *old_cells], [new, *new_cells]) if notebook else data_differences(
+            [original], [new]
+        )
+        environment = environment_differences(old_uri, original, new_uri, new)
+    differing = next((i for i, cell in enumerate(cells) if cell.first_difference), None)
+    causes = [] if differing is None else likely_causes(cells, differing, data, environment, source)
     return Reproduction(
         original=original,
         execution=execution,
         run_id=new.run_id if new else None,
-        metrics=tuple(
-            _compare_metric(k, v, new.metrics if new else {}, rtol, atol) for k, v in sorted(original.metrics.items())
-        ),
-        params=differences[0],
-        data=differences[1],
-        environment=differences[2],
+        cells=tuple(cells),
+        causes=tuple(causes),
+        params=tuple(params),
+        data=tuple(data),
+        environment=tuple(environment),
         notes=tuple(notes),
         rtol=rtol,
         atol=atol,
     )
 
 
-def format_report(reproduction: Reproduction) -> str:
-    """A readable report for the terminal: the verdict, the metrics table, then the differences."""
-    r, original = reproduction, reproduction.original
-    verdict = "REPRODUCED" if r.reproduced else "NOT REPRODUCED"
-    kind = original.tags.get("nbmlops.kind", "")
-    lines = [
-        f"{verdict}: {kind} run {original.run_id} ({original.name}, experiment {original.experiment})",
-        f"  new run: {r.run_id or 'none'} ({r.status}); executed notebook: {r.execution.output}",
-    ]
-    if r.execution.error:
-        lines.append(f"  {r.execution.error}")
-    if r.metrics:
-        lines.append(f"metrics (rtol={r.rtol:g}, atol={r.atol:g}):")
-        rows = [("", "name", "original", "new")]
-        rows += [
-            ("ok" if m.ok else "DIFF", m.name, repr(m.original), "missing" if m.new is None else repr(m.new))
-            for m in r.metrics
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
-    else:
-        lines.append("metrics: the original run has none")
-    for title, items in (("params", r.params), ("data", r.data), ("environment", r.environment), ("notes", r.notes)):
-        if items:
-            lines.append(f"{title}:")
-            lines += [f"  {item}" for item in items]
-    return "\n".join(line.rstrip() for line in lines)
+def _cell_runs(uri: str, notebook_run: RunRecord) -> list[RunRecord]:
+    """The cell runs of a notebook run, in execution order."""
+    cells = [run for run in child_runs(uri, notebook_run.run_id) if run.tags.get("nbmlops.kind") == "cell"]
+    return sorted(cells, key=lambda run: (int(run.tags.get("nbmlops.execution_count") or 0), run.start_time))
 
 
 def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[str]) -> tuple[Path, dict[str, Any]]:
@@ -242,112 +343,6 @@ def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[st
             notes.append(f"no {PARAMETERS_ARTIFACT}: parameter types were guessed from the MLflow params")
     defaults = check_parameters(snapshots[0], {})
     return snapshots[0], {k: v for k, v in values.items() if k in defaults}
-
-
-def _restore_data_parameters(
-    original: RunRecord, parameters: Mapping[str, Any], cwd: Path, folder: Path, store: SnapshotStore, notes: list[str]
-) -> dict[str, str]:
-    """For each parameter naming a data file the run recorded, whose content is no longer the
-    recorded one (seen from the kernel's folder ``cwd``): the path of its snapshot, restored in ``folder``."""
-    from nbmlops.data import fingerprint
-
-    recorded = {name: digest for name, digest, context in original.datasets if context == "input"}
-    restored: dict[str, str] = {}
-    for name, value in parameters.items():
-        digest = recorded.get(name)
-        if digest is None or not isinstance(value, str):
-            continue
-        try:
-            current: str | None = fingerprint(cwd / value)
-        except (OSError, NbmlopsError):
-            current = None
-        if current == digest:
-            continue
-        what = f"{name}: {value} {'changed since the run' if current else 'is gone'}"
-        state = snapshot_state(original.tags, digest)
-        if state != STORED:
-            notes.append(f"{what}; no snapshot of it ({state or 'none was recorded'})")
-            continue
-        target = folder / digest[:12] / Path(value).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            store.get(digest, target)
-        except SnapshotError as exc:
-            notes.append(f"{what}; its snapshot {digest[:12]} cannot be used: {exc}")
-            continue
-        restored[name] = str(target)
-        notes.append(f"{what}; used snapshot {digest[:12]}")
-    return restored
-
-
-def _snapshotted_inputs(original: RunRecord, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
-    """The cell run's input variables that have a usable snapshot (name -> fingerprint), fetched into
-    the local store if need be; and whether every input has one."""
-    inputs = {name: digest for name, digest, context in original.datasets if context == "input"}
-    usable: dict[str, str] = {}
-    for name, digest in inputs.items():
-        state = snapshot_state(original.tags, digest)
-        if state != STORED:
-            if state:
-                notes.append(f"input {name} has no snapshot ({state}): only the recorded history rebuilds it")
-            continue
-        try:
-            if store.info(digest).kind != "file":  # a file logged by path is no variable to rebind
-                usable[name] = digest
-        except SnapshotError as exc:
-            notes.append(f"input {name}: its snapshot {digest[:12]} cannot be used: {exc}")
-    return usable, bool(inputs) and usable.keys() == inputs.keys()
-
-
-def restore_inputs(namespace: dict[str, Any], inputs: Mapping[str, str], root: str | os.PathLike[str]) -> list[str]:
-    """Rebind each variable of ``inputs`` (name -> fingerprint) from the snapshot store at ``root`` when
-    it is missing from ``namespace`` or no longer has that fingerprint.
-
-    Called by the cell a reproduction inserts before the tracked cell. Prints, and returns, one line
-    per variable restored or that could not be.
-    """
-    from nbmlops.data import fingerprint
-
-    store = SnapshotStore(Path(root))
-    lines = []
-    for name, digest in inputs.items():
-        if name in namespace:
-            try:
-                current: str | None = fingerprint(namespace[name])
-            except (TypeError, ValueError):  # UnsupportedDataError: not data any more
-                current = None
-            if current == digest:
-                continue
-            why = f"{name} differs from the run's input"
-        else:
-            why = f"{name} is missing"
-        try:
-            namespace[name] = store.load(digest)
-        except SnapshotError as exc:
-            lines.append(f"{why}; its snapshot {digest[:12]} cannot be used: {exc}")
-        else:
-            lines.append(f"{why}; restored from snapshot {digest[:12]}")
-        print(lines[-1])
-    return lines
-
-
-def _restore_notes(executed: Path) -> list[str]:
-    """What the restore cell of an executed rebuilt notebook printed, one note per line."""
-    import nbformat
-
-    try:
-        notebook = nbformat.read(executed, as_version=4)
-    except (OSError, ValueError):
-        return []
-    lines: list[str] = []
-    for cell in notebook.cells:
-        if RESTORE_TAG in cell.get("metadata", {}).get("tags", []):
-            for out in cell.get("outputs", []):
-                if out.get("output_type") == "stream" and out.get("name") == "stdout":
-                    lines += [line for line in out.get("text", "").splitlines() if line.strip()]
-                elif out.get("output_type") == "error":
-                    lines.append(f"the restore cell failed: {out.get('ename')}: {out.get('evalue')}")
-    return lines
 
 
 def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path, store: SnapshotStore, notes: list[str]) -> Path:
@@ -372,21 +367,14 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path, store: Snaps
         sources.insert(0, "%load_ext nbmlops")
         raised.insert(0, False)
     cells = [new_code_cell(source) for source in sources]
-    inputs, covered = _snapshotted_inputs(original, store, notes)
+    inputs, covered = snapshotted_inputs(original, store, notes)
     for cell, failed in zip(cells[:-1], raised):
         # it raised in the original session too: replay its effects, and go on as the user did; or
         # the restore cell below covers every input: a history cell that fails now cannot cost them
         if failed or (covered and not _LOADS_EXTENSION.search(cell.source)):
             cell.metadata["tags"] = ["raises-exception"]
     if inputs:
-        restore = new_code_cell(
-            "# nbmlops reproduce: the run's inputs, from their snapshots where missing or changed\n"
-            "from nbmlops.runner.reproduce import restore_inputs\n"
-            f"restore_inputs(globals(), {inputs!r}, {str(store.root)!r})\n"
-            "del restore_inputs"
-        )
-        restore.metadata["tags"] = [RESTORE_TAG]
-        cells.insert(len(cells) - 1, restore)
+        cells.insert(len(cells) - 1, restore_cell(inputs, store))
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     stem = Path(original.tags.get("nbmlops.notebook", "cell")).stem
@@ -418,97 +406,3 @@ def _literal(text: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return text
-
-
-def _differences(
-    old_uri: str, original: RunRecord, new_uri: str, new: RunRecord, notes: list[str], restored: set[str]
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Params, data and environment differences; the datasets of a notebook run include its cells'.
-
-    ``restored``: parameters given the path of a restored snapshot instead (the notes say so).
-    """
-    if original.tags.get("nbmlops.kind") == "notebook":
-        before = _datasets([original, *child_runs(old_uri, original.run_id)])
-        after = _datasets([new, *child_runs(new_uri, new.run_id)])
-    else:
-        before, after = _datasets([original]), _datasets([new])
-    new_params = {k: original.params[k] if k in restored and k in original.params else v for k, v in new.params.items()}
-    extra = sorted(set(new.metrics) - set(original.metrics))
-    if extra:
-        notes.append(f"metric(s) not in the original run: {', '.join(extra)}")
-    return (
-        tuple(_param_differences(original.params, new_params)),
-        tuple(_data_differences(before, after)),
-        tuple(_environment_differences(old_uri, original, new_uri, new)),
-    )
-
-
-def _compare_metric(name: str, old: float, new: Mapping[str, float], rtol: float, atol: float) -> MetricComparison:
-    value = new.get(name)
-    if value is None:
-        return MetricComparison(name, old, None, False)
-    if math.isnan(old) or math.isnan(value):
-        ok = math.isnan(old) and math.isnan(value)
-    else:
-        ok = math.isclose(value, old, rel_tol=rtol, abs_tol=atol)
-    return MetricComparison(name, old, value, ok)
-
-
-def _param_differences(old: Mapping[str, str], new: Mapping[str, str]) -> Iterable[str]:
-    for name in sorted(old.keys() | new.keys()):
-        if name not in new:
-            yield f"removed {name} (was {old[name]!r})"
-        elif name not in old:
-            yield f"added {name} = {new[name]!r}"
-        elif old[name] != new[name]:
-            yield f"changed {name}: {old[name]!r} -> {new[name]!r}"
-
-
-def _datasets(runs: Iterable[RunRecord]) -> dict[str, set[str]]:
-    """Dataset name -> the digests logged under it by these runs."""
-    found: dict[str, set[str]] = {}
-    for run in runs:
-        for name, digest, _ in run.datasets:
-            found.setdefault(name, set()).add(digest)
-    return found
-
-
-def _data_differences(old: Mapping[str, set[str]], new: Mapping[str, set[str]]) -> Iterable[str]:
-    def short(digests: set[str]) -> str:
-        return ", ".join(sorted(d[:12] for d in digests))
-
-    for name in sorted(old.keys() | new.keys()):
-        if name not in new:
-            yield f"input {name} was not logged by the new run (was {short(old[name])})"
-        elif name not in old:
-            yield f"input {name} is new: {short(new[name])}"
-        elif old[name] != new[name]:
-            yield f"input {name} changed: {short(old[name])} -> {short(new[name])}"
-
-
-def _environment_differences(old_uri: str, old: RunRecord, new_uri: str, new: RunRecord) -> Iterable[str]:
-    for label, tag in (("python", "nbmlops.python"), ("platform", "nbmlops.platform")):
-        before, after = old.tags.get(tag), new.tags.get(tag)
-        if before and after and before != after:
-            yield f"{label}: {before} -> {after}"
-    with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
-        before_file = download_artifact(old_uri, old.run_id, "environment/requirements.txt", Path(tmp, "old"))
-        after_file = download_artifact(new_uri, new.run_id, "environment/requirements.txt", Path(tmp, "new"))
-        if before_file is None or after_file is None:
-            yield "packages not compared: environment/requirements.txt was not recorded on both runs"
-            return
-        before_packages, after_packages = _packages(before_file.read_text()), _packages(after_file.read_text())
-    changes = [
-        f"package {name}: {before_packages.get(name, 'absent')} -> {after_packages.get(name, 'absent')}"
-        for name in sorted(before_packages.keys() | after_packages.keys())
-        if before_packages.get(name) != after_packages.get(name)
-    ]
-    yield from changes[:_MAX_PACKAGE_LINES]
-    if len(changes) > _MAX_PACKAGE_LINES:
-        yield f"... and {len(changes) - _MAX_PACKAGE_LINES} more package difference(s)"
-
-
-def _packages(text: str) -> dict[str, str]:
-    """``name==version`` lines as a mapping (a line without a version maps to "")."""
-    pairs = (line.strip().partition("==") for line in text.splitlines() if line.strip())
-    return {name.strip().lower(): version.strip() for name, _, version in pairs}

@@ -1,4 +1,4 @@
-"""Reading recorded runs back from a tracking store: a run, its child runs, its artifacts.
+"""Reading recorded runs back from a tracking store: a run, its child runs, metric histories, artifacts.
 
 mlflow is imported inside the functions, so importing this module stays cheap.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -16,7 +17,16 @@ from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
 from nbmlops.tracking.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
 
-__all__ = ["RunNotFoundError", "RunRecord", "child_runs", "download_artifact", "load_run", "quiet_downloads"]
+__all__ = [
+    "RunNotFoundError",
+    "RunRecord",
+    "artifact_text",
+    "child_runs",
+    "download_artifact",
+    "load_run",
+    "metric_history",
+    "quiet_downloads",
+]
 
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -96,6 +106,20 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | 
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
     with quiet_downloads():
         return Path(client.download_artifacts(run_id, path, str(dst_dir)))
+
+
+def artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
+    """The text of the artifact file ``path`` of run ``run_id``; None when the run has no such file."""
+    with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
+        found = download_artifact(tracking_uri, run_id, path, tmp)
+        return found.read_text(errors="replace") if found is not None and found.is_file() else None
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every value run ``run_id`` logged for metric ``key``, as ``(step, value)`` pairs in step order
+    (values of one step in the order they were logged); empty when it logged none."""
+    history = _client(tracking_uri).get_metric_history(run_id, key)
+    return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
 
 
 @contextlib.contextmanager
