@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable, or
 a notebook failed); 2 usage error (a bad option or setting, no such model); 3 a gate failed or a
-promotion was refused; 4 not reproduced; 5 drift detected; 130 interrupted.
+promotion was refused; 4 not reproduced; 5 drift detected; 6 nothing to compare (a reproduced run
+recorded no metric and no output); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
         epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable, notebook failed), "
         "2 usage error, 3 a gate failed or a promotion was refused, 4 not reproduced, 5 drift detected, "
-        "130 interrupted.",
+        "6 nothing to compare (reproduce), 130 interrupted.",
     )
     parser.add_argument(
         "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
@@ -103,16 +104,20 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Re-execute RUN_ID headlessly: a notebook run from its logged input notebook with the same typed "
             "parameters; a %%track cell run from a notebook rebuilt out of the kernel history it recorded. The new "
-            "run is tagged nbmlops.reproduces=RUN_ID; every metric of the original is compared within --rtol/--atol, "
-            "and differences in params, data fingerprints and environment are listed."
+            "run is tagged nbmlops.reproduces=RUN_ID and compared cell run by cell run (matched by cell id, else "
+            "by position and source): every metric at every step, and every output dataset by content (from its "
+            "snapshot; by fingerprint when it has none), within --rtol/--atol; timings (fit_time, ...) are left out "
+            "and listed. The first difference is named with its likely cause (unseeded randomness, changed input "
+            "data, environment or code); differences in params, input fingerprints and environment are listed."
         ),
-        epilog="Exit codes: 0 reproduced, 1 the operation failed (e.g. store unreachable), 2 usage error (unknown "
-        "run, a run of another kind, nothing recorded to re-execute), 4 not reproduced (a metric differs or is "
-        "missing, or the execution failed).",
+        epilog="Exit codes: 0 reproduced (at least one metric or output compared, all matched), 1 the operation "
+        "failed (e.g. store unreachable), 2 usage error (unknown run, a run of another kind, nothing recorded to "
+        "re-execute), 4 not reproduced (a metric or output differs or is missing, or the execution failed), "
+        "6 nothing to compare (the original run recorded no metric and no output dataset).",
     )
     reproduce.add_argument("run_id", metavar="RUN_ID", help="MLflow run id of a notebook run or a %%%%track cell run")
-    reproduce.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance per metric (default 1e-9)")
-    reproduce.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per metric (default 0)")
+    reproduce.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance per number (default 1e-9)")
+    reproduce.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per number (default 0)")
     reproduce.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
     reproduce.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
