@@ -129,6 +129,7 @@ def run_notebook(
     effective = check_parameters(source, dict(parameters or {}))
     settings = resolve_settings(experiment=experiment)
     target = _output_path(source, output, settings)
+    get_session().redactor.learn_namespace(effective)  # a secret-named parameter's value is scrubbed everywhere
     run = _start_run(source, settings, name, effective, tags, kernel_name)
     _log_data_parameters(run, effective, Path(cwd) if cwd else Path.cwd())
     session = get_session()
@@ -147,6 +148,8 @@ def run_notebook(
         raise
     duration = time.monotonic() - started
     executed = _read_notebook(target)
+    if executed is not None:
+        _redact_executed(target, executed, session.redactor)
     metrics = _roll_up(run, executed)
     _store_notebook(run, source, target, executed, html)
     results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
@@ -212,7 +215,7 @@ def _start_run(
         settings=settings,
     )
     run.start()
-    run.log_text(source.read_text(), f"notebook/input/{source.name}")
+    run.log_text(_redacted_notebook_text(source), f"notebook/input/{source.name}")
     run.log_text(json.dumps(dict(parameters), indent=1, default=repr), PARAMETERS_ARTIFACT)
     return run
 
@@ -337,6 +340,45 @@ def _read_notebook(path: Path) -> Any:
         return nbformat.read(path, as_version=4)
     except (OSError, ValueError):
         return None
+
+
+def _redacted_notebook_text(path: Path) -> str:
+    """The notebook at ``path`` as JSON, its code cells without secret literals or secret-named options."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    redactor = get_session().redactor
+    for cell in notebook.cells:
+        if cell.get("cell_type") == "code":
+            cell.source = redactor.redact_source(cell.source)
+    return nbformat.writes(notebook)
+
+
+def _redact_executed(path: Path, notebook: Any, redactor: Any) -> None:
+    """Rewrite the executed notebook at ``path`` without secrets: papermill's injected parameters, secret
+    literals and options in code, and learned values or token shapes in every text output."""
+    import nbformat
+
+    from nbmlops.redact import REDACTED, is_secret_name
+
+    injected = notebook.metadata.get("papermill", {}).get("parameters", {})
+    for name in list(injected):
+        if is_secret_name(name):
+            injected[name] = REDACTED
+    for cell in notebook.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        cell.source = redactor.redact_source(cell.source)
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = redactor.scrub(out["text"])
+            if "evalue" in out:
+                out["evalue"] = redactor.scrub(out["evalue"])
+                out["traceback"] = [redactor.scrub(line) for line in out.get("traceback", [])]
+            for kind, value in out.get("data", {}).items():
+                if kind.startswith("text/") and isinstance(value, str):
+                    out["data"][kind] = redactor.scrub(value)
+    nbformat.write(notebook, path)
 
 
 def _roll_up(run: Run, executed: Any) -> dict[str, float]:
