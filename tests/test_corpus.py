@@ -219,3 +219,22 @@ def test_classification_metrics_and_outputs(corpus):
     assert cells["nb14-09"].params["threshold"] == "0.3"
     assert cells["nb14-12"].contexts == {"X_tr": "training", "y_tr": "training", "X_te": "evaluation",
                                          "y_te": "evaluation"}
+
+
+#: the verdict `nbmlops reproduce` gives a notebook run: 0 REPRODUCED, 4 NOT REPRODUCED, 6 NOTHING TO COMPARE
+VERDICTS = {name: 0 for name in NOTEBOOKS} | {"09_unseeded_models.ipynb": 4, "11_environment_setup.ipynb": 6}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_reproduce_verdicts_compare_something_cell_by_cell(corpus, name):
+    cells = corpus[name]
+    any_cell = next(iter(cells.values())).run
+    parent = any_cell.data.tags["mlflow.parentRunId"]
+    root = Path(any_cell.data.tags["nbmlops.notebook"]).parent
+    result = _nbmlops("reproduce", parent, cwd=root)
+    words = {0: "REPRODUCED", 4: "NOT REPRODUCED", 6: "NOTHING TO COMPARE"}
+    assert result.returncode == VERDICTS[name], result.stdout + result.stderr
+    assert result.stdout.lstrip().startswith(words[VERDICTS[name]]), result.stdout
+    assert "Traceback" not in result.stderr
+    if VERDICTS[name] == 4:  # the first differing cell and quantity, and the likely cause from the tag
+        assert "nb09-" in result.stdout and "random_state" in result.stdout, result.stdout
