@@ -277,14 +277,7 @@ class Handoff:
         report = SyncReport()
         try:
             for path in self._journals():
-                fd = try_lock(path)
-                if fd is None:
-                    report.busy.append(path.name)
-                    continue
-                try:
-                    _sync_one(path, fd, reason, report)
-                finally:
-                    os.close(fd)
+                _sync_if_free(path, reason, report)
         finally:
             self._release()
         return report
@@ -394,17 +387,22 @@ def sync_journals(journal_dir: Path, reason: str = "its process ended without fi
         if tag is not None and claimed(journal_dir, tag):
             report.busy.append(path.name)
             continue
-        fd = try_lock(path)
-        if fd is None:
-            report.busy.append(path.name)
-            continue
-        try:
-            _sync_one(path, fd, reason, report)
-        finally:
-            os.close(fd)
-        if tag is not None:  # the claim its runner left when it died
+        if _sync_if_free(path, reason, report) and tag is not None:  # the claim its runner left when it died
             (journal_dir / f"{tag}{CLAIM_SUFFIX}").unlink(missing_ok=True)
     return report
+
+
+def _sync_if_free(path: Path, reason: str, report: SyncReport) -> bool:
+    """Deliver the journal at ``path`` unless another process holds it (then it is listed as busy)."""
+    fd = try_lock(path)
+    if fd is None:
+        report.busy.append(path.name)
+        return False
+    try:
+        _sync_one(path, fd, reason, report)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
