@@ -1,4 +1,13 @@
-"""A notebook's declared parameters (papermill's ``parameters`` cell), and checking values against them."""
+"""A notebook's declared parameters (papermill's ``parameters`` cell), and checking values against them.
+
+Typed checking (``check_parameters(..., typed=True)``) reads each parameter's type as papermill infers it:
+the annotation or ``# type:`` comment when it names one this module knows (``float``, ``Optional[int]``,
+``list[str]``, ``dict | None``, ...), else the type of the default's literal. Values are judged as JSON
+values: an ``int`` parameter takes an integer; a ``float`` one any number (papermill does not coerce, and an
+integer is a fine float); a ``bool`` one only true or false; a ``str`` one a string; a list or tuple default a
+list; a dict default an object. A ``None`` default, an expression, or an annotation it does not know
+(``Any``, ``pd.DataFrame``, ``Union[...]`` of unknown types) takes anything.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,18 @@ from typing import Any, Mapping
 
 from nbmlops.exceptions import NbmlopsError
 
-__all__ = ["ParameterError", "check_parameters", "declared_parameters", "parse_value"]
+__all__ = ["ParameterError", "ParameterTypeError", "check_parameters", "declared_parameters", "parse_value"]
+
+#: kind -> how an error message names it: "expected a number (float)"
+_EXPECTED = {"int": "an integer (int)", "float": "a number (float)", "bool": "true or false (bool)",
+             "str": "a string (str)", "list": "a list (list)", "dict": "an object (dict)", "null": "null"}
+_GOT = {"int": "an integer", "float": "a number", "bool": "a boolean", "str": "a string", "list": "a list",
+        "dict": "an object", "null": "null"}
+_ANNOTATION_KINDS = {
+    "int": "int", "float": "float", "bool": "bool", "str": "str", "None": "null", "NoneType": "null",
+    "list": "list", "List": "list", "tuple": "list", "Tuple": "list", "Sequence": "list",
+    "dict": "dict", "Dict": "dict", "Mapping": "dict",
+}
 
 
 class ParameterError(NbmlopsError, ValueError):
@@ -25,6 +45,18 @@ class ParameterError(NbmlopsError, ValueError):
         self.declared = declared
         known = ", ".join(declared) if declared else "none (no cell tagged 'parameters')"
         super().__init__(f"{notebook} does not declare parameter(s) {', '.join(map(repr, bad))}; it declares: {known}")
+
+
+class ParameterTypeError(NbmlopsError, ValueError):
+    """Values whose type does not fit the parameter the notebook declares.
+
+    Attributes:
+        problems: ``{name: "expected a number (float), got a string"}``, one item per refused value.
+    """
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"parameter {name}: {problem}" for name, problem in problems.items()))
 
 
 def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
@@ -44,18 +76,93 @@ def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
     }
 
 
-def check_parameters(notebook: str | Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Refuse unknown or malformed names; return the effective parameters (defaults, then ``values``).
+def check_parameters(notebook: str | Path, values: Mapping[str, Any], *, typed: bool = False) -> dict[str, Any]:
+    """Refuse unknown or malformed names, and with ``typed`` values of the wrong type (see the module's
+    docstring); return the effective parameters (defaults, then ``values``).
 
     Defaults are read from the notebook's source: literals become values, anything else stays text.
+
+    Raises:
+        ParameterError: names the notebook does not declare, or that are not identifiers.
+        ParameterTypeError: with ``typed``, values whose type does not fit their parameter's.
     """
     declared = declared_parameters(notebook)
     bad = sorted(name for name in values if not str(name).isidentifier() or name not in declared)
     if bad:
         raise ParameterError(Path(notebook).name, bad, sorted(declared))
+    if typed:
+        problems = {name: problem for name, value in values.items()
+                    if (problem := _type_problem(declared[name], value)) is not None}
+        if problems:
+            raise ParameterTypeError(problems)
     effective: dict[str, Any] = {name: _default(info["default"]) for name, info in declared.items()}
     effective.update(values)
     return effective
+
+
+def _type_problem(info: Mapping[str, str], value: Any) -> str | None:
+    """Why ``value`` does not fit the declared parameter ``info``, or None when it does."""
+    annotated = info["type"] not in ("", "None")  # papermill's "no annotation"
+    kinds = _annotation_kinds(info["type"]) if annotated else _default_kinds(info["default"])
+    got = _kind_of(value)
+    if kinds is None or got in kinds or (got == "int" and "float" in kinds):
+        return None
+    expected = " or ".join(_EXPECTED[kind] for kind in sorted(kinds, key=list(_EXPECTED).index))
+    return f"expected {expected}, got {_GOT.get(got, got)}"
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", (list, tuple)),
+                        ("dict", dict)):
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
+
+
+def _annotation_kinds(text: str) -> frozenset[str] | None:
+    """The kinds an annotation such as ``Optional[float]`` or ``list[int] | None`` allows; None (anything)
+    when it names a type without a JSON kind."""
+    try:
+        return _kinds_of_node(ast.parse(text, mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+
+
+def _kinds_of_node(node: ast.expr) -> frozenset[str] | None:
+    if isinstance(node, ast.Constant) and node.value is None:
+        return frozenset({"null"})
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _union(node.left, node.right)
+    name_node = node.value if isinstance(node, ast.Subscript) else node
+    name = name_node.attr if isinstance(name_node, ast.Attribute) else getattr(name_node, "id", "")
+    if isinstance(node, ast.Subscript) and name in ("Optional", "Union"):
+        members = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        found = _union(*members)
+        return found | {"null"} if found is not None and name == "Optional" else found
+    kind = _ANNOTATION_KINDS.get(name)
+    return frozenset({kind}) if kind else None
+
+
+def _union(*nodes: ast.expr) -> frozenset[str] | None:
+    kinds: set[str] = set()
+    for node in nodes:
+        found = _kinds_of_node(node)
+        if found is None:
+            return None
+        kinds |= found
+    return frozenset(kinds)
+
+
+def _default_kinds(text: str) -> frozenset[str] | None:
+    """The kind of the default's literal; None (anything) for None, an expression or a literal JSON lacks."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return None
+    kind = _kind_of(value)
+    return frozenset({kind}) if kind in _EXPECTED and kind != "null" else None
 
 
 def _default(text: str) -> Any:

@@ -4,9 +4,16 @@ Every method is ``@tornado.web.authenticated`` and ``@authorized`` (resource ``n
 POST writes); POSTs are XSRF-checked by jupyter_server unless token-authenticated. GETs change nothing.
 Store and registry calls run in the extension's own thread pool, never on the event loop.
 
-Errors are ``{"error": reason}``: 400 for bad input (paths, parameters, gates, aliases, bodies), 404 for
-what does not exist, 409 for a refused promotion or a lock held elsewhere, 429 when too many jobs run,
-503 when the tracking store cannot be reached; 500 only for faults of the server itself.
+Request bodies are read as they stream in and may hold at most ``MAX_BODY_BYTES`` (1 MiB; the server's
+``tornado_settings`` key ``nbmlops_max_body_bytes`` changes it): a larger declared ``Content-Length`` is
+answered with 413 before any of the body is read, and an undeclared (chunked) body as soon as it grows past
+the limit; either way the connection is then closed, so the rest is never read.
+
+Errors are ``{"error": reason}`` (at most ``MAX_ERROR_CHARS`` characters, token shapes redacted): 400 for
+bad input (paths, parameters and their types, gates, aliases, bodies), 404 for what does not exist, 409 for
+a refused promotion or a lock held elsewhere, 413 for a body or a parameter value above its size limit, 429
+when too many jobs run, 503 when the tracking store cannot be reached; 500 only for faults of the server
+itself.
 """
 
 from __future__ import annotations
@@ -27,12 +34,12 @@ from tornado import web
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError, StoreUnavailableError
-from nbmlops.redact import redact_uri
+from nbmlops.redact import redact_text, redact_uri
 from nbmlops.server import payloads
-from nbmlops.server.jobs import JobLimitError, JobManager, notebook_parameters
+from nbmlops.server.jobs import JobLimitError, JobManager, ParameterTooLargeError, notebook_parameters
 from nbmlops.server.paths import resolve_notebook
 
-__all__ = ["RequestError", "routes"]
+__all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "RequestError", "routes"]
 
 T = TypeVar("T")
 
@@ -40,12 +47,22 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 MAX_ARTIFACTS = 500
 PROBE_TIMEOUT_S = 20.0  # the first call imports mlflow and may create the sqlite schema
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _JOB_ID = _RUN_ID
 
 
 class RequestError(NbmlopsError, ValueError):
     """A request the API cannot act on: a bad query argument or body."""
+
+
+class BodyTooLargeError(RequestError):
+    """A request body above the server's limit (413)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the request body is larger than {limit:,} bytes, the most this API reads")
 
 
 def _status_for(exc: BaseException) -> int:
@@ -56,6 +73,8 @@ def _status_for(exc: BaseException) -> int:
 
     if isinstance(exc, PromotionRefused):
         return 409
+    if isinstance(exc, (BodyTooLargeError, ParameterTooLargeError)):
+        return 413
     if isinstance(exc, (RunNotFoundError, LookupError, FileNotFoundError)) and isinstance(exc, NbmlopsError):
         return 404
     if isinstance(exc, JobLimitError):
@@ -71,10 +90,42 @@ def _status_for(exc: BaseException) -> int:
     return 500
 
 
+@web.stream_request_body
 class NbmlopsHandler(APIHandler):
-    """Base of every nbmlops handler: paths, settings, the thread pool and JSON errors."""
+    """Base of every nbmlops handler: a bounded body, paths, settings, the thread pool and JSON errors."""
 
     auth_resource = "nbmlops"
+
+    def initialize(self) -> None:
+        """An empty body, until it streams in; None once it grew past the limit."""
+        self._body: bytearray | None = bytearray()
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The most a request body may hold: the ``nbmlops_max_body_bytes`` server setting, else 1 MiB."""
+        return int(self.settings.get("nbmlops_max_body_bytes", MAX_BODY_BYTES))
+
+    async def prepare(self) -> None:
+        """Authenticate (jupyter_server), then refuse a declared body above the limit before reading it."""
+        await super().prepare()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyTooLargeError(self.max_body_bytes)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body's bytes up to the limit; past it, answer 413 (the connection then closes)."""
+        if self._body is None:
+            return
+        if len(self._body) + len(chunk) > self.max_body_bytes:
+            error = BodyTooLargeError(self.max_body_bytes)
+            self.log_exception(type(error), error, None)
+            self.send_error(413, exc_info=(type(error), error, None))
+            return
+        self._body += chunk
+
+    def on_finish(self) -> None:
+        """Once answered, any body still arriving is dropped (tornado closes the connection)."""
+        self._body = None
 
     @property
     def root(self) -> Path:
@@ -110,7 +161,7 @@ class NbmlopsHandler(APIHandler):
     def body(self, allowed: set[str]) -> dict[str, Any]:
         """The JSON object in the request's body; unknown keys are refused."""
         try:
-            data = json.loads(self.request.body or b"{}")
+            data = json.loads(bytes(self._body or b"{}"))
         except ValueError as exc:
             raise RequestError(f"the body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -137,8 +188,11 @@ class NbmlopsHandler(APIHandler):
             message = f"internal error: {type(exc).__name__}: {exc}"
         else:
             message = responses.get(status_code, "error")
+        message = redact_text(str(message))
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS] + "…"
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": redact_uri(str(message))}))
+        self.finish(json.dumps({"error": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors (bad input, missing things) are one warning line, not a traceback."""
@@ -295,7 +349,9 @@ class PromoteHandler(NbmlopsHandler):
 
 class JobsHandler(NbmlopsHandler):
     """``GET /nbmlops/api/jobs``: every job, newest first; ``POST`` ``{"notebook": PATH, "parameters": {...}}``
-    starts one (202) once the path and the parameters are checked."""
+    starts one (202) once the path and the parameters' names, types and sizes are checked (400 or 413 else).
+
+    Jobs show their parameters shortened and with secrets redacted (see :func:`nbmlops.server.jobs.echoed`)."""
 
     @web.authenticated
     @authorized

@@ -1,6 +1,8 @@
 """Headless notebook runs started from the server: each job is ``nbmlops run`` in a process group of its own.
 
-Parameters are checked against the notebook's declared ones before anything starts. A job's output
+Parameters are checked against the notebook's declared ones (names, types) and against ``MAX_VALUE_BYTES``
+before anything starts; they reach ``nbmlops run`` through a file only its owner can read, deleted when the
+job ends, and a job shows them shortened and with secrets redacted (:func:`echoed`). A job's output
 (papermill's progress bar, the run's summary, errors) goes to ``<root>/.nbmlops/jobs/<job_id>.log``;
 its status, progress, run id and executed notebook are read back from there. Cancelling sends SIGINT
 to the group (``nbmlops run`` then records the run as KILLED), then SIGTERM and SIGKILL if it lingers.
@@ -10,6 +12,7 @@ Jobs live in the server process; a thread per job reaps it when it ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.redact import Redactor
 
 __all__ = [
-    "Job", "JobLimitError", "JobManager", "JobNotFoundError", "NotebookUnreadableError", "notebook_parameters",
+    "ECHO_CHARS", "MAX_VALUE_BYTES", "Job", "JobLimitError", "JobManager", "JobNotFoundError",
+    "NotebookUnreadableError", "ParameterTooLargeError", "echoed", "notebook_parameters",
 ]
 
 MAX_RUNNING = 4
@@ -41,6 +46,10 @@ _OUTPUT = re.compile(r"^(?:FINISHED|FAILED|TIMEOUT|KILLED): .* in [\d.]+s -> (.+
 _OUTCOME = re.compile(r"^(?:FAILED|TIMEOUT|KILLED): .* in [\d.]+s -> ")
 _NOT_ERRORS = ("run:", "metrics:", "PASS ", "FAIL ")
 _ERROR_LINES = 8
+MAX_VALUE_BYTES = 64 * 1024
+"""The most a job's parameter value may hold, as JSON (UTF-8)."""
+ECHO_CHARS = 200
+"""Parameter values longer than this (as text, or as JSON when not a string) are cut in what a job shows."""
 
 
 class JobLimitError(NbmlopsError):
@@ -63,6 +72,32 @@ class NotebookUnreadableError(NbmlopsError, ValueError):
     """A notebook whose parameters cannot be read (not JSON, no kernel name, ...)."""
 
 
+class ParameterTooLargeError(NbmlopsError, ValueError):
+    """A parameter value above :data:`MAX_VALUE_BYTES` (the API answers 413)."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        super().__init__(f"parameter {name}: its value is {size:,} bytes of JSON; at most {MAX_VALUE_BYTES:,}")
+
+
+def echoed(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` as a response may show them: a secret-named one (:func:`nbmlops.redact.is_secret_name`)
+    as ``***``, secrets it learns from them (``{"db": {"password": ...}}``) and token shapes scrubbed, and a
+    value longer than :data:`ECHO_CHARS` cut there, with an ellipsis. A value that had to change is shown as
+    text (its JSON, when it is not a string)."""
+    redactor = Redactor()
+    redactor.learn_namespace(parameters)
+    shown: dict[str, Any] = {}
+    for name, value in parameters.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        clean = redactor.redact_value(name, text)
+        if len(clean) > ECHO_CHARS:
+            clean = clean[:ECHO_CHARS] + "…"
+        shown[name] = value if clean == text else clean
+    return shown
+
+
 def notebook_parameters(path: Path) -> dict[str, dict[str, str]]:
     """The notebook's declared parameters (see :func:`nbmlops.runner.parameters.declared_parameters`)."""
     from nbmlops.runner.parameters import declared_parameters
@@ -79,7 +114,7 @@ class Job:
 
     job_id: str
     notebook: str
-    parameters: Mapping[str, Any]
+    parameters: Mapping[str, Any]  # as responses show them (see echoed)
     log_path: Path
     process: subprocess.Popen[bytes]
     started: float = field(default_factory=time.time)
@@ -132,17 +167,23 @@ class JobManager:
         """Check ``parameters`` against the notebook's declared ones, then start ``nbmlops run`` on ``path``.
 
         Raises:
+            ParameterTooLargeError: a value above :data:`MAX_VALUE_BYTES` (nothing was started).
             ParameterError: a name the notebook does not declare (nothing was started).
+            ParameterTypeError: a value of the wrong type for its parameter (nothing was started).
             NotebookUnreadableError: the notebook's parameters cannot be read.
             JobLimitError: ``max_running`` jobs are running already.
         """
         import yaml
 
-        from nbmlops.runner.parameters import ParameterError, check_parameters
+        from nbmlops.runner.parameters import ParameterError, ParameterTypeError, check_parameters
 
+        for name, value in parameters.items():
+            size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+            if size > MAX_VALUE_BYTES:
+                raise ParameterTooLargeError(str(name)[:100], size)
         try:
-            check_parameters(path, parameters)
-        except ParameterError:
+            check_parameters(path, parameters, typed=True)
+        except (ParameterError, ParameterTypeError):
             raise
         except Exception as exc:  # noqa: BLE001 - as in notebook_parameters
             raise NotebookUnreadableError(f"cannot read the parameters of {path.name}: {_one_line(exc)}") from None
@@ -151,9 +192,10 @@ class JobManager:
                 raise JobLimitError(self.max_running)
             job_id = uuid.uuid4().hex
             self.folder.mkdir(parents=True, exist_ok=True)
-            parameters_file = self.folder / f"{job_id}.parameters.yaml"
-            parameters_file.write_text(yaml.safe_dump(dict(parameters), allow_unicode=True))
             log_path = self.folder / f"{job_id}.log"
+            parameters_file = _parameters_file(log_path)
+            with os.fdopen(os.open(parameters_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                yaml.safe_dump(dict(parameters), handle, allow_unicode=True)
             # the executed notebook goes where JupyterLab can open it (it does not serve hidden folders)
             output = self.root / OUTPUT_FOLDER / f"{path.stem}-{job_id[:8]}.ipynb"
             command = [sys.executable, "-m", "nbmlops.cli", "run", str(path), "-f", str(parameters_file),
@@ -163,7 +205,7 @@ class JobManager:
                     command, cwd=path.parent, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
                 )
-            job = Job(job_id, notebook, dict(parameters), log_path, process)
+            job = Job(job_id, notebook, echoed(parameters), log_path, process)
             self._jobs[job_id] = job
             self._forget_oldest()
         threading.Thread(target=self._reap, args=(job,), name=f"nbmlops-job-{job_id[:8]}", daemon=True).start()
@@ -200,6 +242,7 @@ class JobManager:
 
     def _reap(self, job: Job) -> None:
         code = job.process.wait()
+        _parameters_file(job.log_path).unlink(missing_ok=True)
         job.ended = time.time()
         job.exit_code = code
 
@@ -207,6 +250,11 @@ class JobManager:
         ended = sorted((job for job in self._jobs.values() if job.exit_code is not None), key=lambda job: job.started)
         for job in ended[: max(0, len(self._jobs) - MAX_KEPT)]:
             del self._jobs[job.job_id]
+
+
+def _parameters_file(log_path: Path) -> Path:
+    """Where a job's parameters wait for its ``nbmlops run``: beside its log."""
+    return log_path.with_suffix(".parameters.yaml")
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
