@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
 import nbmlops
 from nbmlops.exceptions import ConfigError
 from nbmlops.runner import run_notebook
+from nbmlops.runner.compare import match_cells
 from nbmlops.runner.reproduce import NotReproducibleError, format_report, reproduce
-from nbmlops.tracking.query import RunNotFoundError
+from nbmlops.runner.tolerance import first_difference
+from nbmlops.tracking.query import RunNotFoundError, RunRecord
+from nbmlops.tracking.values import is_timing
 from tests.conftest import runs_of
 from tests.test_runner import notebook
 
@@ -214,3 +221,210 @@ def test_a_cell_run_whose_source_file_is_gone_is_reproduced_from_the_input_snaps
         [], ["raises-exception"], ["raises-exception"], ["nbmlops-restore"], []
     ]
     assert any(o.get("ename") == "FileNotFoundError" for o in executed.cells[2].outputs)
+
+
+# -- the comparison: cell by cell, every step, outputs by content, timings left out ---------------------------------
+
+_PLAIN = "--no-capture metrics data"  # the tests log what they compare themselves
+
+
+def _names(result) -> list[tuple[str, list[str], list[tuple[str, str, bool]]]]:
+    """(run name, metrics compared, (output, how, matched)) per compared run."""
+    return [
+        (cell.label.split(" (")[0], [m.name for m in cell.metrics], [(o.name, o.how, o.ok) for o in cell.outputs])
+        for cell in result.cells
+    ]
+
+
+def test_a_seeded_model_is_reproduced_cell_by_cell_with_its_outputs_and_metric_series(project, client):
+    path = notebook(
+        project / "seeded.ipynb",
+        "%load_ext nbmlops",
+        "import nbmlops\nimport numpy as np\nfrom sklearn.tree import DecisionTreeClassifier",
+        f"%%track --name data {_PLAIN}\nrng = np.random.default_rng(0)\nX = rng.normal(size=(80, 3))\n"
+        "y = (X[:, 0] + rng.normal(scale=0.5, size=80) > 0).astype(int)\nnbmlops.log_dataset(X, 'X', context='output')",
+        f"%%track --name fit {_PLAIN}\nmodel = DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y)\n"
+        "pred = model.predict(X)\nfor depth in (1, 2, 4):\n    nbmlops.log_metric('loss', 1 / depth)\n"
+        "nbmlops.log_metric('accuracy', float((pred == y).mean()))\nnbmlops.log_dataset(pred, 'pred', context='output')",
+    )
+    first = run_notebook(path, progress_bar=False)
+    assert first.status == "FINISHED", first.error
+
+    result = reproduce(first.run_id)
+
+    assert result.verdict == "REPRODUCED" and result.exit_code == 0, format_report(result)
+    assert _names(result) == [
+        ("data", [], [("X", "same fingerprint", True)]),
+        ("fit", ["accuracy", "loss"], [("pred", "same fingerprint", True)]),
+        ("notebook run", ["accuracy", "loss"], []),
+    ]
+    assert result.compared == 6 and result.causes == ()
+    fit = result.cells[1]
+    assert fit.new.tags["nbmlops.cell_id"] == fit.original.tags["nbmlops.cell_id"] and fit.new.run_id != fit.original.run_id
+    loss = fit.metrics[1]
+    assert loss.original == loss.new == ((0, 1.0), (1, 0.5), (2, 0.25))
+    report = format_report(result)
+    assert report.startswith("REPRODUCED: notebook run") and "ok    metric loss: 3 steps, 1.0 ... 0.25" in report
+    assert "ok    output pred: same fingerprint" in report
+
+
+def test_a_metric_name_reused_by_two_cells_is_compared_in_each_cell_not_by_its_last_value(project, client):
+    (project / "score.txt").write_text("0.977")
+    path = notebook(
+        project / "baselines.ipynb",
+        "%load_ext nbmlops",
+        "import nbmlops",
+        f"%%track --name tree {_PLAIN}\nnbmlops.log_metric('test_score', float(open('score.txt').read()))",
+        f"%%track --name dummy {_PLAIN}\nnbmlops.log_metric('test_score', 0.779)",
+    )
+    first = run_notebook(path, progress_bar=False)
+    assert first.metrics == {"test_score": 0.779}, first.error
+    (project / "score.txt").write_text("0.5")  # the first cell's score changes, the last rolled-up value does not
+
+    result = reproduce(first.run_id)
+
+    assert result.verdict == "NOT REPRODUCED" and result.exit_code == 4, format_report(result)
+    tree, dummy, whole = result.cells
+    assert tree.label.startswith("tree (In [") and ", cell id " in tree.label
+    assert result.first_difference == f"{tree.label}: metric test_score: 0.977 -> 0.5"
+    assert [m.ok for m in dummy.metrics] == [True]
+    (rolled_up,) = whole.metrics
+    assert rolled_up.original == ((0, 0.977), (1, 0.779)) and rolled_up.difference == "0.977 -> 0.5 at step 0"
+    (cause,) = result.causes  # the file read is no tracked input: nothing recorded explains it
+    assert cause.startswith("nothing recorded explains it: no unseeded randomness was flagged")
+    report = format_report(result)
+    assert report.startswith("NOT REPRODUCED") and f"first difference: {tree.label}: metric test_score" in report
+    assert "likely cause: nothing recorded explains it" in report
+
+
+def test_a_notebook_that_records_no_metric_and_no_output_has_nothing_to_compare_and_exits_6(project, client):
+    path = notebook(
+        project / "setup.ipynb",
+        "%load_ext nbmlops",
+        f"%%track --name settings {_PLAIN}\nseed = 42\nlabel = 'baseline'\nprint(label, seed)",
+    )
+    first = run_notebook(path, progress_bar=False)
+    assert first.status == "FINISHED", first.error
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "nbmlops.cli", "reproduce", first.run_id, *args],
+            cwd=project, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    done = command("--no-progress")
+    assert done.returncode == 6, done.stdout + done.stderr
+    assert done.stdout.startswith(f"NOTHING TO COMPARE: notebook run {first.run_id}")
+    assert "compared: nothing; the original run recorded no metric and no output dataset" in done.stdout
+    bad = command("--atol", "-1")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "atol" in bad.stderr
+
+
+@pytest.mark.parametrize("snapshots", [True, False])
+def test_changed_predictions_are_not_reproduced_and_the_tagged_randomness_is_the_likely_cause(
+    project, client, monkeypatch, snapshots
+):
+    if not snapshots:
+        monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "0")
+    (project / "answer.txt").write_text("3")
+    path = notebook(
+        project / "predict.ipynb",
+        "%load_ext nbmlops",
+        "import nbmlops\nimport numpy as np",
+        # the tag %%track sets for an unseeded draw; the file makes the change the test's own
+        f"%%track --name predict {_PLAIN} --tag nbmlops.nondeterministic=np.random.normal_without_a_seed\n"
+        "pred = np.arange(10)\npred[3] = int(open('answer.txt').read())\nnbmlops.log_dataset(pred, 'pred', context='output')",
+    )
+    first = run_notebook(path, progress_bar=False)
+    assert first.status == "FINISHED", first.error
+    (project / "answer.txt").write_text("7")
+
+    result = reproduce(first.run_id)
+
+    assert result.verdict == "NOT REPRODUCED" and result.exit_code == 4, format_report(result)
+    predict = result.cells[0]
+    (output,) = predict.outputs
+    if snapshots:
+        assert output.how == "content" and output.difference == "position 3: 3 -> 7"
+    else:
+        assert output.how == "fingerprint only"
+        assert output.difference == (
+            f"fingerprint {output.original[:12]} -> {output.new[:12]}; content not compared: the original one: "
+            "it has no snapshot (not snapshotted: snapshot_max_bytes is 0)"
+        )
+    assert result.first_difference == f"{predict.label}: output pred: {output.difference}"
+    assert result.causes[0] == "an unseeded estimator or random draw in this cell: np.random.normal_without_a_seed"
+    assert f"DIFF  output pred: {output.difference}" in format_report(result)
+
+
+def test_timings_are_excluded_and_numbers_are_compared_within_the_tolerance(project, client):
+    (project / "noise.txt").write_text("0")
+    path = notebook(
+        project / "cv.ipynb",
+        "%load_ext nbmlops",
+        "import time\nimport nbmlops\nimport pandas as pd",
+        f"%%track --name cv {_PLAIN}\nnoise = float(open('noise.txt').read())\n"
+        "cv_results = pd.DataFrame({'test_score': [0.9, 0.8 + noise], 'fit_time': [time.perf_counter(), 0.1]})\n"
+        "nbmlops.log_metric('test_score.mean', float(cv_results['test_score'].mean()))\n"
+        "nbmlops.log_metric('fit_time.mean', time.perf_counter())\n"
+        "nbmlops.log_dataset(cv_results, 'cv_results', context='output')",
+    )
+    first = run_notebook(path, progress_bar=False)
+    assert first.status == "FINISHED", first.error
+    (project / "noise.txt").write_text("1e-7")
+
+    close = reproduce(first.run_id, atol=1e-6)
+
+    assert close.verdict == "REPRODUCED", format_report(close)
+    cv, whole = close.cells
+    assert cv.excluded == whole.excluded == ("fit_time.mean",)
+    assert [m.name for m in cv.metrics] == ["test_score.mean"]
+    (output,) = cv.outputs
+    assert output.how == "content" and output.ok and output.excluded == ("fit_time",)
+    assert output.new != output.original
+    excluded = format_report(close).split("excluded (timings):\n")[1]
+    assert f"{cv.label}: fit_time.mean" in excluded and f"{cv.label}: output cv_results column(s) fit_time" in excluded
+
+    strict = reproduce(first.run_id)
+
+    assert strict.verdict == "NOT REPRODUCED", format_report(strict)
+    before, after = (float(pd.Series([0.9, 0.8 + noise]).mean()) for noise in (0, 1e-7))
+    assert strict.first_difference == f"{strict.cells[0].label}: metric test_score.mean: {before!r} -> {after!r}"
+    assert strict.cells[0].outputs[0].difference == f"column 'test_score', row 1: 0.8 -> {0.8 + 1e-7!r}"
+
+
+def _cell(run_id: str, cell_id: str | None = None) -> RunRecord:
+    tags = {"nbmlops.kind": "cell", **({"nbmlops.cell_id": cell_id} if cell_id else {})}
+    return RunRecord(run_id, "0", "e", run_id, "FINISHED", {}, {}, tags, (), None, 0)
+
+
+def test_cell_runs_are_matched_by_cell_id_else_by_position_and_source():
+    sources = {"a": "x = 1", "b": "y = 2", "c": "z = 3", "B": "y = 2", "C": "z = 4", "A": "x = 1"}
+    originals = [_cell("a", "id-a"), _cell("b"), _cell("c")]
+    news = [_cell("B"), _cell("C"), _cell("A", "id-a")]  # the id-a cell ran last this time
+
+    pairs = match_cells(originals, news, lambda run: sources[run.run_id])
+
+    assert [(old.run_id, new.run_id if new else None) for old, new in pairs] == [("a", "A"), ("b", None), ("c", None)]
+    news = [_cell("A", "id-a"), _cell("B"), _cell("C")]
+    pairs = match_cells(originals, news, lambda run: sources[run.run_id])
+    assert [(old.run_id, new.run_id if new else None) for old, new in pairs] == [("a", "A"), ("b", "B"), ("c", None)]
+
+
+def test_data_is_compared_by_shape_columns_index_and_values_within_the_tolerance():
+    def diff(old, new, **tolerance):
+        return first_difference(old, new, tolerance.get("rtol", 1e-9), tolerance.get("atol", 0.0), is_timing)
+
+    frame = pd.DataFrame({"score": [0.5, np.nan, 0.25], "label": ["a", "b", None], "fit_time": [1.0, 2.0, 3.0]})
+    changed = frame.assign(fit_time=[9.0, 9.0, 9.0], score=[0.5, np.nan, 0.2500001])
+    assert diff(frame, changed) == ("column 'score', row 2: 0.25 -> 0.2500001", ("fit_time",))
+    assert diff(frame, changed, atol=1e-6) == (None, ("fit_time",))
+    assert diff(frame, frame.assign(label=["a", "c", None]))[0] == "column 'label', row 1: 'b' -> 'c'"
+    assert diff(frame, frame.drop(columns="label"))[0] == "shape (3, 3) -> (3, 2)"
+    assert diff(frame, frame.rename(columns={"label": "name"}))[0].startswith("columns ['score', 'label', 'fit_time'] ->")
+    assert diff(frame, frame.set_axis([0, 1, 5]))[0] == "index at row 2: 2 -> 5"
+    assert diff(pd.Series([1, 2], index=["u", "v"]), pd.Series([1, 3], index=["u", "v"]))[0] == "row 'v': 2 -> 3"
+    assert diff(np.arange(6).reshape(2, 3), np.array([[0, 1, 2], [3, 9, 5]]))[0] == "position (1, 1): 4 -> 9"
+    assert diff(np.zeros(3), np.zeros(4))[0] == "shape (3,) -> (4,)"
+    assert diff(np.zeros(3), pd.Series(np.zeros(3)))[0] == "was a ndarray, now a Series"
+    assert diff(np.array([np.inf, np.nan]), np.array([np.inf, np.nan])) == (None, ())
