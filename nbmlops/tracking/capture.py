@@ -118,10 +118,10 @@ class _Walker:
     def block(self, body: Iterable[ast.stmt], in_loop: bool) -> None:
         for node in body:
             outer, self.in_loop = self.in_loop, in_loop
-            self.statement(node, in_loop)
+            self.statement(node)
             self.in_loop = outer
 
-    def statement(self, node: ast.stmt, in_loop: bool) -> None:
+    def statement(self, node: ast.stmt) -> None:
         r = self.result
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             value = node.value
@@ -137,8 +137,8 @@ class _Walker:
             for target in targets:
                 for name, sub_value in _bind(target, value):
                     r.sources.setdefault(name, set()).update(read_by_value)
-                    self.assign(name, sub_value, literal_ok=not isinstance(node, ast.AugAssign) and not in_loop)
-                    (r.loop_bound if in_loop else r.bound_outside).add(name)
+                    self.assign(name, sub_value, literal_ok=not isinstance(node, ast.AugAssign) and not self.in_loop)
+                    (r.loop_bound if self.in_loop else r.bound_outside).add(name)
         elif isinstance(node, (ast.For, ast.AsyncFor)):
             self.reads(node.iter)
             names = list(_store_names(node.target))
@@ -148,15 +148,15 @@ class _Walker:
             if sweep is not None:
                 r.sweeps.append(sweep)
             self.block(node.body, in_loop=True)
-            self.block(node.orelse, in_loop)
+            self.block(node.orelse, self.in_loop)
         elif isinstance(node, ast.While):
             self.reads(node.test)
             self.block(node.body, in_loop=True)
-            self.block(node.orelse, in_loop)
+            self.block(node.orelse, self.in_loop)
         elif isinstance(node, ast.If):
             self.reads(node.test)
-            self.block(node.body, in_loop)
-            self.block(node.orelse, in_loop)
+            self.block(node.body, self.in_loop)
+            self.block(node.orelse, self.in_loop)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 self.reads(item.context_expr)
@@ -164,17 +164,17 @@ class _Walker:
                     names = list(_store_names(item.optional_vars))
                     r.loop_targets.update(names)  # a file or context object: no param, no metric
                     self.bound.update(names)
-            self.block(node.body, in_loop)
+            self.block(node.body, self.in_loop)
         elif isinstance(node, ast.Try) or (sys.version_info >= (3, 11) and isinstance(node, ast.TryStar)):
-            self.block(node.body, in_loop)
+            self.block(node.body, self.in_loop)
             for handler in node.handlers:
                 if handler.type is not None:
                     self.reads(handler.type)
                 if handler.name:
                     self.bound.add(handler.name)
-                self.block(handler.body, in_loop)
-            self.block(node.orelse, in_loop)
-            self.block(node.finalbody, in_loop)
+                self.block(handler.body, self.in_loop)
+            self.block(node.orelse, self.in_loop)
+            self.block(node.finalbody, self.in_loop)
         elif isinstance(node, _SCOPES):
             for decorator in node.decorator_list:
                 self.reads(decorator)
@@ -192,7 +192,7 @@ class _Walker:
             self.reads(node)
         if isinstance(node, ast.Expr):
             self._note_call(node.value, [])
-            if in_loop:
+            if self.in_loop:
                 self._note_append(node.value)
 
     def assign(self, name: str, value: ast.expr | None, literal_ok: bool) -> None:

@@ -63,8 +63,7 @@ def unseeded_randomness(analysis: CellAnalysis, namespace: Mapping[str, Any], so
 
     ``sources``: the session's cell sources up to and including this one (to find seeds set).
     """
-    text = "\n".join(sources)
-    numpy_seeded, python_seeded = bool(_NUMPY_SEED.search(text)), bool(_PYTHON_SEED.search(text))
+    numpy_seeded, python_seeded = _seeds_set(list(sources))
     found: dict[str, None] = {}
     for call in analysis.calls:
         phrase = _call_phrase(call, namespace, numpy_seeded, python_seeded)
@@ -76,6 +75,24 @@ def unseeded_randomness(analysis: CellAnalysis, namespace: Mapping[str, Any], so
             for kind in _unseeded_estimators(value):
                 found[f"{kind} in {name} has random_state=None"] = None
     return _without_repeats(found)
+
+
+_scanned: list[Any] = [[], False, False]  # the sources read so far, and the seeds found in them
+
+
+def _seeds_set(sources: list[str]) -> tuple[bool, bool]:
+    """Whether the session set numpy's and Python's global seeds. The history (all but the last source,
+    the cell itself) is read only where it grew since the last cell; a reset history is read again."""
+    history, cell = sources[:-1], sources[-1:]
+    seen, numpy_seeded, python_seeded = _scanned
+    if history[: len(seen)] != seen:
+        seen, numpy_seeded, python_seeded = [], False, False
+    new = "\n".join(history[len(seen):])
+    numpy_seeded = numpy_seeded or bool(_NUMPY_SEED.search(new))
+    python_seeded = python_seeded or bool(_PYTHON_SEED.search(new))
+    _scanned[:] = [history, numpy_seeded, python_seeded]
+    text = "\n".join(cell)
+    return numpy_seeded or bool(_NUMPY_SEED.search(text)), python_seeded or bool(_PYTHON_SEED.search(text))
 
 
 def _without_repeats(found: Mapping[str, None]) -> list[str]:
