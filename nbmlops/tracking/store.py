@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -297,7 +298,10 @@ class Store:
                     raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
                 local = Path(tmp, *path.parts)
                 local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
+                if "file" in record:
+                    _copy_checked(Path(record["file"]), local, record.get("sha256"))
+                else:
+                    local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
             self._call(lambda: self.client.log_artifacts(run_id, tmp))
 
     def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
@@ -363,3 +367,17 @@ class Store:
         )
         earlier = [run for run in runs if run.info.run_id != run_id]
         return dict(earlier[0].data.metrics) if earlier else None
+
+
+def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
+    """Copy a payload kept beside the journal, in chunks, checking it against the SHA-256 it was written with."""
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+    except FileNotFoundError:
+        raise RecordRejected(f"the payload file {source} kept beside the journal is gone") from None
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise RecordRejected(f"the payload file {source} does not match its checksum (it was damaged)")
