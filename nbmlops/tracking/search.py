@@ -1,25 +1,29 @@
 """Searching a tracking store a page at a time, for views that must stay fast at tens of thousands of runs.
 
 Filters and orders are MLflow's own (``filter_string``, ``order_by``), and only the runs of one page are
-ever read. On a store backed by a database (sqlite, PostgreSQL, MySQL) one SQL query, built from the same
-filter clauses MLflow's ``search_runs`` builds, gives a page's run ids in MLflow's order together with the
-total, and one search by id reads those runs; counts and the list of tracked cells are single queries too.
-This reaches into MLflow's SQL store (its models and filter translation), pinned by the ``mlflow<3.18``
-requirement; at 10,000 runs it answers in tens of milliseconds where sorting through ``search_runs`` takes
-seconds. On other stores (an ``http://`` tracking server) a page is ``search_runs`` at the page's offset and a
-count probes offsets with one-run pages.
+ever read. On a database store (sqlite, PostgreSQL) whose filter and order read as plain comparisons (see
+:mod:`~nbmlops.tracking.filter_grammar`), one read-only SQL query of ours (:mod:`~nbmlops.tracking.search_sql`)
+gives a page's run ids in MLflow's order together with the total, and one ``search_runs`` by id reads those
+runs; counts, metric points and the list of tracked cells are single queries too: at 10,000 runs tens of
+milliseconds, where sorting through ``search_runs`` takes seconds. Everything else (a tracking server, a
+dataset filter) goes through MLflow's public ``search_runs`` at the page's offset, and a count probes offsets
+with one-run pages. Only MLflow's public client API is called.
 
 mlflow is imported inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, parse_order_by
+from nbmlops.tracking.search_sql import Database, database_for
 from nbmlops.tracking.store import open_store
 
 __all__ = [
@@ -137,20 +141,19 @@ def search_page(
 ) -> RunPage:
     """The ``limit`` runs at ``offset`` of the search, in order; only those runs are read.
 
-    On a database store the page's run ids and the total come from one SQL query (see :func:`_sql_page`) and
-    the runs from one search by id; elsewhere from MLflow's ``search_runs`` at the page's offset.
+    On a database store the page's run ids and the total come from one SQL query (see
+    :meth:`~nbmlops.tracking.search_sql.Database.page`) and the runs from one search by id; elsewhere from
+    MLflow's ``search_runs`` at the page's offset.
     """
     if not experiment_ids:
         return RunPage((), offset, False)
     client = _client(tracking_uri)
-    store = _sql_store(client)
-    if store is not None:
-        ids, total = _sql_page(store, experiment_ids, filter_string, order_by, offset, limit + 1)
+    translated = _translated(tracking_uri, filter_string, order_by)
+    if translated is not None:
+        database, clauses, order = translated
+        ids, total = database.page(experiment_ids, clauses, order, offset, limit + 1)
         return RunPage(tuple(_rows_by_id(client, experiment_ids, ids[:limit])), offset, len(ids) > limit, total)
-    from mlflow.utils.search_utils import SearchUtils
-
-    token = _token(SearchUtils.create_page_token(offset)) if offset else None
-    found = _search(client, experiment_ids, filter_string, list(order_by), limit, token)
+    found = _search(client, experiment_ids, filter_string, list(order_by), limit, _offset_token(offset))
     return RunPage(tuple(_row(run) for run in found), offset, bool(found.token))
 
 
@@ -169,11 +172,11 @@ def count_runs(tracking_uri: str, experiment_ids: Sequence[str], filter_string: 
     """How many runs the search finds, without reading them."""
     if not experiment_ids:
         return 0
-    client = _client(tracking_uri)
-    store = _sql_store(client)
-    if store is not None:
-        return _sql_count(store, experiment_ids, filter_string)
-    return _probed_count(client, experiment_ids, filter_string)
+    translated = _translated(tracking_uri, filter_string)
+    if translated is not None:
+        database, clauses, _ = translated
+        return database.count(experiment_ids, clauses)
+    return _probed_count(_client(tracking_uri), experiment_ids, filter_string)
 
 
 def cells(tracking_uri: str, experiment_ids: Sequence[str], limit: int = 5000) -> list[Cell]:
@@ -183,13 +186,12 @@ def cells(tracking_uri: str, experiment_ids: Sequence[str], limit: int = 5000) -
     """
     if not experiment_ids:
         return []
-    client = _client(tracking_uri)
-    store = _sql_store(client)
-    if store is not None:
-        found = _sql_cells(store, experiment_ids)
+    database = database_for(tracking_uri)
+    if database is not None:
+        found = database.cells(experiment_ids, CELL_KEY_TAG)
     else:
-        runs = _search(client, experiment_ids, f"tags.`{CELL_KEY_TAG}` LIKE '%'", ["attributes.start_time DESC"],
-                       limit, None)
+        runs = _search(_client(tracking_uri), experiment_ids, f"tags.`{CELL_KEY_TAG}` LIKE '%'",
+                       ["attributes.start_time DESC"], limit, None)
         counted: dict[str, list[Any]] = {}
         for run in runs:  # newest first: the first run seen of a cell is its latest
             key = run.data.tags[CELL_KEY_TAG]
@@ -209,12 +211,13 @@ def metric_points(tracking_uri: str, experiment_ids: Sequence[str], filter_strin
     out), oldest first. One SQL query on database stores (no run is read); elsewhere pages of runs."""
     if not experiment_ids:
         return []
-    client = _client(tracking_uri)
-    store = _sql_store(client)
-    if store is not None:
-        points = _sql_metric_points(store, experiment_ids, filter_string, metric, limit)
+    translated = _translated(tracking_uri, filter_string)
+    if translated is not None:
+        database, clauses, _ = translated
+        points = [MetricPoint(*row) for row in database.metric_points(experiment_ids, clauses, metric, limit)]
     else:
-        runs = _search(client, experiment_ids, filter_string, ["attributes.start_time DESC"], limit, None)
+        runs = _search(_client(tracking_uri), experiment_ids, filter_string, ["attributes.start_time DESC"], limit,
+                       None)
         points = [
             MetricPoint(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time or 0,
                         run.data.metrics[metric])
@@ -261,10 +264,6 @@ def _client(tracking_uri: str) -> Any:
     return open_store(tracking_uri, None).client
 
 
-def _token(token: Any) -> str:
-    return token.decode() if isinstance(token, bytes) else str(token)
-
-
 def _search(client: Any, experiment_ids: Sequence[str], filter_string: str, order_by: list[str], limit: int,
             token: str | None) -> Any:
     from mlflow.exceptions import MlflowException
@@ -300,154 +299,30 @@ def _row(run: Any) -> RunRow:
     )
 
 
-def _sql_store(client: Any) -> Any:
-    """The client's tracking store when it is MLflow's SQL store (sqlite, PostgreSQL, MySQL), else None."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = client._tracking_client.store
-    return store if isinstance(store, SqlAlchemyStore) else None
-
-
-def _filtered(store: Any, session: Any, experiment_ids: Sequence[str], filter_string: str,
-              *columns: Any) -> tuple[Any, bool]:
-    """``SELECT columns FROM runs`` joined and restricted exactly as MLflow's ``search_runs`` does for
-    ``filter_string`` (its own filter translation); and whether a run can come out more than once (a dataset
-    filter joins every matching input)."""
-    from mlflow.entities import LifecycleStage
-    from mlflow.exceptions import MlflowException
-    from mlflow.store.tracking import sqlalchemy_store as sql
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-    from mlflow.utils.search_utils import SearchUtils
-    from sqlalchemy import select
-
-    try:
-        parsed = SearchUtils.parse_search_filter(filter_string)
-    except MlflowException as exc:
-        raise SearchError(_first_line(exc)) from None
-    attribute_filters, joined, datasets = sql._get_sqlalchemy_filter_clauses(parsed, session, store._get_dialect())
-    ids = store._filter_experiment_ids(session, sql._parse_experiment_ids(list(experiment_ids)))
-    stmt = select(*columns).select_from(SqlRun)
-    for subquery in joined:  # one row per run: each joins a (key, run)-unique table on its key
-        stmt = stmt.join(subquery)
-    for subquery in datasets:
-        stmt = stmt.join(subquery, SqlRun.run_uuid == subquery.c.destination_id)
-    stmt = stmt.where(SqlRun.experiment_id.in_(ids), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE,
-                      *attribute_filters)
-    return stmt, bool(datasets)
+def _translated(tracking_uri: str, filter_string: str,
+                order_by: Sequence[str] = ()) -> tuple[Database, list[Clause], list[OrderKey]] | None:
+    """The store's database and the search in our own terms, when both are there; else None (ask MLflow)."""
+    database = database_for(tracking_uri)
+    if database is None:
+        return None
+    clauses = parse_filter(filter_string)
+    order = [parse_order_by(clause) for clause in order_by]
+    if clauses is None or None in order:
+        return None
+    return database, clauses, [key for key in order if key is not None]
 
 
-def _sql_count(store: Any, experiment_ids: Sequence[str], filter_string: str) -> int:
-    """``SELECT count(DISTINCT run)`` over the runs the filter selects."""
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-    from sqlalchemy import distinct, func
-
-    with store.ManagedSessionMaker() as session:
-        stmt, _ = _filtered(store, session, experiment_ids, filter_string, func.count(distinct(SqlRun.run_uuid)))
-        return int(session.execute(stmt).scalar_one())
-
-
-def _sql_metric_points(store: Any, experiment_ids: Sequence[str], filter_string: str, metric: str,
-                       limit: int) -> list[MetricPoint]:
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun
-    from sqlalchemy import and_
-
-    with store.ManagedSessionMaker() as session:
-        stmt, repeats = _filtered(store, session, experiment_ids, filter_string, SqlRun.run_uuid, SqlRun.name,
-                                  SqlRun.status, SqlRun.start_time, SqlLatestMetric.value)
-        stmt = stmt.join(SqlLatestMetric, and_(SqlLatestMetric.run_uuid == SqlRun.run_uuid,
-                                               SqlLatestMetric.key == metric, SqlLatestMetric.is_nan.is_(False)))
-        if repeats:
-            stmt = stmt.distinct()
-        stmt = stmt.order_by(SqlRun.start_time.desc(), SqlRun.run_uuid).limit(limit)
-        return [MetricPoint(run_id, name or "", status, start or 0, float(value))
-                for run_id, name, status, start, value in session.execute(stmt)]
-
-
-def _sql_cells(store: Any, experiment_ids: Sequence[str]) -> list[tuple[str, str, int, int]]:
-    """``(cell key, name of its latest run, its latest start, its number of runs)`` per cell, in one query."""
-    from mlflow.entities import LifecycleStage
-    from mlflow.store.tracking import sqlalchemy_store as sql
-    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
-    from sqlalchemy import and_, func, select
-
-    with store.ManagedSessionMaker() as session:
-        ids = store._filter_experiment_ids(session, sql._parse_experiment_ids(list(experiment_ids)))
-        scope = and_(SqlTag.key == CELL_KEY_TAG, SqlRun.experiment_id.in_(ids),
-                     SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)
-        per_cell = (
-            select(SqlTag.value.label("key"), func.count().label("runs"), func.max(SqlRun.start_time).label("latest"))
-            .join(SqlRun, SqlRun.run_uuid == SqlTag.run_uuid).where(scope).group_by(SqlTag.value).subquery()
-        )
-        stmt = (
-            select(per_cell.c.key, SqlRun.name, per_cell.c.latest, per_cell.c.runs)
-            .join(SqlTag, SqlTag.value == per_cell.c.key)
-            .join(SqlRun, and_(SqlRun.run_uuid == SqlTag.run_uuid, SqlRun.start_time == per_cell.c.latest))
-            .where(scope)
-        )
-        return [(key, name or "", latest or 0, runs) for key, name, latest, runs in session.execute(stmt)]
-
-
-def _sql_page(store: Any, experiment_ids: Sequence[str], filter_string: str, order_by: Sequence[str],
-              offset: int, limit: int) -> tuple[list[str], int | None]:
-    """The ids of the runs at ``offset`` of the search, in MLflow's order, and how many runs the search finds
-    (None when the page is empty), from one SQL query.
-
-    The filter and ordering rules are MLflow's (missing values last, NaN metrics just before them, then start
-    time and run id), but a sort column is outer-joined on ``(key, run)`` directly, which the table's primary
-    key answers (MLflow joins a subquery of every value of the key: seconds at 10,000 runs on sqlite), and the
-    count rides along as a window function.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
-    from mlflow.utils.search_utils import SearchUtils
-    from sqlalchemy import and_, case, func, select, true
-    from sqlalchemy.orm import aliased
-
-    try:
-        orders = [SearchUtils.parse_order_by_for_search_runs(clause) for clause in order_by]
-    except MlflowException as exc:
-        raise SearchError(_first_line(exc)) from None
-    joins: list[tuple[Any, Any]] = []
-    sort_keys: list[tuple[Any, bool]] = []  # (expression, ascending)
-    seen_start = False
-    for key_type, key, ascending in orders:
-        key = SearchUtils.translate_key_alias(key)
-        if SearchUtils.is_string_attribute(key_type, key, "=") or SearchUtils.is_numeric_attribute(key_type, key, "="):
-            value = getattr(SqlRun, SqlRun.get_attribute_name(key))
-            seen_start = seen_start or value.key == SqlRun.start_time.key
-            sort_keys.append((case((value.is_(None), 1), else_=0), True))
-        else:
-            entity = {"metric": SqlLatestMetric, "tag": SqlTag, "parameter": SqlParam}[key_type]
-            other = aliased(entity)
-            joins.append((other, and_(other.run_uuid == SqlRun.run_uuid, other.key == key)))
-            value = other.value
-            missing = (case((other.is_nan == true(), 1), (value.is_(None), 2), else_=0) if entity is SqlLatestMetric
-                       else case((value.is_(None), 1), else_=0))
-            sort_keys.append((missing, True))
-        sort_keys.append((value, ascending))
-    if not seen_start:
-        sort_keys.append((SqlRun.start_time, False))
-    sort_keys.append((SqlRun.run_uuid, True))
-    columns = [expression.label(f"sort_{i}") for i, (expression, _) in enumerate(sort_keys)]
-    with store.ManagedSessionMaker() as session:
-        inner, repeats = _filtered(store, session, experiment_ids, filter_string, SqlRun.run_uuid.label("run_id"),
-                                   *columns)
-        for other, condition in joins:
-            inner = inner.outerjoin(other, condition)
-        found = (inner.distinct() if repeats else inner).subquery()
-        ordering = [found.c[f"sort_{i}"] if up else found.c[f"sort_{i}"].desc() for i, (_, up) in enumerate(sort_keys)]
-        stmt = select(found.c.run_id, func.count().over()).order_by(*ordering).offset(offset).limit(limit)
-        rows = session.execute(stmt).all()
-    return [run_id for run_id, _ in rows], (int(rows[0][1]) if rows else None)
+def _offset_token(offset: int) -> str | None:
+    """The page token of MLflow's searches that starts at ``offset`` (its stores all read this form)."""
+    if not offset:
+        return None
+    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
 
 
 def _probed_count(client: Any, experiment_ids: Sequence[str], filter_string: str) -> int:
     """The count from one-run pages: double the offset until nothing is there, then bisect."""
-    from mlflow.utils.search_utils import SearchUtils
-
     def exists(offset: int) -> bool:
-        token = _token(SearchUtils.create_page_token(offset)) if offset else None
-        return bool(_search(client, experiment_ids, filter_string, [], 1, token))
+        return bool(_search(client, experiment_ids, filter_string, [], 1, _offset_token(offset)))
 
     if not exists(0):
         return 0

@@ -1,0 +1,215 @@
+"""Read-only SQL of our own against MLflow's tracking schema (sqlite and PostgreSQL stores), for what MLflow's
+public API cannot do without reading every run: counting a search, one page of run ids in MLflow's order, the
+latest value of one metric across runs, and the runs per tracked cell.
+
+Only the long-stable core of MLflow's schema is read (``runs``, ``tags``, ``params``, ``latest_metrics``), with
+the filter and ordering rules of MLflow's own SQL store: every comparison is case-sensitive (MLflow sets sqlite's
+``case_sensitive_like``), a NaN metric satisfies only ``!=``, ``run_name`` is the ``mlflow.runName`` tag, and
+missing values sort last (NaN metrics just before them), then by start time (newest first) and run id. The test
+suite checks every query against ``search_runs`` on each supported MLflow release.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from nbmlops.tracking.filter_grammar import Clause, OrderKey
+
+__all__ = ["Database", "database_for"]
+
+RUN_NAME_TAG = "mlflow.runName"
+_engines: dict[str, Any] = {}
+_engines_lock = threading.Lock()
+
+
+def database_for(tracking_uri: str) -> Database | None:
+    """The :class:`Database` behind ``tracking_uri`` when it is a sqlite or PostgreSQL store, else None."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        return None
+    return Database(tracking_uri)
+
+
+class Database:
+    """MLflow's tracking tables in one database, read with SQLAlchemy Core (no ORM models of MLflow's)."""
+
+    def __init__(self, uri: str) -> None:
+        import sqlalchemy as sa
+
+        self.uri = uri
+        self.runs = sa.table(
+            "runs", sa.column("run_uuid", sa.String), sa.column("name", sa.String), sa.column("status", sa.String),
+            sa.column("start_time", sa.BigInteger), sa.column("end_time", sa.BigInteger),
+            sa.column("experiment_id", sa.Integer), sa.column("lifecycle_stage", sa.String),
+            sa.column("user_id", sa.String), sa.column("artifact_uri", sa.String),
+        )
+        self.tables = {
+            kind: sa.table(name, sa.column("key", sa.String), sa.column("value", value_type),
+                           sa.column("run_uuid", sa.String), *extra)
+            for kind, name, value_type, extra in (
+                ("tag", "tags", sa.String, ()),
+                ("param", "params", sa.String, ()),
+                ("metric", "latest_metrics", sa.Float, (sa.column("is_nan", sa.Boolean),)),
+            )
+        }
+
+    # -- queries --------------------------------------------------------------------------------------
+
+    def count(self, experiment_ids: Sequence[str], clauses: Sequence[Clause]) -> int:
+        """How many active runs of the experiments the clauses select."""
+        import sqlalchemy as sa
+
+        stmt = sa.select(sa.func.count()).select_from(self.runs).where(*self._where(experiment_ids, clauses))
+        with self._connect() as connection:
+            return int(connection.execute(stmt).scalar_one())
+
+    def page(self, experiment_ids: Sequence[str], clauses: Sequence[Clause], order: Sequence[OrderKey],
+             offset: int, limit: int) -> tuple[list[str], int | None]:
+        """The run ids at ``offset`` in MLflow's order and the search's total (None when the page is empty).
+
+        A sort key is outer-joined on ``(key, run)``, which each table's primary key answers; the total rides
+        along as a window function.
+        """
+        import sqlalchemy as sa
+
+        runs = self.runs.c
+        stmt = sa.select(runs.run_uuid).select_from(self.runs)
+        sort: list[Any] = []
+        seen_start = False
+        for index, key in enumerate(order):
+            if key.kind == "attribute":
+                value = runs.name if key.key == "run_name" else runs.run_uuid if key.key == "run_id" else runs[key.key]
+                seen_start = seen_start or key.key == "start_time"
+                sort.append(sa.case((value.is_(None), 1), else_=0))
+            else:
+                other = self.tables[key.kind].alias(f"sort_{index}")
+                stmt = stmt.outerjoin(other, sa.and_(other.c.run_uuid == runs.run_uuid, other.c.key == key.key))
+                value = other.c.value
+                if key.kind == "metric":
+                    sort.append(sa.case((other.c.is_nan == sa.true(), 1), (value.is_(None), 2), else_=0))
+                else:
+                    sort.append(sa.case((value.is_(None), 1), else_=0))
+            sort.append(value if key.ascending else value.desc())
+        if not seen_start:
+            sort.append(runs.start_time.desc())
+        sort.append(runs.run_uuid)
+        stmt = (stmt.add_columns(sa.func.count().over()).where(*self._where(experiment_ids, clauses))
+                .order_by(*sort).offset(offset).limit(limit))
+        with self._connect() as connection:
+            rows = connection.execute(stmt).all()
+        return [run_id for run_id, _ in rows], (int(rows[0][1]) if rows else None)
+
+    def metric_points(self, experiment_ids: Sequence[str], clauses: Sequence[Clause], metric: str,
+                      limit: int) -> list[tuple[str, str, str, int, float]]:
+        """``(run id, name, status, start, value)`` of the newest ``limit`` selected runs with a non-NaN
+        latest ``metric``, newest first."""
+        import sqlalchemy as sa
+
+        runs, latest = self.runs.c, self.tables["metric"].alias("point")
+        stmt = (
+            sa.select(runs.run_uuid, runs.name, runs.status, runs.start_time, latest.c.value)
+            .select_from(self.runs)
+            .join(latest, sa.and_(latest.c.run_uuid == runs.run_uuid, latest.c.key == metric,
+                                  latest.c.is_nan == sa.false()))
+            .where(*self._where(experiment_ids, clauses))
+            .order_by(runs.start_time.desc(), runs.run_uuid)
+            .limit(limit)
+        )
+        with self._connect() as connection:
+            return [(run_id, name or "", status, start or 0, float(value))
+                    for run_id, name, status, start, value in connection.execute(stmt)]
+
+    def cells(self, experiment_ids: Sequence[str], cell_tag: str) -> list[tuple[str, str, int, int]]:
+        """``(cell key, name of its latest run, its latest start, its number of runs)`` per cell."""
+        import sqlalchemy as sa
+
+        runs, tags = self.runs.c, self.tables["tag"]
+        scope = sa.and_(tags.c.key == cell_tag, *self._where(experiment_ids, ()))
+        per_cell = (
+            sa.select(tags.c.value.label("key"), sa.func.count().label("runs"),
+                      sa.func.max(runs.start_time).label("latest"))
+            .select_from(tags.join(self.runs, runs.run_uuid == tags.c.run_uuid))
+            .where(scope).group_by(tags.c.value).subquery()
+        )
+        latest_tag = tags.alias("latest_tag")
+        latest_run = self.runs.alias("latest_run")
+        stmt = (
+            sa.select(per_cell.c.key, latest_run.c.name, per_cell.c.latest, per_cell.c.runs)
+            .select_from(per_cell)
+            .join(latest_tag, sa.and_(latest_tag.c.key == cell_tag, latest_tag.c.value == per_cell.c.key))
+            .join(latest_run, sa.and_(latest_run.c.run_uuid == latest_tag.c.run_uuid,
+                                      latest_run.c.start_time == per_cell.c.latest,
+                                      latest_run.c.experiment_id.in_(_experiment_numbers(experiment_ids)),
+                                      latest_run.c.lifecycle_stage == "active"))
+        )
+        with self._connect() as connection:
+            return [(key, name or "", latest or 0, count) for key, name, latest, count in connection.execute(stmt)]
+
+    # -- pieces ---------------------------------------------------------------------------------------
+
+    def _where(self, experiment_ids: Sequence[str], clauses: Sequence[Clause]) -> list[Any]:
+        runs = self.runs.c
+        conditions = [runs.experiment_id.in_(_experiment_numbers(experiment_ids)), runs.lifecycle_stage == "active"]
+        return conditions + [self._condition(clause) for clause in clauses]
+
+    def _condition(self, clause: Clause) -> Any:
+        import sqlalchemy as sa
+
+        runs = self.runs.c
+        if clause.kind == "attribute" and clause.key != "run_name":
+            column = runs.run_uuid if clause.key == "run_id" else runs[clause.key]
+            return _compare(column, clause.op, clause.value)
+        kind, key = ("tag", RUN_NAME_TAG) if clause.kind == "attribute" else (clause.kind, clause.key)
+        table = self.tables[kind].alias()
+        found = sa.select(table.c.run_uuid).where(table.c.run_uuid == runs.run_uuid, table.c.key == key)
+        if clause.op == "IS NULL":
+            return ~found.exists()
+        if clause.op == "IS NOT NULL":
+            return found.exists()
+        test = _compare(table.c.value, clause.op, clause.value)
+        if kind == "metric":  # NaN is stored as 0 with is_nan: it satisfies only "!="
+            test = sa.or_(test, table.c.is_nan == sa.true()) if clause.op == "!=" else sa.and_(
+                test, table.c.is_nan == sa.false())
+        return found.where(test).exists()
+
+    def _connect(self) -> Any:
+        return _engine(self.uri).connect()
+
+
+def _compare(column: Any, op: str, value: Any) -> Any:
+    if op == "LIKE":
+        return column.like(value)
+    if op == "ILIKE":
+        return column.ilike(value)
+    if op == "IN":
+        return column.in_(value)
+    if op == "NOT IN":
+        return ~column.in_(value)
+    return {"=": column.__eq__, "!=": column.__ne__, "<": column.__lt__, "<=": column.__le__,
+            ">": column.__gt__, ">=": column.__ge__}[op](value)
+
+
+def _experiment_numbers(experiment_ids: Sequence[str]) -> list[int]:
+    return [int(e) for e in experiment_ids if str(e).isdigit()]
+
+
+def _engine(uri: str) -> Any:
+    """One engine per store, shared by this process's searches."""
+    with _engines_lock:
+        if uri not in _engines:
+            import sqlalchemy as sa
+
+            if uri.startswith("sqlite:"):
+                engine = sa.create_engine(uri, poolclass=sa.pool.NullPool, connect_args={"timeout": 10})
+
+                @sa.event.listens_for(engine, "connect")
+                def _case_sensitive(connection: Any, _record: Any) -> None:  # as MLflow's own sqlite engine
+                    cursor = connection.cursor()
+                    cursor.execute("PRAGMA case_sensitive_like = true")
+                    cursor.close()
+            else:
+                engine = sa.create_engine(uri, pool_pre_ping=True)
+            _engines[uri] = engine
+        return _engines[uri]
