@@ -86,19 +86,32 @@ def test_sql_search_agrees_with_mlflow_search_runs(varied: str, store_uri: str, 
 
     client = open_store(store_uri, None).client
     assert parse_filter(filter_string) is not None, "the filter must take our SQL path, not MLflow's"
-    everything = client.search_runs([varied], filter_string=filter_string, max_results=1000)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        everything = _mlflow_search(client, varied, filter_string, [])
+    except MlflowException as exc:  # IS NULL came in a later 3.x release than the oldest supported
+        pytest.skip(f"this MLflow release has no such filter: {exc.message}")
     assert count_runs(store_uri, [varied], filter_string) == len(everything)
     with_acc = [r for r in everything if "acc" in r.data.metrics and not math.isnan(r.data.metrics["acc"])]
     points = metric_points(store_uri, [varied], filter_string, "acc", limit=7)
     assert [p.run_id for p in points] == [r.info.run_id for r in with_acc[:7]][::-1]
     for order_by in ORDERS:
         assert all(parse_order_by(o) is not None for o in order_by)
-        expected = client.search_runs([varied], filter_string=filter_string, order_by=order_by, max_results=1000)
+        expected = _mlflow_search(client, varied, filter_string, order_by)
         for offset in (0, 5):
             page = search_page(store_uri, [varied], filter_string, order_by, offset, 6)
             wanted = [r.info.run_id for r in expected[offset : offset + 6]]
             assert [r.run_id for r in page.rows] == wanted, (filter_string, order_by, offset)
             assert page.total in (len(everything), None)
+
+
+def _mlflow_search(client, experiment_id: str, filter_string: str, order_by: list[str]) -> list:
+    """MLflow's answer, less the runs older releases let through by comparing a NaN metric as 0 (fixed in
+    later 3.x releases, and never done by nbmlops)."""
+    found = client.search_runs([experiment_id], filter_string=filter_string, order_by=order_by, max_results=1000)
+    nan_is_no_match = [c.key for c in parse_filter(filter_string) or () if c.kind == "metric" and c.op != "!="]
+    return [r for r in found if not any(math.isnan(r.data.metrics.get(key, 0.0)) for key in nan_is_no_match)]
 
 
 def test_cells_are_counted_like_the_runs_that_carry_them(varied: str, store_uri: str):
