@@ -18,7 +18,8 @@ from nbmlops.runner import run_notebook
 from nbmlops.runner.compare import match_cells
 from nbmlops.runner.reproduce import NotReproducibleError, format_report, reproduce
 from nbmlops.runner.tolerance import first_difference
-from nbmlops.tracking.query import RunNotFoundError, RunRecord
+from nbmlops.tracking.query import RunNotFoundError
+from nbmlops.tracking.search import RunRow
 from nbmlops.tracking.values import is_timing
 from tests.conftest import runs_of
 from tests.test_runner import notebook
@@ -393,9 +394,9 @@ def test_timings_are_excluded_and_numbers_are_compared_within_the_tolerance(proj
     assert strict.cells[0].outputs[0].difference == f"column 'test_score', row 1: 0.8 -> {0.8 + 1e-7!r}"
 
 
-def _cell(run_id: str, cell_id: str | None = None) -> RunRecord:
+def _cell(run_id: str, cell_id: str | None = None) -> RunRow:
     tags = {"nbmlops.kind": "cell", **({"nbmlops.cell_id": cell_id} if cell_id else {})}
-    return RunRecord(run_id, "0", "e", run_id, "FINISHED", {}, {}, tags, (), None, 0)
+    return RunRow(run_id, "0", run_id, "FINISHED", 0, None, {}, {}, tags, experiment="e")
 
 
 def test_cell_runs_are_matched_by_cell_id_else_by_position_and_source():

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping, Sequence
 
 from nbmlops.runner.compare import CellComparison
-from nbmlops.tracking.query import RunRecord, artifact_text
+from nbmlops.tracking.query import artifact_text
 from nbmlops.tracking.randomness import NONDETERMINISTIC_TAG
+from nbmlops.tracking.search import RunRow
 
 __all__ = [
     "data_differences",
@@ -42,7 +43,7 @@ def param_differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[st
     return lines
 
 
-def data_differences(old: Iterable[RunRecord], new: Iterable[RunRecord]) -> list[str]:
+def data_differences(old: Iterable[RunRow], new: Iterable[RunRow]) -> list[str]:
     """One line per input dataset name whose fingerprints differ between the two sets of runs."""
     before, after = _inputs(old), _inputs(new)
 
@@ -60,7 +61,7 @@ def data_differences(old: Iterable[RunRecord], new: Iterable[RunRecord]) -> list
     return lines
 
 
-def environment_differences(old_uri: str, old: RunRecord, new_uri: str, new: RunRecord) -> list[str]:
+def environment_differences(old_uri: str, old: RunRow, new_uri: str, new: RunRow) -> list[str]:
     """Python version, platform and package differences (at most 30 package lines, then a count)."""
     lines = []
     for label, tag in (("python", "nbmlops.python"), ("platform", "nbmlops.platform")):
@@ -88,7 +89,7 @@ def likely_causes(
     differing: int,
     data: Sequence[str],
     environment: Sequence[str],
-    source: Callable[[RunRecord], str | None],
+    source: Callable[[RunRow], str | None],
 ) -> list[str]:
     """The likely causes of the difference in ``cells[differing]``, likeliest first (never empty).
 
@@ -120,7 +121,7 @@ def likely_causes(
     ]
 
 
-def _code_changes(old: RunRecord, new: RunRecord, source: Callable[[RunRecord], str | None]) -> list[str]:
+def _code_changes(old: RunRow, new: RunRow, source: Callable[[RunRow], str | None]) -> list[str]:
     causes = []
     if old.tags.get("nbmlops.kind") == "cell":
         before, after = source(old), source(new)
@@ -135,7 +136,7 @@ def _code_changes(old: RunRecord, new: RunRecord, source: Callable[[RunRecord], 
     return causes
 
 
-def _inputs(runs: Iterable[RunRecord]) -> dict[str, set[str]]:
+def _inputs(runs: Iterable[RunRow]) -> dict[str, set[str]]:
     """Input dataset name -> the digests logged under it (outputs left out: they are compared as results)."""
     found: dict[str, set[str]] = {}
     for run in runs:

@@ -16,8 +16,9 @@ from typing import Callable, Sequence
 
 from nbmlops.data.snapshots import SnapshotError, SnapshotStore
 from nbmlops.runner.tolerance import close, first_difference, show
-from nbmlops.tracking.query import RunRecord, artifact_text, metric_history
+from nbmlops.tracking.query import artifact_text, metric_history
 from nbmlops.tracking.run import STORED, snapshot_state
+from nbmlops.tracking.search import RunRow
 from nbmlops.tracking.values import is_timing
 
 __all__ = [
@@ -78,8 +79,8 @@ class CellComparison:
     """
 
     label: str
-    original: RunRecord
-    new: RunRecord | None
+    original: RunRow
+    new: RunRow | None
     metrics: tuple[MetricComparison, ...]
     outputs: tuple[OutputComparison, ...]
     excluded: tuple[str, ...]
@@ -104,8 +105,8 @@ class CellComparison:
 
 def compare_run(
     label: str,
-    original: tuple[str, RunRecord],
-    new: tuple[str, RunRecord | None],
+    original: tuple[str, RunRow],
+    new: tuple[str, RunRow | None],
     store: SnapshotStore,
     rtol: float,
     atol: float,
@@ -145,12 +146,12 @@ def compare_run(
 
 
 def match_cells(
-    originals: Sequence[RunRecord], news: Sequence[RunRecord], source: Callable[[RunRecord], str | None]
-) -> list[tuple[RunRecord, RunRecord | None]]:
+    originals: Sequence[RunRow], news: Sequence[RunRow], source: Callable[[RunRow], str | None]
+) -> list[tuple[RunRow, RunRow | None]]:
     """Each original cell run with its counterpart among ``news`` (both in execution order): the one
     with its cell id, else the one at its position whose ``source(run)`` is the same; None when none is."""
     taken: set[str] = set()
-    pairs: list[tuple[RunRecord, RunRecord | None]] = []
+    pairs: list[tuple[RunRow, RunRow | None]] = []
     for position, old in enumerate(originals):
         cell_id = old.tags.get(CELL_ID_TAG)
         same_id = (n for n in news if cell_id and n.tags.get(CELL_ID_TAG) == cell_id and n.run_id not in taken)
@@ -165,7 +166,7 @@ def match_cells(
     return pairs
 
 
-def cell_label(run: RunRecord) -> str:
+def cell_label(run: RunRow) -> str:
     """How a report names a cell run: its name, then its execution count and cell id when known."""
     count, cell_id = run.tags.get("nbmlops.execution_count"), run.tags.get(CELL_ID_TAG)
     where = ", ".join(part for part in (f"In [{count}]" if count else "", f"cell id {cell_id}" if cell_id else "") if part)
@@ -219,15 +220,15 @@ def _steps_text(history: Sequence[tuple[int, float]]) -> str:
     return f"[{', '.join(steps)}{', ...' if len(history) > _SERIES_SHOWN else ''}] ({len(history)} values)"
 
 
-def _outputs(run: RunRecord) -> dict[str, str]:
+def _outputs(run: RunRow) -> dict[str, str]:
     """Output dataset name -> fingerprint."""
     return {name: digest for name, digest, context in run.datasets if context == "output"}
 
 
 def _compare_output(
     name: str,
-    original: tuple[RunRecord, str],
-    new: tuple[RunRecord | None, str | None],
+    original: tuple[RunRow, str],
+    new: tuple[RunRow | None, str | None],
     store: SnapshotStore,
     rtol: float,
     atol: float,

@@ -45,7 +45,8 @@ from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.restore import restore_cell, restore_data_parameters, restore_notes, snapshotted_inputs
 from nbmlops.runner.tolerance import show
 from nbmlops.tracking.artifact_snapshots import open_snapshot_store
-from nbmlops.tracking.query import RunRecord, child_runs, download_artifact, load_run
+from nbmlops.tracking.query import child_runs, download_artifact, load_run
+from nbmlops.tracking.search import RunRow
 
 __all__ = [
     "NOT_REPRODUCED",
@@ -80,7 +81,7 @@ class Reproduction:
     compared exactly.
     """
 
-    original: RunRecord
+    original: RunRow
     execution: NotebookRun
     run_id: str | None
     cells: tuple[CellComparison, ...]
@@ -263,9 +264,9 @@ def _same(output: OutputComparison) -> str:
 
 def _compared(
     old_uri: str,
-    original: RunRecord,
+    original: RunRow,
     new_uri: str,
-    new: RunRecord | None,
+    new: RunRow | None,
     execution: NotebookRun,
     store: SnapshotStore,
     restored: set[str],
@@ -283,7 +284,7 @@ def _compared(
     stores = {run.run_id: old_uri for run in old_cells} | {run.run_id: new_uri for run in new_cells}
     sources = functools.cache(lambda run_id: cell_source(stores[run_id], run_id))
 
-    def source(run: RunRecord) -> str | None:
+    def source(run: RunRow) -> str | None:
         return sources(run.run_id)
 
     pairs = match_cells(old_cells, new_cells, source) if notebook else [(original, new)]
@@ -322,13 +323,13 @@ def _compared(
     )
 
 
-def _cell_runs(uri: str, notebook_run: RunRecord) -> list[RunRecord]:
+def _cell_runs(uri: str, notebook_run: RunRow) -> list[RunRow]:
     """The cell runs of a notebook run, in execution order."""
     cells = [run for run in child_runs(uri, notebook_run.run_id) if run.tags.get("nbmlops.kind") == "cell"]
     return sorted(cells, key=lambda run: (int(run.tags.get("nbmlops.execution_count") or 0), run.start_time))
 
 
-def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[str]) -> tuple[Path, dict[str, Any]]:
+def _notebook_input(uri: str, original: RunRow, workdir: Path, notes: list[str]) -> tuple[Path, dict[str, Any]]:
     """The logged input notebook, and the parameters the run had (those the notebook still declares)."""
     folder = download_artifact(uri, original.run_id, "notebook/input", workdir)
     snapshots = sorted(folder.glob("*.ipynb")) if folder else []
@@ -345,7 +346,7 @@ def _notebook_input(uri: str, original: RunRecord, workdir: Path, notes: list[st
     return snapshots[0], {k: v for k, v in values.items() if k in defaults}
 
 
-def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path, store: SnapshotStore, notes: list[str]) -> Path:
+def _rebuilt_notebook(uri: str, original: RunRow, workdir: Path, store: SnapshotStore, notes: list[str]) -> Path:
     """A notebook of the kernel history that led to the cell, then a cell restoring inputs from their
     snapshots (when there are any), the tracked cell last."""
     import nbformat
@@ -384,7 +385,7 @@ def _rebuilt_notebook(uri: str, original: RunRecord, workdir: Path, store: Snaps
     return path
 
 
-def _original_folder(original: RunRecord, settings: Settings) -> Path | None:
+def _original_folder(original: RunRow, settings: Settings) -> Path | None:
     """The folder of the notebook the run came from, when it still exists (and is not a reproduction's)."""
     for tag in ("nbmlops.notebook", "mlflow.source.name"):
         path = Path(original.tags.get(tag, ""))
@@ -393,7 +394,7 @@ def _original_folder(original: RunRecord, settings: Settings) -> Path | None:
     return None
 
 
-def _reproduced_cell(uri: str, notebook_run_id: str, original_id: str) -> RunRecord | None:
+def _reproduced_cell(uri: str, notebook_run_id: str, original_id: str) -> RunRow | None:
     """The new run of the tracked cell: the last cell run of the rebuilt notebook tagged as reproducing it."""
     cells = [r for r in child_runs(uri, notebook_run_id) if r.tags.get("nbmlops.kind") == "cell"]
     tagged = [r for r in cells if r.tags.get(REPRODUCES_TAG) == original_id] or cells

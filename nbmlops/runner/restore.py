@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from nbmlops.data.snapshots import SnapshotError, SnapshotStore
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.tracking.query import RunRecord
 from nbmlops.tracking.run import STORED, snapshot_state
+from nbmlops.tracking.search import RunRow
 
 __all__ = [
     "RESTORE_TAG",
@@ -32,7 +32,7 @@ RESTORE_TAG = "nbmlops-restore"
 
 
 def restore_data_parameters(
-    original: RunRecord, parameters: Mapping[str, Any], cwd: Path, folder: Path, store: SnapshotStore, notes: list[str]
+    original: RunRow, parameters: Mapping[str, Any], cwd: Path, folder: Path, store: SnapshotStore, notes: list[str]
 ) -> dict[str, str]:
     """For each parameter naming a data file the run recorded, whose content is no longer the
     recorded one (seen from the kernel's folder ``cwd``): the path of its snapshot, restored in
@@ -68,7 +68,7 @@ def restore_data_parameters(
     return restored
 
 
-def snapshotted_inputs(original: RunRecord, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
+def snapshotted_inputs(original: RunRow, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
     """The cell run's input variables that have a usable snapshot (name -> fingerprint), fetched into
     the local store if need be; and whether every input has one."""
     inputs = {name: digest for name, digest, context in original.datasets if context == "input"}

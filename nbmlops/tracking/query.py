@@ -9,17 +9,16 @@ import contextlib
 import os
 import posixpath
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
+from nbmlops.tracking.search import RunRow, row_of
 from nbmlops.tracking.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
 
 __all__ = [
     "RunNotFoundError",
-    "RunRecord",
     "artifact_text",
     "child_runs",
     "download_artifact",
@@ -39,27 +38,7 @@ class RunNotFoundError(NbmlopsError, ValueError):
         super().__init__(f"no run {run_id!r} in the tracking store {redact_uri(tracking_uri)}")
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """One run as stored: its identity, status, params, latest metric values, tags and dataset inputs.
-
-    ``datasets`` holds ``(name, digest, context)`` triples; ``start_time`` is in epoch milliseconds.
-    """
-
-    run_id: str
-    experiment_id: str
-    experiment: str
-    name: str | None
-    status: str
-    params: Mapping[str, str]
-    metrics: Mapping[str, float]
-    tags: Mapping[str, str]
-    datasets: tuple[tuple[str, str, str], ...]
-    parent_run_id: str | None
-    start_time: int
-
-
-def load_run(tracking_uri: str, run_id: str) -> RunRecord:
+def load_run(tracking_uri: str, run_id: str) -> RunRow:
     """The run ``run_id``; a :class:`RunNotFoundError` when the store has no such run."""
     from mlflow.exceptions import MlflowException
 
@@ -70,10 +49,10 @@ def load_run(tracking_uri: str, run_id: str) -> RunRecord:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise RunNotFoundError(run_id, tracking_uri) from None
         raise
-    return _record(run, client.get_experiment(run.info.experiment_id).name)
+    return row_of(run, client.get_experiment(run.info.experiment_id).name)
 
 
-def child_runs(tracking_uri: str, run_id: str) -> list[RunRecord]:
+def child_runs(tracking_uri: str, run_id: str) -> list[RunRow]:
     """The runs whose parent is ``run_id``, in any experiment, oldest first.
 
     A child is found by ``mlflow.parentRunId`` or, when it reached the store before its parent
@@ -93,7 +72,7 @@ def child_runs(tracking_uri: str, run_id: str) -> list[RunRecord]:
             for run in client.search_runs(ids[start : start + 50], filter_string=condition, max_results=5000):
                 found[run.info.run_id] = run
     runs = sorted(found.values(), key=lambda run: run.info.start_time)
-    return [_record(run, experiments[run.info.experiment_id]) for run in runs]
+    return [row_of(run, experiments[run.info.experiment_id]) for run in runs]
 
 
 def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path | None:
@@ -140,26 +119,3 @@ def _client(tracking_uri: str) -> Any:
     return open_store(tracking_uri, None).client
 
 
-def _record(run: Any, experiment: str) -> RunRecord:
-    inputs = run.inputs.dataset_inputs if run.inputs is not None else []
-    datasets = tuple(
-        (
-            item.dataset.name,
-            item.dataset.digest,
-            next((tag.value for tag in item.tags if tag.key == "mlflow.data.context"), ""),
-        )
-        for item in inputs
-    )
-    return RunRecord(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        experiment=experiment,
-        name=run.info.run_name,
-        status=run.info.status,
-        params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
-        tags=dict(run.data.tags),
-        datasets=datasets,
-        parent_run_id=run.data.tags.get("mlflow.parentRunId"),
-        start_time=run.info.start_time,
-    )

@@ -29,7 +29,7 @@ from nbmlops.tracking.store import open_store
 __all__ = [
     "CELL_KEY_TAG", "Cell", "MetricPoint", "RunPage", "RunRow", "SearchError", "cells", "count_runs",
     "experiment_ids", "experiments", "get_rows", "metric_history", "metric_points", "quote_value",
-    "read_artifact_text", "search_page",
+    "read_artifact_text", "row_of", "search_page",
 ]
 
 CELL_KEY_TAG = "nbmlops.cell_key"
@@ -42,8 +42,9 @@ class SearchError(NbmlopsError, ValueError):
 
 @dataclass(frozen=True)
 class RunRow:
-    """One run as a table shows it. Times are epoch milliseconds; ``end_time`` is None while it runs;
-    ``datasets`` holds ``(name, digest, context)`` of its dataset inputs."""
+    """One run as stored: identity, status, params, latest metric values, tags and dataset inputs. Times are
+    epoch milliseconds; ``end_time`` is None while it runs; ``datasets`` holds ``(name, digest, context)`` of its
+    dataset inputs; ``experiment`` is the experiment's name where the reader knew it (else empty)."""
 
     run_id: str
     experiment_id: str
@@ -55,6 +56,7 @@ class RunRow:
     metrics: Mapping[str, float]
     tags: Mapping[str, str]
     datasets: tuple[tuple[str, str, str], ...] = ()
+    experiment: str = ""
 
     @property
     def cell(self) -> str:
@@ -154,7 +156,7 @@ def search_page(
         ids, total = database.page(experiment_ids, clauses, order, offset, limit + 1)
         return RunPage(tuple(_rows_by_id(client, experiment_ids, ids[:limit])), offset, len(ids) > limit, total)
     found = _search(client, experiment_ids, filter_string, list(order_by), limit, _offset_token(offset))
-    return RunPage(tuple(_row(run) for run in found), offset, bool(found.token))
+    return RunPage(tuple(row_of(run) for run in found), offset, bool(found.token))
 
 
 def get_rows(tracking_uri: str, run_ids: Sequence[str]) -> list[RunRow]:
@@ -256,7 +258,7 @@ def _rows_by_id(client: Any, experiment_ids: Sequence[str], run_ids: Sequence[st
         wanted = ", ".join(f"'{run_id}'" for run_id in batch if run_id.isalnum())
         if wanted:
             found = _search(client, experiment_ids, f"attributes.run_id IN ({wanted})", [], len(batch), None)
-            by_id.update((run.info.run_id, _row(run)) for run in found)
+            by_id.update((run.info.run_id, row_of(run)) for run in found)
     return [by_id[run_id] for run_id in run_ids if run_id in by_id]
 
 
@@ -277,7 +279,8 @@ def _search(client: Any, experiment_ids: Sequence[str], filter_string: str, orde
         raise
 
 
-def _row(run: Any) -> RunRow:
+def row_of(run: Any, experiment: str = "") -> RunRow:
+    """The :class:`RunRow` of an MLflow ``Run``."""
     return RunRow(
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
@@ -296,6 +299,7 @@ def _row(run: Any) -> RunRow:
             )
             for item in (run.inputs.dataset_inputs if run.inputs is not None else ())
         ),
+        experiment=experiment,
     )
 
 
