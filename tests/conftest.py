@@ -19,6 +19,35 @@ from nbmlops.config import SETTING_NAMES, configure
 from nbmlops.tracking.session import close_session
 
 
+#: the background run of tests/oldest_mlflow.py: (process, its log file)
+OLDEST_JOB = pytest.StashKey[tuple[subprocess.Popen, Path]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the smoke tests on the oldest supported MLflow in the background when their test is collected,
+    so that they run while the main suite does."""
+    if not any(item.path.name == "test_oldest_mlflow.py" for item in items):
+        return
+    log = Path(config.rootpath, ".venv-oldest.log")
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("oldest_mlflow.py"))],
+                                   cwd=config.rootpath, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    config.stash[OLDEST_JOB] = (process, log)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A session that ends early takes the oldest-MLflow job with it."""
+    job = config.stash.get(OLDEST_JOB, None)
+    if job is not None and job[0].poll() is None:
+        stop_group(job[0], grace=5)
+
+
+@pytest.fixture
+def oldest_mlflow_job(request: pytest.FixtureRequest) -> tuple[subprocess.Popen, Path] | None:
+    """The background smoke run on the oldest supported MLflow, if this session started one."""
+    return request.config.stash.get(OLDEST_JOB, None)
+
+
 @pytest.fixture(scope="session")
 def store_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One real sqlite tracking store for the whole test session (creating one costs ~2 s)."""
