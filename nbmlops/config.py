@@ -20,9 +20,20 @@ snapshots; a size such as ``500MB`` or ``1GiB`` (default), ``0`` for fingerprint
 too, and shared through the MLflow artifact store: the default when the tracking URI is a server,
 ``http(s)://``), or a folder (relative to the root), say a shared drive.
 
+Budget: ``call_timeout`` (``NBMLOPS_CALL_TIMEOUT``, ``call-timeout`` in ``pyproject.toml``) is the
+longest nbmlops waits for the tracking store to answer one call, retries of a failed call included
+(seconds, default 10): a server that does not answer within it is an outage (the records wait in the
+journal), and ``nbmlops sync`` and ``%nbmlops status`` end within about one budget however the server
+misbehaves. An upload that keeps making progress may take longer; a local sqlite store waits on another
+local process's lock for up to a minute (progress, not an outage).
+
 Models: ``trusted_models`` (``NBMLOPS_TRUSTED_MODELS="a,b"``, a list in ``pyproject.toml``) names the
 registered models nbmlops may load although they use pickle, types outside its skops trust list, or have no
 recorded SHA-256 (see :mod:`nbmlops.registry.safe_load`); default none.
+
+Heartbeat: a process beats for its open runs every ``heartbeat_interval`` seconds (default 60); ``nbmlops runs
+reap`` and a new session fail a RUNNING run of any host whose last beat is older than ``heartbeat_timeout``
+seconds (default 600: keep it well above the interval, and above how long a machine may lose the store).
 """
 
 from __future__ import annotations
@@ -50,12 +61,17 @@ SETTING_NAMES = (
     "experiment",
     "ui_url",
     "flush_timeout",
+    "call_timeout",
     "capture",
     "snapshot_max_bytes",
     "data_store",
     "trusted_models",
+    "heartbeat_interval",
+    "heartbeat_timeout",
 )
 DEFAULT_SNAPSHOT_MAX_BYTES = 1 << 30
+#: seconds nbmlops waits for the tracking store to answer one call (``call_timeout``)
+DEFAULT_CALL_TIMEOUT = 10.0
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1,
@@ -88,6 +104,9 @@ class Settings:
     snapshot_max_bytes: int
     data_store: str
     trusted_models: tuple[str, ...] = ()
+    heartbeat_interval: float = 60.0
+    heartbeat_timeout: float = 600.0
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -183,6 +202,7 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
         sources["ui_url"] = "default"
     values.setdefault("experiment", None)
     values.setdefault("flush_timeout", 10.0)
+    values.setdefault("call_timeout", DEFAULT_CALL_TIMEOUT)
     values.setdefault("capture", CAPTURE_KINDS)
     values.setdefault("snapshot_max_bytes", DEFAULT_SNAPSHOT_MAX_BYTES)
     if "data_store" not in values:
@@ -235,13 +255,15 @@ def _convert(key: str, value: Any, source: str) -> Any:
         if key == "tracking_uri" and "://" not in text and not text.startswith("databricks"):
             text = Path(text).expanduser().resolve().as_uri()
         return text
-    if key == "flush_timeout":
+    if key in ("flush_timeout", "call_timeout", "heartbeat_interval", "heartbeat_timeout"):
         try:
             seconds = float(value)
         except (TypeError, ValueError):
             raise ConfigError(key, f"expected a number of seconds, got {value!r}", source) from None
         if seconds < 0:
             raise ConfigError(key, f"must be >= 0, got {seconds}", source)
+        if key != "flush_timeout" and not 0 < seconds < float("inf"):
+            raise ConfigError(key, f"must be a finite number of seconds > 0, got {seconds}", source)
         return seconds
     if key == "capture":
         kinds = [k.strip() for k in value.split(",")] if isinstance(value, str) else list(value)

@@ -6,7 +6,9 @@ The tree::
     ├── ConfigError            a setting has a bad value (names the setting and where it came from)
     ├── UnsupportedDataError   fingerprint/profile got an object it cannot digest (also a TypeError)
     │   └── FingerprintError   a value inside the data contains itself or is nested too deeply to digest
-    ├── StoreUnavailableError  the tracking store could not be reached or written
+    ├── StoreUnavailableError  the tracking store could not be reached or written (an outage: retried)
+    ├── StoreAuthError         the tracking server refused nbmlops' credentials (HTTP 401/403: never retried
+    │                          as an outage; names the URI and MLFLOW_TRACKING_* variables to set)
     ├── TrackingError          misuse of the tracking API (no active run, a param changed within a run)
     └── FlushTimeoutError      flush() gave up with records still waiting (says how many and why)
 
@@ -20,6 +22,7 @@ __all__ = [
     "FingerprintError",
     "FlushTimeoutError",
     "NbmlopsError",
+    "StoreAuthError",
     "StoreUnavailableError",
     "TrackingError",
     "UnsupportedDataError",
@@ -78,6 +81,29 @@ class StoreUnavailableError(NbmlopsError):
         self.uri = uri
         self.reason = reason
         super().__init__(f"tracking store {uri} is unavailable: {reason}")
+
+
+class StoreAuthError(NbmlopsError):
+    """The tracking server answered 401 or 403: the credentials are missing, wrong or not allowed.
+
+    Not an outage: nothing is retried until the credentials change, and nothing waits for them.
+
+    Attributes:
+        uri: the tracking URI, with any credentials removed.
+        status: the HTTP status (401 or 403).
+        reason: what the server said, in one line.
+    """
+
+    def __init__(self, uri: str, status: int, reason: str) -> None:
+        self.uri = uri
+        self.status = status
+        self.reason = reason
+        refused = "refused the credentials" if status == 401 else "denied access with the credentials"
+        super().__init__(
+            f"tracking server {uri} {refused} (HTTP {status}: {reason}). Put them in the URI "
+            "(http://user:password@host) or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(or MLFLOW_TRACKING_TOKEN); records wait in the local journal until `nbmlops sync` can deliver them"
+        )
 
 
 class TrackingError(NbmlopsError):

@@ -153,7 +153,7 @@ class NbmlopsMagics(Magics):
 
         %nbmlops config               show every setting and where it came from
         %nbmlops config KEY=VALUE ... set settings for this session (KEY=  removes one)
-        %nbmlops status               tracking store and records waiting for it
+        %nbmlops status               does the store answer (within call_timeout), the last delivery, records waiting
         %nbmlops flush [SECONDS]      wait until every record has reached the store
         %nbmlops dashboard [EXPERIMENT]  runs, comparisons, charts and models (default: this notebook's)
         """
@@ -163,11 +163,7 @@ class NbmlopsMagics(Magics):
             if command == "config":
                 return _config(args)
             if command == "status":
-                session = get_session()
-                settings = resolve_settings()
-                state = f"unreachable: {session.store_error}" if session.store_error else "ok"
-                print(f"tracking store: {settings.tracking_uri} ({state})\nwaiting records: {session.pending}")
-                return None
+                return _status()
             if command == "flush":
                 get_session().flush(float(args[0]) if args else None)
                 return None
@@ -208,6 +204,21 @@ def _summary_widget(shell: Any, summary: Summary) -> Any:
 
 def _warn(message: str) -> None:
     sys.stderr.write(f"nbmlops: {message}\n")
+
+
+def _status() -> None:
+    """Print whether the store answers now (asked within the ``call_timeout`` budget, however it misbehaves),
+    how the last delivery went, and how many records wait."""
+    from nbmlops.redact import redact_uri
+    from nbmlops.tracking.store import open_store
+
+    session = get_session()
+    settings = resolve_settings()
+    problem = open_store(settings.tracking_uri, settings.artifact_root).check()
+    error = session.store_error
+    print(f"tracking store:  {redact_uri(settings.tracking_uri)} ({problem or 'answers'})")
+    print(f"last delivery:   {'failed: ' + error if error else 'ok'}")
+    print(f"waiting records: {session.pending}")
 
 
 def _config(args: list[str]) -> None:

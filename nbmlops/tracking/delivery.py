@@ -11,12 +11,14 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import islice
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
-from nbmlops.exceptions import FlushTimeoutError, StoreUnavailableError
+from nbmlops.exceptions import FlushTimeoutError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
+    PAYLOADS_SUFFIX,
     Claim,
     Cursor,
     Damage,
@@ -24,7 +26,9 @@ from nbmlops.journal import (
     encode,
     journal_tag,
     list_journals,
+    payload_dir,
     read_records,
+    remove_journal,
     try_lock,
 )
 from nbmlops.redact import redact_uri
@@ -46,13 +50,22 @@ def register_uri(uri: str) -> str:
 
 
 class Deliverer:
-    """Delivers one journal's records in order and keeps its cursor."""
+    """Delivers one journal's records in order and keeps its cursor.
 
-    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
+    ``journal_path`` is None for a live writer whose journal could not be made: the cursor then lives in
+    memory until :meth:`attach` names the journal.
+    """
+
+    def __init__(self, journal_path: Path | None, on_run: RunListener | None = None) -> None:
         self.journal_path = journal_path
-        self.cursor = Cursor.load(journal_path)
+        self.cursor = Cursor.load(journal_path) if journal_path is not None else Cursor()
         self.run_stores: dict[str, tuple[str, str | None]] = {}
         self.on_run = on_run
+
+    def attach(self, journal_path: Path) -> None:
+        """Keep the cursor beside ``journal_path``, a journal made after records went without one."""
+        self.journal_path = journal_path
+        self.cursor.offset = 0
 
     def note(self, record: dict[str, Any]) -> None:
         """Learn where a run's records go from its start record."""
@@ -75,13 +88,24 @@ class Deliverer:
             except RecordRejected:
                 refused += self._send_one_by_one(uri, artifact_root, group)
             self.cursor.offset = group[-1][0]
-            self.cursor.save(self.journal_path)
+            self._save_cursor()
         return refused
+
+    def _save_cursor(self) -> None:
+        if self.journal_path is None:
+            return
+        try:
+            self.cursor.save(self.journal_path)
+        except OSError:  # a full disk: a replay starts from the last cursor saved, and finds its runs by key
+            pass
 
     def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
         store = open_store(_uris.get(uri, uri), artifact_root)
         known = set(self.cursor.runs)
-        store.deliver([record for _, record in group], self.cursor.runs, careful)
+        records = [self._located(record) for _, record in group]
+        # a start record journaled again (after records went without a journal) may be delivered already
+        careful = careful or any(record.get("again") for record in records)
+        store.deliver(records, self.cursor.runs, careful)
         if self.on_run:
             for key in self.cursor.runs.keys() - known:
                 start = next(r for _, r in group if r["t"] == "start" and r["run"] == key)
@@ -102,6 +126,16 @@ class Deliverer:
                 _keep_refused(self.journal_path, record, str(exc))
         return refused
 
+    def _located(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record``, naming the absolute path of a payload it keeps beside the journal."""
+        name = record.get("file") if record["t"] == "artifact" else None
+        if name is None:
+            return record
+        parts = PurePosixPath(name).parts
+        if self.journal_path is None or len(parts) != 2 or not parts[0].endswith(PAYLOADS_SUFFIX) or ".." in parts:
+            raise RecordRejected(f"the payload {name!r} of artifact {record['path']!r} is not beside the journal")
+        return {**record, "file": str(self.journal_path.parent.joinpath(*parts))}
+
 
 def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | None]]) -> Iterable[list[Item]]:
     group: list[Item] = []
@@ -114,10 +148,25 @@ def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | No
         yield group
 
 
-def _keep_refused(journal_path: Path, record: dict[str, Any], reason: str) -> None:
-    """Refused records are kept beside the journals, never silently dropped."""
-    with open(journal_path.parent / "refused.jsonl", "a") as fh:
-        fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
+def _keep_refused(journal_path: Path | None, record: dict[str, Any], reason: str) -> None:
+    """Refused records are kept beside the journals (a payload file moved to ``refused/``), never silently
+    dropped; a journal that cannot be written keeps nothing (the refusal is on stderr)."""
+    if journal_path is None:
+        return
+    folder = journal_path.parent
+    if record["t"] == "artifact" and record.get("file"):
+        kept = folder / "refused" / f"{journal_path.stem}-{PurePosixPath(record['file']).name}"
+        try:
+            kept.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(folder / record["file"], kept)
+            record = {**record, "file": str(kept)}
+        except OSError:  # gone or damaged on disk (the likely reason it was refused): the record says where it was
+            record = {**record, "file": str(folder / record["file"])}
+    try:
+        with open(folder / "refused.jsonl", "a") as fh:
+            fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
+    except OSError:
+        pass
 
 
 class Writer:
@@ -157,12 +206,19 @@ class Writer:
             return len(self._pending)
 
     def flush(self, timeout: float | None) -> None:
-        """Block until everything queued so far is delivered, or raise :class:`FlushTimeoutError`."""
+        """Block until everything queued so far is delivered, or raise :class:`FlushTimeoutError`.
+
+        Raises it at once, without waiting, while the tracking server refuses the credentials
+        (:class:`StoreAuthError`): waiting would not deliver anything.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._wake = True
             self._cond.notify_all()
             while self._pending or self._busy:
+                refused = getattr(self, "_auth_error", None)
+                if refused is not None and self.last_error == refused:
+                    raise FlushTimeoutError(len(self._pending), refused)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     count = len(self._pending)
@@ -224,15 +280,29 @@ class Writer:
                 self._cond.notify_all()
 
     def _outage(self, exc: Exception, count: int) -> None:
+        """Note a failed delivery; warn once (per outage) on stderr.
+
+        A :class:`StoreUnavailableError` comes after the store has not answered for a whole budget
+        (``call_timeout``), so shorter blips never warn. A refusal of the credentials is its own message,
+        and makes :meth:`flush` return at once until a delivery succeeds.
+        """
         self._careful = True
         self.last_error = str(exc)
-        if not self._warned:
+        refused_before = getattr(self, "_auth_error", None) is not None
+        self._auth_error = self.last_error if isinstance(exc, StoreAuthError) else None
+        if isinstance(exc, StoreAuthError):
+            if not (self._warned and refused_before):
+                sys.stderr.write(f"nbmlops: {exc}\nnbmlops: {count} record(s) are waiting, safe in the local journal.\n")
             self._warned = True
-            sys.stderr.write(
-                f"nbmlops: {exc}\n"
-                f"nbmlops: {count} record(s) are waiting, safe in the local journal; they are delivered when the "
-                "store is back, or by `nbmlops sync`.\n"
-            )
+            return
+        if self._warned:
+            return
+        self._warned = True
+        sys.stderr.write(
+            f"nbmlops: {exc}\n"
+            f"nbmlops: {count} record(s) are waiting, safe in the local journal; they are delivered when the "
+            "store is back, or by `nbmlops sync`.\n"
+        )
 
 
 class Handoff:

@@ -3,11 +3,28 @@
 Replays are exactly-once: a run is created with its local key as a tag and looked up by it when a
 delivery is resumed; params and tags are re-sent with the same values (MLflow accepts that);
 metrics carry their original timestamps so MLflow's own de-duplication drops repeats.
+
+Creating a run is never retried blindly: MLflow's HTTP client does not retry nbmlops' calls, and a
+``create_run`` whose outcome is unknown (its reply was lost, it timed out) is followed by a look-up of
+the run key before any new attempt. Should two runs carry one key all the same (a request the server
+applied late), the one delivered to is kept and the others are marked KILLED and deleted.
+
+Every call has a budget, ``call_timeout`` (:mod:`nbmlops.config`): a tracking server that does not answer
+a call, retries included, within it is an outage, reported as :class:`StoreUnavailableError`; after one,
+further calls fail at once for one budget, so that a sync of many journals ends within about one budget.
+A 401 or 403 is :class:`StoreAuthError`, never retried. Credentials come from the URI
+(``http://user:password@host``) or MLflow's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``.
+
+The schema of a new sqlite store is built in a file beside it and moved into place once complete, under a
+file lock, so that a process killed while building it leaves no half-built store; one left half-built by
+an older version or by MLflow itself is found, and rebuilt when it holds no run.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -19,29 +36,64 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from nbmlops.exceptions import StoreUnavailableError
+from nbmlops.exceptions import ConfigError, StoreAuthError, StoreUnavailableError
 from nbmlops.redact import redact_uri
 
-__all__ = ["RecordRejected", "Store", "open_store"]
+__all__ = ["Attempt", "RecordRejected", "Store", "open_store"]
 
 RUN_KEY_TAG = "nbmlops.run_key"
 PARENT_KEY_TAG = "nbmlops.parent_key"
+DUPLICATE_TAG = "nbmlops.duplicate_of"
+#: runs that are attempts of one task (a sweep's combination that Dask ran again after its worker died) share
+#: this tag; one of them is live, the others end KILLED naming it (SUPERSEDED_TAG), numbered by start order
+TASK_TAG = "nbmlops.task"
+ATTEMPT_TAG = "nbmlops.attempt"
+SUPERSEDED_TAG = "nbmlops.superseded_by"
+SUPERSEDES_TAG = "nbmlops.supersedes"
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|unable to open database|connection|timed? ?out|"
-    r"temporarily|max retries|503|502|504|refused|reset by peer",
+    r"temporarily|max retries|503|502|504|429|refused|reset by peer",
     re.IGNORECASE,
 )
+_REJECTED = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST")
+_AUTH = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+#: how long a local sqlite store waits for another local process (its lock, its schema creation)
+_SQLITE_WAIT_S = 60.0
+#: how long an exiting process waits for the schema it is building, so that short processes do not
+#: each start it anew and never finish it
+_BUILD_AT_EXIT_S = 120.0
 _stores: dict[tuple[str, str | None], "Store"] = {}
 _stores_lock = threading.Lock()
+_limits = threading.local()
+_building = threading.Condition()
+_builds = 0
 
 
 class RecordRejected(Exception):
     """The store answered, and refused a record for good (bad value, deleted run)."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way that may pass (no answer, a lock, 5xx, 429)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a task (see :data:`TASK_TAG`): its MLflow id, local run key, start time (ms), status, and
+    the attempt tags it carries."""
+
+    run_id: str
+    run_key: str
+    start_time: int
+    status: str
+    tags: dict[str, str]
 
 
 def open_store(uri: str, artifact_root: str | None) -> "Store":
@@ -63,22 +115,69 @@ class Store:
         self._client: Any = None
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (monotonic time until which calls fail at once, why)
+        self.last_failure: tuple[float, str] | None = None  # (wall-clock time, why) of the last failed call
+        self._uncertain: dict[str, str] = {}  # run key -> experiment id, for runs whose creation was uncertain
 
     # -- connection ---------------------------------------------------------------------------
 
     @property
+    def call_timeout(self) -> float:
+        """The budget of one call, in seconds (the ``call_timeout`` setting, read at each call)."""
+        from nbmlops.config import DEFAULT_CALL_TIMEOUT, resolve_settings
+
+        try:
+            return resolve_settings().call_timeout
+        except ConfigError:
+            return DEFAULT_CALL_TIMEOUT
+
+    @property
     def client(self) -> Any:
-        """The ``MlflowClient`` for this store, created (and the sqlite schema made) on first use."""
+        """The ``MlflowClient`` for this store, created (and the sqlite schema made) on first use.
+
+        Its calls made outside :meth:`_call` are bounded too: one HTTP request, no MLflow retries, each
+        waiting at most :attr:`call_timeout` for the server.
+        """
         with self._lock:
             if self._client is None:
-                self._client = self._connect()
+                self._client = _BoundedClient(self._connect(), self)
             return self._client
+
+    def check(self) -> str | None:
+        """Ask the store for one thing now, within the budget: None when it answers, else why not (a phrase
+        such as ``not answering: ...``, or the :class:`StoreAuthError` message).
+
+        Never waits much longer than :attr:`call_timeout`, even while another thread is stuck opening the
+        store; a failed call of another thread that is still being waited out is not retried.
+        """
+        budget = self.call_timeout
+        outcome: list[str | None] = []
+
+        def ask() -> None:
+            try:
+                self._call(lambda: self.client.search_experiments(max_results=1), fresh=True)
+                outcome.append(None)
+            except StoreUnavailableError as exc:
+                outcome.append(f"not answering: {exc.reason}")
+            except (StoreAuthError, RecordRejected) as exc:
+                outcome.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must not break a status display
+                outcome.append(f"{type(exc).__name__}: {self._clean(str(exc))}")
+
+        thread = threading.Thread(target=ask, name="nbmlops-store-check", daemon=True)
+        thread.start()
+        thread.join(budget + 1.0)
+        if thread.is_alive():
+            return f"not answering: no answer within {budget:g} s"
+        return outcome[0]
 
     def _connect(self) -> Any:
         if self.uri.startswith(("http://", "https://")):
             self._probe_http()
             # MLflow prints a "View run ..." line at every run end on a server store: noise in a user's cell
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        _install_http_limits()
         if self.uri.startswith("sqlite:///"):
             return self._connect_sqlite()
         from mlflow import MlflowClient
@@ -86,61 +185,173 @@ class Store:
         return self._call(lambda: MlflowClient(tracking_uri=self.uri))
 
     def _probe_http(self) -> None:
-        """Fail fast when a tracking server is down, instead of waiting out MLflow's long retries."""
-        try:
-            with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=3):
-                pass
-        except urllib.error.HTTPError:
-            pass  # it answered: something is listening
-        except (OSError, ValueError) as exc:
-            raise StoreUnavailableError(self.display_uri, str(getattr(exc, "reason", exc))) from None
+        """Fail fast when a tracking server is down, instead of importing mlflow first (a second or more).
+
+        Sends the credentials MLflow would send (from the URI, else ``MLFLOW_TRACKING_USERNAME`` and
+        ``MLFLOW_TRACKING_PASSWORD``, else ``MLFLOW_TRACKING_TOKEN``); a refused connection is retried
+        within the budget, a 401 or 403 is :class:`StoreAuthError`.
+        """
+        url, headers = _health_request(self.uri)
+
+        def probe() -> None:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_limits.timeout):
+                    pass
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise StoreAuthError(self.display_uri, exc.code, _one_line(exc.reason or "")) from None
+                # it answered: something is listening
+            except (OSError, ValueError) as exc:
+                raise _Transient(str(getattr(exc, "reason", exc))) from None
+
+        self._call(probe)
 
     def _connect_sqlite(self) -> Any:
         """Open a sqlite store safely when several processes do so at once.
 
-        The schema migration runs under an exclusive file lock; the database uses WAL and a long busy
-        timeout, so concurrent writers wait for each other instead of failing with ``database is locked``.
+        Under an exclusive file lock, a store that does not exist yet is built beside its path and moved
+        into place once complete; a half-built one (tables missing, or MLflow's schema revision not
+        reached) that holds no run is rebuilt. The database uses WAL and a long busy timeout, so that
+        concurrent writers wait for each other instead of failing with ``database is locked``.
         """
         path = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            connection = sqlite3.connect(path, timeout=60)
-            try:
-                connection.execute("PRAGMA journal_mode=WAL")
-            finally:
-                connection.close()
+        # schema creation and migration chatter (also from the registry's own store, made on first use)
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with _file_lock(path.with_name(path.name + ".lock"), self.display_uri):
+            state = _schema_state(path)
+            if state == "half-built" and _holds_records(path):
+                raise StoreUnavailableError(
+                    self.display_uri,
+                    "its schema was left half-migrated and it holds runs: back it up, then run "
+                    f"`mlflow db upgrade {self.display_uri}`",
+                )
+            if state != "complete":
+                self._build_schema(path)
+            else:
+                connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    connection.close()
             from mlflow import MlflowClient
 
-            engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout=60"
-            # schema creation and migration chatter (also from the registry's own store, made on first use)
-            for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-                logging.getLogger(name).setLevel(logging.WARNING)
+            engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={_SQLITE_WAIT_S:g}"
             client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
             self._call(lambda: client.search_experiments(max_results=1))
         return client
 
-    def _call(self, fn: Callable[[], Any], attempts: int = 8) -> Any:
-        """Run one store call; retry transient failures, classify the rest."""
+    def _build_schema(self, path: Path) -> None:
+        """Make the MLflow schema in ``<path>.building``, then move it to ``path`` (replacing a store with no
+        tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store."""
+        global _builds
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        building = path.with_name(path.name + ".building")
+        for leftover in _sqlite_files(building):
+            leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
+        root = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else "./mlruns"
+        with _building:
+            _builds += 1
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{building}", root)
+            store.engine.dispose()
+            connection = sqlite3.connect(building)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+            finally:
+                connection.close()
+            _fsync(building)
+            for stale in _sqlite_files(path)[1:]:
+                stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
+            os.replace(building, path)
+            _fsync(path.parent)
+        finally:
+            with _building:
+                _builds -= 1
+                _building.notify_all()
+
+    def _call(self, fn: Callable[[], Any], retry: bool = True, fresh: bool = False) -> Any:
+        """Run one store call within the budget; classify what goes wrong.
+
+        Failures that may pass (no answer, a lock, 5xx, 429) are retried until :attr:`call_timeout` is
+        spent (not with ``retry=False``: one attempt), then raise :class:`StoreUnavailableError`, and
+        the calls of the next budget fail at once (unless ``fresh``). A 401/403 raises
+        :class:`StoreAuthError` at once, a record the store refuses :class:`RecordRejected`.
+        """
+        budget = self.call_timeout
+        start = time.monotonic()
+        deadline = start + budget
+        if not fresh:
+            self._refuse_while_down()
+        delay = 0.05
+        while True:
+            try:
+                with _http_limits(max(deadline - time.monotonic(), 0.5)):
+                    result = self._attempt(fn)
+            except _Transient as exc:
+                if retry and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise self._failed(exc.args[0], budget, start) from None
+            except StoreUnavailableError as exc:
+                self._note_failure(exc.reason)
+                raise
+            except StoreAuthError as exc:
+                self._note_failure(str(exc))
+                raise
+            with self._state_lock:
+                self._down = None
+            return result
+
+    def _attempt(self, fn: Callable[[], Any]) -> Any:
         from mlflow.exceptions import MlflowException
 
-        delay = 0.05
-        for attempt in range(attempts):
-            try:
-                return fn()
-            except MlflowException as exc:
-                if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"):
-                    raise RecordRejected(str(exc)) from exc
-                reason = str(exc)
-            except StoreUnavailableError:
-                raise
-            except Exception as exc:  # network errors, sqlalchemy errors, OSError from artifact copies
-                reason = f"{type(exc).__name__}: {exc}"
-            if not _TRANSIENT.search(reason) or attempt == attempts - 1:
-                raise StoreUnavailableError(self.display_uri, reason.splitlines()[0][:500])
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        try:
+            return fn()
+        except MlflowException as exc:
+            if exc.error_code in _AUTH:
+                raise StoreAuthError(self.display_uri, _AUTH[exc.error_code], self._clean(str(exc))) from None
+            if exc.error_code in _REJECTED:
+                raise RecordRejected(self._clean(str(exc))) from exc
+            reason = self._clean(str(exc))
+        except (StoreUnavailableError, StoreAuthError, RecordRejected, _Transient):
+            raise
+        except Exception as exc:  # network errors, sqlalchemy errors, OSError from artifact copies
+            reason = self._clean(f"{type(exc).__name__}: {exc}")
+        if _TRANSIENT.search(reason):
+            raise _Transient(reason)
+        raise StoreUnavailableError(self.display_uri, reason)
+
+    def _clean(self, text: str) -> str:
+        """One line of an error, without the credentials of the URI (MLflow's messages quote the URL)."""
+        text = redact_uri(text)
+        password = urllib.parse.urlsplit(self.uri).password if "@" in self.uri else None
+        return _one_line(text.replace(password, "***") if password else text)
+
+    def _failed(self, reason: str, budget: float, start: float) -> StoreUnavailableError:
+        waited = time.monotonic() - start
+        if waited >= budget * 0.9:
+            reason = f"no answer within {budget:g} s ({reason})"
+        with self._state_lock:
+            self._down = (time.monotonic() + budget, reason)
+        self._note_failure(reason)
+        return StoreUnavailableError(self.display_uri, reason)
+
+    def _note_failure(self, reason: str) -> None:
+        with self._state_lock:
+            self.last_failure = (time.time(), reason)
+
+    def _refuse_while_down(self) -> None:
+        """Fail at once while the last outage is fresh: a sync of many journals waits out one budget, not one
+        per journal."""
+        with self._state_lock:
+            down = self._down
+        if down is not None and time.monotonic() < down[0]:
+            raise StoreUnavailableError(self.display_uri, down[1])
+
 
     # -- delivery -----------------------------------------------------------------------------
 
@@ -210,6 +421,11 @@ class Store:
 
                 self._call(lambda: deliver_model(self.client, run_id, record))
             elif kind == "end":
+                if key in self._uncertain:  # a create the server applied late may have made a twin meanwhile
+                    self._drop_duplicates(self._uncertain[key], key, run_id)
+                    self._uncertain.pop(key, None)
+                if careful and self._superseded(run_id):
+                    continue  # a late replay of an attempt that a later one replaced: it stays KILLED
                 self._call(lambda: client.set_terminated(run_id, record["status"], record["ts"]))
             else:
                 raise RecordRejected(f"unknown record type {kind!r}")
@@ -246,7 +462,7 @@ class Store:
         client = self.client
         experiment_id = self.experiment_id(record["experiment"])
         key = record["run"]
-        if careful:
+        if careful or key in self._uncertain:
             found = self.run_id_for_key(experiment_id, key)
             if found:
                 return found
@@ -258,21 +474,70 @@ class Store:
             parent_id = runs.get(parent) or self.run_id_for_key(experiment_id, parent)
             if parent_id:
                 tags["mlflow.parentRunId"] = parent_id
-        run = self._call(
-            lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name"))
+        return self._create_run(
+            experiment_id,
+            key,
+            lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name")),
         )
-        return run.info.run_id
+
+    def _create_run(self, experiment_id: str, key: str, create: Callable[[], Any]) -> str:
+        """Create the run with key ``key`` once: an attempt whose outcome is unknown (no reply) is followed by
+        a look-up of the key, and only a run not found is created again, within the budget."""
+        deadline = time.monotonic() + self.call_timeout
+        delay = 0.1
+        while True:
+            try:
+                run_id = self._call(create, retry=False).info.run_id
+            except StoreUnavailableError:
+                self._uncertain[key] = experiment_id
+                found = self.run_id_for_key(experiment_id, key)
+                if found:
+                    return found
+                if time.monotonic() + delay >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if key in self._uncertain:
+                self._drop_duplicates(experiment_id, key, run_id)
+            return run_id
 
     def run_id_for_key(self, experiment_id: str, key: str) -> str | None:
-        """The MLflow id of the run recorded under local ``key`` in an experiment, if it exists yet."""
-        if not re.fullmatch(r"[0-9a-f]{32}", key):
+        """The MLflow id of the run recorded under local ``key`` in an experiment, if it exists yet.
+
+        Should several runs carry the key, the one with the most data is kept (the one delivered to; the
+        lowest id among equals) and the others are marked KILLED, tagged ``nbmlops.duplicate_of`` and deleted.
+        """
+        runs = self._runs_with_key(experiment_id, key)
+        if not runs:
             return None
-        found = self._call(
-            lambda: self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
+        keep = min(runs, key=lambda r: (-_data_count(r), r.info.run_id)).info.run_id
+        if len(runs) > 1:
+            self._drop_duplicates(experiment_id, key, keep, runs)
+        return keep
+
+    def _runs_with_key(self, experiment_id: str, key: str) -> list[Any]:
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            return []
+        return list(
+            self._call(
+                lambda: self.client.search_runs(
+                    [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=100
+                )
             )
         )
-        return found[0].info.run_id if found else None
+
+    def _drop_duplicates(self, experiment_id: str, key: str, keep: str, runs: list[Any] | None = None) -> None:
+        """Mark every active run with ``key`` but ``keep`` KILLED, tag it as a duplicate of ``keep``, delete it."""
+        client = self.client
+        for run in self._runs_with_key(experiment_id, key) if runs is None else runs:
+            twin = run.info.run_id
+            if twin == keep:
+                continue
+            self._call(lambda: client.set_tag(twin, DUPLICATE_TAG, keep))  # noqa: B023 - called at once
+            if run.info.status == "RUNNING":
+                self._call(lambda: client.set_terminated(twin, "KILLED"))  # noqa: B023
+            self._call(lambda: client.delete_run(twin))  # noqa: B023
 
     def adopt_children(self, experiment_id: str, parent_key: str, parent_id: str) -> int:
         """Link runs that name ``parent_key`` as parent but were delivered before it existed."""
@@ -288,6 +553,65 @@ class Store:
                 self._call(lambda: client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id))
                 adopted += 1
         return adopted
+
+    def task_attempts(self, experiment_id: str, prefix: str) -> dict[str, list[Attempt]]:
+        """The runs of each task (:data:`TASK_TAG`) whose name starts with ``prefix``, oldest attempt first."""
+        if not re.fullmatch(r"[0-9A-Za-z/.-]*", prefix):
+            return {}
+        client = self.client
+        runs = self._call(
+            lambda: client.search_runs(
+                [experiment_id], filter_string=f"tags.`{TASK_TAG}` LIKE '{prefix}%'", max_results=50000
+            )
+        )
+        tasks: dict[str, list[Attempt]] = {}
+        for run in runs:
+            tags = run.data.tags
+            kept = {k: tags[k] for k in (ATTEMPT_TAG, SUPERSEDED_TAG, SUPERSEDES_TAG) if k in tags}
+            tasks.setdefault(tags[TASK_TAG], []).append(
+                Attempt(run.info.run_id, tags.get(RUN_KEY_TAG, ""), run.info.start_time or 0, run.info.status, kept)
+            )
+        for attempts in tasks.values():
+            attempts.sort(key=lambda attempt: (attempt.start_time, attempt.run_id))
+        return tasks
+
+    def supersede(self, attempts: list[Attempt], live: Attempt) -> int:
+        """Make ``live`` the one live run of a task's ``attempts`` (oldest first): every other attempt ends
+        KILLED, tagged with its number (:data:`ATTEMPT_TAG`) and :data:`SUPERSEDED_TAG` = ``live``'s id;
+        ``live`` gets its number and :data:`SUPERSEDES_TAG`. Writes only what changed; returns how many
+        attempts ``live`` supersedes."""
+        client = self.client
+        others = [attempt.run_id for attempt in attempts if attempt.run_id != live.run_id]
+        for number, attempt in enumerate(attempts, 1):
+            if attempt.run_id == live.run_id:
+                tags = {ATTEMPT_TAG: str(number), SUPERSEDES_TAG: ",".join(others)}
+            else:
+                tags = {ATTEMPT_TAG: str(number), SUPERSEDED_TAG: live.run_id}
+            for name, value in tags.items():
+                if attempt.tags.get(name) != value:
+                    self._call(lambda run_id=attempt.run_id, name=name, value=value: client.set_tag(run_id, name, value))
+            if attempt.run_id != live.run_id and attempt.status != "KILLED":
+                self._call(lambda run_id=attempt.run_id: client.set_terminated(run_id, "KILLED"))
+        return len(others)
+
+    def _superseded(self, run_id: str) -> bool:
+        """True when the run is an attempt of a task that another attempt replaces (it is then marked so).
+
+        The live attempt is the one already named live (it supersedes others, nothing supersedes it), else
+        the latest started: a task runs again only once the worker of its earlier attempt is gone.
+        """
+        client = self.client
+        run = self._call(lambda: client.get_run(run_id))
+        task = run.data.tags.get(TASK_TAG)
+        if not task:
+            return False
+        attempts = self.task_attempts(run.info.experiment_id, task).get(task, [])
+        if len(attempts) < 2:
+            return False
+        named = [a for a in attempts if SUPERSEDES_TAG in a.tags and SUPERSEDED_TAG not in a.tags]
+        live = named[-1] if named else attempts[-1]
+        self.supersede(attempts, live)
+        return live.run_id != run_id
 
     def _log_artifacts(self, run_id: str, records: list[dict[str, Any]]) -> None:
         """Store several artifacts of one run with a single copy into its artifact location."""
@@ -319,29 +643,40 @@ class Store:
         self._call(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
 
 
-    def running_runs(self, host: str) -> list[tuple[str, dict[str, str]]]:
-        """``(run_id, tags)`` of every RUNNING run that a process on ``host`` started."""
+    def running_runs(self) -> list[tuple[str, int, dict[str, str]]]:
+        """``(run_id, start time in ms, tags)`` of every RUNNING run that nbmlops made (it has a run key), on
+        any host."""
         client = self.client
-        experiments = self._call(lambda: client.search_experiments())
-        ids = [e.experiment_id for e in experiments]
-        found: list[tuple[str, dict[str, str]]] = []
-        for start in range(0, len(ids), 50):
-            runs = self._call(
-                lambda: client.search_runs(
-                    ids[start : start + 50],
-                    filter_string=f"attributes.status = 'RUNNING' and tags.`nbmlops.host` = '{host}'",
-                    max_results=5000,
+        ids = [e.experiment_id for e in self._pages(lambda token: client.search_experiments(page_token=token))]
+
+        def running(chunk: list[str]) -> list[Any]:
+            return self._pages(
+                lambda token: client.search_runs(
+                    chunk, filter_string="attributes.status = 'RUNNING'", max_results=5000, page_token=token
                 )
             )
-            found += [(run.info.run_id, dict(run.data.tags)) for run in runs]
-        return found
 
-    def fail_run(self, run_id: str, reason: str) -> None:
-        """Mark a run whose process is gone as FAILED, saying why."""
+        runs = [run for start in range(0, len(ids), 50) for run in running(ids[start : start + 50])]
+        return [(r.info.run_id, r.info.start_time or 0, r.data.tags) for r in runs if RUN_KEY_TAG in r.data.tags]
+
+    def fail_run(
+        self, run_id: str, failure: str, reason: str, still: Callable[[int, dict[str, str]], bool] | None = None
+    ) -> bool:
+        """Mark a RUNNING run FAILED, tagged ``nbmlops.failure`` = ``failure`` and ``nbmlops.failure_reason``.
+
+        The run is read again first: one that ended meanwhile, or for which ``still(start time in ms, tags)``
+        no longer holds (a beat came), is left alone. Returns True when the run was failed.
+        """
         client = self.client
-        self._call(lambda: client.set_tag(run_id, "nbmlops.failure", "kernel_died"))
+        run = self._call(lambda: client.get_run(run_id))
+        if run.info.status != "RUNNING":
+            return False
+        if still is not None and not still(run.info.start_time or 0, dict(run.data.tags)):
+            return False
+        self._call(lambda: client.set_tag(run_id, "nbmlops.failure", failure))
         self._call(lambda: client.set_tag(run_id, "nbmlops.failure_reason", reason))
         self._call(lambda: client.set_terminated(run_id, "FAILED"))
+        return True
 
     def experiment_run_counts(self) -> list[tuple[str, str, int]]:
         """``(experiment id, name, number of runs)`` for every active experiment."""
@@ -368,6 +703,22 @@ class Store:
         earlier = [run for run in runs if run.info.run_id != run_id]
         return dict(earlier[0].data.metrics) if earlier else None
 
+    def _pages(self, fetch: Callable[[str | None], Any]) -> list[Any]:
+        """Every item of a paged MLflow search: ``fetch(page_token)`` page after page."""
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self._call(lambda token=token: fetch(token))
+            items += page
+            token = page.token
+            if not token:
+                return items
+
+
+def _data_count(run: Any) -> int:
+    """How much a run holds: its metrics, params and tags."""
+    return len(run.data.metrics) + len(run.data.params) + len(run.data.tags)
+
 
 def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
     """Copy a payload kept beside the journal, in chunks, checking it against the SHA-256 it was written with."""
@@ -381,3 +732,183 @@ def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
         raise RecordRejected(f"the payload file {source} kept beside the journal is gone") from None
     if sha256 is not None and digest.hexdigest() != sha256:
         raise RecordRejected(f"the payload file {source} does not match its checksum (it was damaged)")
+
+
+class _BoundedClient:
+    """An ``MlflowClient`` whose every call is bounded like :meth:`Store._call`'s attempts: MLflow's HTTP
+    client makes one request (no retries of its own) and waits at most the budget for the server."""
+
+    def __init__(self, client: Any, store: Store) -> None:
+        self._mlflow = client
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._mlflow, name)
+        if not callable(value):
+            return value
+        store = self._store
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            with _http_limits(store.call_timeout):
+                return value(*args, **kwargs)
+
+        bounded.__name__ = bounded.__qualname__ = name
+        bounded.__doc__ = getattr(value, "__doc__", None)
+        return bounded
+
+
+_limits_installed = threading.Lock()
+
+
+def _install_http_limits() -> None:
+    """Let the thread inside :func:`_http_limits` set MLflow's HTTP timeout and retries.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` from the
+    environment at each request, but the environment belongs to the whole process, and a user's own
+    MLflow calls in the same kernel must keep their settings. So the two variables' readers answer
+    nbmlops' values in a thread that is making an nbmlops call, and the environment's everywhere else.
+    """
+    from mlflow import environment_variables as variables
+
+    with _limits_installed:
+        for variable, name in (
+            (variables.MLFLOW_HTTP_REQUEST_TIMEOUT, "timeout"),
+            (variables.MLFLOW_HTTP_REQUEST_MAX_RETRIES, "retries"),
+        ):
+            if getattr(variable.get, "nbmlops_limit", None) == name:
+                continue
+            read = variable.get
+
+            def get(read: Callable[[], Any] = read, name: str = name) -> Any:
+                value = getattr(_limits, name, None)
+                return read() if value is None else value
+
+            get.nbmlops_limit = name  # type: ignore[attr-defined]
+            variable.get = get
+
+
+@contextlib.contextmanager
+def _http_limits(timeout: float) -> Iterator[None]:
+    """Within the block, this thread's MLflow HTTP requests wait ``timeout`` s at most and are not retried by
+    MLflow (an outer block's limits stay)."""
+    if getattr(_limits, "timeout", None) is not None:
+        yield
+        return
+    _limits.timeout, _limits.retries = timeout, 0
+    try:
+        yield
+    finally:
+        _limits.timeout = _limits.retries = None
+
+
+def _health_request(uri: str) -> tuple[str, dict[str, str]]:
+    """The URL of a tracking server's ``/health`` (credentials taken out of it) and the headers that carry
+    the credentials MLflow would send."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/"))
+    headers: dict[str, str] = {}
+    user = password = None
+    if parts.username is not None:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        user, password = os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts) + "/health", headers
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``, waiting up to a minute for another process."""
+    with open(path, "w") as lock:
+        deadline = time.monotonic() + _SQLITE_WAIT_S
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        uri, f"another process has held {path.name} for over {_SQLITE_WAIT_S:g} s (creating the store?)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        yield
+
+
+def _schema_state(path: Path) -> str:
+    """``missing`` (no file, or no table), ``complete`` (every table MLflow defines, at its schema revision)
+    or ``half-built``. A store MLflow's own schema cannot be read for counts as complete."""
+    if not path.exists():
+        return "missing"
+    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return "missing"
+        revisions = (
+            [v for (v,) in connection.execute("SELECT version_num FROM alembic_version")]
+            if "alembic_version" in tables
+            else []
+        )
+    finally:
+        connection.close()
+    expected = _mlflow_schema()
+    if expected is None:
+        return "complete"
+    names, head = expected
+    return "complete" if names <= tables and revisions == [head] else "half-built"
+
+
+def _mlflow_schema() -> tuple[set[str], str] | None:
+    """The tables MLflow's sqlalchemy store defines and its latest schema revision (what MLflow itself checks
+    when it opens a store), or None when this MLflow does not say."""
+    try:
+        from mlflow.store.db.base_sql_model import Base
+        from mlflow.store.db.utils import _get_latest_schema_revision
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401 - defines the tables
+
+        return set(Base.metadata.tables), _get_latest_schema_revision()
+    except (ImportError, AttributeError):
+        return None
+
+
+def _holds_records(path: Path) -> bool:
+    """True when a store holds anything a user made: a run, a model, an experiment besides the default."""
+    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        queries = [f"SELECT 1 FROM {t} LIMIT 1" for t in ("runs", "registered_models", "logged_models") if t in tables]
+        if "experiments" in tables:
+            queries.append("SELECT 1 FROM experiments WHERE experiment_id <> 0 LIMIT 1")
+        return any(connection.execute(query).fetchone() for query in queries)
+    finally:
+        connection.close()
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """A sqlite database and the files sqlite keeps beside it."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _one_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:500]
+
+
+@atexit.register
+def _finish_builds() -> None:
+    """At exit, let a schema being built in another thread (the writer's, a daemon) finish: else every short
+    process would start it anew and none would finish it."""
+    with _building:
+        _building.wait_for(lambda: _builds == 0, timeout=_BUILD_AT_EXIT_S)
