@@ -11,14 +11,12 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nbmlops.exceptions import FlushTimeoutError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
-    PAYLOADS_SUFFIX,
     Claim,
     Cursor,
     Damage,
@@ -26,9 +24,7 @@ from nbmlops.journal import (
     encode,
     journal_tag,
     list_journals,
-    payload_dir,
     read_records,
-    remove_journal,
     try_lock,
 )
 from nbmlops.redact import redact_uri
@@ -50,22 +46,13 @@ def register_uri(uri: str) -> str:
 
 
 class Deliverer:
-    """Delivers one journal's records in order and keeps its cursor.
+    """Delivers one journal's records in order and keeps its cursor."""
 
-    ``journal_path`` is None for a live writer whose journal could not be made: the cursor then lives in
-    memory until :meth:`attach` names the journal.
-    """
-
-    def __init__(self, journal_path: Path | None, on_run: RunListener | None = None) -> None:
+    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
         self.journal_path = journal_path
-        self.cursor = Cursor.load(journal_path) if journal_path is not None else Cursor()
+        self.cursor = Cursor.load(journal_path)
         self.run_stores: dict[str, tuple[str, str | None]] = {}
         self.on_run = on_run
-
-    def attach(self, journal_path: Path) -> None:
-        """Keep the cursor beside ``journal_path``, a journal made after records went without one."""
-        self.journal_path = journal_path
-        self.cursor.offset = 0
 
     def note(self, record: dict[str, Any]) -> None:
         """Learn where a run's records go from its start record."""
@@ -88,24 +75,13 @@ class Deliverer:
             except RecordRejected:
                 refused += self._send_one_by_one(uri, artifact_root, group)
             self.cursor.offset = group[-1][0]
-            self._save_cursor()
-        return refused
-
-    def _save_cursor(self) -> None:
-        if self.journal_path is None:
-            return
-        try:
             self.cursor.save(self.journal_path)
-        except OSError:  # a full disk: a replay starts from the last cursor saved, and finds its runs by key
-            pass
+        return refused
 
     def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
         store = open_store(_uris.get(uri, uri), artifact_root)
         known = set(self.cursor.runs)
-        records = [self._located(record) for _, record in group]
-        # a start record journaled again (after records went without a journal) may be delivered already
-        careful = careful or any(record.get("again") for record in records)
-        store.deliver(records, self.cursor.runs, careful)
+        store.deliver([record for _, record in group], self.cursor.runs, careful)
         if self.on_run:
             for key in self.cursor.runs.keys() - known:
                 start = next(r for _, r in group if r["t"] == "start" and r["run"] == key)
@@ -126,16 +102,6 @@ class Deliverer:
                 _keep_refused(self.journal_path, record, str(exc))
         return refused
 
-    def _located(self, record: dict[str, Any]) -> dict[str, Any]:
-        """``record``, naming the absolute path of a payload it keeps beside the journal."""
-        name = record.get("file") if record["t"] == "artifact" else None
-        if name is None:
-            return record
-        parts = PurePosixPath(name).parts
-        if self.journal_path is None or len(parts) != 2 or not parts[0].endswith(PAYLOADS_SUFFIX) or ".." in parts:
-            raise RecordRejected(f"the payload {name!r} of artifact {record['path']!r} is not beside the journal")
-        return {**record, "file": str(self.journal_path.parent.joinpath(*parts))}
-
 
 def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | None]]) -> Iterable[list[Item]]:
     group: list[Item] = []
@@ -148,25 +114,10 @@ def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | No
         yield group
 
 
-def _keep_refused(journal_path: Path | None, record: dict[str, Any], reason: str) -> None:
-    """Refused records are kept beside the journals (a payload file moved to ``refused/``), never silently
-    dropped; a journal that cannot be written keeps nothing (the refusal is on stderr)."""
-    if journal_path is None:
-        return
-    folder = journal_path.parent
-    if record["t"] == "artifact" and record.get("file"):
-        kept = folder / "refused" / f"{journal_path.stem}-{PurePosixPath(record['file']).name}"
-        try:
-            kept.parent.mkdir(mode=0o700, exist_ok=True)
-            os.replace(folder / record["file"], kept)
-            record = {**record, "file": str(kept)}
-        except OSError:  # gone or damaged on disk (the likely reason it was refused): the record says where it was
-            record = {**record, "file": str(folder / record["file"])}
-    try:
-        with open(folder / "refused.jsonl", "a") as fh:
-            fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
-    except OSError:
-        pass
+def _keep_refused(journal_path: Path, record: dict[str, Any], reason: str) -> None:
+    """Refused records are kept beside the journals, never silently dropped."""
+    with open(journal_path.parent / "refused.jsonl", "a") as fh:
+        fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
 
 
 class Writer:
