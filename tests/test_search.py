@@ -54,7 +54,7 @@ ORDERS = [
 @pytest.fixture(scope="module")
 def varied(store_uri: str) -> str:
     """An experiment of 24 runs with names in two cases, NaN and missing metrics, missing params and tags."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     from nbmlops.tracking.store import open_store
 
@@ -74,6 +74,11 @@ def varied(store_uri: str) -> str:
         if i % 2:
             params.append(Param("odd key", "x y"))
         client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag("k", str(i))])
+        if i % 3 == 1:
+            data = [DatasetInput(Dataset(f"frame{j}", f"d{i % 2}{j}", "code", "{}"),
+                                 [InputTag("mlflow.data.context", context)])
+                    for j, context in enumerate(["input", "output"][: 1 + i % 2])]
+            client.log_inputs(run.info.run_id, datasets=data)
         status = ["FINISHED", "FAILED", "KILLED", "FINISHED"][i % 4]
         if i % 11:
             client.set_terminated(run.info.run_id, status, end_time=BASE_MS + 10_000 + i)
@@ -112,6 +117,17 @@ def _mlflow_search(client, experiment_id: str, filter_string: str, order_by: lis
     found = client.search_runs([experiment_id], filter_string=filter_string, order_by=order_by, max_results=1000)
     nan_is_no_match = [c.key for c in parse_filter(filter_string) or () if c.kind == "metric" and c.op != "!="]
     return [r for r in found if not any(math.isnan(r.data.metrics.get(key, 0.0)) for key in nan_is_no_match)]
+
+
+def test_a_page_read_with_sql_holds_what_mlflow_holds_of_each_run(varied: str, store_uri: str):
+    from nbmlops.tracking.search import row_of
+    from nbmlops.tracking.store import open_store
+
+    client = open_store(store_uri, None).client
+    page = search_page(store_uri, [varied], "", ["metrics.acc DESC"], 0, 30)
+    assert len(page.rows) == 24 and any(row.datasets for row in page.rows)
+    for row in page.rows:
+        assert repr(row) == repr(row_of(client.get_run(row.run_id))), row.run_id  # repr: NaN equals NaN
 
 
 def test_cells_are_counted_like_the_runs_that_carry_them(varied: str, store_uri: str):

@@ -149,18 +149,24 @@ def search_page(
     """
     if not experiment_ids:
         return RunPage((), offset, False)
-    client = _client(tracking_uri)
     translated = _translated(tracking_uri, filter_string, order_by)
     if translated is not None:
         database, clauses, order = translated
         ids, total = database.page(experiment_ids, clauses, order, offset, limit + 1)
-        return RunPage(tuple(_rows_by_id(client, experiment_ids, ids[:limit])), offset, len(ids) > limit, total)
-    found = _search(client, experiment_ids, filter_string, list(order_by), limit, _offset_token(offset))
+        found = database.rows(ids[:limit])
+        rows = tuple(_row_from_sql(found[run_id]) for run_id in ids[:limit] if run_id in found)
+        return RunPage(rows, offset, len(ids) > limit, total)
+    found = _search(_client(tracking_uri), experiment_ids, filter_string, list(order_by), limit,
+                    _offset_token(offset))
     return RunPage(tuple(row_of(run) for run in found), offset, bool(found.token))
 
 
 def get_rows(tracking_uri: str, run_ids: Sequence[str]) -> list[RunRow]:
     """The runs ``run_ids`` (those that still exist, in any experiment), in that order."""
+    database = database_for(tracking_uri)
+    if database is not None:
+        found = database.rows(run_ids)
+        return [_row_from_sql(found[run_id]) for run_id in run_ids if run_id in found]
     client = _client(tracking_uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     rows: list[RunRow] = []
@@ -279,6 +285,12 @@ def _search(client: Any, experiment_ids: Sequence[str], filter_string: str, orde
         raise
 
 
+def _row_from_sql(found: dict[str, Any]) -> RunRow:
+    run_id, experiment_id, name, status, start, end = found["info"]
+    return RunRow(run_id, experiment_id, name, status, start, end, found["params"], found["metrics"], found["tags"],
+                  tuple(found["datasets"]))
+
+
 def row_of(run: Any, experiment: str = "") -> RunRow:
     """The :class:`RunRow` of an MLflow ``Run``."""
     return RunRow(
@@ -291,14 +303,14 @@ def row_of(run: Any, experiment: str = "") -> RunRow:
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
-        datasets=tuple(
+        datasets=tuple(sorted({
             (
                 item.dataset.name,
                 item.dataset.digest,
                 next((tag.value for tag in item.tags if tag.key == "mlflow.data.context"), ""),
             )
             for item in (run.inputs.dataset_inputs if run.inputs is not None else ())
-        ),
+        })),
         experiment=experiment,
     )
 

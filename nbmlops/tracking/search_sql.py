@@ -11,6 +11,7 @@ suite checks every query against ``search_runs`` on each supported MLflow releas
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,13 @@ class Database:
                 ("metric", "latest_metrics", sa.Float, (sa.column("is_nan", sa.Boolean),)),
             )
         }
+        self.inputs = sa.table("inputs", sa.column("input_uuid", sa.String), sa.column("source_type", sa.String),
+                               sa.column("source_id", sa.String), sa.column("destination_type", sa.String),
+                               sa.column("destination_id", sa.String))
+        self.datasets = sa.table("datasets", sa.column("dataset_uuid", sa.String), sa.column("name", sa.String),
+                                 sa.column("digest", sa.String))
+        self.input_tags = sa.table("input_tags", sa.column("input_uuid", sa.String), sa.column("name", sa.String),
+                                   sa.column("value", sa.String))
 
     # -- queries --------------------------------------------------------------------------------------
 
@@ -100,6 +108,53 @@ class Database:
         with self._connect() as connection:
             rows = connection.execute(stmt).all()
         return [run_id for run_id, _ in rows], (int(rows[0][1]) if rows else None)
+
+    def rows(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What a run table shows of each run ``run_ids`` that exists and is active, by id: ``info`` (id,
+        experiment id, name, status, start, end), ``params``, ``metrics`` (latest values; NaN as NaN), ``tags``
+        and ``datasets`` ((name, digest, context) of its dataset inputs, sorted)."""
+        import sqlalchemy as sa
+
+        if not run_ids:
+            return {}
+        runs = self.runs.c
+        found: dict[str, dict[str, Any]] = {}
+        with self._connect() as connection:
+            for start in range(0, len(run_ids), 500):
+                wanted = list(run_ids[start : start + 500])
+                stmt = sa.select(runs.run_uuid, runs.experiment_id, runs.name, runs.status, runs.start_time,
+                                 runs.end_time).where(runs.run_uuid.in_(wanted), runs.lifecycle_stage == "active")
+                for run_id, experiment_id, name, status, started, ended in connection.execute(stmt):
+                    found[run_id] = {"info": (run_id, str(experiment_id), name or "", status, started or 0,
+                                              ended or None), "params": {}, "metrics": {}, "tags": {}, "datasets": []}
+                ids = [run_id for run_id in wanted if run_id in found]
+                for kind, into in (("param", "params"), ("tag", "tags")):
+                    table = self.tables[kind].c
+                    for run_id, key, value in connection.execute(
+                            sa.select(table.run_uuid, table.key, table.value).where(table.run_uuid.in_(ids))):
+                        found[run_id][into][key] = value
+                metric = self.tables["metric"].c
+                for run_id, key, value, is_nan in connection.execute(
+                        sa.select(metric.run_uuid, metric.key, metric.value, metric.is_nan)
+                        .where(metric.run_uuid.in_(ids))):
+                    found[run_id]["metrics"][key] = math.nan if is_nan else float(value)
+                for run_id, name, digest, context in connection.execute(self._datasets_of(ids)):
+                    found[run_id]["datasets"].append((name, digest, context or ""))
+        for row in found.values():
+            row["datasets"] = sorted(set(row["datasets"]))
+        return found
+
+    def _datasets_of(self, run_ids: list[str]) -> Any:
+        import sqlalchemy as sa
+
+        inputs, datasets, tags = self.inputs.c, self.datasets.c, self.input_tags.c
+        return (
+            sa.select(inputs.destination_id, datasets.name, datasets.digest, tags.value)
+            .select_from(self.inputs.join(self.datasets, datasets.dataset_uuid == inputs.source_id).outerjoin(
+                self.input_tags, sa.and_(tags.input_uuid == inputs.input_uuid, tags.name == "mlflow.data.context")))
+            .where(inputs.destination_type == "RUN", inputs.source_type == "DATASET",
+                   inputs.destination_id.in_(run_ids))
+        )
 
     def metric_points(self, experiment_ids: Sequence[str], clauses: Sequence[Clause], metric: str,
                       limit: int) -> list[tuple[str, str, str, int, float]]:
