@@ -35,10 +35,11 @@ from nbmlops.runner.execute import (
 from nbmlops.runner.gates import Gate, GateResult, infer_maximize, parse_gate
 from nbmlops.runner.parameters import check_parameters, parse_value
 from nbmlops.runner.reports import NotebookReport
+from nbmlops.runner.retries import supersede_retries, task_name
 from nbmlops.tracking.delivery import sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, end_for
 from nbmlops.tracking.session import HANDOFF_ENV, close_session, get_session
-from nbmlops.tracking.store import open_store
+from nbmlops.tracking.store import TASK_TAG, open_store
 from nbmlops.tracking.summary import run_url
 
 __all__ = [
@@ -123,6 +124,9 @@ class SweepRun:
     output: str | None = None
     duration_s: float = 0.0
     gates: tuple[GateResult, ...] = ()
+    #: which run of the combination this is: 2 or more when its worker died and Dask ran it again (the
+    #: earlier attempts' runs are KILLED, tagged ``nbmlops.superseded_by`` with this one's id)
+    attempt: int = 1
 
     @property
     def gates_passed(self) -> bool:
@@ -335,11 +339,14 @@ def run_sweep(
         except BaseException as exc:
             end_for(run, exc)
             raise
+    superseded = 0
+    if dask is not None:  # Dask runs a combination again when its worker dies
+        outcomes, superseded = supersede_retries(outcomes, settings, run.experiment, run.key)
     duration = time.monotonic() - started
     ranked = tuple(sorted(outcomes, key=lambda outcome: _rank(outcome, objective, maximize)))
     top = ranked[0]
     best = top if top.status == "FINISHED" and _objective(top, objective) is not None else None
-    _end_sweep_run(run, ranked, best, objective)
+    _end_sweep_run(run, ranked, best, objective, superseded)
     run_id, url = deliver(run, settings, None)
     return SweepResult(source, run.key, run_id, url, run.experiment, ranked, best, objective, maximize, duration)
 
@@ -460,7 +467,7 @@ def _job(
         gates=gates,
         timeout=timeout,
         kernel_name=kernel_name,
-        tags={"nbmlops.sweep": run.key, "nbmlops.sweep.index": str(index)},
+        tags={"nbmlops.sweep": run.key, "nbmlops.sweep.index": str(index), TASK_TAG: task_name(run.key, index)},
         parent_key=run.key,
         tracking_uri=settings.tracking_uri,
         artifact_root=settings.artifact_root,
@@ -529,12 +536,15 @@ def _rank(run: SweepRun, objective: str | None, maximize: bool | None) -> tuple[
     return run.status != "FINISHED", value is None, score, run.index
 
 
-def _end_sweep_run(run: Run, ranked: tuple[SweepRun, ...], best: SweepRun | None, objective: str | None) -> None:
+def _end_sweep_run(
+    run: Run, ranked: tuple[SweepRun, ...], best: SweepRun | None, objective: str | None, superseded: int
+) -> None:
     failed = sum(outcome.status != "FINISHED" for outcome in ranked)
     tags = {
         "nbmlops.sweep.finished": str(len(ranked) - failed),
         "nbmlops.sweep.failed": str(failed),
         "nbmlops.sweep.gates_failed": str(sum(not outcome.gates_passed for outcome in ranked)),
+        "nbmlops.sweep.superseded": str(superseded),
     }
     if best is not None and objective:
         run.log_metric(f"best_{objective}", best.metrics[objective])
@@ -573,5 +583,7 @@ def format_table(result: SweepResult) -> str:
     elif result.objective:
         lines.append(f"best: none (no finished run logged {result.objective})")
     lines += [f"failed: #{run.index} {run.label}: {run.error or run.status}" for run in runs if run.status != "FINISHED"]
+    lines += [f"retried: #{run.index} {run.label}: attempt {run.attempt}, its worker died before; the earlier "
+              f"attempt(s) are KILLED, superseded by run {run.run_id}" for run in runs if run.attempt > 1]
     lines.append(f"sweep run: {result.run_id or 'not yet in the store (see warnings)'} in experiment {result.experiment}")
     return "\n".join(lines)
