@@ -295,7 +295,7 @@ class Store:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                raise self._failed(exc.args[0], budget, start) from None
+                raise self._failed(exc.args[0], budget, start, outage=retry) from None
             except StoreUnavailableError as exc:
                 self._note_failure(exc.reason)
                 raise
@@ -331,12 +331,14 @@ class Store:
         password = urllib.parse.urlsplit(self.uri).password if "@" in self.uri else None
         return _one_line(text.replace(password, "***") if password else text)
 
-    def _failed(self, reason: str, budget: float, start: float) -> StoreUnavailableError:
-        waited = time.monotonic() - start
-        if waited >= budget * 0.9:
+    def _failed(self, reason: str, budget: float, start: float, outage: bool) -> StoreUnavailableError:
+        """The error for a call that failed; with ``outage`` (it failed for its whole budget) the calls of the
+        next budget fail at once."""
+        if time.monotonic() - start >= budget * 0.9:
             reason = f"no answer within {budget:g} s ({reason})"
-        with self._state_lock:
-            self._down = (time.monotonic() + budget, reason)
+        if outage:
+            with self._state_lock:
+                self._down = (time.monotonic() + budget, reason)
         self._note_failure(reason)
         return StoreUnavailableError(self.display_uri, reason)
 
