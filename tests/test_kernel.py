@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from jupyter_client import KernelManager
 
+from nbmlops.tracking.query import kernel_history
+
 KERNEL_TIMEOUT = 120
 
 
@@ -161,8 +163,8 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
     assert any(link in u["data"]["text/plain"] and link in u["data"]["text/html"] for u in updates), updates
     cell_py = Path(client.download_artifacts(run.info.run_id, "code/cell.py", str(kernel_project)))
     assert "score = alpha * 3" in cell_py.read_text()
-    history = json.loads(Path(client.download_artifacts(run.info.run_id, "code/history.json", str(kernel_project))).read_text())
-    assert any("pd.DataFrame" in entry["source"] for entry in history)
+    history = kernel_history(kernel_store, run.info.run_id)
+    assert history is not None and any("pd.DataFrame" in entry["source"] for entry in history)
 
 
 SLEEPING_CELL = "%%track\nimport time\ntime.sleep(60)\n"

@@ -9,6 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import nbmlops
+from nbmlops.tracking.query import kernel_history
 from tests.conftest import runs_of
 
 
@@ -162,9 +163,14 @@ def test_code_history_and_summary_delta_against_previous_run_of_same_cell(shell,
     nbmlops.flush(60)
     first, second = runs_of(client, request.node.name)
     assert Path(client.download_artifacts(second.info.run_id, "code/cell.py")).read_text() == "acc = seed * 0.75\n"
-    history = json.loads(Path(client.download_artifacts(second.info.run_id, "code/history.json")).read_text())
+    history = kernel_history(client.tracking_uri, second.info.run_id)
     sources = [h["source"] for h in history]
     assert "seed = 1" in sources and sources[-1].startswith("%%track --name same\nacc = seed * 0.75")
+    assert sources[-2].startswith("%%track --name same\nacc = seed * 0.5")
+    # each run stores only what the kernel ran since the last tracked cell: the history is stored once
+    own = json.loads(Path(client.download_artifacts(second.info.run_id, "code/history.json")).read_text())
+    assert [cell["source"] for cell in own["cells"]] == sources[-1:]
+    assert own["before"]["run_key"] == first.data.tags["nbmlops.run_key"]
 
 
 def test_figures_produced_by_the_cell_are_artifacts(shell, client, request):

@@ -45,7 +45,7 @@ from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.restore import restore_cell, restore_data_parameters, restore_notes, snapshotted_inputs
 from nbmlops.runner.tolerance import show
 from nbmlops.tracking.artifact_snapshots import open_snapshot_store
-from nbmlops.tracking.query import child_runs, download_artifact, load_run
+from nbmlops.tracking.query import child_runs, download_artifact, kernel_history, load_run
 from nbmlops.tracking.search import RunRow
 
 __all__ = [
@@ -352,9 +352,12 @@ def _rebuilt_notebook(uri: str, original: RunRow, workdir: Path, store: Snapshot
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
-        found = download_artifact(uri, original.run_id, "code/history.json", tmp)
-        history = json.loads(found.read_text()) if found else []
+    history = kernel_history(uri, original.run_id)
+    if history is None:
+        raise NotReproducibleError(
+            f"part of the kernel history of run {original.run_id} is missing: a run of the same kernel that "
+            "holds earlier cells (code/history.json) was deleted or never reached the store"
+        )
     sources = [entry["source"] for entry in history]
     raised = [bool(entry.get("raised")) for entry in history]
     if not sources or not sources[-1].lstrip().startswith("%%track"):

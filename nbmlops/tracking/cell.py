@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, MutableMapping
 
@@ -21,6 +22,10 @@ from nbmlops.tracking.values import dataset_context, is_data, is_metric_value, n
 __all__ = ["CellContext", "CellOptions", "TrackedCell"]
 
 _previous_metrics: dict[str, dict[str, float]] = {}
+#: per tracking store, which run holds this kernel's history so far, up to which execution count, and a digest
+#: of that history (see ``TrackedCell._log_code``)
+_stored_history: dict[str, dict[str, Any]] = {}
+_history_lock = threading.Lock()
 #: variables an earlier cell recorded as scores or settings (name -> id of the value): a later cell
 #: that reads them reads no data
 _not_data: dict[str, int] = {}
@@ -50,6 +55,15 @@ class CellContext:
     execution_count: int | None = None
     history: list[str] = field(default_factory=list)
     raised: frozenset[int] = frozenset()
+
+
+def _history_digest(sources: list[str]) -> str:
+    """What a kernel history holds, to tell whether a later history continues it (the same kernel, not a new one)."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(len(source).to_bytes(8, "little"))
+        digest.update(source.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 class TrackedCell:
@@ -127,18 +141,28 @@ class TrackedCell:
         return list(dict.fromkeys(names))
 
     def _log_code(self, redactor: Any) -> None:
+        """The cell's code, and the kernel history it adds to what the last tracked cell of this kernel stored
+        (``code/history.json``: the cells after that one, and which run holds the ones before; see
+        :func:`~nbmlops.tracking.query.kernel_history`), so that a session's history is stored once in all."""
         assert self.run is not None
         self.run.log_text(redactor.redact_source(self.source), "code/cell.py")
         raised = self.context.raised
-        history = [
-            {"n": n, "source": redactor.redact_source(src), **({"raised": True} if n in raised else {})}
-            for n, src in enumerate(self.context.history)
-            if n
-        ]
-        if history:
-            self.run.log_text(json.dumps(history, indent=1), "code/history.json")
-            readable = "\n".join(f"# In[{h['n']}]\n{h['source']}\n" for h in history)
-            self.run.log_text(readable, "code/history.py")
+        history = self.context.history
+        with _history_lock:
+            last = _stored_history.setdefault(self.run.settings.tracking_uri, {})  # the chain stays in one store
+            run_key, upto = last.get("run"), int(last.get("upto", 0))
+            if not (run_key and 0 < upto < len(history) and _history_digest(history[: upto + 1]) == last["digest"]):
+                run_key, upto = None, 0  # not the history the last run stored (another kernel): store it all
+            cells = [
+                {"n": n, "source": redactor.redact_source(src), **({"raised": True} if n in raised else {})}
+                for n, src in enumerate(history)
+                if n > upto
+            ]
+            if not cells:
+                return
+            last.update(run=self.run.key, upto=len(history) - 1, digest=_history_digest(history))
+            stored = {"format": 2, "before": {"run_key": run_key, "upto": upto} if run_key else None, "cells": cells}
+            self.run.log_text(json.dumps(stored, indent=1), "code/history.json")
 
     def finish(self, exc: BaseException | None) -> Summary:
         """Record what the body produced, end the run by how the body ended, and summarise it."""

@@ -6,6 +6,7 @@ mlflow is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import tempfile
@@ -22,6 +23,7 @@ __all__ = [
     "artifact_text",
     "child_runs",
     "download_artifact",
+    "kernel_history",
     "load_run",
     "metric_history",
     "quiet_downloads",
@@ -92,6 +94,50 @@ def artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
     with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
         found = download_artifact(tracking_uri, run_id, path, tmp)
         return found.read_text(errors="replace") if found is not None and found.is_file() else None
+
+
+def kernel_history(tracking_uri: str, run_id: str) -> list[dict[str, Any]] | None:
+    """The kernel history that led to a ``%%track`` run, its own cell last: ``{"n", "source", "raised"?}`` per
+    cell. Empty when the run stored none; None when part of it is missing (a run it refers to is gone).
+
+    Each run stores only the cells after those the previous tracked cell of its kernel stored, and which run
+    holds them (``code/history.json``, format 2), so the history is put together by following those runs back.
+    A run of format 1 holds the whole history itself.
+    """
+    client = _client(tracking_uri)
+    parts: list[list[dict[str, Any]]] = []
+    current: str | None = run_id
+    upto: int | None = None
+    experiment_id = client.get_run(run_id).info.experiment_id
+    while current is not None:
+        text = artifact_text(tracking_uri, current, "code/history.json")
+        if text is None:
+            return [] if not parts else None
+        stored = json.loads(text)
+        cells, before = (stored, None) if isinstance(stored, list) else (stored["cells"], stored.get("before"))
+        parts.append([cell for cell in cells if upto is None or cell["n"] <= upto])
+        if not before:
+            break
+        upto = int(before["upto"])
+        current = _run_for_key(client, experiment_id, str(before["run_key"]))
+        if current is None:
+            return None
+    return [cell for part in reversed(parts) for cell in part]
+
+
+def _run_for_key(client: Any, experiment_id: str, key: str) -> str | None:
+    """The run recorded under local key ``key``: in ``experiment_id`` first, then in any experiment."""
+    if not key.isalnum():
+        return None
+    condition = f"tags.`{RUN_KEY_TAG}` = '{key}'"
+    found = client.search_runs([experiment_id], filter_string=condition, max_results=1)
+    if not found:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        for start in range(0, len(ids), 50):
+            found = client.search_runs(ids[start : start + 50], filter_string=condition, max_results=1)
+            if found:
+                break
+    return found[0].info.run_id if found else None
 
 
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
