@@ -49,6 +49,7 @@ RESULTS = HERE / "RESULTS.md"
 EXPERIMENT = "bench-dashboard"
 FILTER = "accuracy > 0.9"
 FIRST_RENDER_TARGET_S = 1.5
+PAGE_RATIO_TARGET = 1.0  # the dashboard's first page against one search_runs page of the same size
 FILTER_TARGET_S = 0.3
 API_RUNS = 50  # runs written through MlflowClient; the rest in bulk
 CELLS = 20
@@ -211,14 +212,25 @@ def child_warm(uri: str, repeats: int) -> dict[str, Any]:
         assert "nbmlops-runs-table" in dashboard.table.value
         return dashboard
 
+    def one_page() -> Any:  # what a user would otherwise do to look at the latest 50 runs
+        return mlflow.search_runs(experiment_ids=[experiment_id], max_results=50)
+
+    def one_filtered_page() -> Any:
+        return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=f"metrics.{FILTER}", max_results=50)
+
+    one_page()  # mlflow's search path warmed like ours
     first_s, dashboard = _timed(open_dashboard)
     total = dashboard.runs.total
     dashboard.close()
-    opened = []
-    for _ in range(repeats):
-        seconds, again = _timed(open_dashboard)
-        opened.append(seconds)
-        again.close()
+    opened, page_base = [], []
+    for i in range(repeats):  # interleaved pairs, alternating which side goes first
+        for side in (("dashboard", "page") if i % 2 == 0 else ("page", "dashboard")):
+            if side == "dashboard":
+                seconds, again = _timed(open_dashboard)
+                opened.append(seconds)
+                again.close()
+            else:
+                page_base.append(_timed(one_page)[0])
 
     dashboard = open_dashboard()
     cell = dashboard.cell_filter.options[3][1]
@@ -241,6 +253,7 @@ def child_warm(uri: str, repeats: int) -> dict[str, Any]:
         ("next page", nothing, dashboard.next_button.click, lambda: dashboard.show_page(0)),
     ]
     filters: dict[str, list[float]] = {label: [] for label, _, _, _ in actions}
+    filtered_page_base: list[float] = []
     for _ in range(repeats):
         for label, prepare, apply, undo in actions:
             prepare()
@@ -249,6 +262,8 @@ def child_warm(uri: str, repeats: int) -> dict[str, Any]:
             assert dashboard.table.value != before and not dashboard.error.value, (label, dashboard.error.value)
             filters[label].append(seconds)
             undo()
+            if label.startswith("metric expression"):  # its pair: one filtered page through mlflow
+                filtered_page_base.append(_timed(one_filtered_page)[0])
     dashboard.expression.value = FILTER
     filtered_count = dashboard.runs.total
     dashboard.live.poll()
@@ -271,7 +286,8 @@ def child_warm(uri: str, repeats: int) -> dict[str, Any]:
     count_s, _ = _timed(lambda: count_runs(uri, [experiment_id], f"metrics.{FILTER}"))
     probed_s, probed = _timed(lambda: _probed_count(client, [experiment_id], f"metrics.{FILTER}"))
     return {
-        "first_open_s": first_s, "open_s": opened, "total": total, "filters": filters,
+        "first_open_s": first_s, "open_s": opened, "page_base_s": page_base,
+        "filtered_page_base_s": filtered_page_base, "total": total, "filters": filters,
         "filtered_count": filtered_count, "baseline_s": baseline, "baseline_filtered_s": baseline_filtered,
         "frame_rows": frame_rows, "frame_filtered_rows": frame_filtered_rows,
         "sql_count_s": count_s, "probed_count_s": probed_s, "probed_count": probed, "poll_s": polls,
@@ -343,7 +359,10 @@ def build_report(machine: dict[str, str], store: dict[str, Any], warm: dict[str,
     filter_medians = {label: median(times) for label, times in warm["filters"].items()}
     filter_max = {label: max(times) for label, times in warm["filters"].items()}
     expression = filter_medians[f"metric expression `{FILTER}`"]
-    render_ok = max(first, open_median) <= FIRST_RENDER_TARGET_S
+    page_base = median(warm["page_base_s"])
+    filtered_page_base = median(warm["filtered_page_base_s"])
+    spread = {key: f"{_ms(min(warm[key]))}-{_ms(max(warm[key]))}" for key in ("open_s", "page_base_s")}
+    render_ok = max(first, open_median) <= FIRST_RENDER_TARGET_S and open_median <= PAGE_RATIO_TARGET * page_base
     filters_ok = max(filter_medians.values()) <= FILTER_TARGET_S
     counts_ok = warm["filtered_count"] == warm["frame_filtered_rows"] == warm["probed_count"] and warm["total"] == runs
     cold_open = median(c["seconds"] for c in cold)
@@ -353,23 +372,30 @@ def build_report(machine: dict[str, str], store: dict[str, Any], warm: dict[str,
           "bulk rows read back like API rows"),
          f"{'cached' if store['cached'] else 'built'} in {store['seconds']:.1f} s; {store['same_shape'] and store['values_match']}",
          "", "info"),
-        ("**1a. dashboard built + first page rendered, first in a warm process (imports ipywidgets)**",
+        ("**1a. dashboard built + first page rendered, first in a warm process (imports ipywidgets and plotly)**",
          f"**{_ms(first)}**", f"<= {FIRST_RENDER_TARGET_S} s", _verdict(first <= FIRST_RENDER_TARGET_S)),
-        (f"**1b. the same, median of the next {len(warm['open_s'])}**", f"**{_ms(open_median)}**",
-         f"<= {FIRST_RENDER_TARGET_S} s", _verdict(open_median <= FIRST_RENDER_TARGET_S)),
-        (("1c. baseline: `mlflow.search_runs(experiment_ids=[...])`, same process and store "
+        (f"**1b. the same, median of the next {len(warm['open_s'])} (spread {spread['open_s']})**",
+         f"**{_ms(open_median)}**", f"<= {FIRST_RENDER_TARGET_S} s", _verdict(open_median <= FIRST_RENDER_TARGET_S)),
+        (("1c. baseline, interleaved with 1b: one page, `mlflow.search_runs(experiment_ids=[...], max_results=50)` "
+          f"(median of {len(warm['page_base_s'])}, spread {spread['page_base_s']})"), _ms(page_base), "", "info"),
+        ("**1d. dashboard first page / one `search_runs` page (1b / 1c); the dashboard also counts every run, "
+         "lists the cells and renders the table**", f"**{open_median / page_base:.2f}x**",
+         f"<= {PAGE_RATIO_TARGET:g}x", _verdict(open_median <= PAGE_RATIO_TARGET * page_base)),
+        (("1e. for scale, not a like-for-like figure: the frame of every run, `mlflow.search_runs(experiment_ids=[...])` "
           f"(median of {len(warm['baseline_s'])}; {warm['frame_rows']:,} rows)"), _ms(base), "", "info"),
-        ("**1d. baseline / dashboard first render (1c / 1b)**", f"**{base / open_median:.1f}x**", "", "info"),
     ]
     for label, seconds in filter_medians.items():
         rows.append((f"2. apply: {label} (median of {len(warm['filters'][label])}; max {_ms(filter_max[label])})",
                      _ms(seconds), f"<= {_ms(FILTER_TARGET_S)}", _verdict(seconds <= FILTER_TARGET_S)))
     rows += [
-        ((f"2b. baseline: `mlflow.search_runs(..., filter_string='metrics.{FILTER}')` "
+        ((f"2b. baseline, interleaved with the metric expression: one filtered page, `mlflow.search_runs(..., "
+          f"filter_string='metrics.{FILTER}', max_results=50)` (median of {len(warm['filtered_page_base_s'])})"),
+         _ms(filtered_page_base), "", "info"),
+        (f"**2c. dashboard filter (new count, page and table) / one filtered `search_runs` page (`{FILTER}` / 2b)**",
+         f"**{expression / filtered_page_base:.2f}x**", "", "info"),
+        ((f"2d. for scale: the frame of every filtered run, `mlflow.search_runs(..., filter_string='metrics.{FILTER}')` "
           f"(median of {len(warm['baseline_filtered_s'])}; {warm['frame_filtered_rows']:,} rows)"),
          _ms(base_filtered), "", "info"),
-        (f"**2c. baseline filtered / dashboard filter (2b / `{FILTER}`)**", f"**{base_filtered / expression:.1f}x**", "",
-         "info"),
         (f"3. same count of `{FILTER}`: dashboard, search_runs frame, offset probing",
          f"{warm['filtered_count']:,} / {warm['frame_filtered_rows']:,} / {warm['probed_count']:,}", "equal",
          _verdict(counts_ok)),
@@ -396,10 +422,11 @@ def build_report(machine: dict[str, str], store: dict[str, Any], warm: dict[str,
         "a kernel that has tracked runs; the dashboard is `Dashboard(experiment)` with its defaults (page of 50, "
         "live refresh on; nothing is running, so no thread), timed until the runs table's HTML is computed. A "
         "filter is timed from setting the widget's value (what Enter or a dropdown sends) to the new count, page "
-        "and table HTML; each action is undone before the next. A page is one SQL query over the filter clauses "
-        "MLflow's own search builds, giving the page's run ids in MLflow's order and the total (a window count), "
-        "then one `search_runs` for those 50 ids. The baseline is the pandas frame `mlflow.search_runs` makes of "
-        "every run (and of the filtered runs)."
+        "and table HTML; each action is undone before the next. A page is one read-only SQL query of ours over "
+        "MLflow's tables, with MLflow's filter and ordering rules, giving the page's run ids in MLflow's order and "
+        "the total (a window count), then one query per table for those 50 runs. The baseline is what a user would "
+        "otherwise do to see the same page: `mlflow.search_runs(..., max_results=50)`, timed in interleaved pairs "
+        "with the dashboard in the same process; the frame of every run is shown for scale only."
     )
     section = "\n".join([
         "## Dashboard (`benchmarks/bench_dashboard.py`)", "", f"Reproduce: `{command}`.", "", setup, "", method, "",
