@@ -177,28 +177,21 @@ class Database:
                     for run_id, name, status, start, value in connection.execute(stmt)]
 
     def cells(self, experiment_ids: Sequence[str], cell_tag: str) -> list[tuple[str, str, int, int]]:
-        """``(cell key, name of its latest run, its latest start, its number of runs)`` per cell."""
+        """``(cell key, name of its latest run, its latest start, its number of runs)`` per cell, from one scan
+        (window functions: the newest run of each cell and the count of its runs)."""
         import sqlalchemy as sa
 
-        runs, tags = self.runs.c, self.tables["tag"]
-        scope = sa.and_(tags.c.key == cell_tag, *self._where(experiment_ids, ()))
-        per_cell = (
-            sa.select(tags.c.value.label("key"), sa.func.count().label("runs"),
-                      sa.func.max(runs.start_time).label("latest"))
-            .select_from(tags.join(self.runs, runs.run_uuid == tags.c.run_uuid))
-            .where(scope).group_by(tags.c.value).subquery()
+        runs, tags = self.runs.c, self.tables["tag"].c
+        newest_first = sa.func.row_number().over(partition_by=tags.value,
+                                                 order_by=(runs.start_time.desc(), runs.run_uuid))
+        per_run = (
+            sa.select(tags.value.label("key"), runs.name, runs.start_time,
+                      sa.func.count().over(partition_by=tags.value).label("runs"), newest_first.label("rank"))
+            .select_from(self.tables["tag"].join(self.runs, runs.run_uuid == tags.run_uuid))
+            .where(tags.key == cell_tag, *self._where(experiment_ids, ()))
+            .subquery()
         )
-        latest_tag = tags.alias("latest_tag")
-        latest_run = self.runs.alias("latest_run")
-        stmt = (
-            sa.select(per_cell.c.key, latest_run.c.name, per_cell.c.latest, per_cell.c.runs)
-            .select_from(per_cell)
-            .join(latest_tag, sa.and_(latest_tag.c.key == cell_tag, latest_tag.c.value == per_cell.c.key))
-            .join(latest_run, sa.and_(latest_run.c.run_uuid == latest_tag.c.run_uuid,
-                                      latest_run.c.start_time == per_cell.c.latest,
-                                      latest_run.c.experiment_id.in_(_experiment_numbers(experiment_ids)),
-                                      latest_run.c.lifecycle_stage == "active"))
-        )
+        stmt = sa.select(per_run.c.key, per_run.c.name, per_run.c.start_time, per_run.c.runs).where(per_run.c.rank == 1)
         with self._connect() as connection:
             return [(key, name or "", latest or 0, count) for key, name, latest, count in connection.execute(stmt)]
 
