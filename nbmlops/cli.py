@@ -3,23 +3,33 @@
 Exit codes: 0 success; 1 the operation failed (for example the tracking store is unreachable, or
 a notebook failed); 2 usage error (a bad option or setting, no such model); 3 a gate failed or a
 promotion was refused; 4 not reproduced; 5 drift detected; 6 nothing to compare (a reproduced run
-recorded no metric and no output); 130 interrupted.
+recorded no metric and no output); 70 internal error (a bug: an exception nbmlops did not expect);
+130 interrupted.
+
+Every error reaches the user as one line on stderr, ``nbmlops: <message>``, never as a traceback
+(``NBMLOPS_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import math
 import os
+import signal
 import sys
-from typing import Sequence
+import traceback
+from collections.abc import Sequence
 
 from nbmlops.config import SETTING_NAMES, Settings, configure, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+#: set to 1 to see the traceback of an error as well as its one line
+DEBUG_ENV = "NBMLOPS_DEBUG"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Jupyter-native MLOps on MLflow: tracked notebook cells, crash-safe journals, the MLflow UI.",
         epilog="Exit codes: 0 success, 1 the operation failed (e.g. store unreachable, notebook failed), "
         "2 usage error, 3 a gate failed or a promotion was refused, 4 not reproduced, 5 drift detected, "
-        "6 nothing to compare (reproduce), 130 interrupted.",
+        "6 nothing to compare (reproduce), 70 internal error, 130 interrupted. Errors are one line; "
+        f"{DEBUG_ENV}=1 adds the traceback.",
     )
     parser.add_argument(
         "--tracking-uri", help="tracking store (default: NBMLOPS_TRACKING_URI, MLFLOW_TRACKING_URI, pyproject, embedded)"
@@ -45,11 +56,15 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Execute NOTEBOOK with papermill as one MLflow run (nbmlops.kind=notebook); its %%track cells "
             "become child runs and their metrics are rolled up to it. Parameters follow papermill's "
-            "conventions (a cell tagged 'parameters'); names the notebook does not declare are refused "
-            "before any kernel starts."
+            "conventions (a cell tagged 'parameters'); names the notebook does not declare, and values of "
+            "the wrong type for their parameter (its annotation or '# type:' comment, else its default's "
+            "type: 'abc' for C = 1.0), are refused before any kernel starts. To pass a string that looks "
+            "like a number, use -y \"label: '123'\". --timeout stops a cell that runs longer (status TIMEOUT) "
+            "and its kernel; Ctrl-C stops the run (KILLED) and its kernel."
         ),
-        epilog="Exit codes: 0 success, 1 the notebook failed (error, timeout, dead kernel), 2 usage error, "
-        "3 a gate failed.",
+        epilog="Exit codes: 0 success, 1 the notebook failed (error, timeout, dead kernel), 2 usage error "
+        "(no such notebook, unknown parameter or one of the wrong type, malformed gate), 3 a gate failed, "
+        "70 internal error, 130 interrupted.",
     )
     run.add_argument("notebook", help="the .ipynb to execute")
     _add_parameter_options(run)
@@ -70,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
             "others. At the end, a table of every run, ranked by --objective, names the best."
         ),
         epilog="Exit codes: 0 every combination finished and passed its gates, 1 a combination failed, "
-        "2 usage error, 3 a gate failed.",
+        "2 usage error (a grid or -p value of the wrong type for its parameter is refused before any run), "
+        "3 a gate failed, 70 internal error, 130 interrupted.",
     )
     sweep.add_argument("notebook", help="the .ipynb to execute")
     sweep.add_argument(
@@ -120,12 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per number (default 0)")
     reproduce.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
     reproduce.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
+        "--timeout", type=_seconds, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
     )
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     commands.add_parser(
-        "sync", help="deliver records left in journals by processes that ended before the store took them"
+        "sync", help="deliver records left in journals by processes that ended before the store took them",
+        epilog="Exit codes: 0 every record was delivered (journals still owned by running processes are left "
+        "to them), 1 a record was damaged, refused by the store or could not reach it (each listed on stderr).",
     )
     commands.add_parser("status", help="where runs are stored, what is waiting, how to open the UI")
     commands.add_parser("config", help="every setting, and where its value came from")
@@ -243,17 +261,29 @@ def _add_gate_options(parser: argparse.ArgumentParser, junit: str) -> None:
 def _add_execution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", help="MLflow experiment (default: the notebook's path)")
     parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="stop with status TIMEOUT when a cell runs longer"
+        "--timeout", type=_seconds, metavar="SECONDS",
+        help="stop with status TIMEOUT when a cell runs longer (its kernel is interrupted, then shut down)",
     )
     parser.add_argument("--kernel", help="kernel name (default: the notebook's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds > 0 (argparse type)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return seconds
 
 
 def _read_parameters(args: argparse.Namespace) -> dict[str, object]:
     """Parameters from -f, then -y, then -p (later ones win)."""
     from pathlib import Path
 
-    from nbmlops.runner.execute import parse_parameter_file
+    from nbmlops.runner.execute import ParameterFileError, parse_parameter_file
     from nbmlops.runner.parameters import parse_value
 
     parameters: dict[str, object] = {}
@@ -269,22 +299,21 @@ def _read_parameters(args: argparse.Namespace) -> dict[str, object]:
     return parameters
 
 
-class ParameterFileError(NbmlopsError, ValueError):
-    """A parameters file that cannot be read."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code.
 
     Called without ``argv`` it is the process's own command, which exits next: the objects made so far
     are then frozen out of the garbage collector, so that the interpreter's last collection over MLflow,
-    SQLAlchemy, papermill and nbconvert (over half a second) does not hold up the exit.
+    SQLAlchemy, papermill and nbconvert (over half a second) does not hold up the exit, and a Ctrl-C
+    during the exit ends the process at once instead of interrupting an exit handler.
     """
     try:
         return _main(argv)
     finally:
         if argv is None:
             gc.freeze()
+            with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
+                signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -294,30 +323,88 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        if args.tracking_uri:
-            configure(tracking_uri=args.tracking_uri)  # for every part of the command, not just this call
-        settings = resolve_settings()
-        handler = {
-            "ui": _ui,
-            "run": _run,
-            "sweep": _sweep,
-            "reproduce": _reproduce,
-            "sync": _sync,
-            "status": _status,
-            "config": _config,
-            "runs": _reap,
-            "data": _data,
-            "models": _models,
-            "lineage": _lineage,
-            "monitor": _monitor,
-        }[args.command]
-        return handler(settings, args)
-    except KeyboardInterrupt:
-        print("nbmlops: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except NbmlopsError as exc:
-        print(f"nbmlops: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError, LookupError)) else EXIT_FAILED
+        return _command(args)
+    except BaseException as exc:  # noqa: BLE001 - the one place an error becomes a line and an exit code
+        return _report(exc)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the subcommand. Its output is flushed, and the tracking session it may have started is ended,
+    before it returns: a closed pipe, or a store that fails at the end, is reported as its error, never by
+    an exit handler."""
+    if args.tracking_uri:
+        configure(tracking_uri=args.tracking_uri)  # for every part of the command, not just this call
+    settings = resolve_settings()
+    handler = {
+        "ui": _ui,
+        "run": _run,
+        "sweep": _sweep,
+        "reproduce": _reproduce,
+        "sync": _sync,
+        "status": _status,
+        "config": _config,
+        "runs": _reap,
+        "data": _data,
+        "models": _models,
+        "lineage": _lineage,
+        "monitor": _monitor,
+    }[args.command]
+    try:
+        code = handler(settings, args)
+        sys.stdout.flush()
+        return code
+    finally:
+        session = sys.modules.get("nbmlops.tracking.session")  # imported by the commands that track
+        if session is not None:
+            session.close_session(settings.flush_timeout)
+
+
+def _report(exc: BaseException) -> int:
+    """Print ``exc`` as one line on stderr (and its traceback with ``NBMLOPS_DEBUG=1``); return its exit code.
+
+    An :class:`~nbmlops.exceptions.NbmlopsError` is a usage error (exit 2) when it is also a ``ValueError``,
+    ``LookupError`` or ``FileNotFoundError``, else a failed operation (1); Ctrl-C is 130; a closed standard
+    output (``nbmlops ... | head``) ends the command quietly (1); anything else is a bug, an internal error
+    (70). ``SystemExit`` passes through.
+    """
+    if isinstance(exc, SystemExit):
+        raise exc
+    if isinstance(exc, BrokenPipeError) and _stdout_closed():
+        return EXIT_FAILED
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        message, code = "interrupted", EXIT_INTERRUPTED
+    elif isinstance(exc, NbmlopsError):
+        message = str(exc)
+        code = EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError, LookupError)) else EXIT_FAILED
+    elif isinstance(exc, Exception):
+        shown = _one_line(str(exc))
+        shown = shown if len(shown) <= 500 else shown[:500] + "..."
+        message = f"internal error: {type(exc).__name__}: {shown} (run with {DEBUG_ENV}=1 for the traceback)"
+        code = EXIT_INTERNAL
+    else:
+        raise exc
+    try:
+        print(f"nbmlops: {_one_line(message)}", file=sys.stderr, flush=True)
+    except OSError:  # no stderr to tell
+        pass
+    return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reader has gone; it is then pointed at /dev/null, so that
+    the interpreter's last flush does not fail too."""
+    try:
+        sys.stdout.flush()
+        return False
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return True
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
@@ -382,12 +469,18 @@ def _registered_text(run_id: str, run_key: str, settings: Settings) -> str:
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from nbmlops.runner.execute import NotebookNotFoundError
+    from nbmlops.runner.parameters import check_grid
     from nbmlops.runner.sweep import format_table, parse_grid, run_sweep
 
+    grid, fixed = parse_grid(args.grid), _read_parameters(args)
+    if not Path(args.notebook).is_file():
+        raise NotebookNotFoundError(args.notebook)
+    check_grid(args.notebook, grid, fixed)  # every value's type, before any run starts
     result = run_sweep(
         args.notebook,
-        parse_grid(args.grid),
-        fixed=_read_parameters(args),
+        grid,
+        fixed=fixed,
         random=args.random,
         seed=args.seed,
         workers=args.workers,
@@ -433,20 +526,23 @@ def _reproduce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    """Deliver the journals of processes that ended: exit 0 only when every record was delivered, 1 when
+    one was damaged, refused by the store or left for a store that could not be reached (each named on
+    stderr, one line each). A journal a running process still owns is left to it, and is not an error."""
     from nbmlops.tracking.delivery import register_uri, sync_journals
 
     register_uri(settings.tracking_uri)
     report = sync_journals(settings.journal_dir)
-    for damage in report.damage:
-        print(f"skipped damaged record: {damage}", file=sys.stderr)
-    for reason in report.refused:
-        print(f"refused by the store (kept in journal/refused.jsonl): {reason}", file=sys.stderr)
-    for error in report.errors:
-        print(f"not delivered: {error}", file=sys.stderr)
-    print(f"delivered {report.delivered} record(s) from {report.journals} journal(s)", end="")
-    print(f"; {len(report.busy)} journal(s) still owned by running processes" if report.busy else "")
+    problems = report.problems()
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"delivered {report.delivered} record(s) from {report.journals} journal(s)")
+    if report.busy:
+        print(f"{len(report.busy)} journal(s) still owned by a running process (not an error): {', '.join(report.busy)}")
     if report.runs_failed:
         print(f"marked {len(report.runs_failed)} run(s) of dead processes FAILED")
+    if problems:
+        print(f"nbmlops: {len(problems)} problem(s) above: not everything was delivered", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -521,6 +617,10 @@ def _reap(settings: Settings, args: argparse.Namespace) -> int:
     report = reap(settings)
     for error in report.sync.errors:
         print(f"not delivered: {error}", file=sys.stderr)
+    for key in report.sync.runs_failed:
+        print(f"FAILED {report.sync.runs.get(key, key)}: kernel_died: its journal ended without the run's end")
+    for run in report.failed:
+        print(f"FAILED {run.run_id}{f' ({run.name})' if run.name else ''}: {run.failure}: {run.reason}")
     failed = len(report.failed) + len(report.sync.runs_failed)
     print(f"marked {failed} run(s) of dead processes FAILED")
     return EXIT_OK if report.sync.ok else EXIT_FAILED

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import ConfigError
 from nbmlops.registry.models import (
     FEATURES_TAG,
     ModelVersionInfo,
@@ -33,7 +34,7 @@ from nbmlops.registry.models import (
 )
 from nbmlops.registry.safe_load import CheckedModel, check_model
 
-__all__ = ["MonitorResult", "ModelSchemaError", "Retraining", "monitor", "read_data"]
+__all__ = ["ModelSchemaError", "MonitorResult", "Retraining", "monitor", "read_data"]
 
 CHALLENGER = "challenger"
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json",
@@ -108,7 +109,7 @@ def read_data(path: str | os.PathLike[str]) -> Any:
         raise MonitoringDataError(f"{path}: cannot read {file.suffix or 'files without a suffix'}; "
                                   f"use one of {', '.join(sorted(_READERS))}")
     if not file.is_file():
-        raise MonitoringDataError(f"{path}: no such file")
+        raise MonitoringDataError(f"{path}: {'not a file' if file.exists() else 'no such file'}")
     kwargs = {"lines": True} if file.suffix.lower() == ".jsonl" else {}
     try:
         return getattr(pd, reader)(file, **kwargs)
@@ -145,7 +146,7 @@ def monitor(
 
     Raises:
         ModelNotFoundError, ModelSchemaError, MonitoringDataError, DriftError (incompatible column types),
-        UnsafeModelError (the model cannot be loaded safely).
+        UnsafeModelError (the model cannot be loaded safely), ConfigError (the report cannot be written there).
     """
     from nbmlops.data import compare, compare_predictions
 
@@ -259,9 +260,12 @@ def _record(version: ModelVersionInfo, shown_data: str, current: Any, result: An
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     html_path = Path(report) if report else settings.state_dir / "monitor" / f"{version.name}-v{version.version}-{stamp}.html"
-    html_path.parent.mkdir(parents=True, exist_ok=True)
     html = result.to_html(f"Drift of {version} on {shown_data}")
-    html_path.write_text(html)
+    try:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(html)
+    except OSError as exc:
+        raise ConfigError("report", f"cannot write {html_path}: {exc.strerror or exc}", "argument") from None
     tags = {"nbmlops.kind": "monitor", "nbmlops.model": version.name, "nbmlops.model_version": str(version.version),
             "nbmlops.drifted": str(result.drifted).lower(), "nbmlops.monitored_data": shown_data}
     run = Run(f"monitor {version}", experiment=f"monitor/{version.name}", tags=tags,

@@ -8,16 +8,22 @@ them), roll the cells' metrics up, store the notebook (executed and as HTML), ch
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
+import math
 import os
+import signal
 import sys
 import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import ConfigError, NbmlopsError
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
@@ -34,6 +40,8 @@ __all__ = ["NotebookRun", "run_notebook"]
 PARAMETERS_ARTIFACT = "notebook/parameters.json"
 #: exit codes of `nbmlops run`, by outcome
 EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "TIMEOUT": 1, "KILLED": 1, "GATE_FAILED": 3}
+#: seconds an interrupted kernel gets to end its cell before it is shut down all the same
+_SETTLE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,8 @@ def run_notebook(
         notebook: the ``.ipynb`` to execute.
         output: where to write the executed notebook (default: ``.nbmlops/outputs/<name>-<time>.ipynb``).
         parameters: values for the notebook's ``parameters`` cell (papermill's convention); names the
-            notebook does not declare are refused before any kernel starts.
+            notebook does not declare, and values of the wrong type for their parameter (see
+            :mod:`nbmlops.runner.parameters`), are refused before any kernel starts.
         experiment: MLflow experiment (default: the notebook's path relative to the project root).
         name: run name (default: the notebook's name).
         gates: conditions such as ``"accuracy >= 0.9"`` on the rolled-up metrics.
@@ -119,14 +128,11 @@ def run_notebook(
         progress_bar: show papermill's progress bar.
 
     Raises:
-        NbmlopsError: a usage problem found before execution (missing notebook, unknown
-            parameter, malformed gate); nothing was run or recorded.
+        NbmlopsError: a usage problem found before execution (missing notebook, unknown parameter or
+            one of the wrong type, malformed gate); nothing was run or recorded.
     """
-    source = Path(notebook).resolve()
-    if not source.is_file():
-        raise NotebookNotFoundError(str(notebook))
-    parsed_gates = tuple(g if isinstance(g, Gate) else parse_gate(g) for g in gates)
-    effective = check_parameters(source, dict(parameters or {}))
+    source, parsed_gates = check_run(notebook, gates, cwd, timeout)
+    effective = check_parameters(source, dict(parameters or {}), typed=True)
     settings = resolve_settings(experiment=experiment)
     target = _output_path(source, output, settings)
     get_session().redactor.learn_namespace(effective)  # a secret-named parameter's value is scrubbed everywhere
@@ -170,6 +176,35 @@ def run_notebook(
         error=error,
         failure=failure,
     )
+
+
+def check_run(
+    notebook: str | os.PathLike[str],
+    gates: Sequence[str | Gate] = (),
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> tuple[Path, tuple[Gate, ...]]:
+    """The usage checks of :func:`run_notebook` that need no notebook parsing: the notebook is a file, the
+    gates parse, ``cwd`` is a directory, ``timeout`` a number of seconds > 0. Returns the notebook's absolute
+    path and the parsed gates.
+
+    Raises:
+        NotebookNotFoundError, GateSyntaxError, ConfigError.
+    """
+    source = Path(notebook).resolve()
+    if not source.is_file():
+        raise NotebookNotFoundError(str(notebook))
+    parsed = tuple(g if isinstance(g, Gate) else parse_gate(g) for g in gates)
+    if cwd is not None and not Path(cwd).is_dir():
+        raise ConfigError("cwd", f"{cwd} is not a directory", "argument")
+    if timeout is not None and not 0 < timeout < math.inf:
+        raise ConfigError("timeout", f"must be a number of seconds > 0, got {timeout}", "argument")
+    return source, parsed
+
+
+def import_engine() -> None:
+    """Import papermill and what it executes with (nbclient, jupyter_client, nbformat) now, not on first use."""
+    import papermill  # noqa: F401
 
 
 class NotebookNotFoundError(NbmlopsError, FileNotFoundError):
@@ -257,7 +292,11 @@ def _execute(
     handoff_tag: str | None,
     hooks: Mapping[str, Callable[..., None]],
 ) -> tuple[str, str | None, str | None]:
-    """Run papermill with nbclient's ``hooks``; returns ``(status, failure kind, error text)``."""
+    """Run papermill with nbclient's ``hooks``; returns ``(status, failure kind, error text)``.
+
+    The kernel is stopped only once it is idle (:func:`_settling_kernel_manager`), and papermill's log, which
+    only repeats what the result says, is kept off stderr.
+    """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -273,16 +312,23 @@ def _execute(
         env[HANDOFF_TAG_ENV] = handoff_tag
     if settings.artifact_root:
         env["NBMLOPS_ARTIFACT_ROOT"] = settings.artifact_root
+    executing: list[int] = []  # the index of the cell the kernel was last given
+
+    def cell_sent(cell: Any, cell_index: int) -> None:
+        executing[:] = [cell_index]
+
     try:
-        with temporary_environment(env):
+        with temporary_environment(env), _quiet_logger("papermill"), _no_kernel_left():
             papermill.execute_notebook(
                 str(source),
                 str(target),
                 parameters=dict(parameters),
                 cwd=str(cwd) if cwd else None,
                 kernel_name=kernel_name,
-                execution_timeout=timeout,
+                timeout_func=(lambda cell: timeout) if timeout else None,  # nbclient's `timeout`: whole seconds
                 progress_bar=progress_bar,
+                kernel_manager_class=_settling_kernel_manager(),
+                on_cell_execute=cell_sent,
                 **hooks,
             )
     except PapermillExecutionError as exc:
@@ -290,14 +336,100 @@ def _execute(
             return "FINISHED", None, None
         run.set_tags({"nbmlops.failure.cell_index": exc.cell_index, "nbmlops.failure.ename": exc.ename})
         return "FAILED", "cell_error", f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
-    except CellTimeoutError as exc:
-        return "TIMEOUT", "timeout", str(exc).splitlines()[0]
+    except CellTimeoutError:
+        if not executing:
+            return "TIMEOUT", "timeout", f"a cell ran longer than {timeout:g} s"
+        run.set_tags({"nbmlops.failure.cell_index": executing[0]})
+        return "TIMEOUT", "timeout", f"cell {executing[0]} ran longer than {timeout:g} s"
     except DeadKernelError as exc:
         return "FAILED", "kernel_died", f"the kernel died: {exc}"
     except KeyboardInterrupt:
         run.end("KILLED", reason="interrupted while executing the notebook")
         raise
     return "FINISHED", None, None
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only critical records of the logger ``name`` for the block."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _no_kernel_left() -> Iterator[None]:
+    """Kill, after the block, the kernels it started that still run: nbclient stops a kernel only once it has
+    started, so one whose start was interrupted (Ctrl-C) would run on until it noticed its parent had gone."""
+    started = _settling_kernel_manager().started
+    before = set(started)
+    try:
+        yield
+    finally:
+        for manager in set(started) - before:
+            provisioner = manager.provisioner
+            process = getattr(provisioner, "process", None)
+            if process is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.killpg(getattr(provisioner, "pgid", None) or process.pid, signal.SIGKILL)
+            process.wait()
+            manager.cleanup_connection_file()
+
+
+@functools.cache
+def _settling_kernel_manager() -> type:
+    """jupyter_client's ``AsyncKernelManager``, shutting a busy kernel down only once its cell has ended.
+
+    nbclient shuts the kernel down as soon as a cell times out or the run is interrupted. jupyter_client then
+    interrupts the kernel and at once asks it to shut down: ipykernel closes its sockets while the interrupted
+    cell is still sending its reply, and prints a ``zmq.error.ZMQError`` traceback. This manager interrupts
+    the kernel, waits until it answers a ``kernel_info`` request (it does once the cell has ended; at most
+    :data:`_SETTLE_S`), then shuts it down as jupyter_client does.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class SettlingKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        started: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()  # for _no_kernel_left
+
+        async def start_kernel(self, **kwargs: Any) -> None:
+            SettlingKernelManager.started.add(self)
+            await super().start_kernel(**kwargs)
+
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            if not now and self.has_kernel:
+                await self.interrupt_kernel()
+                await _until_idle(self)
+            await super().shutdown_kernel(now=now, restart=restart)
+
+    return SettlingKernelManager
+
+
+async def _until_idle(manager: Any) -> None:
+    """Return once the kernel of ``manager`` answers a ``kernel_info`` request, or after :data:`_SETTLE_S`."""
+    from queue import Empty
+
+    from jupyter_client.session import Session
+
+    # a session of its own: the run's client, which shares the manager's, keeps its replies
+    client = manager.client(session=Session(key=manager.session.key,
+                                            signature_scheme=manager.session.signature_scheme))
+    client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+    try:
+        request = client.kernel_info()
+        deadline = time.monotonic() + _SETTLE_S
+        while (left := deadline - time.monotonic()) > 0:
+            reply = await client.get_shell_msg(timeout=left)
+            if reply["parent_header"].get("msg_id") == request:
+                return
+    except Empty:
+        return
+    finally:
+        client.stop_channels()
 
 
 def _only_expected_errors(path: Path) -> bool:
@@ -407,7 +539,7 @@ def _store_notebook(run: Run, source: Path, target: Path, executed: Any, html: H
     run.log_text(target.read_text(), f"notebook/{source.name}")
     try:
         body = html.html(executed)
-    except Exception as exc:  # nbconvert is a renderer: its failure must not fail a finished notebook
+    except Exception as exc:  # noqa: BLE001 - nbconvert is a renderer: its failure must not fail the notebook
         sys.stderr.write(f"nbmlops: no HTML render of {source.name}: {type(exc).__name__}: {exc}\n")
         return
     run.log_text(body, f"notebook/{source.stem}.html")

@@ -9,6 +9,7 @@ and everything is in the store when :func:`run_notebook_forked` returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -16,28 +17,30 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nbmlops.config import resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.runner.execute import (
-    NotebookNotFoundError,
     NotebookRun,
+    check_run,
+    import_engine,
     link_children,
     run_notebook,
     settle,
     share_snapshots,
 )
-from nbmlops.runner.gates import Gate, parse_gate
 from nbmlops.runner.parameters import ParameterError
 from nbmlops.tracking.delivery import Handoff, new_tag
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, close_session
 
 __all__ = ["WorkerError", "run_notebook_forked"]
 
-#: seconds an interrupted worker gets to record its run as KILLED before it is interrupted again
+#: seconds an interrupted worker gets to record its run as KILLED before it is interrupted again (and then
+#: killed)
 _GRACE_S = 30.0
 
 
@@ -61,12 +64,8 @@ def run_notebook_forked(
     """
     if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return run_notebook(notebook, output, parameters, cwd=cwd, **options)
-    source = Path(notebook).resolve()
-    if not source.is_file():
-        raise NotebookNotFoundError(str(notebook))
-    for gate in options.get("gates", ()):  # usage errors before any process starts (the worker checks parameters)
-        if not isinstance(gate, Gate):
-            parse_gate(gate)
+    # usage errors before any process starts (the worker checks the parameters)
+    source, _ = check_run(notebook, options.get("gates", ()), cwd, options.get("timeout"))
     settings = resolve_settings(experiment=options.get("experiment"))
     kernel_dir = resolve_settings(Path(cwd) if cwd else None).journal_dir
     tag, started_ms = new_tag(), int(time.time() * 1000)
@@ -77,20 +76,16 @@ def run_notebook_forked(
     )
     sys.stdout.flush()  # nothing buffered here may be written again by the worker's copy
     sys.stderr.flush()
-    worker.start()
-    sender.close()
-    handoff = Handoff([settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root))
-    try:
-        kind, payload = _receive(receiver, worker)
-    except KeyboardInterrupt:  # the worker, in the same process group, records its run as KILLED
-        _stop(worker)
-        settle(settings, cwd, handoff)
-        raise
-    if kind == "refused":  # nothing was run or recorded
-        handoff.abandon()
-        raise ParameterError(source.name, *payload)
-    runs = settle(settings, cwd, handoff)
-    if kind == "interrupted":
+    with _counted_interrupts() as interrupts:
+        worker.start()
+        sender.close()
+        handoff = Handoff([settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root))
+        kind, payload = _receive(receiver, worker, interrupts)
+        if kind == "refused":  # nothing was run or recorded
+            handoff.abandon()
+            raise payload
+        runs = settle(settings, cwd, handoff)
+    if kind == "interrupted" or (interrupts.count and kind == "error"):
         raise KeyboardInterrupt
     if kind == "error":
         raise WorkerError(payload)
@@ -120,27 +115,86 @@ def _work(
     options: dict[str, Any],
 ) -> None:
     """The worker: run the notebook, journaling under ``tag``; send ``(kind, payload)`` once its journal is
-    released: ``ok`` and the :class:`NotebookRun`, ``refused`` and the bad and declared parameter names,
-    ``interrupted``, or ``error`` and its text."""
+    released: ``ok`` and the :class:`NotebookRun`, ``refused`` and the
+    :class:`~nbmlops.runner.parameters.ParameterError` (or its :class:`ParameterTypeError`), ``interrupted``, or
+    ``error`` and its text.
+
+    Ctrl-C reaches it as ``KeyboardInterrupt`` (the run ends as KILLED and its kernel is stopped), except while
+    it imports papermill: Python prints an interrupt that lands inside an import and drops it, so it is held
+    until the import is done. Once the outcome is known, further interrupts are ignored: the worker only
+    reports and exits.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # not the counting handler it was forked with
     os.environ[HANDOFF_ENV] = "1"
     os.environ[HANDOFF_TAG_ENV] = tag
     outcome: tuple[str, Any]
     try:
         try:
+            with _interrupts_held():
+                import_engine()
             outcome = ("ok", run_notebook(notebook, output, parameters, cwd=cwd, **options))
         finally:
             close_session()  # the journal is complete and unlocked before the delivering process hears of it
-    except ParameterError as exc:
-        outcome = ("refused", (exc.bad, exc.declared))
+    except ParameterError as exc:  # unknown names or values of the wrong type, before any kernel started
+        outcome = ("refused", exc)
     except KeyboardInterrupt:
         outcome = ("interrupted", None)
-    except BaseException as exc:  # sent as text: the delivering process raises it as a WorkerError
+    except BaseException as exc:  # noqa: BLE001 - sent as text: the delivering process raises it as a WorkerError
         outcome = ("error", f"{type(exc).__name__}: {exc}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sender.send(outcome)
     sender.close()
 
 
-def _receive(receiver: Connection, worker: Any) -> tuple[str, Any]:
+class _Interrupts:
+    """A SIGINT handler that counts (see :func:`_receive`) and raises nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: float | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        self.first = self.first or time.monotonic()
+
+
+@contextlib.contextmanager
+def _counted_interrupts() -> Iterator[_Interrupts]:
+    """Count Ctrl-C instead of raising ``KeyboardInterrupt`` here while the worker runs: the worker, in the same
+    process group, gets it too and ends its run; raised here, it could land inside an import, which Python
+    prints as a traceback and drops."""
+    interrupts = _Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts)
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT for the block; one that came meanwhile is delivered after it."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _receive(receiver: Connection, worker: Any, interrupts: _Interrupts) -> tuple[str, Any]:
+    """The worker's outcome. After a Ctrl-C the worker gets :data:`_GRACE_S` to end its run, then it is
+    interrupted again, then killed after as long again; each further Ctrl-C takes the next step at once."""
+    interrupted = killed = False
+    while not receiver.poll(0.1):
+        if interrupts.first is None:
+            continue
+        step = interrupts.count + int((time.monotonic() - interrupts.first) // _GRACE_S)
+        if step >= 2 and not interrupted:
+            os.kill(worker.pid, signal.SIGINT)
+            interrupted = True
+        if step >= 3 and not killed:
+            worker.kill()
+            killed = True
     try:
         outcome: tuple[str, Any] = receiver.recv()
     except EOFError:
@@ -149,14 +203,3 @@ def _receive(receiver: Connection, worker: Any) -> tuple[str, Any]:
     if outcome[0] == "error" and worker.exitcode:
         outcome = ("error", f"{outcome[1]} (exit code {worker.exitcode})")
     return outcome
-
-
-def _stop(worker: Any) -> None:
-    """Give an interrupted worker time to end its run, then interrupt it again, then kill it."""
-    worker.join(_GRACE_S)
-    if worker.is_alive():
-        os.kill(worker.pid, signal.SIGINT)
-        worker.join(_GRACE_S)
-    if worker.is_alive():
-        worker.kill()
-        worker.join()

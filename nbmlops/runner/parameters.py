@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import ast
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nbmlops.exceptions import NbmlopsError
 
-__all__ = ["ParameterError", "ParameterTypeError", "check_parameters", "declared_parameters", "parse_value"]
+__all__ = [
+    "NotebookReadError",
+    "ParameterError",
+    "ParameterTypeError",
+    "check_grid",
+    "check_parameters",
+    "declared_parameters",
+    "parse_value",
+]
 
 #: kind -> how an error message names it: "expected a number (float)"
 _EXPECTED = {"int": "an integer (int)", "float": "a number (float)", "bool": "true or false (bool)",
@@ -33,34 +42,61 @@ _ANNOTATION_KINDS = {
 
 
 class ParameterError(NbmlopsError, ValueError):
-    """Parameters the notebook does not declare, or names that are not identifiers.
+    """Parameters refused before any kernel starts: names the notebook does not declare, or that are not
+    identifiers (this class); values of the wrong type (:class:`ParameterTypeError`); a notebook whose
+    parameters cannot be read (:class:`NotebookReadError`).
 
     Attributes:
+        notebook: the notebook's name.
         bad: the refused names.
         declared: the names the notebook declares.
     """
 
-    def __init__(self, notebook: str, bad: list[str], declared: list[str]) -> None:
+    def __init__(self, notebook: str, bad: list[str], declared: list[str], message: str | None = None) -> None:
+        self.notebook = notebook
         self.bad = bad
         self.declared = declared
         known = ", ".join(declared) if declared else "none (no cell tagged 'parameters')"
-        super().__init__(f"{notebook} does not declare parameter(s) {', '.join(map(repr, bad))}; it declares: {known}")
+        super().__init__(message or f"{notebook} does not declare parameter(s) {', '.join(map(repr, bad))}; "
+                         f"it declares: {known}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # travels whole between processes (a forked run's worker)
+        return type(self), (self.notebook, self.bad, self.declared, str(self))
 
 
-class ParameterTypeError(NbmlopsError, ValueError):
+class ParameterTypeError(ParameterError):
     """Values whose type does not fit the parameter the notebook declares.
 
     Attributes:
         problems: ``{name: "expected a number (float), got a string"}``, one item per refused value.
     """
 
-    def __init__(self, problems: dict[str, str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"parameter {name}: {problem}" for name, problem in problems.items()))
+    def __init__(self, problems: Mapping[str, str], notebook: str = "", declared: list[str] | None = None) -> None:
+        self.problems = dict(problems)
+        message = "; ".join(f"parameter {name}: {problem}" for name, problem in self.problems.items())
+        super().__init__(notebook, list(self.problems), list(declared or []), message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problems, self.notebook, self.declared)
+
+
+class NotebookReadError(ParameterError):
+    """The notebook's parameters cannot be read: the file is not a notebook (not JSON, not nbformat)."""
+
+    def __init__(self, notebook: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(notebook, [], [], f"{notebook} is not a notebook nbmlops can read: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.notebook, self.reason)
 
 
 def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
-    """``{name: {"default": source text, "type": inferred type, "help": comment}}`` of the parameters cell."""
+    """``{name: {"default": source text, "type": inferred type, "help": comment}}`` of the parameters cell.
+
+    Raises:
+        NotebookReadError: the file cannot be read as a notebook.
+    """
     import papermill
 
     logger = logging.getLogger("papermill")
@@ -68,6 +104,9 @@ def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
     logger.setLevel(logging.ERROR)  # papermill narrates every line it cannot parse
     try:
         found = papermill.inspect_notebook(str(notebook))
+    except Exception as exc:  # noqa: BLE001 - nbformat and papermill fail in many ways on a file that is no notebook
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise NotebookReadError(Path(notebook).name, reason[:300]) from None
     finally:
         logger.setLevel(level)
     return {
@@ -85,19 +124,50 @@ def check_parameters(notebook: str | Path, values: Mapping[str, Any], *, typed: 
     Raises:
         ParameterError: names the notebook does not declare, or that are not identifiers.
         ParameterTypeError: with ``typed``, values whose type does not fit their parameter's.
+        NotebookReadError: the file cannot be read as a notebook.
     """
+    declared = _declared_names(notebook, values)
+    if typed:
+        _refuse_types(notebook, declared, {name: [value] for name, value in values.items()})
+    effective: dict[str, Any] = {name: _default(info["default"]) for name, info in declared.items()}
+    effective.update(values)
+    return effective
+
+
+def check_grid(notebook: str | Path, grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None) -> None:
+    """Refuse a sweep before any of its runs: names the notebook does not declare, and fixed or swept values
+    of the wrong type (as ``check_parameters(..., typed=True)`` judges one value).
+
+    Raises:
+        ParameterError: names the notebook does not declare, or that are not identifiers.
+        ParameterTypeError: values whose type does not fit their parameter's (each swept value is named).
+    """
+    fixed = dict(fixed or {})
+    declared = _declared_names(notebook, {**fixed, **grid})
+    _refuse_types(notebook, declared, {**{name: [value] for name, value in fixed.items()}, **grid}, swept=set(grid))
+
+
+def _declared_names(notebook: str | Path, values: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The declared parameters, once every name in ``values`` is known to be one of them."""
     declared = declared_parameters(notebook)
     bad = sorted(name for name in values if not str(name).isidentifier() or name not in declared)
     if bad:
         raise ParameterError(Path(notebook).name, bad, sorted(declared))
-    if typed:
-        problems = {name: problem for name, value in values.items()
-                    if (problem := _type_problem(declared[name], value)) is not None}
-        if problems:
-            raise ParameterTypeError(problems)
-    effective: dict[str, Any] = {name: _default(info["default"]) for name, info in declared.items()}
-    effective.update(values)
-    return effective
+    return declared
+
+
+def _refuse_types(notebook: str | Path, declared: Mapping[str, Mapping[str, str]],
+                  values: Mapping[str, Sequence[Any]], swept: set[str] | frozenset[str] = frozenset()) -> None:
+    problems: dict[str, str] = {}
+    for name, candidates in values.items():
+        found = [(value, problem) for value in candidates
+                 if (problem := _type_problem(declared[name], value)) is not None]
+        if found and name in swept:
+            problems[name] = "; ".join(f"value {value!r:.80}: {problem}" for value, problem in found)
+        elif found:
+            problems[name] = found[0][1]
+    if problems:
+        raise ParameterTypeError(problems, Path(notebook).name, sorted(declared))
 
 
 def _type_problem(info: Mapping[str, str], value: Any) -> str | None:
