@@ -6,6 +6,13 @@ that hands its records to a runner under a tag (see :class:`Claim`). Each record
 
     b"NBJ1" | payload length (uint32 LE) | CRC-32 of payload (uint32 LE) | payload (UTF-8 JSON)
 
+An artifact's payload over :data:`SPILL_BYTES` is not framed: it goes to a file in the folder beside the
+journal named after it (``<name>.payloads/``), written and fsync'd before the frame that names it (by its
+path relative to the journal's folder, so a moved project still delivers it) with its SHA-256; delivery
+streams it from there, and the folder goes with the journal. A record whose frame would pass
+:data:`MAX_RECORD` is never written (:class:`RecordTooLarge`), nor is a frame torn by a full disk left
+behind: an append that fails is cut back off the file.
+
 A process holds an exclusive ``flock`` on its journal while it lives, so another process that
 can take the lock knows the owner is gone and may drain the journal. Next to each journal, a
 ``.cursor`` file (replaced atomically) remembers how far delivery got and which MLflow run each
@@ -16,10 +23,13 @@ nobody else delivers them meanwhile.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import time
@@ -29,16 +39,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from nbmlops.exceptions import NbmlopsError
+
 __all__ = [
-    "Claim", "Cursor", "Damage", "Journal", "claimed", "journal_tag", "list_journals", "read_records", "try_lock",
+    "Claim", "Cursor", "Damage", "Journal", "RecordTooLarge", "claimed", "inline", "journal_tag", "list_journals",
+    "payload_dir", "read_records", "remove_journal", "try_lock",
 ]
 
 MAGIC = b"NBJ1"
 _HEADER = struct.Struct("<4sII")
+#: the largest record payload a frame may hold; a bigger record is refused, never written
 MAX_RECORD = 256 * 1024 * 1024
+#: an artifact whose payload (``data`` bytes or ``text``) is larger goes to a file beside the journal
+SPILL_BYTES = 1024 * 1024
+_CHUNK = 1024 * 1024
 SUFFIX = ".journal"
 CLAIM_SUFFIX = ".claim"
+PAYLOADS_SUFFIX = ".payloads"
 _TAG = re.compile(r"[0-9a-f]{8,64}")
+
+
+class RecordTooLarge(NbmlopsError, ValueError):
+    """A record's frame would pass :data:`MAX_RECORD`; nothing of the append was written.
+
+    Attributes:
+        index: the record's position in the appended list.
+        size: its payload's size in bytes.
+    """
+
+    def __init__(self, index: int, record: dict[str, Any], size: int) -> None:
+        self.index = index
+        self.size = size
+        super().__init__(
+            f"a {record.get('t')} record of run {record.get('run')} is {size:,} bytes, over the journal's limit "
+            f"of {MAX_RECORD:,} bytes for one record; it was not recorded"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,6 +125,28 @@ def encode(record: dict[str, Any]) -> bytes:
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def payload_dir(journal_path: Path) -> Path:
+    """The folder beside a journal that holds its large payloads (named after it, so it outlives a rename
+    of the journal to ``.damaged``)."""
+    return journal_path.with_suffix(PAYLOADS_SUFFIX)
+
+
+def inline(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as JSON can hold it: an artifact's raw ``data`` bytes become ``b64``."""
+    if record.get("t") != "artifact" or "data" not in record:
+        return record
+    framed = {k: v for k, v in record.items() if k != "data"}
+    framed["b64"] = base64.b64encode(record["data"]).decode()
+    return framed
+
+
+def remove_journal(path: Path) -> None:
+    """Delete a delivered journal, its cursor and its payloads."""
+    for gone in (path, _cursor_path(path)):
+        gone.unlink(missing_ok=True)
+    shutil.rmtree(payload_dir(path), ignore_errors=True)
+
+
 class Journal:
     """This process's journal: append-only, locked for as long as the process lives.
 
@@ -104,41 +161,131 @@ class Journal:
         suffix = f"@{tag}{SUFFIX}" if tag else SUFFIX
         name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
         self.path = directory / name
+        self.payloads = payload_dir(self.path)
         hidden = directory / f".{name}.new"  # locked before it takes a name other processes look for
         self._fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(hidden, self.path)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, self.path)
+        except OSError:
+            os.close(self._fd)
+            hidden.unlink(missing_ok=True)
+            raise
         self.size = 0
+        self._spilled = 0
+
+    def prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` as it is journaled: an artifact's payload over :data:`SPILL_BYTES` written to a file
+        of :attr:`payloads` (streamed, fsync'd, owner-only) and named by its path and SHA-256; a smaller
+        one inlined (see :func:`inline`).
+
+        Raises ``OSError`` when the payload file cannot be written (nothing of it is left then).
+        """
+        if record.get("t") != "artifact":
+            return record
+        payload = record.get("data", record.get("text"))
+        if payload is None or len(payload) <= SPILL_BYTES:
+            return inline(record)
+        self._spilled += 1
+        name = f"{self._spilled:06d}.bin"
+        size, digest = _write_payload(self.payloads, name, payload)
+        spilled = {k: v for k, v in record.items() if k not in ("data", "text")}
+        spilled.update(file=f"{self.payloads.name}/{name}", sha256=digest, size=size)
+        return spilled
 
     def append(self, records: list[dict[str, Any]]) -> list[int]:
         """Append ``records`` in one write; returns each record's end offset.
 
         The write survives the death of this process at once; :meth:`sync` makes it survive the machine's.
+        Raises :class:`RecordTooLarge` before writing anything when a record's frame would pass
+        :data:`MAX_RECORD`, and ``OSError`` when the write fails (a full disk): what it wrote is then cut
+        off again, so the journal never holds a torn record.
         """
-        frames = [encode(r) for r in records]
-        ends = []
+        frames = []
+        for index, record in enumerate(records):
+            frame = encode(record)
+            if len(frame) - _HEADER.size > MAX_RECORD:
+                raise RecordTooLarge(index, record, len(frame) - _HEADER.size)
+            frames.append(frame)
+        ends, end = [], self.size
         for frame in frames:
-            self.size += len(frame)
-            ends.append(self.size)
+            end += len(frame)
+            ends.append(end)
         view = memoryview(b"".join(frames))
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            self._cut_back()
+            raise
+        self.size = end
         return ends
+
+    def _cut_back(self) -> None:
+        """Remove the part of a failed append that reached the file."""
+        try:
+            os.ftruncate(self._fd, self.size)
+        except OSError:  # the torn tail stays: later records still follow it, readers skip it as damage
+            self.size = os.fstat(self._fd).st_size
 
     def sync(self) -> None:
         """Make everything appended so far durable."""
         os.fdatasync(self._fd)
 
     def close(self, remove: bool) -> None:
-        """Release the journal; ``remove`` deletes it and its cursor (everything was delivered)."""
+        """Release the journal; ``remove`` deletes it, its cursor and its payloads (everything was delivered)."""
         if self._fd < 0:
             return
-        if remove:
-            for path in (self.path, _cursor_path(self.path)):
-                path.unlink(missing_ok=True)
-        os.close(self._fd)
-        self._fd = -1
+        try:
+            if remove:
+                remove_journal(self.path)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_payload(folder: Path, name: str, payload: bytes | bytearray | memoryview | str) -> tuple[int, str]:
+    """Write ``payload`` (text as UTF-8) to ``folder/name`` in chunks; returns its size and SHA-256."""
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, exist_ok=True)
+        _fsync_dir(folder.parent)
+    path = folder / name
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for chunk in _chunks(payload):
+            digest.update(chunk)
+            size += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    _fsync_dir(folder)
+    return size, digest.hexdigest()
+
+
+def _chunks(payload: bytes | bytearray | memoryview | str) -> Iterator[bytes | memoryview]:
+    if isinstance(payload, str):
+        for start in range(0, len(payload), _CHUNK):
+            yield payload[start : start + _CHUNK].encode("utf-8", "replace")
+        return
+    view = memoryview(payload).cast("B")
+    for start in range(0, len(view), _CHUNK):
+        yield view[start : start + _CHUNK]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def try_lock(path: Path) -> int | None:

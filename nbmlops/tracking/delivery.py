@@ -11,12 +11,14 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import islice
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
-from nbmlops.exceptions import FlushTimeoutError, StoreAuthError, StoreUnavailableError
+from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
+    PAYLOADS_SUFFIX,
     Claim,
     Cursor,
     Damage,
@@ -25,6 +27,7 @@ from nbmlops.journal import (
     journal_tag,
     list_journals,
     read_records,
+    remove_journal,
     try_lock,
 )
 from nbmlops.redact import redact_uri
@@ -46,13 +49,22 @@ def register_uri(uri: str) -> str:
 
 
 class Deliverer:
-    """Delivers one journal's records in order and keeps its cursor."""
+    """Delivers one journal's records in order and keeps its cursor.
 
-    def __init__(self, journal_path: Path, on_run: RunListener | None = None) -> None:
+    ``journal_path`` is None for a live writer whose journal could not be made: the cursor then lives in
+    memory until :meth:`attach` names the journal.
+    """
+
+    def __init__(self, journal_path: Path | None, on_run: RunListener | None = None) -> None:
         self.journal_path = journal_path
-        self.cursor = Cursor.load(journal_path)
+        self.cursor = Cursor.load(journal_path) if journal_path is not None else Cursor()
         self.run_stores: dict[str, tuple[str, str | None]] = {}
         self.on_run = on_run
+
+    def attach(self, journal_path: Path) -> None:
+        """Keep the cursor beside ``journal_path``, a journal made after records went without one."""
+        self.journal_path = journal_path
+        self.cursor.offset = 0
 
     def note(self, record: dict[str, Any]) -> None:
         """Learn where a run's records go from its start record."""
@@ -75,13 +87,24 @@ class Deliverer:
             except RecordRejected:
                 refused += self._send_one_by_one(uri, artifact_root, group)
             self.cursor.offset = group[-1][0]
-            self.cursor.save(self.journal_path)
+            self._save_cursor()
         return refused
+
+    def _save_cursor(self) -> None:
+        if self.journal_path is None:
+            return
+        try:
+            self.cursor.save(self.journal_path)
+        except OSError:  # a full disk: a replay starts from the last cursor saved, and finds its runs by key
+            pass
 
     def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
         store = open_store(_uris.get(uri, uri), artifact_root)
         known = set(self.cursor.runs)
-        store.deliver([record for _, record in group], self.cursor.runs, careful)
+        records = [self._located(record) for _, record in group]
+        # a start record journaled again (after records went without a journal) may be delivered already
+        careful = careful or any(record.get("again") for record in records)
+        store.deliver(records, self.cursor.runs, careful)
         if self.on_run:
             for key in self.cursor.runs.keys() - known:
                 start = next(r for _, r in group if r["t"] == "start" and r["run"] == key)
@@ -102,6 +125,16 @@ class Deliverer:
                 _keep_refused(self.journal_path, record, str(exc))
         return refused
 
+    def _located(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record``, naming the absolute path of a payload it keeps beside the journal."""
+        name = record.get("file") if record["t"] == "artifact" else None
+        if name is None:
+            return record
+        parts = PurePosixPath(name).parts
+        if self.journal_path is None or len(parts) != 2 or not parts[0].endswith(PAYLOADS_SUFFIX) or ".." in parts:
+            raise RecordRejected(f"the payload {name!r} of artifact {record['path']!r} is not beside the journal")
+        return {**record, "file": str(self.journal_path.parent.joinpath(*parts))}
+
 
 def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | None]]) -> Iterable[list[Item]]:
     group: list[Item] = []
@@ -114,24 +147,62 @@ def _group_by_store(items: list[Item], run_stores: dict[str, tuple[str, str | No
         yield group
 
 
-def _keep_refused(journal_path: Path, record: dict[str, Any], reason: str) -> None:
-    """Refused records are kept beside the journals, never silently dropped."""
-    with open(journal_path.parent / "refused.jsonl", "a") as fh:
-        fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
+def _keep_refused(journal_path: Path | None, record: dict[str, Any], reason: str) -> None:
+    """Refused records are kept beside the journals (a payload file moved to ``refused/``), never silently
+    dropped; a journal that cannot be written keeps nothing (the refusal is on stderr)."""
+    if journal_path is None:
+        return
+    folder = journal_path.parent
+    if record["t"] == "artifact" and record.get("file"):
+        kept = folder / "refused" / f"{journal_path.stem}-{PurePosixPath(record['file']).name}"
+        try:
+            kept.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(folder / record["file"], kept)
+            record = {**record, "file": str(kept)}
+        except OSError:  # gone or damaged on disk (the likely reason it was refused): the record says where it was
+            record = {**record, "file": str(folder / record["file"])}
+    try:
+        with open(folder / "refused.jsonl", "a") as fh:
+            fh.write(json.dumps({"journal": journal_path.name, "reason": reason[:2000], "record": record}) + "\n")
+    except OSError:
+        pass
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A record waiting for the store: where it ends in the journal, and its size if it is kept in memory only."""
+
+    end: int
+    record: dict[str, Any]
+    weight: int | None = None
 
 
 class Writer:
-    """This process's background writer: drains the live journal into the store as records arrive."""
+    """This process's background writer: drains the live journal into the store as records arrive.
+
+    Records the journal could not take (a full disk; ``in_journal=False`` in :meth:`submit`) wait in memory
+    only, within bounds: past :attr:`MEMORY_RECORDS` of them the oldest are dropped, metrics first, and past
+    :attr:`MEMORY_BYTES` the largest, down to 90% of the bound; a run's start and end and a model
+    registration are never dropped. :attr:`dropped` counts what was, by record kind.
+    """
 
     #: how long the writer lets records gather before delivering them (unless a flush is waiting)
     LINGER_S = 0.025
+    #: how many records may wait in memory only (the journal could not take them), and how many bytes
+    MEMORY_RECORDS = 10_000
+    MEMORY_BYTES = 64 * 1024 * 1024
+    _NEVER_DROPPED = frozenset({"start", "end", "model"})
 
     def __init__(
-        self, journal_path: Path, on_run: RunListener | None = None, sync: Callable[[], None] | None = None
+        self, journal_path: Path | None, on_run: RunListener | None = None, sync: Callable[[], None] | None = None
     ) -> None:
         self.deliverer = Deliverer(journal_path, on_run)
         self._sync = sync
-        self._pending: deque[Item] = deque()
+        self._pending: deque[_Waiting] = deque()
+        self._sending = 0  # the first records of _pending, being delivered
+        self._in_memory = 0  # records kept in memory only, and their bytes
+        self._in_memory_bytes = 0
+        self.dropped: dict[str, int] = {}
         self._cond = threading.Condition()
         self._busy = False
         self._careful = False
@@ -142,12 +213,20 @@ class Writer:
         self._thread = threading.Thread(target=self._loop, name="nbmlops-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, items: list[Item]) -> None:
-        """Queue records that are already in the journal."""
+    def submit(self, items: list[Item], in_journal: bool = True) -> None:
+        """Queue records that are already in the journal, or (``in_journal=False``) that the journal could
+        not take: those are kept in memory only, within the bounds, and must be JSON (see
+        :func:`~nbmlops.journal.inline`)."""
         with self._cond:
-            for _, record in items:
+            for end, record in items:
                 self.deliverer.note(record)
-            self._pending.extend(items)
+                weight = None if in_journal else len(encode(record))
+                self._pending.append(_Waiting(end, record, weight))
+                if weight is not None:
+                    self._in_memory += 1
+                    self._in_memory_bytes += weight
+            if not in_journal:
+                self._shed()
             self._cond.notify_all()
 
     @property
@@ -155,6 +234,83 @@ class Writer:
         """How many records are waiting for the store."""
         with self._cond:
             return len(self._pending)
+
+    @property
+    def in_memory(self) -> int:
+        """How many of the waiting records are kept in memory only."""
+        with self._cond:
+            return self._in_memory
+
+    def attach(self, journal_path: Path) -> None:
+        """Keep the delivery cursor beside ``journal_path``, a journal made after records went without one."""
+        with self._cond:
+            self.deliverer.attach(journal_path)
+
+    def kept_in_memory(self) -> list[dict[str, Any]]:
+        """The waiting records kept in memory only, oldest first."""
+        with self._cond:
+            return [waiting.record for waiting in self._pending if waiting.weight is not None]
+
+    def journaled(self, records: list[dict[str, Any]], ends: list[int], handed_over: bool = False) -> None:
+        """``records`` (from :meth:`kept_in_memory`) are in the journal now, ending at ``ends``.
+
+        With ``handed_over``, another process delivers them from there: they leave this writer (but for
+        those it is sending right now).
+        """
+        where = {id(record): end for record, end in zip(records, ends)}
+        with self._cond:
+            kept: deque[_Waiting] = deque()
+            for index, waiting in enumerate(self._pending):
+                end = where.get(id(waiting.record))
+                if end is not None and waiting.weight is not None:
+                    self._in_memory -= 1
+                    self._in_memory_bytes -= waiting.weight
+                    waiting.weight, waiting.end = None, end
+                    if handed_over and index >= self._sending:
+                        continue
+                kept.append(waiting)
+            self._pending = kept
+            self._cond.notify_all()
+
+    def _shed(self) -> None:
+        """Keep the records held in memory only within bounds (see the class)."""
+        if self._in_memory <= self.MEMORY_RECORDS and self._in_memory_bytes <= self.MEMORY_BYTES:
+            return
+        count, size = self._in_memory, self._in_memory_bytes
+        fewer, smaller = int(self.MEMORY_RECORDS * 0.9), int(self.MEMORY_BYTES * 0.9)
+        droppable = [
+            waiting for waiting in islice(self._pending, self._sending, None)
+            if waiting.weight is not None and waiting.record["t"] not in self._NEVER_DROPPED
+        ]
+        doomed: set[int] = set()
+        if size > self.MEMORY_BYTES:
+            for waiting in sorted(droppable, key=lambda w: -(w.weight or 0)):
+                if size <= smaller:
+                    break
+                doomed.add(id(waiting))
+                count, size = count - 1, size - (waiting.weight or 0)
+        if count > self.MEMORY_RECORDS:
+            for metrics in (True, False):
+                for waiting in droppable:
+                    if count <= fewer:
+                        break
+                    if id(waiting) not in doomed and (waiting.record["t"] == "metrics") == metrics:
+                        doomed.add(id(waiting))
+                        count, size = count - 1, size - (waiting.weight or 0)
+        if not doomed:
+            return
+        if not self.dropped:
+            sys.stderr.write(
+                "nbmlops: neither the journal nor the tracking store can take records now, and the memory for them "
+                f"is bounded ({self.MEMORY_RECORDS:,} records, {self.MEMORY_BYTES // 2**20} MiB): the oldest records "
+                "are dropped, metrics first (the largest, past the size bound); how many is said at exit.\n"
+            )
+        for waiting in self._pending:
+            if id(waiting) in doomed:
+                kind = waiting.record["t"]
+                self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        self._pending = deque(waiting for waiting in self._pending if id(waiting) not in doomed)
+        self._in_memory, self._in_memory_bytes = count, size
 
     def flush(self, timeout: float | None) -> None:
         """Block until everything queued so far is delivered, or raise :class:`FlushTimeoutError`.
@@ -177,7 +333,8 @@ class Writer:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.5))
 
     def stop(self) -> None:
-        """End the background thread; records still queued stay in the journal for `nbmlops sync`."""
+        """End the background thread; records still queued stay in the journal for `nbmlops sync` (those
+        kept in memory only are lost: :attr:`in_memory` says how many)."""
         with self._cond:
             self._stopped = True
             self._wake = True
@@ -194,7 +351,8 @@ class Writer:
                     return
                 self._cond.wait_for(lambda: self._wake, timeout=self.LINGER_S)
                 self._wake = False
-                items = list(self._pending)
+                items = [(waiting.end, waiting.record) for waiting in self._pending]
+                self._sending = len(items)
                 self._busy = True
             try:
                 if self._sync is not None:
@@ -204,6 +362,7 @@ class Writer:
                 self._outage(exc, len(items))
                 with self._cond:
                     self._busy = False
+                    self._sending = 0
                     self._cond.notify_all()
                     self._wake = False
                     self._cond.wait_for(lambda: self._wake, timeout=backoff)
@@ -213,6 +372,7 @@ class Writer:
                 self._outage(exc, len(items))
                 with self._cond:
                     self._busy = False
+                    self._sending = 0
                     self._cond.notify_all()
                     self._cond.wait_for(lambda: self._wake, timeout=30.0)
                 continue
@@ -221,7 +381,11 @@ class Writer:
             backoff = 0.5
             with self._cond:
                 for _ in items:
-                    self._pending.popleft()
+                    waiting = self._pending.popleft()
+                    if waiting.weight is not None:
+                        self._in_memory -= 1
+                        self._in_memory_bytes -= waiting.weight
+                self._sending = 0
                 self._busy = False
                 self._careful = False
                 if self.last_error is not None:
@@ -391,8 +555,18 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing is left undelivered for a reason other than a live owner."""
-        return not self.errors
+        """True when nothing is left undelivered for a reason other than a live owner: no record damaged,
+        refused by the store, or left for a store that could not be reached."""
+        return not (self.errors or self.damage or self.refused)
+
+    def problems(self) -> list[str]:
+        """One line for each record not delivered: a damaged one (journal and byte offset), one the store
+        refused (its kind and run), the records left for a store that could not be reached (journal, offset)."""
+        return (
+            [f"damaged: {damage}" for damage in self.damage]
+            + [f"refused by the store: {reason} (kept in refused.jsonl beside the journals)" for reason in self.refused]
+            + [f"not delivered: {error}" for error in self.errors]
+        )
 
 
 def sync_journals(journal_dir: Path, reason: str = "its process ended without finishing the run") -> SyncReport:
@@ -451,23 +625,38 @@ def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
         closing.append({"t": "end", "run": key, "status": "FAILED", "ts": now})
         report.runs_failed.append(key)
     if closing:
-        data = b"".join(encode(r) for r in closing)
-        os.lseek(fd, 0, os.SEEK_END)
-        os.write(fd, data)
-        os.fsync(fd)
+        _append_closing(fd, closing)
         for record in closing:
             end += len(encode(record))
             items.append((end, record))
     try:
         report.refused += deliverer.deliver(items, careful=True)
-    except StoreUnavailableError as exc:
-        report.errors.append(f"{path.name}: {exc}")
+    except (NbmlopsError, OSError) as exc:
+        left = [record for offset, record in items if offset > deliverer.cursor.offset]
+        runs = {record["run"] for record in left}
+        report.errors.append(
+            f"{path} from byte {deliverer.cursor.offset}: {len(left)} record(s) of {len(runs)} run(s): {exc}"
+        )
         return
     report.runs.update(deliverer.cursor.runs)
     report.delivered += len(items)
     report.journals += 1
-    path.with_suffix(".cursor").unlink(missing_ok=True)
     if any(d.path == str(path) for d in report.damage):
         path.rename(path.with_suffix(".damaged"))  # kept for inspection; its valid records are delivered
-    else:
-        path.unlink(missing_ok=True)
+    remove_journal(path)
+
+
+def _append_closing(fd: int, closing: list[dict[str, Any]]) -> None:
+    """Journal the records that close a dead process's runs; on a full disk they are delivered all the same
+    (and made again by the next sync if they are not)."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(b"".join(encode(r) for r in closing))
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass

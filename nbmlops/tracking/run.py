@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import getpass
 import io
@@ -390,7 +389,7 @@ class Run:
 
     def log_bytes(self, data: bytes, path: str) -> None:
         """Store binary ``data`` (an image, say) as the artifact ``path``."""
-        self.session.emit([{"t": "artifact", "run": self.key, "path": path, "b64": base64.b64encode(data).decode()}])
+        self.session.emit([{"t": "artifact", "run": self.key, "path": path, "data": data}])
 
     def log_figure(self, figure: Any, path: str) -> None:
         """Store a matplotlib figure as a PNG artifact."""

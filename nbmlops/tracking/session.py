@@ -5,15 +5,17 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import errno
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from nbmlops.config import resolve_settings
 from nbmlops.exceptions import FlushTimeoutError
-from nbmlops.journal import Journal
+from nbmlops.journal import Journal, RecordTooLarge, inline
 from nbmlops.redact import Redactor
 from nbmlops.tracking.delivery import Writer, sync_journals
 
@@ -35,6 +37,9 @@ HANDOFF_TAG_ENV = "NBMLOPS_HANDOFF_TAG"
 class Session:
     """Everything tracking holds for the life of one process (one kernel, one script)."""
 
+    #: seconds between tries to write the journal again after it failed (a full disk, a file in the way)
+    JOURNAL_RETRY_S = 1.0
+
     def __init__(self, journal_dir: Path, handoff: bool = False, handoff_tag: str | None = None) -> None:
         self.journal_dir = journal_dir
         self.handoff = handoff
@@ -51,6 +56,11 @@ class Session:
         self._holds = 0
         self._held: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self.run_ids: dict[str, tuple[str, str]] = {}
+        self._trouble: str | None = None  # why the journal cannot be written now
+        self._retry_at = 0.0
+        self._told: set[int] = set()  # the causes (errno) already told
+        self._trouble_lock = threading.Lock()
+        self._starts_not_journaled: dict[str, dict[str, Any]] = {}
         if not handoff:
             self.background(self._recover)
 
@@ -59,18 +69,132 @@ class Session:
     def emit(self, records: list[dict[str, Any]]) -> None:
         """Journal ``records``, then hand them to the background writer (which fsyncs before delivering).
 
-        In a hand-off session (see :data:`HANDOFF_ENV`) they stay in the journal for the runner.
+        In a hand-off session (see :data:`HANDOFF_ENV`) they stay in the journal for the runner. An
+        artifact's large payload goes to a file beside the journal (see :mod:`nbmlops.journal`); a record
+        too large for the journal is refused with one warning.
+
+        Never raises for the journal's sake: when it cannot be written (a full disk, a file where its folder
+        should be), one warning per cause names the path and why, the records wait in memory (within the
+        writer's bounds) and the writer delivers them straight to the store; every
+        :attr:`JOURNAL_RETRY_S` the journal is tried again, and once it takes records, those kept in memory
+        go in first.
         """
         if not records:
             return
         with self._lock:
-            if self._journal is None:
+            journal = self._journal_to_try()
+            ends = None
+            if journal is not None:
+                records, ends = self._journal_records(journal, records)
+            if ends is None:
+                records = [inline(record) for record in records]
+                self._starts_not_journaled.update((r["run"], r) for r in records if r["t"] == "start")
+            writer = self._writer_for(in_journal=ends is not None)
+            if writer is not None and records:
+                at = ends or [self._journal.size if self._journal else 0] * len(records)
+                writer.submit(list(zip(at, records)), in_journal=ends is not None)
+
+    def _journal_to_try(self) -> Journal | None:
+        """The journal, made if need be; None while it failed less than :attr:`JOURNAL_RETRY_S` ago."""
+        if self._trouble is not None and time.monotonic() < self._retry_at:
+            return None
+        if self._journal is None:
+            try:
                 self._journal = Journal(self.journal_dir, self.handoff_tag)
-                if not self.handoff:
-                    self._writer = Writer(self._journal.path, on_run=self._run_created, sync=self._journal.sync)
-            ends = self._journal.append(records)
+            except OSError as exc:
+                self._journal_failed(self.journal_dir, exc)
+                return None
             if self._writer is not None:
-                self._writer.submit(list(zip(ends, records)))
+                self._writer.attach(self._journal.path)
+        return self._journal
+
+    def _journal_records(
+        self, journal: Journal, records: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[int] | None]:
+        """Write ``records`` (after those kept in memory, if the journal failed before); returns them as
+        journaled and their end offsets, or None for the offsets when the disk refused them."""
+        try:
+            records = [journal.prepare(record) for record in records]
+        except OSError as exc:
+            self._journal_failed(journal.payloads, exc)
+            return records, None
+        backlog = self._backlog() if self._trouble is not None else []
+        if not backlog and not records:
+            return records, []
+        while True:
+            try:
+                ends = journal.append(backlog + records)
+                break
+            except RecordTooLarge as exc:  # never one kept in memory: they are smaller than the writer's bound
+                records.pop(exc.index - len(backlog))
+                sys.stderr.write(f"nbmlops: {exc}\n")
+            except OSError as exc:
+                self._journal_failed(journal.path, exc)
+                return records, None
+        if self._trouble is not None:
+            self._journal_resumed(journal, backlog, ends[: len(backlog)])
+        return records, ends[len(backlog) :]
+
+    def _backlog(self) -> list[dict[str, Any]]:
+        """What goes into the journal first when it can be written again: the records kept in memory, after
+        the start records of their runs that went straight to the store (marked ``again``: delivered carefully)."""
+        kept = self._writer.kept_in_memory() if self._writer else []
+        waiting = {id(record) for record in kept}
+        again = [{**start, "again": True} for start in self._starts_not_journaled.values() if id(start) not in waiting]
+        return again + kept
+
+    def _journal_resumed(self, journal: Journal, backlog: list[dict[str, Any]], ends: list[int]) -> None:
+        kept = [(record, end) for record, end in zip(backlog, ends) if not record.get("again")]
+        if self._writer is not None:
+            self._writer.journaled([r for r, _ in kept], [e for _, e in kept], handed_over=self.handoff)
+        self._starts_not_journaled.clear()
+        with self._trouble_lock:
+            self._trouble = None
+            self._told.clear()
+        sys.stderr.write(
+            f"nbmlops: the journal can be written again ({journal.path}); records go to it from now on "
+            f"({len(kept)} kept in memory went in first).\n"
+        )
+
+    def _journal_failed(self, path: Path, exc: OSError) -> None:
+        """Note that the journal cannot be written, and say so once per cause (also from the writer's thread)."""
+        cause = exc.strerror or str(exc)
+        if exc.errno == errno.EEXIST:
+            cause += " (a file stands where the journal folder should be)"
+        elif exc.errno == errno.ENOTDIR:
+            cause += " (a file stands where a folder of its path should be)"
+        with self._trouble_lock:
+            self._trouble = cause
+            self._retry_at = time.monotonic() + self.JOURNAL_RETRY_S
+            if exc.errno in self._told:
+                return
+            self._told.add(exc.errno or 0)
+        sys.stderr.write(
+            f"nbmlops: cannot write the journal: {exc.filename or path}: {cause}. Tracking goes on: records are "
+            f"kept in memory (at most {Writer.MEMORY_RECORDS:,} records, {Writer.MEMORY_BYTES // 2**20} MiB) and "
+            "delivered straight to the tracking store while it is reachable; journaling resumes once the disk "
+            "can be written.\n"
+        )
+
+    def _writer_for(self, in_journal: bool) -> Writer | None:
+        """The writer that delivers records: none for journaled records of a hand-off session (the runner
+        delivers them), else this process's, made on first use."""
+        if self.handoff and in_journal:
+            return None
+        if self._writer is None:
+            path = self._journal.path if self._journal is not None else None
+            self._writer = Writer(path, on_run=self._run_created, sync=self._sync_journal)
+        return self._writer
+
+    def _sync_journal(self) -> None:
+        """Make the journal durable (the writer does before it sends); a disk that fails is noted."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            journal.sync()
+        except OSError as exc:
+            self._journal_failed(journal.path, exc)
 
     @property
     def pending(self) -> int:
@@ -137,8 +261,8 @@ class Session:
             raise FlushTimeoutError(self.pending + len(not_done), "capture still running")
         if self._writer is not None:
             self._writer.flush(timeout)
-        elif self._journal is not None:
-            self._journal.sync()
+        if self.handoff:
+            self._sync_journal()
 
     # -- run ids for displays ------------------------------------------------------------------
 
@@ -170,9 +294,18 @@ class Session:
             )
 
     def close(self, timeout: float) -> None:
-        """End open runs, deliver what can be delivered within ``timeout``, release the journal."""
+        """End open runs, deliver what can be delivered within ``timeout``, release the journal.
+
+        Records kept in memory only (the journal could not be written) are journaled if the disk takes them
+        now; those it does not and the store did not take either are counted on stderr as lost.
+        """
         for run in reversed(list(self.runs)):
             run.end("KILLED", reason="the process exited while the run was open")
+        with self._lock:
+            self._retry_at = 0.0
+            journal = self._journal_to_try() if self._trouble is not None else None
+            if journal is not None:
+                self._journal_records(journal, [])
         try:
             self.flush(timeout)
             delivered = True
@@ -182,9 +315,25 @@ class Session:
         with self._lock:
             if self._writer is not None:
                 self._writer.stop()
+                self._tell_losses(self._writer)
             if self._journal is not None:
-                self._journal.sync()
-                self._journal.close(remove=delivered and not self.handoff)
+                with contextlib.suppress(OSError):  # a disk that failed was told; what it holds stays for sync
+                    self._journal.sync()
+                with contextlib.suppress(OSError):
+                    self._journal.close(remove=delivered and not self.handoff)
+
+    def _tell_losses(self, writer: Writer) -> None:
+        if writer.in_memory:
+            sys.stderr.write(
+                f"nbmlops: {writer.in_memory} record(s) kept only in memory are lost: the journal could not be "
+                f"written ({self._trouble}) and the tracking store did not take them.\n"
+            )
+        if writer.dropped:
+            kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(writer.dropped.items()))
+            sys.stderr.write(
+                f"nbmlops: {sum(writer.dropped.values())} record(s) were dropped ({kinds}) because neither the "
+                "journal nor the tracking store could take them.\n"
+            )
 
 
 _session: Session | None = None
@@ -218,7 +367,10 @@ def _start_session() -> None:
 
 def _close_at_exit(session: Session, timeout: float) -> None:
     if _session is session and _session_pid == os.getpid():
-        session.close(timeout)
+        try:
+            session.close(timeout)
+        except Exception as exc:  # the interpreter is exiting: one line, never a traceback
+            sys.stderr.write(f"nbmlops: closing the tracking session failed: {type(exc).__name__}: {exc}\n")
 
 
 def close_session(timeout: float = 10.0) -> None:
