@@ -222,7 +222,7 @@ class _Column:
     def _nulls(self, mask: np.ndarray, start: int) -> None:
         import numpy as np
 
-        self.nulls.update((np.flatnonzero(mask) + (self.pos + start)).astype("<i8"))
+        self.nulls.update(_raw((np.flatnonzero(mask) + (self.pos + start)).astype("<i8")))
 
     def _fixed(self, a: np.ndarray, mask: np.ndarray | None) -> None:
         import numpy as np
@@ -230,7 +230,7 @@ class _Column:
         le = a.dtype.newbyteorder("<")
         a = a.reshape(1) if a.ndim == 0 else a
         if mask is None and a.dtype.kind not in "fc" and a.dtype == le and a.flags.c_contiguous:
-            self.values.update(a.reshape(-1).view(np.uint8))  # zero-copy
+            self.values.update(_raw(a.reshape(-1).view(np.uint8)))  # zero-copy
             return
         step = max(1, _CHUNK_BYTES // max(1, a[:1].nbytes))
         for i in range(0, len(a), step):
@@ -242,7 +242,7 @@ class _Column:
                 f = c.view(f"<f{le.itemsize // 2 if le.kind == 'c' else le.itemsize}")
                 if np.isnan(f.min()):  # min() propagates NaN and is cheaper than isnan()
                     c = np.where(np.isnan(f), np.nan, f)
-            self.values.update(c.reshape(-1).view(np.uint8))
+            self.values.update(_raw(c.reshape(-1).view(np.uint8)))
 
     def _strings(self, chunk: pa.Array, mask: np.ndarray | None) -> None:
         """Feed string or binary values: their bytes, and their lengths as int64."""
@@ -261,7 +261,7 @@ class _Column:
             offsets = offsets_of(chunk)
         step = _CHUNK_BYTES // 8
         for i in range(0, len(chunk), step):
-            self.lengths.update(np.diff(offsets[i : i + step + 1]).astype("<i8"))
+            self.lengths.update(_raw(np.diff(offsets[i : i + step + 1]).astype("<i8")))
             if mask is not None and (m := mask[i : i + step]).any():
                 self._nulls(m, i)
         if len(chunk) and chunk.buffers()[2] is not None:
@@ -425,8 +425,13 @@ def _raise(error: OSError) -> None:
     raise error
 
 
+def _raw(array: Any) -> memoryview:
+    """The bytes of a contiguous numpy array, without a copy (numpy's stubs declare its buffer only for 3.12+)."""
+    return memoryview(array)
+
+
 def _dir_digest(root: str) -> bytes:
-    entries = []
+    entries: list[tuple[str, ...] | tuple[str, str, bytes]] = []
     for parent, dirs, files in os.walk(root, onerror=_raise):  # links are listed, not followed
         for name in dirs + files:
             path = os.path.join(parent, name)

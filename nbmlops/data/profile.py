@@ -80,7 +80,7 @@ def mlflow_schema(obj: object) -> str | None:
         items = obj.items() if isinstance(obj, pd.DataFrame) else [(obj.name, obj)]
         specs = []
         for name, s in items:
-            spec = {"type": _mlflow_type(s.dtype, s)}
+            spec: dict[str, Any] = {"type": _mlflow_type(s.dtype, s)}
             if name is not None:
                 spec["name"] = str(name)
             spec["required"] = not bool(s.isna().any())

@@ -474,8 +474,8 @@ def _memory_bytes(obj: Any) -> int:
 
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
-    usage = obj.memory_usage(index=True, deep=True)
-    return int(usage) if np.isscalar(usage) else int(usage.sum())
+    usage: Any = obj.memory_usage(index=True, deep=True)  # a number for a Series, a Series for a frame
+    return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
 
 
 def _rebuild_info(obj: Any, kind: str) -> dict[str, Any]:
@@ -571,8 +571,8 @@ def _raise_if_stale(obj: Any, digest: str) -> None:
 
 def _mismatch(obj: Any, back: Any) -> str:
     """Say which columns changed type on the way through Parquet."""
-    before = getattr(obj, "dtypes", None)
-    after = getattr(back, "dtypes", None)
+    before: Any = getattr(obj, "dtypes", None)
+    after: Any = getattr(back, "dtypes", None)
     if hasattr(before, "items") and hasattr(after, "items") and len(before) == len(after):
         changed = [
             f"{name!r} {a} -> {b}"

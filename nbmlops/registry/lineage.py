@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
@@ -65,7 +66,7 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
     parent = load_run(settings.tracking_uri, run.parent_run_id) if run.parent_run_id else None
     snapshots = SnapshotStore(settings.data_dir)  # this machine's: the run's tags tell of shared ones
     used = list(run.datasets) + [d for d in (parent.datasets if parent else ()) if d not in run.datasets]
-    tags = {**(parent.tags if parent else {}), **run.tags}
+    tags: Mapping[str, str] = {**(parent.tags if parent else {}), **run.tags}
     mine = {run.run_id, *([parent.run_id] if parent else [])}
     links = tuple(
         DatasetLink(name, digest, context, _snapshot(tags, digest, snapshots), tuple(_producers(client, digest, mine)))
@@ -88,7 +89,7 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
     )
 
 
-def _snapshot(tags: dict[str, str], digest: str, snapshots: Any) -> bool:
+def _snapshot(tags: Mapping[str, str], digest: str, snapshots: Any) -> bool:
     """Whether the data is snapshotted: as the run recorded it (``nbmlops.snapshot.<fp>``), or found here."""
     return tags.get(f"nbmlops.snapshot.{digest}") == "stored" or digest in snapshots
 

@@ -77,7 +77,7 @@ def features_of(model: Any, candidates: dict[str, Any]) -> tuple[str, Any] | Non
     wanted = getattr(model, "n_features_in_", None)
     names = getattr(model, "feature_names_in_", None)
     for name, obj in candidates.items():
-        shape = getattr(obj, "shape", ())
+        shape: tuple[int, ...] = getattr(obj, "shape", ())
         if len(shape) != 2 or (wanted is not None and shape[1] != wanted):
             continue
         if names is not None:

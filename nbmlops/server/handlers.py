@@ -105,7 +105,7 @@ class NbmlopsHandler(APIHandler):
         """The most a request body may hold: the ``nbmlops_max_body_bytes`` server setting, else 1 MiB."""
         return int(self.settings.get("nbmlops_max_body_bytes", MAX_BODY_BYTES))
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # type: ignore[override]  # APIHandler's own override drops the keyword
         """Authenticate (jupyter_server), then refuse a declared body above the limit before reading it."""
         await super().prepare()
         declared = self.request.headers.get("Content-Length", "")

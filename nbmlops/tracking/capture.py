@@ -106,6 +106,12 @@ def _is_setting(value: Any) -> bool:
     return True
 
 
+if sys.version_info >= (3, 11):
+    _TRY: tuple[type[ast.stmt], ...] = (ast.Try, ast.TryStar)
+else:
+    _TRY = (ast.Try,)
+
+
 class _Walker:
     """Follows the top-level statements in execution order, keeping what has been bound so far."""
 
@@ -132,7 +138,7 @@ class _Walker:
                 self.target_reads(target, augmented=isinstance(node, ast.AugAssign))
             if value is None:
                 return
-            self._note_call(value, targets)
+            self._note_call(value, list(targets))
             read_by_value = set(_loads(value))
             for target in targets:
                 for name, sub_value in _bind(target, value):
@@ -165,7 +171,7 @@ class _Walker:
                     r.loop_targets.update(names)  # a file or context object: no param, no metric
                     self.bound.update(names)
             self.block(node.body, self.in_loop)
-        elif isinstance(node, ast.Try) or (sys.version_info >= (3, 11) and isinstance(node, ast.TryStar)):
+        elif isinstance(node, _TRY):
             self.block(node.body, self.in_loop)
             for handler in node.handlers:
                 if handler.type is not None:

@@ -237,7 +237,7 @@ class TrackedCell:
                 params[name] = ns[name]
                 found.metrics.pop(name, None)
         for name in self.options.metrics:
-            value = ns.get(name)
+            value: Any = ns.get(name)
             numbers = number_list(value)
             if name in ns and is_metric_value(value):
                 found.metrics[name] = float(value)

@@ -149,7 +149,7 @@ def _from_sklearn(target: Any) -> bool:
 def _parameters(target: Any) -> dict[str, Any] | None:
     """Parameter name -> default (``inspect.Parameter.empty`` turned into a sentinel) of a class or function."""
     try:
-        signature = inspect.signature(target.__init__ if isinstance(target, type) else target)
+        signature = inspect.signature(target if not isinstance(target, type) else getattr(target, "__init__"))
     except (TypeError, ValueError):
         return None
     return {name: (p.default if p.default is not inspect.Parameter.empty else ...) for name, p in signature.parameters.items()}
