@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import TrackingError
 from nbmlops.tracking.delivery import register_uri
+from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
 from nbmlops.tracking.session import Session, get_session
 
 __all__ = ["SNAPSHOT_TAG", "Run", "active_run", "process_start_time", "snapshot_state", "track"]
@@ -42,26 +43,6 @@ _unshared: set[str] = set()  # snapshot remotes an upload to failed, warned abou
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def process_start_time(pid: int | str = "self") -> str | None:
-    """The kernel's start time of process ``pid`` (clock ticks since boot), to tell reused pids apart."""
-    if pid == "self":
-        return _own_start_time(os.getpid())
-    return _start_time(pid)
-
-
-@functools.lru_cache(maxsize=4)
-def _own_start_time(pid: int) -> str | None:
-    return _start_time(pid)
-
-
-def _start_time(pid: int | str) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def notebook_path(namespace: Mapping[str, Any] | None = None) -> str | None:
@@ -221,6 +202,7 @@ class Run:
         if self._initial_params:
             records += self._params_records(self._initial_params)
         self.session.emit(records)
+        beat_for(self)
         self.session.background(self._capture_context, set(self.settings.capture))
         return self
 
@@ -294,6 +276,7 @@ class Run:
                 _stack.remove(self)
         if self in self.session.runs:
             self.session.runs.remove(self)
+        stop_beating(self)
         self.session.emit(records)
 
     def __enter__(self) -> "Run":

@@ -18,6 +18,7 @@ from nbmlops.exceptions import FlushTimeoutError
 from nbmlops.journal import Journal, RecordTooLarge, inline
 from nbmlops.redact import Redactor
 from nbmlops.tracking.delivery import Writer, sync_journals
+from nbmlops.tracking.reap import reap_when_tracking
 
 if TYPE_CHECKING:
     from nbmlops.tracking.run import Run
@@ -292,6 +293,7 @@ class Session:
             sys.stderr.write(
                 f"nbmlops: marked {len(report.runs_failed)} run(s) of a dead process as FAILED (kernel_died).\n"
             )
+        reap_when_tracking()
 
     def close(self, timeout: float) -> None:
         """End open runs, deliver what can be delivered within ``timeout``, release the journal.

@@ -645,29 +645,40 @@ class Store:
         self._call(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
 
 
-    def running_runs(self, host: str) -> list[tuple[str, dict[str, str]]]:
-        """``(run_id, tags)`` of every RUNNING run that a process on ``host`` started."""
+    def running_runs(self) -> list[tuple[str, int, dict[str, str]]]:
+        """``(run_id, start time in ms, tags)`` of every RUNNING run that nbmlops made (it has a run key), on
+        any host."""
         client = self.client
-        experiments = self._call(lambda: client.search_experiments())
-        ids = [e.experiment_id for e in experiments]
-        found: list[tuple[str, dict[str, str]]] = []
-        for start in range(0, len(ids), 50):
-            runs = self._call(
-                lambda: client.search_runs(
-                    ids[start : start + 50],
-                    filter_string=f"attributes.status = 'RUNNING' and tags.`nbmlops.host` = '{host}'",
-                    max_results=5000,
+        ids = [e.experiment_id for e in self._pages(lambda token: client.search_experiments(page_token=token))]
+
+        def running(chunk: list[str]) -> list[Any]:
+            return self._pages(
+                lambda token: client.search_runs(
+                    chunk, filter_string="attributes.status = 'RUNNING'", max_results=5000, page_token=token
                 )
             )
-            found += [(run.info.run_id, dict(run.data.tags)) for run in runs]
-        return found
 
-    def fail_run(self, run_id: str, reason: str) -> None:
-        """Mark a run whose process is gone as FAILED, saying why."""
+        runs = [run for start in range(0, len(ids), 50) for run in running(ids[start : start + 50])]
+        return [(r.info.run_id, r.info.start_time or 0, r.data.tags) for r in runs if RUN_KEY_TAG in r.data.tags]
+
+    def fail_run(
+        self, run_id: str, failure: str, reason: str, still: Callable[[int, dict[str, str]], bool] | None = None
+    ) -> bool:
+        """Mark a RUNNING run FAILED, tagged ``nbmlops.failure`` = ``failure`` and ``nbmlops.failure_reason``.
+
+        The run is read again first: one that ended meanwhile, or for which ``still(start time in ms, tags)``
+        no longer holds (a beat came), is left alone. Returns True when the run was failed.
+        """
         client = self.client
-        self._call(lambda: client.set_tag(run_id, "nbmlops.failure", "kernel_died"))
+        run = self._call(lambda: client.get_run(run_id))
+        if run.info.status != "RUNNING":
+            return False
+        if still is not None and not still(run.info.start_time or 0, dict(run.data.tags)):
+            return False
+        self._call(lambda: client.set_tag(run_id, "nbmlops.failure", failure))
         self._call(lambda: client.set_tag(run_id, "nbmlops.failure_reason", reason))
         self._call(lambda: client.set_terminated(run_id, "FAILED"))
+        return True
 
     def experiment_run_counts(self) -> list[tuple[str, str, int]]:
         """``(experiment id, name, number of runs)`` for every active experiment."""
@@ -693,6 +704,17 @@ class Store:
         )
         earlier = [run for run in runs if run.info.run_id != run_id]
         return dict(earlier[0].data.metrics) if earlier else None
+
+    def _pages(self, fetch: Callable[[str | None], Any]) -> list[Any]:
+        """Every item of a paged MLflow search: ``fetch(page_token)`` page after page."""
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self._call(lambda token=token: fetch(token))
+            items += page
+            token = page.token
+            if not token:
+                return items
 
 
 def _data_count(run: Any) -> int:
