@@ -66,14 +66,14 @@ _REJECTED = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST"
 _AUTH = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
 #: how long a local sqlite store waits for another local process (its lock, its schema creation)
 _SQLITE_WAIT_S = 60.0
-#: how long an exiting process waits for the schema it is building, so that short processes do not
-#: each start it anew and never finish it
-_BUILD_AT_EXIT_S = 120.0
+#: how long an exiting process waits for a store it is opening (and perhaps making), so that short
+#: processes do not each start the schema anew and never finish it
+_OPEN_AT_EXIT_S = 120.0
 _stores: dict[tuple[str, str | None], "Store"] = {}
 _stores_lock = threading.Lock()
 _limits = threading.local()
-_building = threading.Condition()
-_builds = 0
+_opened = threading.Condition()
+_openings = 0
 
 
 class RecordRejected(Exception):
@@ -219,7 +219,7 @@ class Store:
         # schema creation and migration chatter (also from the registry's own store, made on first use)
         for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        with _file_lock(path.with_name(path.name + ".lock"), self.display_uri):
+        with _file_lock(path.with_name(path.name + ".lock"), self.display_uri), _opening():
             state = _schema_state(path)
             if state == "half-built" and _holds_records(path):
                 raise StoreUnavailableError(
@@ -245,32 +245,24 @@ class Store:
     def _build_schema(self, path: Path) -> None:
         """Make the MLflow schema in ``<path>.building``, then move it to ``path`` (replacing a store with no
         tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store."""
-        global _builds
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         building = path.with_name(path.name + ".building")
         for leftover in _sqlite_files(building):
             leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
         root = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else "./mlruns"
-        with _building:
-            _builds += 1
+        store = SqlAlchemyStore(f"sqlite:///{building}", root)
+        store.engine.dispose()
+        connection = sqlite3.connect(building)
         try:
-            store = SqlAlchemyStore(f"sqlite:///{building}", root)
-            store.engine.dispose()
-            connection = sqlite3.connect(building)
-            try:
-                connection.execute("PRAGMA journal_mode=WAL")
-            finally:
-                connection.close()
-            _fsync(building)
-            for stale in _sqlite_files(path)[1:]:
-                stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
-            os.replace(building, path)
-            _fsync(path.parent)
+            connection.execute("PRAGMA journal_mode=WAL")
         finally:
-            with _building:
-                _builds -= 1
-                _building.notify_all()
+            connection.close()
+        _fsync(building)
+        for stale in _sqlite_files(path)[1:]:
+            stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
+        os.replace(building, path)
+        _fsync(path.parent)
 
     def _call(self, fn: Callable[[], Any], retry: bool = True, fresh: bool = False) -> Any:
         """Run one store call within the budget; classify what goes wrong.
@@ -908,9 +900,23 @@ def _one_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:500]
 
 
+@contextlib.contextmanager
+def _opening() -> Iterator[None]:
+    """Count this thread as opening a sqlite store (its schema may be in the making) until the block ends."""
+    global _openings
+    with _opened:
+        _openings += 1
+    try:
+        yield
+    finally:
+        with _opened:
+            _openings -= 1
+            _opened.notify_all()
+
+
 @atexit.register
-def _finish_builds() -> None:
-    """At exit, let a schema being built in another thread (the writer's, a daemon) finish: else every short
-    process would start it anew and none would finish it."""
-    with _building:
-        _building.wait_for(lambda: _builds == 0, timeout=_BUILD_AT_EXIT_S)
+def _finish_openings() -> None:
+    """At exit, let a store that another thread (the writer's, a daemon) is opening, and perhaps making, be
+    made: else every short process would start the schema anew and none would finish it."""
+    with _opened:
+        _opened.wait_for(lambda: _openings == 0, timeout=_OPEN_AT_EXIT_S)
