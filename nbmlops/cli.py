@@ -538,7 +538,8 @@ def _sync(settings: Settings, args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print(f"delivered {report.delivered} record(s) from {report.journals} journal(s)")
     if report.busy:
-        print(f"{len(report.busy)} journal(s) still owned by a running process (not an error): {', '.join(report.busy)}")
+        owned = ", ".join(report.busy)
+        print(f"{len(report.busy)} journal(s) still owned by a running process (not an error): {owned}")
     if report.runs_failed:
         print(f"marked {len(report.runs_failed)} run(s) of dead processes FAILED")
     if problems:

@@ -217,10 +217,10 @@ class Writer:
         """Queue records that are already in the journal, or (``in_journal=False``) that the journal could
         not take: those are kept in memory only, within the bounds, and must be JSON (see
         :func:`~nbmlops.journal.inline`)."""
+        weights = [None if in_journal else len(encode(record)) for _, record in items]
         with self._cond:
-            for end, record in items:
+            for (end, record), weight in zip(items, weights):
                 self.deliverer.note(record)
-                weight = None if in_journal else len(encode(record))
                 self._pending.append(_Waiting(end, record, weight))
                 if weight is not None:
                     self._in_memory += 1

@@ -167,7 +167,7 @@ class Session:
         with self._trouble_lock:
             self._trouble = cause
             self._retry_at = time.monotonic() + self.JOURNAL_RETRY_S
-            if exc.errno in self._told:
+            if (exc.errno or 0) in self._told:
                 return
             self._told.add(exc.errno or 0)
         sys.stderr.write(

@@ -77,6 +77,27 @@ nbmlops.flush(180)
 print("delivered", flush=True)
 """
 
+COMES_BACK_SCRIPT = """
+import sys, time
+from pathlib import Path
+import nbmlops
+with nbmlops.track("comes back", params={"a": 1}) as run:
+    for i in range(3):
+        nbmlops.log_metric("loss", float(i))
+    nbmlops.flush(120)  # straight to the store: no journal
+    print("delivered", run.key, flush=True)
+    sys.stdin.readline()  # the store is down now
+    for i in range(3, 6):
+        nbmlops.log_metric("loss", float(i))
+    Path(".nbmlops/journal").unlink()  # the journal's folder can be made again
+    i, deadline = 6, time.monotonic() + 60
+    while not list(Path(".nbmlops/journal").glob("*.journal")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        nbmlops.log_metric("loss", float(i))
+        i += 1
+print("logged", i, flush=True)
+"""
+
 EXIT_SCRIPT = """
 import nbmlops
 with nbmlops.track("nowhere") as run:
@@ -130,7 +151,8 @@ def test_journal_folder_that_is_a_file_never_breaks_the_cell_and_records_go_stra
     in_the_way.parent.mkdir()
     in_the_way.write_text("not a folder\n")
 
-    result = shell.run_cell("%%track\nimport nbmlops\nfor i in range(5):\n    nbmlops.log_metric('loss', 1.0 / (i + 1))\ndone = 'yes'\n")
+    cell = "%%track\nimport nbmlops\nfor i in range(5):\n    nbmlops.log_metric('loss', 1.0 / (i + 1))\ndone = 'yes'\n"
+    result = shell.run_cell(cell)
 
     assert result.error_before_exec is None and result.error_in_exec is None, result.error_in_exec
     assert shell.user_ns["done"] == "yes"
@@ -166,7 +188,7 @@ def test_a_full_disk_mid_run_lets_the_script_finish_delivers_every_record_and_ex
     project = _project(tmp_path / "project")
     result = subprocess.run(
         [sys.executable, "-c", STORE_UP_SCRIPT], cwd=project, env=_env(server, request.node.name),
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, check=False, timeout=300,
     )
 
     _assert_clean_exit(result)
@@ -191,7 +213,7 @@ def test_a_full_disk_while_the_store_is_down_keeps_records_in_memory_and_journal
     project = _project(tmp_path / "project")
     result = subprocess.run(
         [sys.executable, "-c", STORE_DOWN_SCRIPT], cwd=project, env=_env(uri, request.node.name),
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, check=False, timeout=300,
     )
 
     _assert_clean_exit(result)
@@ -209,12 +231,50 @@ def test_a_full_disk_while_the_store_is_down_keeps_records_in_memory_and_journal
     with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")) as live:
         sync = subprocess.run(
             [sys.executable, "-m", "nbmlops.cli", "sync"], cwd=project, env=_env(live, request.node.name),
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, check=False, timeout=300,
         )
         assert sync.returncode == 0, sync.stderr
         (run,) = runs_of(MlflowClient(live), request.node.name)
         assert run.data.tags["nbmlops.run_key"] == key and run.info.status == "FINISHED"
         assert _losses(MlflowClient(live), run) == [float(i) for i in range(int(count))]
+
+
+def test_a_run_begun_without_a_journal_is_journaled_with_its_start_once_the_folder_is_back_and_sync_adds_to_it_once(
+    tmp_path, request
+):
+    from mlflow import MlflowClient
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    project = _project(tmp_path / "project", journal_is_a_file=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", COMES_BACK_SCRIPT], cwd=project, env=_env(uri, request.node.name),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")):
+            key = process.stdout.readline().split()[1]
+        out, err = process.communicate("store down\n", timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    count = int(re.search(r"logged (\d+)", out).group(1))
+    assert "the journal can be written again" in err
+    (journal,) = (project / ".nbmlops" / "journal").glob("*.journal")
+    records = [r for _, r in read_records(journal)]
+    # the run's start went to the store before there was a journal: it is journaled again, for a replay
+    assert [r["run"] for r in records if r["t"] == "start" and r.get("again")] == [key]
+
+    with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")) as live:
+        sync = subprocess.run(
+            [sys.executable, "-m", "nbmlops.cli", "sync"], cwd=project, env=_env(live, request.node.name),
+            capture_output=True, text=True, check=False, timeout=300,
+        )
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        (run,) = runs_of(MlflowClient(live), request.node.name)  # one run: the replay found it by its key
+        assert run.data.tags["nbmlops.run_key"] == key and run.info.status == "FINISHED"
+        assert _losses(MlflowClient(live), run) == [float(i) for i in range(count)]
 
 
 def test_records_past_the_memory_bound_drop_the_oldest_metrics_first_and_say_how_many(tmp_path, request):
@@ -252,8 +312,9 @@ def test_records_past_the_memory_bound_drop_the_oldest_metrics_first_and_say_how
 def test_exit_with_an_unwritable_journal_and_a_dead_store_is_clean_and_says_what_is_lost(tmp_path, request):
     project = _project(tmp_path / "project", journal_is_a_file=True)
     result = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT], cwd=project, env=_env(f"http://127.0.0.1:{free_port()}", request.node.name),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", EXIT_SCRIPT], cwd=project,
+        env=_env(f"http://127.0.0.1:{free_port()}", request.node.name),
+        capture_output=True, text=True, check=False, timeout=300,
     )
 
     _assert_clean_exit(result)
