@@ -1,8 +1,9 @@
 """Runs left RUNNING by a process that died (SIGKILL, out of memory, power loss), on this machine or another,
 are marked FAILED.
 
-On this host a run's process is looked up by pid and start time: a dead one's runs fail at once
-(``nbmlops.failure=kernel_died``), a live one's never. A run of another host (or of an unknown one) fails when
+On this host a run's process is looked up by pid and start time: a live one's runs are never failed, a dead
+one's are (``nbmlops.failure=kernel_died``) at once by ``nbmlops runs reap``, after ``heartbeat_timeout`` by a
+new session's reap. A run of another host (or of an unknown one) fails when
 its last heartbeat (see :mod:`nbmlops.tracking.heartbeat`), or its start when it has none, is older than
 ``heartbeat_timeout`` (``nbmlops.failure=heartbeat_lost``). If its process was alive after all (a machine cut
 off from the store) and later delivers the run's own end, that end replaces FAILED.
@@ -54,26 +55,30 @@ def reap(settings: Settings) -> ReapReport:
     return report
 
 
-def reap_runs(settings: Settings) -> list[Reaped]:
+def reap_runs(settings: Settings, patient: bool = False) -> list[Reaped]:
     """Fail the tracking store's RUNNING nbmlops runs of a dead process on this host, and those of any other
-    host whose last sign of life is older than ``settings.heartbeat_timeout`` seconds."""
+    host whose last sign of life is older than ``settings.heartbeat_timeout`` seconds.
+
+    ``patient`` (a new session's reap) fails a run of a dead process on this host only once it is that silent
+    too: the records of a process that has just ended, its end among them, may still be on their way.
+    """
     register_uri(settings.tracking_uri)
     store = open_store(settings.tracking_uri, settings.artifact_root)
-    here = socket.gethostname()
+    here, timeout = socket.gethostname(), settings.heartbeat_timeout
     reaped = []
     for run_id, start_ms, tags in store.running_runs():
         host = tags.get("nbmlops.host", "")
+        silent = _silent_for(start_ms, tags) > timeout
+        still = _still_silent(timeout) if silent else None
         if host == here:
             pid = tags.get("nbmlops.pid", "")
-            if _process_alive(pid, tags.get("nbmlops.process_start", "")):
+            if _process_alive(pid, tags.get("nbmlops.process_start", "")) or (patient and not silent):
                 continue
-            failure, reason, still = "kernel_died", f"{DIED}: process {pid or '?'} is gone", None
+            failure, reason = "kernel_died", f"{DIED}: process {pid or '?'} is gone"
+        elif silent:
+            failure, reason = "heartbeat_lost", _silence(host, start_ms, tags, timeout)
         else:
-            timeout = settings.heartbeat_timeout
-            if _silent_for(start_ms, tags) <= timeout:
-                continue
-            failure, still = "heartbeat_lost", _still_silent(timeout)
-            reason = _silence(host, start_ms, tags, timeout)
+            continue
         try:
             if store.fail_run(run_id, failure, reason, still):
                 reaped.append(Reaped(run_id, tags.get("mlflow.runName", ""), failure, reason))
@@ -94,7 +99,7 @@ def reap_when_tracking() -> None:
 
 def _reap_quietly(settings: Settings) -> None:
     try:
-        reaped = reap_runs(settings)
+        reaped = reap_runs(settings, patient=True)
     except StoreUnavailableError:
         return
     except Exception as exc:  # noqa: BLE001 - a bug of ours must not reach the user's kernel as a crash

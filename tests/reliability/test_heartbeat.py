@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tests.conftest import mlflow_server
+from tests.reliability.faults import Fault, FaultProxy
 
 HEARTBEAT = "nbmlops.heartbeat"
 #: the timeout the reaping side is given: ten beats of the live process (interval 1 s), room for a loaded machine
@@ -205,7 +206,13 @@ def test_new_session_fails_a_silent_run_of_another_host_by_itself(
     wait_until_silent(client, experiment, dead.key, TIMEOUT_S)
     assert run_of(client, experiment, dead.key).info.status == "RUNNING"
 
-    here = machine(tmp_path, "workstation")  # a session of this host that starts tracking: nothing else asked
+    here = machine(tmp_path, "workstation")
+    elsewhere = machine(tmp_path, "another-project")  # of this host; its journal is out of the newcomer's reach
+    just_killed = Tracker(elsewhere, server, socket.gethostname(), experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
+    trackers.append(just_killed)
+    just_killed.kill()  # a process of this host that died a moment ago: its records may still be on their way
+
+    # a session of this host that starts tracking: nothing else asked it to look for dead runs
     newcomer = Tracker(here, server, socket.gethostname(), experiment, NBMLOPS_HEARTBEAT_TIMEOUT=str(TIMEOUT_S))
     trackers.append(newcomer)
     deadline = time.monotonic() + 120
@@ -223,6 +230,48 @@ def test_new_session_fails_a_silent_run_of_another_host_by_itself(
     _, err = newcomer.process.communicate(timeout=60)
     assert newcomer.process.returncode == 0, err
     assert "marked 1 run(s) of dead processes or machines FAILED (heartbeat_lost)" in err, err
+    # the session's reap is patient with a run of this host whose process just died ...
+    assert run_of(client, experiment, just_killed.key).info.status == "RUNNING"
+    # ... `nbmlops runs reap` is not: the process is gone (pid and start time), so is its run
+    reaped = reap_cli(here, server, timeout=600)
+    assert reaped.returncode == 0, reaped.stderr
+    gone = run_of(client, experiment, just_killed.key)
+    assert gone.info.status == "FAILED" and gone.data.tags["nbmlops.failure"] == "kernel_died"
+    assert f"process {just_killed.process.pid} is gone" in gone.data.tags["nbmlops.failure_reason"]
+    assert f"FAILED {gone.info.run_id}" in reaped.stdout and "kernel_died" in reaped.stdout, reaped.stdout
+
+
+def test_run_reaped_while_its_machine_was_cut_off_takes_its_own_end_once_delivered(
+    server: str, client: MlflowClient, trackers: list[Tracker], tmp_path: Path
+) -> None:
+    """The reap is a verdict from silence: late beats leave it FAILED, the run's own end replaces it."""
+    experiment = "cut-off-machine"
+    with FaultProxy(server) as link:  # the cut-off machine reaches the store through this link only
+        cut_off = Tracker(machine(tmp_path, "host-d"), link.uri, "host-d.example", experiment,
+                          NBMLOPS_HEARTBEAT_INTERVAL="1")
+        trackers.append(cut_off)
+        wait_for_beats(client, experiment, cut_off.key, 1)
+        link.add(Fault("status", status=503))
+        wait_until_silent(client, experiment, cut_off.key, TIMEOUT_S)
+        reaped = reap_cli(machine(tmp_path, "operator"), server, timeout=TIMEOUT_S)
+        assert reaped.returncode == 0, reaped.stderr
+        failed = run_of(client, experiment, cut_off.key)
+        assert failed.info.status == "FAILED" and failed.data.tags["nbmlops.failure"] == "heartbeat_lost"
+
+        link.clear()  # the machine reaches the store again: its waiting beats, then new ones, are delivered
+        deadline = time.monotonic() + 120
+        while last_sign_of_life(run_of(client, experiment, cut_off.key)) <= failed.info.end_time / 1000:
+            assert time.monotonic() < deadline, "the cut-off machine's beats never arrived"
+            time.sleep(0.5)
+        assert run_of(client, experiment, cut_off.key).info.status == "FAILED"  # a beat does not revive it
+
+        cut_off.send_line()
+        assert cut_off.process.stdout.readline().strip() == "ended"
+        ended = run_of(client, experiment, cut_off.key)
+        assert ended.info.status == "FINISHED"  # what its process said, delivered late, wins
+        assert ended.data.tags["nbmlops.failure"] == "heartbeat_lost"  # the trace that it was reaped meanwhile
+        cut_off.send_line()
+        assert cut_off.process.wait(timeout=60) == 0
 
 
 def test_headless_run_beats_through_its_runner(server: str, client: MlflowClient, tmp_path: Path) -> None:
