@@ -11,18 +11,24 @@ by the store: it never comes back as FINISHED or FAILED.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from nbmlops.config import Settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.store import RecordRejected, open_store
 
-if TYPE_CHECKING:
-    from nbmlops.runner.sweep import SweepRun
+__all__ = ["Retry", "supersede_retries", "task_name"]
 
-__all__ = ["supersede_retries", "task_name"]
+
+class Retry(NamedTuple):
+    """A combination that ran more than once: which attempt its live run is, that run's id, and how many
+    earlier attempts it supersedes."""
+
+    attempt: int
+    run_id: str
+    superseded: int
 
 
 def task_name(sweep_key: str, index: int) -> str:
@@ -31,27 +37,24 @@ def task_name(sweep_key: str, index: int) -> str:
 
 
 def supersede_retries(
-    outcomes: list[SweepRun], settings: Settings, experiment: str, sweep_key: str
-) -> tuple[list[SweepRun], int]:
-    """Keep, for each combination run more than once, the run its outcome names; mark the others superseded.
+    settings: Settings, experiment: str, sweep_key: str, named: Mapping[int, tuple[str | None, str | None]]
+) -> dict[int, Retry]:
+    """Keep, for each combination run more than once, the run its result names; mark the others superseded.
 
-    Returns the outcomes (with their ``attempt`` numbers) and how many runs were superseded. A store that
-    cannot be read or written now costs the marks, not the sweep: one warning, and the late-delivery rule
-    of the store still settles the attempts whose end it delivers later.
+    ``named`` maps each combination's index to the ``(run id, run key)`` its result names (either may be
+    None). Returns the combinations that ran more than once. A store that cannot be read or written now
+    costs the marks, not the sweep: one warning, and the store still settles the attempts whose end it
+    delivers later.
     """
     store = open_store(settings.tracking_uri, settings.artifact_root)
+    retried: dict[int, Retry] = {}
     try:
-        tasks = store.task_attempts(store.experiment_id(experiment), f"{sweep_key}/")
-        superseded = 0
-        settled = []
-        for outcome in outcomes:
-            attempts = tasks.get(task_name(sweep_key, outcome.index), [])
-            live = next((a for a in attempts if a.run_id == outcome.run_id or a.run_key == outcome.run_key), None)
+        tasks = store.task_attempts(store.experiment_id(experiment), f"{sweep_key}/%")
+        for index, (run_id, run_key) in named.items():
+            attempts = tasks.get(task_name(sweep_key, index), [])
+            live = next((a for a in attempts if a.run_id == run_id or a.run_key == run_key), None)
             if len(attempts) > 1 and live is not None:
-                superseded += store.supersede(attempts, live)
-                outcome = dataclasses.replace(outcome, attempt=attempts.index(live) + 1, run_id=live.run_id)
-            settled.append(outcome)
+                retried[index] = Retry(attempts.index(live) + 1, live.run_id, store.supersede(attempts, live))
     except (NbmlopsError, RecordRejected) as exc:
         sys.stderr.write(f"nbmlops: could not mark the attempts of combinations Dask ran again: {exc}\n")
-        return outcomes, 0
-    return settled, superseded
+    return retried

@@ -339,9 +339,7 @@ def run_sweep(
         except BaseException as exc:
             end_for(run, exc)
             raise
-    superseded = 0
-    if dask is not None:  # Dask runs a combination again when its worker dies
-        outcomes, superseded = supersede_retries(outcomes, settings, run.experiment, run.key)
+    superseded = _supersede_retries(outcomes, settings, run) if dask is not None else 0
     duration = time.monotonic() - started
     ranked = tuple(sorted(outcomes, key=lambda outcome: _rank(outcome, objective, maximize)))
     top = ranked[0]
@@ -523,6 +521,17 @@ def _delivered(outcome: SweepRun, settings: Settings, known: dict[str, str], swe
     with contextlib.suppress(NbmlopsError):  # cells of a kernel delivered before their notebook's run
         open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, outcome.run_key, run_id)
     return dataclasses.replace(outcome, run_id=run_id, url=run_url(settings.ui_url, experiment_id, run_id))
+
+
+def _supersede_retries(outcomes: list[SweepRun], settings: Settings, run: Run) -> int:
+    """Dask runs a combination again when its worker dies: keep, for each, the run its outcome names as the
+    live one (``outcomes`` updated in place with their attempt numbers); returns how many runs it superseded."""
+    named = {outcome.index: (outcome.run_id, outcome.run_key) for outcome in outcomes}
+    retried = supersede_retries(settings, run.experiment, run.key, named)
+    for position, outcome in enumerate(outcomes):
+        if (retry := retried.get(outcome.index)) is not None:
+            outcomes[position] = dataclasses.replace(outcome, attempt=retry.attempt, run_id=retry.run_id)
+    return sum(retry.superseded for retry in retried.values())
 
 
 def _objective(run: SweepRun, objective: str | None) -> float | None:

@@ -548,14 +548,15 @@ class Store:
                 adopted += 1
         return adopted
 
-    def task_attempts(self, experiment_id: str, prefix: str) -> dict[str, list[Attempt]]:
-        """The runs of each task (:data:`TASK_TAG`) whose name starts with ``prefix``, oldest attempt first."""
-        if not re.fullmatch(r"[0-9A-Za-z/.-]*", prefix):
+    def task_attempts(self, experiment_id: str, like: str) -> dict[str, list[Attempt]]:
+        """The runs of each task (:data:`TASK_TAG`) whose name matches the SQL ``LIKE`` pattern ``like``
+        (``<sweep key>/%``: every combination of a sweep; a task's name: that task), oldest attempt first."""
+        if not re.fullmatch(r"[0-9A-Za-z/.%-]*", like):
             return {}
         client = self.client
         runs = self._call(
             lambda: client.search_runs(
-                [experiment_id], filter_string=f"tags.`{TASK_TAG}` LIKE '{prefix}%'", max_results=50000
+                [experiment_id], filter_string=f"tags.`{TASK_TAG}` LIKE '{like}'", max_results=50000
             )
         )
         tasks: dict[str, list[Attempt]] = {}
