@@ -17,6 +17,7 @@ import contextlib
 import gc
 import math
 import os
+import select
 import signal
 import sys
 import traceback
@@ -305,15 +306,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     Called without ``argv`` it is the process's own command, which exits next: the objects made so far
     are then frozen out of the garbage collector, so that the interpreter's last collection over MLflow,
     SQLAlchemy, papermill and nbconvert (over half a second) does not hold up the exit, and a Ctrl-C
-    during the exit ends the process at once instead of interrupting an exit handler.
+    during the exit ends the process at once instead of interrupting an exit handler. After a Ctrl-C the
+    command has recorded what it could (runs KILLED, records in the journal): it exits at once, without
+    waiting for exit handlers on a store that does not answer.
     """
     try:
-        return _main(argv)
+        code = _main(argv)
     finally:
         if argv is None:
             gc.freeze()
             with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
                 signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+    if argv is None and code == EXIT_INTERRUPTED:
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -400,11 +409,15 @@ def _stdout_closed() -> bool:
     """True when standard output is a pipe whose reader has gone; it is then pointed at /dev/null, so that
     the interpreter's last flush does not fail too."""
     try:
-        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or no real file behind stdout
         return False
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return True
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
