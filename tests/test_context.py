@@ -201,3 +201,13 @@ def test_installed_packages() -> None:
     assert all(name == name.lower() and "_" not in name for name in names)
     packages.append("mutated==1")
     assert "mutated==1" not in installed_packages()
+
+
+def test_requirements_text_reads_back_as_name_to_version():
+    from nbmlops.tracking.context import parse_packages
+
+    text = "\n".join(installed_packages()[:5]) + "\n# a comment\n\nFoo-Bar==1.0\nlocal-thing\n"
+    parsed = parse_packages(text)
+    assert parsed["foo-bar"] == "1.0" and parsed["local-thing"] == ""
+    assert all(parsed[line.split("==")[0]] == line.split("==")[1] for line in installed_packages()[:5])
+    assert "# a comment" not in parsed and "" not in parsed

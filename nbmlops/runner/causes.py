@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping, Sequence
 
 from nbmlops.runner.compare import CellComparison
+from nbmlops.tracking.context import parse_packages
 from nbmlops.tracking.query import artifact_text
 from nbmlops.tracking.randomness import NONDETERMINISTIC_TAG
 from nbmlops.tracking.search import RunRow
@@ -72,7 +73,7 @@ def environment_differences(old_uri: str, old: RunRow, new_uri: str, new: RunRow
     after_text = artifact_text(new_uri, new.run_id, "environment/requirements.txt")
     if before_text is None or after_text is None:
         return [*lines, f"{_NOT_COMPARED}: environment/requirements.txt was not recorded on both runs"]
-    before_packages, after_packages = _packages(before_text), _packages(after_text)
+    before_packages, after_packages = parse_packages(before_text), parse_packages(after_text)
     changes = [
         f"package {name}: {before_packages.get(name, 'absent')} -> {after_packages.get(name, 'absent')}"
         for name in sorted(before_packages.keys() | after_packages.keys())
@@ -144,9 +145,3 @@ def _inputs(runs: Iterable[RunRow]) -> dict[str, set[str]]:
             if context != "output":
                 found.setdefault(name, set()).add(digest)
     return found
-
-
-def _packages(text: str) -> dict[str, str]:
-    """``name==version`` lines as a mapping (a line without a version maps to "")."""
-    pairs = (line.strip().partition("==") for line in text.splitlines() if line.strip())
-    return {name.strip().lower(): version.strip() for name, _, version in pairs}

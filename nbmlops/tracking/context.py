@@ -32,6 +32,7 @@ __all__ = [
     "git_diff",
     "git_state",
     "installed_packages",
+    "parse_packages",
     "python_environment",
 ]
 
@@ -230,6 +231,18 @@ def installed_packages() -> list[str]:
     process.
     """
     return list(_installed_packages())
+
+
+def parse_packages(text: str | None) -> dict[str, str]:
+    """The ``name==version`` lines of a requirements text (as :func:`installed_packages` writes it) as a
+    mapping from the lower-cased name; a line without a version maps to ""; comments and blank lines are
+    skipped."""
+    found: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        name, _, version = line.strip().partition("==")
+        if name.strip() and not name.startswith("#"):
+            found[name.strip().lower()] = version.strip()
+    return found
 
 
 @functools.cache

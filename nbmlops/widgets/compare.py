@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbmlops.tracking import search
+from nbmlops.tracking.context import parse_packages
 from nbmlops.tracking.search import RunRow
 from nbmlops.tracking.summary import status_html
 from nbmlops.widgets.format import STYLE, duration, esc, number, timestamp
@@ -147,7 +148,7 @@ def _environment(runs: Sequence[RunRow], requirements: Sequence[str | None]) -> 
         for label, tag in _ENVIRONMENT_TAGS.items()
         if any(tag in r.tags for r in runs)
     ]
-    packages = [_packages(text) for text in requirements]
+    packages = [parse_packages(text) for text in requirements]
     if any(packages):
         names = sorted({name for p in packages for name in p})
         changed = [n for n in names if len({p.get(n, "") for p in packages}) > 1]
@@ -155,15 +156,6 @@ def _environment(runs: Sequence[RunRow], requirements: Sequence[str | None]) -> 
             fields.append(Field("environment", f"package {name}", tuple(p.get(name, "") for p in packages)))
         fields.append(Field("environment", "packages installed", tuple(str(len(p)) for p in packages), compared=False))
     return fields
-
-
-def _packages(text: str | None) -> dict[str, str]:
-    found = {}
-    for line in (text or "").splitlines():
-        name, sep, version = line.strip().partition("==")
-        if name and not name.startswith("#"):
-            found[name.lower()] = version if sep else line.strip()
-    return found
 
 
 def _code_diff(base: RunRow, base_code: str | None, other: RunRow, other_code: str | None) -> CodeDiff:
