@@ -49,7 +49,7 @@ from nbmlops.data.drift_columns import (
     reference_columns,
     type_name,
 )
-from nbmlops.data.drift_report import by_psi, clip, report_html, report_metrics, report_table
+from nbmlops.data.drift_report import by_psi, report_html, report_metrics, report_table
 from nbmlops.data.drift_stats import (
     LEVELS,
     DriftError,
@@ -66,6 +66,7 @@ from nbmlops.data.drift_stats import (
     shares_sorted,
 )
 from nbmlops.exceptions import UnsupportedDataError
+from nbmlops.shorten import clip
 
 if TYPE_CHECKING:
     import numpy as np

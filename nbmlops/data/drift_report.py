@@ -11,10 +11,12 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from nbmlops.shorten import clip
+
 if TYPE_CHECKING:
     from nbmlops.data.drift import DriftReport, FeatureDrift
 
-__all__ = ["by_psi", "clip", "report_html", "report_metrics", "report_table"]
+__all__ = ["by_psi", "report_html", "report_metrics", "report_table"]
 
 MAX_PLOTS = 30  # distribution charts on a page
 _MAX_BARS = 40
@@ -34,11 +36,6 @@ def by_psi(features: Iterable[FeatureDrift]) -> list[FeatureDrift]:
         return f.psi
 
     return sorted(features, key=key, reverse=True)
-
-
-def clip(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, the last one an ellipsis when it was longer."""
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # --- metrics ---

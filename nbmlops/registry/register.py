@@ -39,7 +39,7 @@ from nbmlops.registry.models import (
     version_info,
 )
 from nbmlops.registry.safe_load import SHA256_TAG, model_digest
-from nbmlops.runner.gates import clip_tag
+from nbmlops.shorten import clip
 
 __all__ = ["UnsupportedModelError", "deliver_model", "find_registration", "register", "stage_model"]
 
@@ -355,7 +355,7 @@ def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:
         "nbmlops.git_commit": run_tags.get("mlflow.source.git.commit", ""),
         TRAINING_TAG: json.dumps(record.get("training") or {}),
         EVALUATION_TAG: json.dumps(record.get("evaluation") or {}),
-        PARAMS_TAG: clip_tag(json.dumps(dict(sorted(run.data.params.items()))), _TAG_LIMIT),
+        PARAMS_TAG: clip(json.dumps(dict(sorted(run.data.params.items()))), _TAG_LIMIT, "..."),
     }
     if record.get("features"):
         tags[FEATURES_TAG] = record["features"]

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.shorten import clip
 
 __all__ = [
-    "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError", "clip_tag",
+    "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError",
     "evaluate_gate", "evaluate_gates", "gate_tags", "infer_maximize", "non_finite", "parse_gate",
 ]
 
@@ -267,12 +268,6 @@ def evaluate_gates(gates: Iterable[Gate], metrics: Mapping[str, float]) -> list[
     return [evaluate_gate(gate, metrics) for gate in gates]
 
 
-def clip_tag(text: str, limit: int = _TAG_LIMIT) -> str:
-    """``text`` cut to ``limit`` characters (MLflow's limit on a run's tag value by default),
-    ending in ``...`` when it was longer."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
     """MLflow tags recording ``results``: ``nbmlops.gate.N`` (canonical text), ``.result``, ``.values``
     and the overall ``nbmlops.gates`` (``passed``/``failed``); empty when there are no results."""
@@ -280,9 +275,9 @@ def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
     for index, result in enumerate(results):
         key = f"nbmlops.gate.{index}"
         values = (f"{k}={'missing' if v is None else _number_text(v)}" for k, v in result.values.items())
-        tags[key] = clip_tag(str(result.gate))
+        tags[key] = clip(str(result.gate), _TAG_LIMIT, "...")
         tags[f"{key}.result"] = "passed" if result.passed else "failed"
-        tags[f"{key}.values"] = clip_tag(", ".join(values))
+        tags[f"{key}.values"] = clip(", ".join(values), _TAG_LIMIT, "...")
     if results:
         tags["nbmlops.gates"] = "passed" if all(r.passed for r in results) else "failed"
     return tags
