@@ -20,10 +20,30 @@ Importing this package is cheap: mlflow, pandas and scikit-learn are imported on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
+    from nbmlops.data import fingerprint
+    from nbmlops.registry.promote import promote
+    from nbmlops.registry.register import register
     from nbmlops.tracking.run import Run
+
+#: public functions that live in a heavier module, imported on first use (``import nbmlops`` stays cheap)
+_LAZY = {
+    "fingerprint": "nbmlops.data",
+    "promote": "nbmlops.registry.promote",
+    "register": "nbmlops.registry.register",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nbmlops' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
@@ -107,39 +127,6 @@ def log_dataset(obj: Any, name: str | None = None, context: str = "input") -> st
     return active_run().log_dataset(obj, name, context)
 
 
-def register(
-    model: Any,
-    name: str,
-    *,
-    training_data: Any = None,
-    evaluation_data: Any = None,
-    wait: bool = True,
-    timeout: float | None = None,
-) -> Any:
-    """Register ``model`` (scikit-learn) as a new version of ``name`` with its lineage; see
-    :func:`nbmlops.registry.register`. Returns the :class:`~nbmlops.registry.ModelVersionInfo`."""
-    from nbmlops.registry.register import register as _register
-
-    return _register(
-        model, name, training_data=training_data, evaluation_data=evaluation_data, wait=wait, timeout=timeout
-    )
-
-
-def promote(
-    model: str,
-    alias: str,
-    *,
-    gates: Sequence[str] = (),
-    beat: Sequence[str] = (),
-    allow_new_evaluation_data: bool = False,
-) -> Any:
-    """Point ``alias`` at ``model`` (``NAME/VERSION``) only if every gate passes; see
-    :func:`nbmlops.registry.promote`. Raises :class:`~nbmlops.registry.PromotionRefused` otherwise."""
-    from nbmlops.registry.promote import promote as _promote
-
-    return _promote(model, alias, gates=gates, beat=beat, allow_new_evaluation_data=allow_new_evaluation_data)
-
-
 def dashboard(experiment: str | None = None, *, page_size: int = 50, live: bool = True) -> Any:
     """An ipywidgets application over the runs and models of ``experiment`` (default: the one this notebook's
     ``%%track`` cells use): filter, sort and page runs, compare them, chart metrics and sweeps, promote models
@@ -147,13 +134,6 @@ def dashboard(experiment: str | None = None, *, page_size: int = 50, live: bool 
     from nbmlops.widgets import dashboard as _dashboard
 
     return _dashboard(experiment, page_size=page_size, live=live)
-
-
-def fingerprint(obj: Any) -> str:
-    """Full-content digest (32 hex chars) of a DataFrame, Series, numpy array, file or directory."""
-    from nbmlops.data import fingerprint as _fingerprint
-
-    return _fingerprint(obj)
 
 
 def flush(timeout: float | None = None) -> None:
