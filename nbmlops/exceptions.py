@@ -102,7 +102,7 @@ class StoreAuthError(NbmlopsError):
         super().__init__(
             f"tracking server {uri} {refused} (HTTP {status}: {reason}). Put them in the URI "
             "(http://user:password@host) or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-            "(or MLFLOW_TRACKING_TOKEN); records wait in the local journal until `nbmlops sync` can deliver them"
+            "(or MLFLOW_TRACKING_TOKEN)"
         )
 
 

@@ -26,18 +26,21 @@ import atexit
 import base64
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import logging
 import os
 import re
 import sqlite3
+import ssl
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
@@ -149,14 +152,14 @@ class Store:
         such as ``not answering: ...``, or the :class:`StoreAuthError` message).
 
         Never waits much longer than :attr:`call_timeout`, even while another thread is stuck opening the
-        store; a failed call of another thread that is still being waited out is not retried.
+        store.
         """
         budget = self.call_timeout
         outcome: list[str | None] = []
 
         def ask() -> None:
             try:
-                self._call(lambda: self.client.search_experiments(max_results=1), fresh=True)
+                self._call(lambda: self.client.search_experiments(max_results=1))
                 outcome.append(None)
             except StoreUnavailableError as exc:
                 outcome.append(f"not answering: {exc.reason}")
@@ -165,6 +168,8 @@ class Store:
             except Exception as exc:  # noqa: BLE001 - a bug of ours must not break a status display
                 outcome.append(f"{type(exc).__name__}: {self._clean(str(exc))}")
 
+        with self._state_lock:
+            self._down = None  # ask now, not what the last outage said
         thread = threading.Thread(target=ask, name="nbmlops-store-check", daemon=True)
         thread.start()
         thread.join(budget + 1.0)
@@ -192,17 +197,22 @@ class Store:
         within the budget, a 401 or 403 is :class:`StoreAuthError`.
         """
         url, headers = _health_request(self.uri)
+        context = _tls_context() if url.startswith("https://") else None
 
         def probe() -> None:
+            request = urllib.request.Request(url, headers=headers)
             try:
-                with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_limits.timeout):
+                with urllib.request.urlopen(request, timeout=_limits.timeout, context=context):
                     pass
             except urllib.error.HTTPError as exc:
                 if exc.code in (401, 403):
-                    raise StoreAuthError(self.display_uri, exc.code, _one_line(exc.reason or "")) from None
+                    raise StoreAuthError(self.display_uri, exc.code, _one_line(str(exc.reason or ""))) from None
                 # it answered: something is listening
             except (OSError, ValueError) as exc:
-                raise _Transient(str(getattr(exc, "reason", exc))) from None
+                reason = self._clean(str(getattr(exc, "reason", exc)))
+                if _TRANSIENT.search(reason):
+                    raise _Transient(reason) from None
+                raise StoreUnavailableError(self.display_uri, reason) from None  # a bad URL, a certificate
 
         self._call(probe)
 
@@ -243,13 +253,16 @@ class Store:
         return client
 
     def _build_schema(self, path: Path) -> None:
-        """Make the MLflow schema in ``<path>.building``, then move it to ``path`` (replacing a store with no
-        tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store."""
+        """Make the MLflow schema in ``<path>.building-<unique>``, then move it to ``path`` (replacing a store with
+        no tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store.
+
+        The name is new at each build: MLflow keeps an engine per database URI for the life of the process.
+        """
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        building = path.with_name(path.name + ".building")
-        for leftover in _sqlite_files(building):
+        for leftover in path.parent.glob(f"{glob.escape(path.name)}.building-*"):
             leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
+        building = path.with_name(f"{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         root = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else "./mlruns"
         store = SqlAlchemyStore(f"sqlite:///{building}", root)
         store.engine.dispose()
@@ -264,19 +277,18 @@ class Store:
         os.replace(building, path)
         _fsync(path.parent)
 
-    def _call(self, fn: Callable[[], Any], retry: bool = True, fresh: bool = False) -> Any:
+    def _call(self, fn: Callable[[], Any], retry: bool = True) -> Any:
         """Run one store call within the budget; classify what goes wrong.
 
         Failures that may pass (no answer, a lock, 5xx, 429) are retried until :attr:`call_timeout` is
-        spent (not with ``retry=False``: one attempt), then raise :class:`StoreUnavailableError`, and
-        the calls of the next budget fail at once (unless ``fresh``). A 401/403 raises
-        :class:`StoreAuthError` at once, a record the store refuses :class:`RecordRejected`.
+        spent (not with ``retry=False``: one attempt), then raise :class:`StoreUnavailableError`; when
+        the store did not answer for the whole budget, the calls of the next budget fail at once. A
+        401/403 raises :class:`StoreAuthError` at once, a record the store refuses :class:`RecordRejected`.
         """
         budget = self.call_timeout
         start = time.monotonic()
         deadline = start + budget
-        if not fresh:
-            self._refuse_while_down()
+        self._refuse_while_down()
         delay = 0.05
         while True:
             try:
@@ -287,7 +299,7 @@ class Store:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                raise self._failed(exc.args[0], budget, start, outage=retry) from None
+                raise self._failed(exc.args[0], budget, start, retried=retry) from None
             except StoreUnavailableError as exc:
                 self._note_failure(exc.reason)
                 raise
@@ -305,7 +317,9 @@ class Store:
             return fn()
         except MlflowException as exc:
             if exc.error_code in _AUTH:
-                raise StoreAuthError(self.display_uri, _AUTH[exc.error_code], self._clean(str(exc))) from None
+                said = re.search(r"Response body: '(.*)'", str(exc), re.DOTALL)  # MLflow quotes a non-JSON answer
+                reason = self._clean(said.group(1) if said else exc.message)
+                raise StoreAuthError(self.display_uri, _AUTH[exc.error_code], reason) from None
             if exc.error_code in _REJECTED:
                 raise RecordRejected(self._clean(str(exc))) from exc
             reason = self._clean(str(exc))
@@ -323,12 +337,13 @@ class Store:
         password = urllib.parse.urlsplit(self.uri).password if "@" in self.uri else None
         return _one_line(text.replace(password, "***") if password else text)
 
-    def _failed(self, reason: str, budget: float, start: float, outage: bool) -> StoreUnavailableError:
-        """The error for a call that failed; with ``outage`` (it failed for its whole budget) the calls of the
-        next budget fail at once."""
-        if time.monotonic() - start >= budget * 0.9:
+    def _failed(self, reason: str, budget: float, start: float, retried: bool) -> StoreUnavailableError:
+        """The error for a call that failed; if it was retried until its budget ran out, or waited that long,
+        the calls of the next budget fail at once (a lost reply, retried by no one, trips nothing)."""
+        spent = time.monotonic() - start >= budget * 0.9
+        if spent:
             reason = f"no answer within {budget:g} s ({reason})"
-        if outage:
+        if retried or spent:
             with self._state_lock:
                 self._down = (time.monotonic() + budget, reason)
         self._note_failure(reason)
@@ -738,6 +753,8 @@ class _BoundedClient:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("_mlflow", "_store") or name.startswith("__"):
+            raise AttributeError(name)  # not made yet (a copy being unpickled), or Python's own protocol
         value = getattr(self._mlflow, name)
         if not callable(value):
             return value
@@ -812,6 +829,14 @@ def _health_request(uri: str) -> tuple[str, dict[str, str]]:
     if user is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     return urllib.parse.urlunsplit(parts) + "/health", headers
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks as MLflow makes them: ``MLFLOW_TRACKING_INSECURE_TLS`` skips them,
+    ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names the CA bundle."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,212 @@
+"""Item 10 of the trust issue: every call to the tracking store has a budget (``call_timeout``).
+
+A real ``mlflow server`` sits behind a loopback proxy whose ``/health`` answers while its API calls hang,
+or nothing answers at all (a socket that accepts and never replies). ``nbmlops sync``, ``nbmlops status``
+and ``%nbmlops status`` end within about one budget, status names the last delivery failure, and the one
+outage warning appears for an outage longer than the budget, not for a blip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import mlflow_server
+from tests.reliability.faults import Fault, FaultProxy, silent_server, wait_for
+
+BUDGET = 4.0
+#: what a CLI command costs beyond its calls on a loaded 2-core machine: starting Python, importing MLflow
+STARTUP_S = 40.0
+
+ONE_RUN = textwrap.dedent("""
+    import nbmlops
+    with nbmlops.track("budget", params={"a": 1}):
+        nbmlops.log_metric("m", 1.0)
+""")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
+    env.update({"NBMLOPS_EXPERIMENT": "budget", "NBMLOPS_CALL_TIMEOUT": str(BUDGET), **extra})
+    return env
+
+
+def journals_written_in_an_outage(project: Path, proxy: FaultProxy, count: int) -> list[Path]:
+    """``count`` journals, one per process, written while the server behind ``proxy`` answered only 503."""
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'budget'\n")
+    proxy.add(Fault("status", path="/", status=503))
+    env = environment(NBMLOPS_TRACKING_URI=proxy.uri, NBMLOPS_FLUSH_TIMEOUT="0", NBMLOPS_CALL_TIMEOUT="0.5")
+    processes = [
+        subprocess.Popen([sys.executable, "-c", ONE_RUN], cwd=project, env=env, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    for process in processes:
+        assert process.wait(timeout=300) == 0
+    proxy.clear()
+    journals = sorted((project / ".nbmlops" / "journal").glob("*.journal"))
+    assert len(journals) == count
+    return journals
+
+
+def timed_cli(project: Path, uri: str, *args: str, timeout: float = 300) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "nbmlops.cli", *args], cwd=project, env=environment(NBMLOPS_TRACKING_URI=uri),
+            capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`nbmlops {' '.join(args)}` still ran after {timeout} s")
+    return time.monotonic() - start, result
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with mlflow_server(tmp_path_factory.mktemp("budget-server")) as uri:
+        yield uri
+
+
+def test_sync_and_status_against_a_server_whose_api_hangs_end_within_the_budget(server: str, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    with FaultProxy(server) as proxy:
+        journals = journals_written_in_an_outage(project, proxy, 6)
+        # the baseline: the same command against the same server, answering
+        baseline, status = timed_cli(project, proxy.uri, "status")
+        assert status.returncode == 0, status.stderr
+        proxy.add(Fault("hang", path="/api/"))
+        elapsed, result = timed_cli(project, proxy.uri, "sync", timeout=BUDGET * 6 + 2 * STARTUP_S)
+        # six journals, one budget: after the first call ran out of time, the others fail at once
+        assert elapsed < baseline + 2 * BUDGET + 15, (elapsed, baseline, result.stderr)
+        assert result.returncode != 0
+        assert "not delivered" in result.stderr and f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert all(journal.exists() for journal in journals)  # nothing lost
+        elapsed, result = timed_cli(project, proxy.uri, "status", timeout=BUDGET * 6 + 2 * STARTUP_S)
+        assert elapsed < baseline + 2 * BUDGET + 15, (elapsed, baseline, result.stderr)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
+        proxy.clear()
+        _, result = timed_cli(project, proxy.uri, "sync")
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"delivered \d+ record\(s\) from 6 journal\(s\)", result.stdout), result.stdout
+    assert not any(journal.exists() for journal in journals)
+
+
+@contextlib.contextmanager
+def api_hangs(server: str):
+    with FaultProxy(server) as proxy:
+        proxy.add(Fault("hang", path="/api/"))
+        yield proxy.uri
+
+
+@pytest.mark.parametrize("fault", ["api hangs", "socket never answers"])
+def test_status_magic_names_the_last_delivery_failure_within_the_budget(
+    fault: str, server: str, shell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nbmlops.tracking.session import get_session
+
+    with api_hangs(server) if fault == "api hangs" else silent_server() as uri:
+        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
+        monkeypatch.setenv("NBMLOPS_CALL_TIMEOUT", str(BUDGET))
+        shell.run_cell_magic("track", "--name budget", "x = 1\nscore = x * 2")
+        # the writer's delivery runs out of its budget, and says why
+        wait_for(lambda: get_session().store_error is not None, 4 * BUDGET + 60, "the delivery to fail")
+        capsys.readouterr()
+        start = time.monotonic()
+        shell.run_line_magic("nbmlops", "status")
+        elapsed = time.monotonic() - start
+        shown = capsys.readouterr().out
+    assert elapsed < BUDGET + 5, elapsed
+    assert re.search(r"tracking store: +http://127\.0\.0\.1:\d+ \(not answering: .*\)", shown), shown
+    assert re.search(rf"last delivery: +failed: .*no answer within {BUDGET:g} s", shown), shown
+    waiting = re.search(r"waiting records: (\d+)", shown)
+    assert waiting and int(waiting.group(1)) > 0, shown
+
+
+def test_status_magic_says_the_store_answers(shell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.run_cell_magic("track", "--name fine", "x = 1")
+    shell.run_line_magic("nbmlops", "flush 120")
+    capsys.readouterr()
+    shell.run_line_magic("nbmlops", "status")
+    shown = capsys.readouterr().out
+    assert re.search(r"tracking store: +sqlite:///.*\(answers\)", shown), shown
+    assert "last delivery:   ok" in shown and "waiting records: 0" in shown, shown
+
+
+PHASES = textwrap.dedent("""
+    import pathlib, sys, time
+    import nbmlops
+    from nbmlops.exceptions import FlushTimeoutError
+
+    def wait_for(name):
+        deadline = time.monotonic() + 300
+        while not pathlib.Path(name).exists():
+            assert time.monotonic() < deadline, name
+            time.sleep(0.05)
+
+    with nbmlops.track("blip", params={"phase": 1}):
+        nbmlops.log_metric("m", 1.0)
+    nbmlops.flush(120)  # delivered through a blip shorter than the budget
+    print("phase 1 delivered", file=sys.stderr, flush=True)
+    pathlib.Path("blip.done").touch()
+    wait_for("outage.on")
+    with nbmlops.track("outage", params={"phase": 2}):
+        nbmlops.log_metric("m", 2.0)
+    try:
+        nbmlops.flush(3 * BUDGET)
+    except FlushTimeoutError as exc:
+        print("flush gave up:", exc.reason, file=sys.stderr, flush=True)
+    pathlib.Path("outage.seen").touch()
+    wait_for("outage.off")
+    nbmlops.flush(120)
+    print("phase 2 delivered", file=sys.stderr, flush=True)
+""").replace("BUDGET", repr(BUDGET))
+
+
+def test_one_warning_for_an_outage_longer_than_the_budget_none_for_a_blip(server: str, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'phases'\n")
+    with FaultProxy(server) as proxy:
+        # a blip: the first two batches are refused with 503, the retry within the budget gets through
+        proxy.add(Fault("status", path="/runs/log-batch", status=503, times=2))
+        process = subprocess.Popen(
+            [sys.executable, "-c", PHASES], cwd=project, env=environment(NBMLOPS_TRACKING_URI=proxy.uri),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            wait_for(lambda: (project / "blip.done").exists() or process.poll() is not None, 300, "the blip phase")
+            assert proxy.count("/runs/log-batch", "status") == 2
+            proxy.clear()
+            proxy.add(Fault("hang", path="/api/"))  # an outage: the server answers /health, its API never
+            (project / "outage.on").touch()
+            wait_for(lambda: (project / "outage.seen").exists() or process.poll() is not None, 600, "the outage")
+            proxy.clear()
+            (project / "outage.off").touch()
+            _, stderr = process.communicate(timeout=600)
+        finally:
+            process.kill()
+    assert process.returncode == 0, stderr
+    blip, outage = stderr.split("phase 1 delivered", 1)
+    assert "nbmlops:" not in blip, blip  # no warning for a blip shorter than the budget
+    warnings = re.findall(r"nbmlops: (\d+) record\(s\) are waiting, safe in the local journal", outage)
+    assert len(warnings) == 1, stderr
+    assert f"no answer within {BUDGET:g} s" in outage, stderr
+    assert "flush gave up:" in outage and "unavailable" in outage.split("flush gave up:", 1)[1], stderr
+    assert "reachable again" in outage and "phase 2 delivered" in outage, stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("budget")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name in ("blip", "outage")]
+    assert sorted(r.data.params["phase"] for r in runs) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" for r in runs)
