@@ -120,7 +120,6 @@ class Store:
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._down: tuple[float, str] | None = None  # (monotonic time until which calls fail at once, why)
-        self.last_failure: tuple[float, str] | None = None  # (wall-clock time, why) of the last failed call
         self._uncertain: dict[str, str] = {}  # run key -> experiment id, for runs whose creation was uncertain
 
     # -- connection ---------------------------------------------------------------------------
@@ -300,12 +299,6 @@ class Store:
                     delay = min(delay * 2, 1.0)
                     continue
                 raise self._failed(exc.args[0], budget, start, retried=retry) from None
-            except StoreUnavailableError as exc:
-                self._note_failure(exc.reason)
-                raise
-            except StoreAuthError as exc:
-                self._note_failure(str(exc))
-                raise
             with self._state_lock:
                 self._down = None
             return result
@@ -346,12 +339,7 @@ class Store:
         if retried or spent:
             with self._state_lock:
                 self._down = (time.monotonic() + budget, reason)
-        self._note_failure(reason)
         return StoreUnavailableError(self.display_uri, reason)
-
-    def _note_failure(self, reason: str) -> None:
-        with self._state_lock:
-            self.last_failure = (time.time(), reason)
 
     def _refuse_while_down(self) -> None:
         """Fail at once while the last outage is fresh: a sync of many journals waits out one budget, not one

@@ -134,3 +134,49 @@ def test_replay_keeps_one_of_twin_runs_left_by_a_lost_reply(server: str) -> None
     assert len(deleted) == 1
     assert deleted[0].data.tags[DUPLICATE_TAG] == runs[key]
     assert deleted[0].info.status == "KILLED"  # not left RUNNING
+
+
+LATE = textwrap.dedent("""
+    import time
+    import nbmlops
+    with nbmlops.track("late", params={"alpha": 0.5}) as run:
+        nbmlops.log_metric("loss", 0.5)
+        time.sleep(SECONDS)  # the run ends after the server applied the create it was late with
+    nbmlops.flush(120)
+    print("key", run.key)
+""")
+
+
+def test_a_create_applied_after_its_budget_leaves_no_second_active_run(server: str, tmp_path: Path) -> None:
+    """The server applies a ``runs/create`` only long after nbmlops gave up on it (its budget, 2 s, ran out;
+    later the key was looked up, not found, and the run created again): the late twin is marked KILLED,
+    tagged as a duplicate and deleted when the run ends.
+
+    (Before calls had a budget, nbmlops waited up to MLflow's 120 s for that reply: this case could not
+    arise within a run; the test pins what the budget requires.)
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    experiment, delay = "late-create", 10.0
+    with FaultProxy(server) as proxy:
+        proxy.add(Fault("late", path="/runs/create", method="POST", times=1, delay=delay))
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "pyproject.toml").write_text("[project]\nname = 'late'\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
+        env.update(NBMLOPS_TRACKING_URI=proxy.uri, NBMLOPS_EXPERIMENT=experiment, NBMLOPS_CALL_TIMEOUT="2")
+        result = subprocess.run(
+            [sys.executable, "-c", LATE.replace("SECONDS", str(delay + 5))], cwd=project, env=env,
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert proxy.count("/runs/create", "late") == 1 and proxy.count("/runs/create", "forwarded") == 1
+    client = MlflowClient(server)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    every = client.search_runs([experiment_id], run_view_type=ViewType.ALL)
+    assert len(every) == 2  # the server did make two
+    kept = [r for r in every if r.info.lifecycle_stage == "active"]
+    assert len(kept) == 1 and kept[0].info.status == "FINISHED" and kept[0].data.params == {"alpha": "0.5"}
+    twin = next(r for r in every if r.info.lifecycle_stage == "deleted")
+    assert twin.info.status == "KILLED" and twin.data.tags[DUPLICATE_TAG] == kept[0].info.run_id
