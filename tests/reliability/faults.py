@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
-import json
 import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Self
 
 #: how long a held request is kept at most (the proxy's close releases it earlier)
 HOLD_LIMIT_S = 300.0
@@ -138,7 +138,7 @@ class FaultProxy:
         self._server.server_close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -149,10 +149,10 @@ class FaultProxy:
     def _decide(self, method: str, path: str, authorization: str | None) -> tuple[str, Fault | None]:
         with self._lock:
             credentials = self.credentials
-            if credentials is not None and not path.startswith("/health"):
-                if credentials.header is None or authorization != credentials.header:
-                    self.seen.append(Seen(method, path, "unauthorized", authorization))
-                    return "unauthorized", None
+            refused = credentials is not None and (credentials.header is None or authorization != credentials.header)
+            if refused and not path.startswith("/health"):
+                self.seen.append(Seen(method, path, "unauthorized", authorization))
+                return "unauthorized", None
             for fault in self.faults:
                 if fault.matches(method, path):
                     fault.hits += 1
@@ -177,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ThreadingHTTPServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _body(self) -> bytes:
@@ -271,8 +271,3 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def mlflow_error(code: str, message: str) -> bytes:
-    """A JSON error body as MLflow's server writes it."""
-    return json.dumps({"error_code": code, "message": message}).encode()

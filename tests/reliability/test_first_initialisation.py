@@ -196,14 +196,18 @@ def test_a_process_exiting_while_its_writer_makes_the_store_leaves_it_complete(t
     env = {**environment(), "NBMLOPS_FLUSH_TIMEOUT": "0"}
     cpu = min(os.sched_getaffinity(0))
     hog = subprocess.Popen(
-        [sys.executable, "-c", "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass"],
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        [sys.executable, "-c", "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end: pass"]
     )
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", EXITING], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-            preexec_fn=lambda: (os.sched_setaffinity(0, {cpu}), os.nice(5)),
+        os.sched_setaffinity(hog.pid, {cpu})
+        process = subprocess.Popen(
+            [sys.executable, "-c", EXITING], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
         )
+        os.sched_setaffinity(process.pid, {cpu})
+        os.setpriority(os.PRIO_PROCESS, process.pid, 5)
+        stdout, stderr = process.communicate(timeout=600)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     finally:
         hog.kill()
         hog.wait()
