@@ -402,11 +402,22 @@ def _settling_kernel_manager() -> type:
 
         async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
             if not now and self.has_kernel:
+                _disregard_cell_tasks()
                 await self.interrupt_kernel()
                 await _until_idle(self)
             await super().shutdown_kernel(now=now, restart=restart)
 
     return SettlingKernelManager
+
+
+def _disregard_cell_tasks() -> None:
+    """Mark as read the outcome of what is left of an interrupted cell's execution in this event loop
+    (nbclient's tasks): it ends while the kernel stops, with an error asyncio would print as a traceback."""
+    import asyncio
+
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task() and task.get_coro().__qualname__.startswith("NotebookClient."):
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def _until_idle(manager: Any) -> None:

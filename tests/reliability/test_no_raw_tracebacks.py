@@ -152,6 +152,21 @@ def test_ctrl_c_during_run_exits_130_with_one_line_and_leaves_no_kernel(project,
         assert statuses == {"notebook": "KILLED", "cell": "KILLED"}
 
 
+def test_ctrl_c_during_sweep_exits_130_with_one_line_and_leaves_no_kernel(project, client, request):
+    mark = uuid.uuid4().hex
+    process = _start("sweep", str(_sleeping_notebook(project)), "--grid", "pause=100,110,120", "--workers", "2",
+                     "--no-progress", cwd=project, env={MARK: mark})
+    try:
+        _wait_for((project / "started").exists, process, "running cell", seconds=240)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=300)
+    finally:
+        _kill(process)
+    result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    assert _assert_one_line(result, EXIT_INTERRUPTED) == "nbmlops: interrupted"
+    _assert_none_left(mark)
+
+
 # -- nbmlops monitor ---------------------------------------------------------------------------------------
 
 
