@@ -382,7 +382,7 @@ def _no_kernel_left() -> Iterator[None]:
 
 
 @functools.cache
-def _settling_kernel_manager() -> type:
+def _settling_kernel_manager() -> type[Any]:
     """jupyter_client's ``AsyncKernelManager``, shutting a busy kernel down only once its cell has ended.
 
     nbclient shuts the kernel down as soon as a cell times out or the run is interrupted. jupyter_client then
@@ -393,14 +393,14 @@ def _settling_kernel_manager() -> type:
     """
     from jupyter_client.manager import AsyncKernelManager
 
-    class SettlingKernelManager(AsyncKernelManager):  # type: ignore[misc]
+    class SettlingKernelManager(AsyncKernelManager):
         started: ClassVar[weakref.WeakSet[Any]] = weakref.WeakSet()  # for _no_kernel_left
 
-        async def start_kernel(self, **kwargs: Any) -> None:
+        async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
             SettlingKernelManager.started.add(self)
             await super().start_kernel(**kwargs)
 
-        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
             if not now and self.has_kernel:
                 _disregard_cell_tasks()
                 await self.interrupt_kernel()
@@ -416,7 +416,8 @@ def _disregard_cell_tasks() -> None:
     import asyncio
 
     for task in asyncio.all_tasks():
-        if task is not asyncio.current_task() and task.get_coro().__qualname__.startswith("NotebookClient."):
+        name = getattr(task.get_coro(), "__qualname__", "")
+        if task is not asyncio.current_task() and name.startswith("NotebookClient."):
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
@@ -531,6 +532,7 @@ def _roll_up(run: Run, executed: Any) -> dict[str, float]:
     final: dict[str, float] = {}
     steps: dict[str, int] = {}
     for payload in read_payloads(executed):
+        rows: list[tuple[str, float, int | None]]
         if payload["kind"] == "run":
             rows = [(k, metric_number(v), None) for k, v in payload["metrics"].items()]
         else:
