@@ -72,6 +72,8 @@ _SQLITE_WAIT_S = 60.0
 #: how long an exiting process waits for a store it is opening (and perhaps making), so that short
 #: processes do not each start the schema anew and never finish it
 _OPEN_AT_EXIT_S = 120.0
+#: a store whose files changed this recently is taken to be in the making by another process, and waited for
+_BUILDING_QUIET_S = 5.0
 _stores: dict[tuple[str, str | None], "Store"] = {}
 _stores_lock = threading.Lock()
 _limits = threading.local()
@@ -229,7 +231,7 @@ class Store:
         for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
             logging.getLogger(name).setLevel(logging.WARNING)
         with _file_lock(path.with_name(path.name + ".lock"), self.display_uri), _opening():
-            state = _schema_state(path)
+            state = _settled_schema_state(path)
             if state == "half-built" and _holds_records(path):
                 raise StoreUnavailableError(
                     self.display_uri,
@@ -271,6 +273,18 @@ class Store:
         finally:
             connection.close()
         _fsync(building)
+        if not path.exists():
+            try:
+                os.link(building, path)  # never over a store another process (MLflow itself) made meanwhile
+            except FileExistsError:
+                pass
+            else:
+                building.unlink()
+                _fsync(path.parent)
+                return
+            if _settled_schema_state(path) == "complete":
+                building.unlink()
+                return
         for stale in _sqlite_files(path)[1:]:
             stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
         os.replace(building, path)
@@ -869,6 +883,29 @@ def _schema_state(path: Path) -> str:
         return "complete"
     names, head = expected
     return "complete" if names <= tables and revisions == [head] else "half-built"
+
+
+def _settled_schema_state(path: Path) -> str:
+    """:func:`_schema_state`, waiting while an incomplete store is still being written: a store another process
+    (MLflow itself, a user's client) is making right now is waited for, never rebuilt under its feet."""
+    deadline = time.monotonic() + _SQLITE_WAIT_S
+    while True:
+        state = _schema_state(path)
+        if state == "complete" or time.monotonic() > deadline or not _recently_written(path):
+            return state
+        time.sleep(0.2)
+
+
+def _recently_written(path: Path) -> bool:
+    """True when the database (or its WAL) changed in the last few seconds: someone may be making it."""
+    now = time.time()
+    for file in _sqlite_files(path):
+        try:
+            if now - file.stat().st_mtime < _BUILDING_QUIET_S:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def _mlflow_schema() -> tuple[set[str], str] | None:

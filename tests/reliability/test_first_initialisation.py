@@ -128,7 +128,17 @@ def test_store_left_half_built_by_a_killed_mlflow_is_rebuilt_and_delivers(tmp_pa
     db = tmp_path / ".nbmlops" / "mlflow.db"
     db.parent.mkdir()
     open_with_mlflow = f"from mlflow import MlflowClient; MlflowClient('sqlite:///{db}').search_experiments()"
-    for delay in (1.5, 2.5, 2.0, 3.0, 1.0, 3.5, 1.8, 2.8, 2.2, 4.0):
+    # how long MLflow takes to make the tables here, from the file's appearance: the kills land inside that
+    process = subprocess.Popen([sys.executable, "-c", open_with_mlflow], cwd=tmp_path, env=environment(),
+                               stderr=subprocess.DEVNULL)
+    assert wait_until(db.exists, process)
+    began = time.monotonic()
+    assert process.wait(timeout=300) == 0
+    making = time.monotonic() - began
+    # the window that breaks it is narrow (the kill must land between the tables and the last migration): many tries
+    fractions = [0.5 + sign * step / 40 for step in range(13) for sign in (1, -1)][1:]
+    for fraction in fractions + fractions:
+        delay = making * fraction
         for leftover in db.parent.glob("mlflow.db*"):
             leftover.unlink()
         process = subprocess.Popen(
