@@ -483,13 +483,11 @@ def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbmlops.runner.execute import NotebookNotFoundError
-    from nbmlops.runner.parameters import check_grid
     from nbmlops.runner.sweep import format_table, parse_grid, run_sweep
 
     grid, fixed = parse_grid(args.grid), _read_parameters(args)
     if not Path(args.notebook).is_file():
         raise NotebookNotFoundError(args.notebook)
-    check_grid(args.notebook, grid, fixed)  # every value's type, before any run starts
     result = run_sweep(
         args.notebook,
         grid,

@@ -33,7 +33,7 @@ from nbmlops.runner.execute import (
     temporary_environment,
 )
 from nbmlops.runner.gates import Gate, GateResult, infer_maximize, parse_gate
-from nbmlops.runner.parameters import check_parameters, parse_value
+from nbmlops.runner.parameters import check_grid, parse_value
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.runner.retries import supersede_retries, task_name
 from nbmlops.tracking.delivery import sync_journals
@@ -322,7 +322,7 @@ def run_sweep(
     combos = combinations(grid, random, seed)
     if not combos:
         raise SweepError("the grid has no combinations (a parameter has no values)")
-    check_parameters(source, {**fixed, **combos[0]})  # every combination has the same names
+    check_grid(source, grid, fixed)  # names and the type of every value, before any run
     parsed_gates = tuple(g if isinstance(g, Gate) else parse_gate(g) for g in gates)
     settings = resolve_settings(experiment=experiment)
     if dask is not None:

@@ -100,6 +100,16 @@ def test_run_notebook_refuses_a_value_of_the_wrong_type_as_a_parameter_error(pro
     _assert_nothing_ran(project, client, request.node.name)
 
 
+def test_run_sweep_refuses_a_grid_value_of_the_wrong_type_before_any_run(project, client, request):
+    from nbmlops.runner.sweep import run_sweep
+
+    path = notebook(project / "typed.ipynb", BODY, parameters=PARAMETERS)
+    with pytest.raises(ParameterTypeError) as caught:  # the second value is wrong: found before the first runs
+        run_sweep(path, {"C": [0.5, "abc"]}, workers=1, progress=False)
+    assert "C" in str(caught.value)
+    _assert_nothing_ran(project, client, request.node.name)
+
+
 def test_a_file_that_is_not_a_notebook_is_a_usage_error(project, client, request):
     (project / "broken.ipynb").write_text("{not json")
     result = _nbmlops("run", "broken.ipynb", "--no-progress", cwd=project)
