@@ -92,8 +92,10 @@ def parse_reference(text: str, *, bare: bool = True) -> ModelReference:
         return ModelReference(check_model_name(name), alias=check_alias(alias))
     if "/" in body:
         name, version = body.rsplit("/", 1)
-        if not version.isdigit() or int(version) < 1:
-            raise ModelReferenceError(f"{text!r}: the version after '/' must be a number >= 1, got {version!r}")
+        if not version.isdigit() or not 1 <= int(version) < 2**63:
+            raise ModelReferenceError(
+                f"{text!r}: the version after '/' must be a whole number from 1 to 2**63-1, got {version!r}"
+            )
         return ModelReference(check_model_name(name), version=int(version))
     if not bare:
         raise ModelReferenceError(f"{text!r}: expected NAME@ALIAS or NAME/VERSION")

@@ -145,7 +145,11 @@ class Store:
         """
         with self._lock:
             if self._client is None:
-                self._client = _BoundedClient(self._connect(), self)
+                try:
+                    self._client = _BoundedClient(self._connect(), self)
+                except (RecordRejected, sqlite3.DatabaseError) as exc:  # no MLflow store can be at this URI
+                    raise ConfigError("tracking_uri", f"{self.display_uri} is not a tracking store nbmlops can use: "
+                                      f"{_one_line(self._clean(str(exc)))}") from None
             return self._client
 
     def check(self) -> str | None:
@@ -228,8 +232,10 @@ class Store:
         path = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
         # schema creation and migration chatter (also from the registry's own store, made on first use)
-        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+        # MLflow logs a database error (a lock held past the busy timeout) with its whole traceback before it
+        # raises it; nbmlops reports it in one line (store unavailable), so the traceback is only noise
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         with _file_lock(path.with_name(path.name + ".lock"), self.display_uri), _opening():
             state = _settled_schema_state(path)
             if state == "half-built" and _holds_records(path):

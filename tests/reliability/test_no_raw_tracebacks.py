@@ -318,3 +318,16 @@ def test_output_into_a_closed_pipe_ends_quietly(project):
         _kill(process)
     assert process.returncode == EXIT_FAILED
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize("uri, named", [
+    ("bogus://x", "unsupported URI"),
+    ("sqlite:///{project}/pyproject.toml", "not a database"),
+], ids=["unknown-scheme", "not-a-database"])
+def test_a_tracking_uri_that_is_no_store_is_a_one_line_usage_error(project, uri, named):
+    result = _nbmlops("status", cwd=project, env={"NBMLOPS_TRACKING_URI": uri.format(project=project)})
+    _assert_one_line(result, 2, "tracking_uri", named)
+
+
+def test_a_model_version_too_large_for_the_store_is_a_one_line_usage_error(project):
+    _assert_one_line(_nbmlops("lineage", "m1/99999999999999999999", cwd=project), 2, "2**63-1")
