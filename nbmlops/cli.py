@@ -627,8 +627,8 @@ def _reap(settings: Settings, args: argparse.Namespace) -> int:
     from nbmlops.tracking.reap import reap
 
     report = reap(settings)
-    for error in report.sync.errors:
-        print(f"not delivered: {error}", file=sys.stderr)
+    for line in report.sync.problems():  # damaged, refused or undelivered journal records, as sync says them
+        print(line, file=sys.stderr)
     for key in report.sync.runs_failed:
         print(f"FAILED {report.sync.runs.get(key, key)}: kernel_died: its journal ended without the run's end")
     for run in report.failed:

@@ -407,17 +407,23 @@ class Writer:
         self._auth_error = self.last_error if isinstance(exc, StoreAuthError) else None
         if isinstance(exc, StoreAuthError):
             if not (self._warned and refused_before):
-                sys.stderr.write(f"nbmlops: {exc}\nnbmlops: {count} record(s) are waiting, safe in the local journal.\n")
+                sys.stderr.write(f"nbmlops: {exc}\nnbmlops: {self._waiting(count)}.\n")
             self._warned = True
             return
         if self._warned:
             return
         self._warned = True
         sys.stderr.write(
-            f"nbmlops: {exc}\n"
-            f"nbmlops: {count} record(s) are waiting, safe in the local journal; they are delivered when the "
-            "store is back, or by `nbmlops sync`.\n"
+            f"nbmlops: {exc}\nnbmlops: {self._waiting(count)}; they are delivered when the store is back"
+            + (", or by `nbmlops sync`.\n" if not self._in_memory else ".\n")
         )
+
+    def _waiting(self, count: int) -> str:
+        """How many records wait, and where: the journal, or (the disk refused them) memory only."""
+        if self._in_memory:
+            return (f"{count} record(s) are waiting, {self._in_memory} of them in memory only (the journal could "
+                    "not take them: they are lost if this process ends before the store is back)")
+        return f"{count} record(s) are waiting, safe in the local journal"
 
 
 class Handoff:
