@@ -582,11 +582,11 @@ def deliver(
     from nbmlops.exceptions import FlushTimeoutError
 
     session = get_session()
-    if session.handoff:  # a worker: the process it hands over to delivers this run and its kernel's
-        session.flush(settings.flush_timeout)
-        return None, None
-    settle(settings, cwd, handoff)
     try:
+        if session.handoff:  # a worker: the process it hands over to delivers this run and its kernel's
+            session.flush(settings.flush_timeout)
+            return None, None
+        settle(settings, cwd, handoff)
         session.flush(settings.flush_timeout)
     except FlushTimeoutError:
         return None, None  # the warning has been written; `nbmlops sync` delivers later
