@@ -20,7 +20,8 @@ Importing this package is cheap: mlflow, pandas and scikit-learn are imported on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nbmlops.data import fingerprint
@@ -74,7 +75,7 @@ def track(
     experiment: str | None = None,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
-) -> "Run":
+) -> Run:
     """A new run, used as a context manager: ``with nbmlops.track("train") as run: ...``.
 
     The run is FINISHED when the block completes, FAILED when it raises (the exception propagates
@@ -85,7 +86,7 @@ def track(
     return _track(name, experiment=experiment, params=params, tags=tags)
 
 
-def active_run() -> "Run":
+def active_run() -> Run:
     """The innermost run in progress (raises :class:`~nbmlops.exceptions.TrackingError` if none)."""
     from nbmlops.tracking.run import active_run as _active_run
 

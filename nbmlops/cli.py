@@ -333,7 +333,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     try:
         return _command(args)
-    except BaseException as exc:  # noqa: BLE001 - the one place an error becomes a line and an exit code
+    except BaseException as exc:
         return _report(exc)
 
 

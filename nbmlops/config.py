@@ -43,9 +43,10 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nbmlops.exceptions import ConfigError
 from nbmlops.redact import strip_userinfo

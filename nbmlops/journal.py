@@ -35,9 +35,10 @@ import struct
 import time
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nbmlops.exceptions import NbmlopsError
 
@@ -96,7 +97,7 @@ class Cursor:
     runs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, journal_path: Path) -> "Cursor":
+    def load(cls, journal_path: Path) -> Cursor:
         """Read the cursor beside ``journal_path`` (a fresh one when there is none or it is unreadable)."""
         try:
             data = json.loads(_cursor_path(journal_path).read_text())

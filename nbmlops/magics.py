@@ -99,6 +99,7 @@ class NbmlopsMagics(Magics):
         __tracebackhide__ = True
         options = _parse_track_options(line)
         shell = self.shell
+        assert shell is not None  # a magic runs in a shell
         code = shell.transform_cell(cell)
         tree = shell.transform_ast(shell.compile.ast_parse(code))
         context = CellContext(
@@ -109,9 +110,10 @@ class NbmlopsMagics(Magics):
             raised=frozenset(self._raised),
         )
         with get_session().hold():  # capture work waits until the cell is done: no GIL contention
-            tracked: TrackedCell | None = TrackedCell(cell, tree, shell.user_ns, options, context)
+            cell_run = TrackedCell(cell, tree, shell.user_ns, options, context)
+            tracked: TrackedCell | None = cell_run
             try:
-                tracked.start()
+                cell_run.start()
             except Exception as exc:  # tracking must never stop the user's cell from running
                 _warn(f"this cell runs untracked: {type(exc).__name__}: {exc}")
                 tracked = None
@@ -140,7 +142,7 @@ class NbmlopsMagics(Magics):
             if summary.previous is None:
                 try:
                     summary.previous = tracked.previous_from_store(run_id, experiment_id)
-                except Exception:  # noqa: BLE001 - the link matters more than the comparison
+                except Exception:
                     summary.previous = None
             handle.update(summary.mimebundle() if widget is None else widget.update(summary), raw=True)
 

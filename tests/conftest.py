@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from nbmlops.config import SETTING_NAMES, configure
 from nbmlops.tracking.session import close_session
-
 
 #: the background run of tests/oldest_mlflow.py: (process, its log file)
 OLDEST_JOB = pytest.StashKey[tuple[subprocess.Popen, Path]]()

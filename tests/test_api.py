@@ -49,7 +49,7 @@ def test_nested_track_is_a_child_run(project, client, request):
 def test_exception_in_block_fails_run_and_propagates(project, client, request):
     with pytest.raises(ZeroDivisionError):
         with nbmlops.track("bad"):
-            1 / 0
+            _ = 1 / 0
     nbmlops.flush(60)
     (stored,) = runs_of(client, request.node.name)
     assert stored.info.status == "FAILED"

@@ -26,7 +26,7 @@ def _track(shell, client, request, cell: str, line: str = ""):
 def test_rebinding_then_reading_records_the_value_at_start_as_input_and_the_new_one_as_output(shell, client, request):
     shell.run_cell("import numpy as np\nscore_base = np.arange(5.0)\nframe = np.ones((20, 3))")
     before = nbmlops.fingerprint(shell.user_ns["frame"])
-    run, metrics, datasets = _track(shell, client, request, "frame = frame * 2\nm = float(frame.mean())")
+    _, metrics, datasets = _track(shell, client, request, "frame = frame * 2\nm = float(frame.mean())")
     assert datasets[("frame", "input")] == before
     assert datasets[("frame", "output")] == nbmlops.fingerprint(shell.user_ns["frame"]) != before
     assert metrics == {"m": [2.0]}
@@ -34,7 +34,7 @@ def test_rebinding_then_reading_records_the_value_at_start_as_input_and_the_new_
 
 def test_a_name_bound_before_it_is_read_is_no_input(shell, client, request):
     shell.run_cell("import numpy as np\nscore = np.zeros(3)")
-    run, metrics, datasets = _track(shell, client, request, "score = np.arange(5.0) * 10\nm = float(score.mean())")
+    _, metrics, datasets = _track(shell, client, request, "score = np.arange(5.0) * 10\nm = float(score.mean())")
     assert ("score", "input") not in datasets
     assert metrics["m"] == [20.0]
 
@@ -100,7 +100,7 @@ def test_cross_validate_dict_search_objects_and_numpy_scalars(shell, client, req
 def test_score_arrays_read_by_a_later_cell_are_not_training_data(shell, client, request):
     shell.run_cell("import numpy as np\ntrain_scores = np.array([[0.9, 0.8], [0.95, 0.9]])")
     shell.run_cell("from sklearn.model_selection import cross_val_score")
-    run, metrics, datasets = _track(shell, client, request, "gap = float(train_scores.mean() - 0.5)")
+    _, metrics, datasets = _track(shell, client, request, "gap = float(train_scores.mean() - 0.5)")
     assert datasets == {} and metrics["gap"] == [pytest.approx(0.3875)]
 
 

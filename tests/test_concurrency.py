@@ -102,7 +102,7 @@ def test_two_processes_creating_the_same_experiment_end_with_one_experiment(tmp_
     client.search_experiments()  # the schema exists: only the experiment creation races
     results = run_together(project, store, "raced/experiment", workers=2, runs=1, steps=1, params=1)
 
-    for code, out, err in results:
+    for code, _, err in results:
         assert code == 0, err
         assert "Traceback" not in err and "nbmlops:" not in err, err
     experiments = client.search_experiments(filter_string="name = 'raced/experiment'")

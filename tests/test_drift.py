@@ -21,10 +21,10 @@ from nbmlops.data import (
     FeatureDrift,
     compare,
     compare_predictions,
+    drift_report,
     profile,
     psi,
 )
-from nbmlops.data import drift_report
 from nbmlops.data.drift import psi_categorical
 from nbmlops.data.drift_stats import EPSILON, order_index
 from nbmlops.exceptions import NbmlopsError, UnsupportedDataError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def test_arrow_chunking_and_offsets_do_not_change_the_digest(
     items = [None if v is None else (v.encode() if type_ == pa.binary() else v) for v in values]
     whole = pa.array(items, type=type_)
     bounds = sorted({0, len(items), *(c for c in cuts if c <= len(items))})
-    chunked = pa.chunked_array([whole.slice(a, b - a) for a, b in zip(bounds, bounds[1:])], type_)
+    chunked = pa.chunked_array([whole.slice(a, b - a) for a, b in itertools.pairwise(bounds)], type_)
     offset = pa.array([items[0] if items else None] * pad + items, type=type_).slice(pad)
 
     def digest(arr: pa.Array | pa.ChunkedArray) -> str:

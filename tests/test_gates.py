@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import sys
 import os
+import sys
 
 import pytest
 from hypothesis import given

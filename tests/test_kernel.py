@@ -3,7 +3,6 @@ and recovery of the runs of a kernel killed with SIGKILL in the middle of a cell
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -98,7 +97,7 @@ def kernels() -> Iterator[list[Kernel]]:
     for kernel in started:
         try:
             kernel.close()
-        except Exception as exc:  # noqa: BLE001 - every kernel must get its shutdown; report after
+        except Exception as exc:
             problems.append(repr(exc))
     assert not problems, problems
 

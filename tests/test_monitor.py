@@ -18,7 +18,6 @@ from nbmlops.registry.monitor import ModelSchemaError, monitor
 from tests.test_runner import notebook
 
 
-
 def _frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     a = rng.normal(shift, 1.0, n)

@@ -154,7 +154,7 @@ def test_two_processes_racing_for_an_alias_exactly_one_wins(project, request):
         assert time.monotonic() < deadline and all(r.poll() is None for r in racers), [r.communicate() for r in racers if r.poll() is not None]
         time.sleep(0.05)
     client.delete_registered_model(lock)  # both checked against the same incumbent (none): release them
-    outcomes = [r.communicate(timeout=120) + (r.returncode,) for r in racers]
+    outcomes = [(*r.communicate(timeout=120), r.returncode) for r in racers]
     codes = sorted(code for _, _, code in outcomes)
     assert codes == [0, 3], outcomes
     winner = versions[[code for _, _, code in outcomes].index(0)]

@@ -89,8 +89,8 @@ def test_register_refuses_a_failed_cell_bad_names_and_foreign_models(shell, clie
 
 
 def test_python_api_registers_outside_a_run_with_its_own_run(project, client, request):
-    from sklearn.linear_model import LinearRegression
     import numpy as np
+    from sklearn.linear_model import LinearRegression
 
     name = _name(request)
     X = np.arange(20, dtype=float).reshape(10, 2)
@@ -105,8 +105,8 @@ def test_python_api_registers_outside_a_run_with_its_own_run(project, client, re
 def test_replayed_registration_creates_one_version(project, request):
     from sklearn.dummy import DummyClassifier
 
-    from nbmlops.registry.register import deliver_model
     from nbmlops.registry.models import registry_client
+    from nbmlops.registry.register import deliver_model
 
     name = _name(request)
     model = DummyClassifier().fit([[0], [1]], [0, 1])

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "LazyColumn",
     "Labels",
+    "LazyColumn",
     "Numbers",
     "Other",
     "Side",

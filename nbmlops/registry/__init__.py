@@ -29,6 +29,8 @@ __all__ = [
     "ModelReference",
     "ModelReferenceError",
     "ModelVersionInfo",
+    "Promotion",
+    "PromotionRefused",
     "RegisteredModelInfo",
     "RegistryError",
     "UnsupportedModelError",
@@ -37,7 +39,5 @@ __all__ = [
     "list_versions",
     "parse_reference",
     "promote",
-    "Promotion",
-    "PromotionRefused",
     "register",
 ]

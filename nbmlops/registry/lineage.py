@@ -4,8 +4,8 @@ and on to the runs that produced that data."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nbmlops.config import Settings, resolve_settings

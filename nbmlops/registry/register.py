@@ -261,8 +261,10 @@ def deliver_model(client: Any, run_id: str, record: dict[str, Any]) -> None:
     try:
         model = _load_staged(path, record)
         signature, example = _signature(model, record)
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign staging file: refuse it for good
-        raise RecordRejected(f"model {record['name']!r}: cannot load the staged model: {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        raise RecordRejected(
+            f"model {record['name']!r}: cannot load the staged model: {type(exc).__name__}: {exc}"
+        ) from exc
     run = client.get_run(run_id)
     tags = _lineage_tags(run, record)
     with tempfile.TemporaryDirectory(prefix="nbmlops-model-") as tmp:

@@ -131,7 +131,7 @@ class CheckedModel:
 
         try:
             model = skops.io.load(self.file, trusted=list(self.types))
-        except Exception as exc:  # noqa: BLE001 - a verified file skops cannot read: say so in one line
+        except Exception as exc:
             raise RegistryError(f"cannot load {self.version}: {type(exc).__name__}: {_one_line(exc)}") from None
         return _SignatureChecked(model, Model.load(str(self.folder)).signature)
 
@@ -210,7 +210,7 @@ def _read_mlmodel(root: Path, name: str) -> Any:
         raise UnsafeModelError(name, "its artifact has no MLmodel file")
     try:
         return Model.load(str(root))
-    except Exception as exc:  # noqa: BLE001 - any damage to the file: one line naming it
+    except Exception as exc:
         raise UnsafeModelError(name, f"its MLmodel file cannot be read: {_one_line(exc)}") from None
 
 
@@ -241,7 +241,7 @@ def _skops_types(file: Path, version: ModelVersionInfo, trusted: bool) -> tuple[
         raise UnsafeModelError(name, f"its model file {file.name} is missing")
     try:
         wanted = skops.io.get_untrusted_types(file=file)
-    except Exception as exc:  # noqa: BLE001 - not a skops file at all
+    except Exception as exc:
         raise UnsafeModelError(name, f"{file.name} is not a readable skops file: {_one_line(exc)}") from None
     foreign = [t for t in wanted if t not in SKLEARN_TYPES]
     if foreign and not trusted:

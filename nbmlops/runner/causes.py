@@ -11,7 +11,7 @@ source, its params, the git commit).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from nbmlops.runner.compare import CellComparison
 from nbmlops.tracking.context import parse_packages

@@ -11,8 +11,8 @@ snapshotted can only be compared by fingerprint, and the comparison says so. Tim
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from nbmlops.data.snapshots import SnapshotError, SnapshotStore
 from nbmlops.runner.tolerance import close, first_difference, show

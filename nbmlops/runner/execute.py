@@ -552,7 +552,7 @@ def _store_notebook(run: Run, source: Path, target: Path, executed: Any, html: H
     run.log_text(target.read_text(), f"notebook/{source.name}")
     try:
         body = html.html(executed)
-    except Exception as exc:  # noqa: BLE001 - nbconvert is a renderer: its failure must not fail the notebook
+    except Exception as exc:
         sys.stderr.write(f"nbmlops: no HTML render of {source.name}: {type(exc).__name__}: {exc}\n")
         return
     run.log_text(body, f"notebook/{source.stem}.html")

@@ -139,7 +139,7 @@ def _work(
         outcome = ("refused", exc)
     except KeyboardInterrupt:
         outcome = ("interrupted", None)
-    except BaseException as exc:  # noqa: BLE001 - sent as text: the delivering process raises it as a WorkerError
+    except BaseException as exc:
         outcome = ("error", f"{type(exc).__name__}: {exc}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sender.send(outcome)

@@ -104,7 +104,7 @@ def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:
     logger.setLevel(logging.ERROR)  # papermill narrates every line it cannot parse
     try:
         found = papermill.inspect_notebook(str(notebook))
-    except Exception as exc:  # noqa: BLE001 - nbformat and papermill fail in many ways on a file that is no notebook
+    except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise NotebookReadError(Path(notebook).name, reason[:300]) from None
     finally:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nbmlops.tracking.session import Session

@@ -49,10 +49,10 @@ from nbmlops.tracking.query import child_runs, download_artifact, kernel_history
 from nbmlops.tracking.search import RunRow
 
 __all__ = [
-    "NOT_REPRODUCED",
     "NOTHING_TO_COMPARE",
-    "NotReproducibleError",
+    "NOT_REPRODUCED",
     "REPRODUCED",
+    "NotReproducibleError",
     "Reproduction",
     "format_report",
     "reproduce",

@@ -10,8 +10,9 @@ it printed becomes the report's notes (:func:`restore_notes`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from nbmlops.data.snapshots import SnapshotError, SnapshotStore
 from nbmlops.exceptions import NbmlopsError

@@ -19,10 +19,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from nbmlops.config import Settings, configure, resolve_settings, session_settings
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError
@@ -103,7 +104,7 @@ def combinations(
 
 def _combination(grid: Mapping[str, Sequence[Any]], index: int) -> dict[str, Any]:
     picked: dict[str, Any] = {}
-    for name, values in reversed(grid.items()):
+    for name, values in reversed(list(grid.items())):
         index, position = divmod(index, len(values))
         picked[name] = values[position]
     return {name: picked[name] for name in grid}

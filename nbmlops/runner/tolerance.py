@@ -10,7 +10,8 @@ numpy and pandas are imported where used, so importing this module stays cheap.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["close", "first_difference", "show"]
 

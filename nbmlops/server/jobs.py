@@ -104,7 +104,7 @@ def notebook_parameters(path: Path) -> dict[str, dict[str, str]]:
 
     try:
         return declared_parameters(path)
-    except Exception as exc:  # noqa: BLE001 - whatever reading a user's file raises is about the file, not the server
+    except Exception as exc:
         raise NotebookUnreadableError(f"cannot read the parameters of {path.name}: {_one_line(exc)}") from None
 
 
@@ -185,7 +185,7 @@ class JobManager:
             check_parameters(path, parameters, typed=True)
         except (ParameterError, ParameterTypeError):
             raise
-        except Exception as exc:  # noqa: BLE001 - as in notebook_parameters
+        except Exception as exc:
             raise NotebookUnreadableError(f"cannot read the parameters of {path.name}: {_one_line(exc)}") from None
         with self._lock:
             if sum(job.exit_code is None for job in self._jobs.values()) >= self.max_running:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 __all__ = ["ARRAY_BUILDERS", "SCORE_FUNCTIONS", "CellAnalysis", "Sweep", "analyse_cell", "call_name"]
 

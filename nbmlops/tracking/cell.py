@@ -7,8 +7,9 @@ import hashlib
 import json
 import sys
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any, MutableMapping
+from typing import Any
 
 from nbmlops.config import CAPTURE_KINDS, Settings, resolve_settings
 from nbmlops.tracking.capture import analyse_cell

@@ -10,10 +10,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
@@ -491,7 +492,7 @@ class Handoff:
     def _loop(self) -> None:
         if self._store is not None:
             try:
-                open_store(*self._store).client
+                _ = open_store(*self._store).client  # connect (import mlflow, make the schema) before records come
             except Exception:  # an unreachable store: found again, and reported, by the deliveries
                 pass
         backoff = self.POLL_S

@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["changed_params", "is_estimator", "readable", "search_results"]
 

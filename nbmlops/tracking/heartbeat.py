@@ -118,7 +118,7 @@ class _Beater:
         for session, records in sessions.values():
             try:
                 session.emit(records)
-            except Exception as exc:  # noqa: BLE001 - a full disk, a closed journal: the next beat tries again
+            except Exception as exc:
                 if not self._warned:
                     self._warned = True
                     sys.stderr.write(f"nbmlops: could not record a heartbeat: {type(exc).__name__}: {exc}\n")

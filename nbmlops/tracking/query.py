@@ -10,8 +10,9 @@ import json
 import os
 import posixpath
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri

@@ -21,7 +21,8 @@ import inspect
 import re
 import sys
 import types
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from nbmlops.tracking.capture import CellAnalysis, call_name
 from nbmlops.tracking.estimators import is_estimator
@@ -149,7 +150,7 @@ def _from_sklearn(target: Any) -> bool:
 def _parameters(target: Any) -> dict[str, Any] | None:
     """Parameter name -> default (``inspect.Parameter.empty`` turned into a sentinel) of a class or function."""
     try:
-        signature = inspect.signature(target if not isinstance(target, type) else getattr(target, "__init__"))
+        signature = inspect.signature(target if not isinstance(target, type) else target.__init__)  # type: ignore[misc]
     except (TypeError, ValueError):
         return None
     return {name: (p.default if p.default is not inspect.Parameter.empty else ...) for name, p in signature.parameters.items()}
@@ -181,7 +182,7 @@ def _unseeded_estimators(value: Any) -> Iterator[str]:
         return
     try:
         params = value.get_params(deep=False)
-    except Exception:  # noqa: BLE001 - a third-party estimator with a broken get_params
+    except Exception:
         return
     kind = type(value).__name__
     if "random_state" in params and params["random_state"] is None and _uses_randomness(kind, params):

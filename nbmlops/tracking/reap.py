@@ -102,7 +102,7 @@ def _reap_quietly(settings: Settings) -> None:
         reaped = reap_runs(settings, patient=True)
     except StoreUnavailableError:
         return
-    except Exception as exc:  # noqa: BLE001 - a bug of ours must not reach the user's kernel as a crash
+    except Exception as exc:
         sys.stderr.write(f"nbmlops: could not look for runs of dead processes: {type(exc).__name__}: {exc}\n")
         return
     if reaped:

@@ -17,8 +17,9 @@ the cell say what each one is (:mod:`nbmlops.tracking.values`, :mod:`nbmlops.tra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from nbmlops.tracking.capture import CellAnalysis
 from nbmlops.tracking.estimators import changed_params, is_estimator, search_results

@@ -15,9 +15,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import TrackingError
@@ -36,7 +37,7 @@ SNAPSHOT_TAG = "nbmlops.snapshot."
 STORED = "stored"
 #: set by ``nbmlops run`` for its kernel: the run key of the notebook's run, parent of the cells' runs
 PARENT_ENV = "NBMLOPS_PARENT_RUN_KEY"
-_stack: list["Run"] = []
+_stack: list[Run] = []
 _stack_lock = threading.Lock()
 _unshared: set[str] = set()  # snapshot remotes an upload to failed, warned about once
 
@@ -146,7 +147,7 @@ class Run:
         self.source, self.source_type = source or default_source()
         with _stack_lock:
             enclosing = _stack[-1] if _stack else None  # a run inside another goes to its experiment
-        self.experiment = (
+        self.experiment: str = (
             experiment
             or self.settings.experiment
             or (enclosing.experiment if enclosing is not None else experiment_for(self.source, self.settings.root))
@@ -167,7 +168,7 @@ class Run:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> "Run":
+    def start(self) -> Run:
         """Start the run: journal its start record (durably) and make it the active run."""
         if self._started:
             raise TrackingError(f"run {self.key} was already started")
@@ -279,7 +280,7 @@ class Run:
         stop_beating(self)
         self.session.emit(records)
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self.start()
 
     def __exit__(
@@ -354,10 +355,11 @@ class Run:
     def log_metric_series(self, key: str, values: Sequence[float]) -> None:
         """Log ``values`` as the series of metric ``key``, at steps 0, 1, ... (one journal record)."""
         ts = _now_ms()
-        rows = [[str(key), _metric_value(key, value), step, ts] for step, value in enumerate(values)]
+        numbers = [_metric_value(key, value) for value in values]
+        rows = [[str(key), number, step, ts] for step, number in enumerate(numbers)]
         if rows:
             self._steps[key] = len(rows) - 1
-            self.metrics[key] = rows[-1][1]
+            self.metrics[key] = numbers[-1]
             self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

@@ -10,7 +10,8 @@ write and on read.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 __all__ = ["MIME_TYPE", "metric_number", "metrics_payload", "publish_metrics", "read_payloads", "run_payload"]
 

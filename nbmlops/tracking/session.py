@@ -10,8 +10,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from nbmlops.config import resolve_settings
 from nbmlops.exceptions import FlushTimeoutError
@@ -257,7 +258,7 @@ class Session:
         """
         with self._lock:
             tasks = list(self._tasks)
-        done, not_done = concurrent.futures.wait(tasks, timeout=timeout)
+        _, not_done = concurrent.futures.wait(tasks, timeout=timeout)
         if not_done:
             raise FlushTimeoutError(self.pending + len(not_done), "capture still running")
         if self._writer is not None:

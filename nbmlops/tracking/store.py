@@ -26,6 +26,7 @@ import atexit
 import base64
 import contextlib
 import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -41,9 +42,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from nbmlops.exceptions import ConfigError, StoreAuthError, StoreUnavailableError
 from nbmlops.redact import redact_uri
@@ -74,7 +76,7 @@ _SQLITE_WAIT_S = 60.0
 _OPEN_AT_EXIT_S = 120.0
 #: a store whose files changed this recently is taken to be in the making by another process, and waited for
 _BUILDING_QUIET_S = 5.0
-_stores: dict[tuple[str, str | None], "Store"] = {}
+_stores: dict[tuple[str, str | None], Store] = {}
 _stores_lock = threading.Lock()
 _limits = threading.local()
 _opened = threading.Condition()
@@ -101,7 +103,7 @@ class Attempt:
     tags: dict[str, str]
 
 
-def open_store(uri: str, artifact_root: str | None) -> "Store":
+def open_store(uri: str, artifact_root: str | None) -> Store:
     """The shared :class:`Store` for ``uri`` in this process."""
     with _stores_lock:
         key = (uri, artifact_root)
@@ -170,7 +172,7 @@ class Store:
                 outcome.append(f"not answering: {exc.reason}")
             except (StoreAuthError, RecordRejected) as exc:
                 outcome.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug of ours must not break a status display
+            except Exception as exc:
                 outcome.append(f"{type(exc).__name__}: {self._clean(str(exc))}")
 
         with self._state_lock:
@@ -394,7 +396,7 @@ class Store:
                     t, tags = tags[: _BATCH_LIMITS["tags"]], tags[_BATCH_LIMITS["tags"] :]
                     room = _BATCH_LIMITS["metrics"] - len(p) - len(t)
                     m, metrics = metrics[:room], metrics[room:]
-                    self._call(lambda: client.log_batch(run_id, metrics=m, params=p, tags=t))
+                    self._call(functools.partial(client.log_batch, run_id, metrics=m, params=p, tags=t))
             batch = {"metrics": [], "params": [], "tags": []}
 
         artifacts: list[dict[str, Any]] = []
@@ -436,14 +438,14 @@ class Store:
             elif kind == "model":
                 from nbmlops.registry.register import deliver_model  # the registry's side of a registration
 
-                self._call(lambda: deliver_model(self.client, run_id, record))
+                self._call(functools.partial(deliver_model, self.client, run_id, record))
             elif kind == "end":
                 if key in self._uncertain:  # a create the server applied late may have made a twin meanwhile
                     self._drop_duplicates(self._uncertain[key], key, run_id)
                     self._uncertain.pop(key, None)
                 if careful and self._superseded(run_id):
                     continue  # a late replay of an attempt that a later one replaced: it stays KILLED
-                self._call(lambda: client.set_terminated(run_id, record["status"], record["ts"]))
+                self._call(functools.partial(client.set_terminated, run_id, record["status"], record["ts"]))
             else:
                 raise RecordRejected(f"unknown record type {kind!r}")
         send_artifacts()
@@ -567,7 +569,7 @@ class Store:
         adopted = 0
         for run in orphans:
             if "mlflow.parentRunId" not in run.data.tags:
-                self._call(lambda: client.set_tag(run.info.run_id, "mlflow.parentRunId", parent_id))
+                self._call(functools.partial(client.set_tag, run.info.run_id, "mlflow.parentRunId", parent_id))
                 adopted += 1
         return adopted
 
@@ -607,9 +609,9 @@ class Store:
                 tags = {ATTEMPT_TAG: str(number), SUPERSEDED_TAG: live.run_id}
             for name, value in tags.items():
                 if attempt.tags.get(name) != value:
-                    self._call(lambda run_id=attempt.run_id, name=name, value=value: client.set_tag(run_id, name, value))
+                    self._call(functools.partial(client.set_tag, attempt.run_id, name, value))
             if attempt.run_id != live.run_id and attempt.status != "KILLED":
-                self._call(lambda run_id=attempt.run_id: client.set_terminated(run_id, "KILLED"))
+                self._call(functools.partial(client.set_terminated, attempt.run_id, "KILLED"))
         return len(others)
 
     def _superseded(self, run_id: str) -> bool:
@@ -701,7 +703,7 @@ class Store:
         client = self.client
         rows = []
         for experiment in self._call(lambda: client.search_experiments()):
-            runs = self._call(lambda: client.search_runs([experiment.experiment_id], max_results=50000))
+            runs = self._call(functools.partial(client.search_runs, [experiment.experiment_id], max_results=50000))
             rows.append((experiment.experiment_id, experiment.name, len(runs)))
         return rows
 
@@ -726,7 +728,7 @@ class Store:
         items: list[Any] = []
         token: str | None = None
         while True:
-            page = self._call(lambda token=token: fetch(token))
+            page = self._call(functools.partial(fetch, token))
             items += page
             token = page.token
             if not token:
@@ -804,7 +806,7 @@ def _install_http_limits() -> None:
                 return read() if value is None else value
 
             get.nbmlops_limit = name  # type: ignore[attr-defined]
-            variable.get = get
+            variable.get = get  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

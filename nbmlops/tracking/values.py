@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = [
     "MAX_PARAM_ARRAY",
@@ -25,8 +26,8 @@ __all__ = [
     "is_timing",
     "name_words",
     "number_list",
-    "score_metrics",
     "says_scores",
+    "score_metrics",
     "settings_array",
 ]
 

@@ -564,7 +564,7 @@ class Dashboard(w.VBox):
         with self._lock:
             try:
                 return self._poll().active
-            except Exception as exc:  # noqa: BLE001 - shown to the user; the thread must end cleanly
+            except Exception as exc:
                 self.live_label.value = f"live refresh stopped: {type(exc).__name__}: {exc}"
                 return False
 

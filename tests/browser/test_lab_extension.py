@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from tests.browser.conftest import Lab
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
-from playwright.sync_api import Locator, Page, expect  # noqa: E402
+from playwright.sync_api import Locator, Page, expect
 
 NOTEBOOK = "train.ipynb"
 HOSTILE_NAME = "<img src=x onerror=window.__nbmlops_xss=1>"

@@ -67,7 +67,7 @@ def _race(project: Path, name: str, versions: list[int], *checks: str) -> list[t
         assert not ended and time.monotonic() < deadline, ended
         time.sleep(0.05)
     client.delete_registered_model(lock)
-    return [r.communicate(timeout=120) + (r.returncode,) for r in racers]
+    return [(*r.communicate(timeout=120), r.returncode) for r in racers]
 
 
 def test_racing_promotions_checked_against_one_incumbent_let_only_the_first_move_the_alias(project):

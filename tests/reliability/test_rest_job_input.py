@@ -22,7 +22,7 @@ import psutil
 import pytest
 from jupyter_core.utils import ensure_event_loop
 from jupyter_server.utils import url_path_join
-from pytest_jupyter.jupyter_server import *  # jupyter_server's fixtures, for this module only
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - jupyter_server's fixtures, for this module only
 
 from nbmlops.runner.parameters import ParameterTypeError, check_parameters
 from nbmlops.server.handlers import MAX_BODY_BYTES
