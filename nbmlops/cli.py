@@ -371,8 +371,8 @@ def _command(args: argparse.Namespace) -> int:
 def _report(exc: BaseException) -> int:
     """Print ``exc`` as one line on stderr (and its traceback with ``NBMLOPS_DEBUG=1``); return its exit code.
 
-    An :class:`~nbmlops.exceptions.NbmlopsError` is a usage error (exit 2) when it is also a ``ValueError``,
-    ``LookupError`` or ``FileNotFoundError``, else a failed operation (1); Ctrl-C is 130; a closed standard
+    An :class:`~nbmlops.exceptions.NbmlopsError` exits with the code its class carries (``exit_code``: 2 for a
+    usage error, 1 for a failed operation, 3 for a refused promotion); Ctrl-C is 130; a closed standard
     output (``nbmlops ... | head``) ends the command quietly (1); anything else is a bug, an internal error
     (70). ``SystemExit`` passes through.
     """
@@ -386,7 +386,7 @@ def _report(exc: BaseException) -> int:
         message, code = "interrupted", EXIT_INTERRUPTED
     elif isinstance(exc, NbmlopsError):
         message = str(exc)
-        code = EXIT_USAGE if isinstance(exc, (ValueError, FileNotFoundError, LookupError)) else EXIT_FAILED
+        code = exc.exit_code
     elif isinstance(exc, Exception):
         shown = _one_line(str(exc))
         shown = shown if len(shown) <= 500 else shown[:500] + "..."

@@ -12,10 +12,17 @@ The tree::
     ├── TrackingError          misuse of the tracking API (no active run, a param changed within a run)
     └── FlushTimeoutError      flush() gave up with records still waiting (says how many and why)
 
+The rooms below add their own branches to this tree (``registry.RegistryError`` and its refusals,
+``runner.ParameterError``, ``data.SnapshotError``, the server's request errors, ...). Every class carries its
+``exit_code`` (the command line exits with it: 1 failed, 2 usage, 3 refused) and ``http_status`` (the server
+answers with it); ``tests/test_exceptions.py`` walks the whole tree.
+
 A user's own exception inside a tracked cell is never wrapped: it is re-raised unchanged.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 __all__ = [
     "ConfigError",
@@ -29,8 +36,32 @@ __all__ = [
 ]
 
 
+#: the exit codes of the command line (README, "Command line")
+EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 1, 2, 3
+
+
 class NbmlopsError(Exception):
-    """Root of every error raised by nbmlops."""
+    """Root of every error raised by nbmlops.
+
+    Each class carries what it means to a caller: ``exit_code`` for the command line and ``http_status`` for the
+    server extension. By default an error that is also a ``ValueError`` (bad input) is a usage error (exit 2,
+    HTTP 400), one that is also a ``LookupError`` or ``FileNotFoundError`` (something named does not exist) a
+    usage error answered with 404, anything else a failed operation (exit 1, HTTP 500); a class may say otherwise.
+    """
+
+    exit_code: ClassVar[int] = EXIT_FAILED
+    http_status: ClassVar[int] = 500
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "exit_code" not in own and issubclass(cls, (ValueError, LookupError, FileNotFoundError)):
+            cls.exit_code = EXIT_USAGE
+        if "http_status" not in own:
+            if issubclass(cls, (LookupError, FileNotFoundError)):
+                cls.http_status = 404
+            elif issubclass(cls, ValueError):
+                cls.http_status = 400
 
 
 class ConfigError(NbmlopsError, ValueError):
@@ -40,6 +71,8 @@ class ConfigError(NbmlopsError, ValueError):
         key: the setting's name (for example ``tracking_uri``).
         source: where the value came from (an environment variable, a file, an argument).
     """
+
+    http_status = 500  # the server is set up wrong, not the request
 
     def __init__(self, key: str, message: str, source: str | None = None) -> None:
         self.key = key
@@ -77,6 +110,8 @@ class StoreUnavailableError(NbmlopsError):
         reason: what went wrong, in one line.
     """
 
+    http_status = 503
+
     def __init__(self, uri: str, reason: str) -> None:
         self.uri = uri
         self.reason = reason
@@ -93,6 +128,8 @@ class StoreAuthError(NbmlopsError):
         status: the HTTP status (401 or 403).
         reason: what the server said, in one line.
     """
+
+    http_status = 502  # the store behind the server refused it
 
     def __init__(self, uri: str, status: int, reason: str) -> None:
         self.uri = uri

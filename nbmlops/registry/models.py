@@ -32,6 +32,8 @@ _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
 class RegistryError(NbmlopsError):
     """Root of the registry's errors."""
 
+    http_status = 409
+
 
 class ModelReferenceError(RegistryError, ValueError):
     """A model reference, name or alias that does not follow the rules."""

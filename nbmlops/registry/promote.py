@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbmlops.config import Settings
+from nbmlops.exceptions import EXIT_REFUSED
 from nbmlops.registry.models import (
     DECISION_TAG_PREFIX,
     LOCK_PREFIX,
@@ -52,6 +53,8 @@ LOCK_STALE_S = 120.0  # a lock older than this was left by a process that died h
 
 class PromotionRefused(RegistryError):
     """A check failed: the alias was not moved. ``promotion`` holds every check and its values."""
+
+    exit_code = EXIT_REFUSED
 
     def __init__(self, promotion: Promotion) -> None:
         self.promotion = promotion

@@ -33,10 +33,10 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import ConfigError, NbmlopsError, StoreUnavailableError
+from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_text, redact_uri
 from nbmlops.server import payloads
-from nbmlops.server.jobs import JobLimitError, JobManager, ParameterTooLargeError, notebook_parameters
+from nbmlops.server.jobs import JobManager, notebook_parameters
 from nbmlops.server.paths import resolve_notebook
 
 __all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "RequestError", "routes"]
@@ -60,34 +60,16 @@ class RequestError(NbmlopsError, ValueError):
 class BodyTooLargeError(RequestError):
     """A request body above the server's limit (413)."""
 
+    http_status = 413
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"the request body is larger than {limit:,} bytes, the most this API reads")
 
 
 def _status_for(exc: BaseException) -> int:
-    """The HTTP status an exception from the core stands for."""
-    from nbmlops.registry.models import RegistryError
-    from nbmlops.registry.promote import PromotionRefused
-    from nbmlops.tracking.query import RunNotFoundError
-
-    if isinstance(exc, PromotionRefused):
-        return 409
-    if isinstance(exc, (BodyTooLargeError, ParameterTooLargeError)):
-        return 413
-    if isinstance(exc, (RunNotFoundError, LookupError, FileNotFoundError)) and isinstance(exc, NbmlopsError):
-        return 404
-    if isinstance(exc, JobLimitError):
-        return 429
-    if isinstance(exc, StoreUnavailableError):
-        return 503
-    if isinstance(exc, ConfigError):
-        return 500
-    if isinstance(exc, ValueError) and isinstance(exc, NbmlopsError):
-        return 400
-    if isinstance(exc, RegistryError):
-        return 409
-    return 500
+    """The HTTP status an exception from the core stands for (its class says; 500 for anything unexpected)."""
+    return exc.http_status if isinstance(exc, NbmlopsError) else 500
 
 
 @web.stream_request_body

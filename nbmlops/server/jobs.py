@@ -55,6 +55,8 @@ ECHO_CHARS = 200
 class JobLimitError(NbmlopsError):
     """As many jobs as allowed are running already."""
 
+    http_status = 429
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"{limit} job(s) are running already; wait for one to end or cancel one")
@@ -74,6 +76,8 @@ class NotebookUnreadableError(NbmlopsError, ValueError):
 
 class ParameterTooLargeError(NbmlopsError, ValueError):
     """A parameter value above :data:`MAX_VALUE_BYTES` (the API answers 413)."""
+
+    http_status = 413
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name

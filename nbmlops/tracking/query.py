@@ -36,6 +36,8 @@ _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 class RunNotFoundError(NbmlopsError, ValueError):
     """No run with this id in the tracking store."""
 
+    http_status = 404
+
     def __init__(self, run_id: str, tracking_uri: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id!r} in the tracking store {redact_uri(tracking_uri)}")

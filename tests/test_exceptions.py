@@ -1,0 +1,55 @@
+"""One tree of errors: every error nbmlops raises on purpose is an NbmlopsError whose class carries its exit code
+and HTTP status, and the command line and the server read them from there."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import nbmlops
+from nbmlops.exceptions import EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, NbmlopsError
+
+
+def _all_errors() -> list[type[NbmlopsError]]:
+    for module in pkgutil.walk_packages(nbmlops.__path__, "nbmlops."):
+        importlib.import_module(module.name)
+    found, todo = [], [NbmlopsError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_error_carries_an_exit_code_and_an_http_status():
+    errors = _all_errors()
+    assert len(errors) > 30
+    for cls in errors:
+        assert cls.exit_code in (EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED), cls
+        assert 400 <= cls.http_status < 600, cls
+        if issubclass(cls, ValueError) and cls.__name__ != "ConfigError":
+            assert cls.exit_code == EXIT_USAGE and cls.http_status in (400, 404, 409, 413), cls
+
+
+@pytest.mark.parametrize("module, name, code, status", [
+    ("nbmlops.registry.promote", "AliasChangedError", 3, 409),
+    ("nbmlops.registry.models", "ModelNotFoundError", 2, 404),
+    ("nbmlops.tracking.query", "RunNotFoundError", 2, 404),
+    ("nbmlops.exceptions", "StoreUnavailableError", 1, 503),
+    ("nbmlops.exceptions", "ConfigError", 2, 500),
+    ("nbmlops.server.jobs", "JobLimitError", 1, 429),
+    ("nbmlops.server.handlers", "BodyTooLargeError", 2, 413),
+    ("nbmlops.runner.parameters", "ParameterTypeError", 2, 400),
+])
+def test_what_a_class_means_to_the_command_line_and_the_server(module, name, code, status):
+    from nbmlops.cli import _report
+    from nbmlops.server.handlers import _status_for
+
+    cls = getattr(importlib.import_module(module), name)
+    assert (cls.exit_code, cls.http_status) == (code, status)
+    error = cls.__new__(cls)
+    Exception.__init__(error, "what went wrong")
+    assert _report(error) == code
+    assert _status_for(error) == status
