@@ -18,33 +18,56 @@ import pytest
 from nbmlops.config import SETTING_NAMES, configure
 from nbmlops.tracking.session import close_session
 
-#: the background run of tests/oldest_mlflow.py: (process, its log file)
-OLDEST_JOB = pytest.StashKey[tuple[subprocess.Popen, Path]]()
+#: tiers of the suite run as separate processes while the main suite runs: name -> (process, its log file)
+BACKGROUND = pytest.StashKey[dict[str, tuple[subprocess.Popen, Path]]]()
+#: the tests that wait for those tiers (they run last)
+TIER_TESTS = {"test_oldest_mlflow.py": "oldest-mlflow", "test_reliability_tier.py": "reliability"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the smoke tests on the oldest supported MLflow in the background when their test is collected,
-    so that they run while the main suite does."""
-    if not any(item.path.name == "test_oldest_mlflow.py" for item in items):
-        return
-    log = Path(config.rootpath, ".venv-oldest.log")
+    """Run the slow, mostly waiting tiers beside the main suite instead of after it.
+
+    - the smoke tests on the oldest supported MLflow (``tests/oldest_mlflow.py``) whenever their test is collected;
+    - ``tests/reliability/`` (fault injection: budgets, kills, outages), when it is collected with the rest of the
+      suite: its tests are handed to a second pytest process and ``test_reliability_tier.py`` reports its outcome.
+      Run on its own (``pytest tests/reliability``), or with ``NBMLOPS_TIERS_INLINE=1``, it runs here as usual.
+    """
+    jobs: dict[str, tuple[subprocess.Popen, Path]] = {}
+    names = {item.path.name for item in items}
+    if "test_oldest_mlflow.py" in names:
+        jobs["oldest-mlflow"] = _start_tier(config, "oldest-mlflow", [str(Path(__file__).with_name("oldest_mlflow.py"))])
+    reliability = [item for item in items if "reliability" in item.path.parts]
+    main = [item for item in items if "reliability" not in item.path.parts]
+    inline = os.environ.get("NBMLOPS_TIERS_INLINE", "") not in ("", "0")
+    if reliability and any(item.path.name not in TIER_TESTS for item in main) and not inline:
+        jobs["reliability"] = _start_tier(
+            config, "reliability", ["-m", "pytest", "-q", "-p", "no:cacheprovider", *[i.nodeid for i in reliability]]
+        )
+        config.hook.pytest_deselected(items=reliability)
+        items[:] = main
+    config.stash[BACKGROUND] = jobs
+    items.sort(key=lambda item: item.path.name in TIER_TESTS)  # the waiting tests last; stable otherwise
+
+
+def _start_tier(config: pytest.Config, name: str, arguments: list[str]) -> tuple[subprocess.Popen, Path]:
+    log = Path(config.rootpath, f".tier-{name}.log")
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("oldest_mlflow.py"))],
-                                   cwd=config.rootpath, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    config.stash[OLDEST_JOB] = (process, log)
+        process = subprocess.Popen([sys.executable, *arguments], cwd=config.rootpath, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """A session that ends early takes the oldest-MLflow job with it."""
-    job = config.stash.get(OLDEST_JOB, None)
-    if job is not None and job[0].poll() is None:
-        stop_group(job[0], grace=5)
+    """A session that ends early takes its background tiers with it."""
+    for process, _ in config.stash.get(BACKGROUND, {}).values():
+        if process.poll() is None:
+            stop_group(process, grace=5)
 
 
 @pytest.fixture
-def oldest_mlflow_job(request: pytest.FixtureRequest) -> tuple[subprocess.Popen, Path] | None:
-    """The background smoke run on the oldest supported MLflow, if this session started one."""
-    return request.config.stash.get(OLDEST_JOB, None)
+def background_tier(request: pytest.FixtureRequest) -> tuple[subprocess.Popen, Path] | None:
+    """The background tier the requesting test waits for, if this session started it."""
+    return request.config.stash.get(BACKGROUND, {}).get(TIER_TESTS[request.node.path.name])
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from tests.tiers import wait_for_tier
 
-def test_smoke_subset_passes_on_the_oldest_supported_mlflow(oldest_mlflow_job: tuple[subprocess.Popen, Path] | None):
-    assert oldest_mlflow_job is not None, "conftest starts the oldest-MLflow job when this test is collected"
-    process, log = oldest_mlflow_job
-    try:
-        code = process.wait(timeout=1800)
-    except Exception:
-        process.kill()
-        raise
-    output = log.read_text()
+
+def test_smoke_subset_passes_on_the_oldest_supported_mlflow(background_tier: tuple[subprocess.Popen, Path] | None):
+    assert background_tier is not None, "conftest starts the oldest-MLflow job when this test is collected"
+    output = wait_for_tier(background_tier)
     assert "smoke tests on mlflow " in output, output[-3000:]
-    assert code == 0, output[-6000:]
