@@ -17,11 +17,11 @@ from IPython.display import display
 from nbmlops.config import CAPTURE_KINDS, SETTING_NAMES, configure, resolve_settings
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
-from nbmlops.tracking.run import cell_id_in_notebook, experiment_for, notebook_path
+from nbmlops.tracking.run import cell_id_in_notebook, notebook_experiment, notebook_path
 from nbmlops.tracking.session import HANDOFF_ENV, get_session
 from nbmlops.tracking.summary import Summary, run_url
 
-__all__ = ["NbmlopsMagics", "notebook_experiment"]
+__all__ = ["NbmlopsMagics"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -178,19 +178,6 @@ class NbmlopsMagics(Magics):
         except (NbmlopsError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush, dashboard")
-
-
-def notebook_experiment(shell: Any = None) -> str:
-    """The experiment the ``%%track`` cells of this notebook go to when they name none."""
-    settings = resolve_settings()
-    if settings.experiment:
-        return settings.experiment
-    if shell is None:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    notebook = notebook_path(shell.user_ns) if shell is not None else None
-    return experiment_for(notebook, settings.root) if notebook else "interactive"
 
 
 def _summary_widget(shell: Any, summary: Summary) -> Any:

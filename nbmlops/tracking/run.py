@@ -26,7 +26,9 @@ from nbmlops.tracking.delivery import register_uri
 from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
 from nbmlops.tracking.session import Session, get_session
 
-__all__ = ["SNAPSHOT_TAG", "Run", "active_run", "process_start_time", "snapshot_state", "track"]
+__all__ = [
+    "SNAPSHOT_TAG", "Run", "active_run", "notebook_experiment", "process_start_time", "snapshot_state", "track",
+]
 
 MAX_PARAM_LENGTH = 6000
 #: tag naming the params whose values were cut to MAX_PARAM_LENGTH (whole ones: artifacts params/<key>.txt)
@@ -119,6 +121,19 @@ def experiment_for(source: str, root: Path) -> str:
     except ValueError:
         pass
     return str(path.with_suffix("")) if path.suffix in (".ipynb", ".py") else str(path)
+
+
+def notebook_experiment(shell: Any = None) -> str:
+    """The experiment the ``%%track`` cells of this notebook go to when they name none."""
+    settings = resolve_settings()
+    if settings.experiment:
+        return settings.experiment
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    notebook = notebook_path(shell.user_ns) if shell is not None else None
+    return experiment_for(notebook, settings.root) if notebook else "interactive"
 
 
 class Run:

@@ -75,7 +75,7 @@ class Dashboard(w.VBox):
     ) -> None:
         self.settings = settings or resolve_settings()
         if experiment is None:
-            from nbmlops.magics import notebook_experiment
+            from nbmlops.tracking.run import notebook_experiment
 
             experiment = notebook_experiment()
         self.experiment = experiment
