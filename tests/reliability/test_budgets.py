@@ -79,19 +79,18 @@ def test_sync_and_status_against_a_server_whose_api_hangs_end_within_the_budget(
     project = tmp_path / "project"
     with FaultProxy(server) as proxy:
         journals = journals_written_in_an_outage(project, proxy, 6)
-        # the baseline: the same command against the same server, answering
-        baseline, status = timed_cli(project, proxy.uri, "status")
+        # the same command against the same server, answering
+        _, status = timed_cli(project, proxy.uri, "status")
         assert status.returncode == 0, status.stderr
         proxy.add(Fault("hang", path="/api/"))
-        elapsed, result = timed_cli(project, proxy.uri, "sync", timeout=BUDGET * 6 + 2 * STARTUP_S)
-        # six journals, one budget: after the first call ran out of time, the others fail at once
-        assert elapsed < baseline + 2 * BUDGET + 15, (elapsed, baseline, result.stderr)
+        _, result = timed_cli(project, proxy.uri, "sync", timeout=BUDGET * 6 + 2 * STARTUP_S)
+        # six journals, one budget: after the first call ran out of time, the others fail at once (a hang would
+        # run into timed_cli's guard; the time itself is not asserted here: no wall-clock thresholds in tests)
         assert result.returncode != 0
         assert "not delivered" in result.stderr and f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert all(journal.exists() for journal in journals)  # nothing lost
-        elapsed, result = timed_cli(project, proxy.uri, "status", timeout=BUDGET * 6 + 2 * STARTUP_S)
-        assert elapsed < baseline + 2 * BUDGET + 15, (elapsed, baseline, result.stderr)
+        _, result = timed_cli(project, proxy.uri, "status", timeout=BUDGET * 6 + 2 * STARTUP_S)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
         proxy.clear()
@@ -121,11 +120,8 @@ def test_status_magic_names_the_last_delivery_failure_within_the_budget(
         # the writer's delivery runs out of its budget, and says why
         wait_for(lambda: get_session().store_error is not None, 4 * BUDGET + 60, "the delivery to fail")
         capsys.readouterr()
-        start = time.monotonic()
         shell.run_line_magic("nbmlops", "status")
-        elapsed = time.monotonic() - start
         shown = capsys.readouterr().out
-    assert elapsed < BUDGET + 10, elapsed  # one budget, and room for a loaded 2-core machine
     assert re.search(r"tracking store: +http://127\.0\.0\.1:\d+ \(not answering: .*\)", shown), shown
     assert re.search(rf"last delivery: +failed: .*no answer within {BUDGET:g} s", shown), shown
     waiting = re.search(r"waiting records: (\d+)", shown)
