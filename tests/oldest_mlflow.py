@@ -34,10 +34,14 @@ def main() -> int:
     installed = subprocess.run([str(python), "-c", "import mlflow; print(mlflow.__version__)"],
                                capture_output=True, text=True, check=False).stdout.strip()
     if not installed.startswith(release + "."):
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"mlflow~={release}.0", "-e", f"{ROOT}[test]"],
-                       check=True)
+        # as a user would: MLflow is there first, then nbmlops is installed into that environment and must keep it
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"mlflow~={release}.0"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
     version = subprocess.run([str(python), "-c", "import mlflow; print(mlflow.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
+    if not version.startswith(release + "."):
+        print(f"installing nbmlops replaced mlflow {release}.x with {version}", flush=True)
+        return 1
     print(f"smoke tests on mlflow {version}", flush=True)
     return subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE], cwd=ROOT,
                           check=False).returncode
