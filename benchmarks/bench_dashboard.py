@@ -196,9 +196,9 @@ def _timed(fn: Any) -> tuple[float, Any]:
 def child_warm(uri: str, repeats: int) -> dict[str, Any]:
     import mlflow
 
+    from nbmlops.backend.store import open_store
     from nbmlops.config import resolve_settings
     from nbmlops.tracking.search import _client, _probed_count, count_runs, experiment_ids
-    from nbmlops.tracking.store import open_store
 
     open_store(uri, None).client.search_experiments(max_results=1)  # the kernel has tracked: store open
     mlflow.set_tracking_uri(uri)

@@ -198,8 +198,8 @@ def _warn(message: str) -> None:
 def _status() -> None:
     """Print whether the store answers now (asked within the ``call_timeout`` budget, however it misbehaves),
     how the last delivery went, and how many records wait."""
+    from nbmlops.backend.store import open_store
     from nbmlops.redact import redact_uri
-    from nbmlops.tracking.store import open_store
 
     session = get_session()
     settings = resolve_settings()

@@ -132,9 +132,9 @@ def test_a_staged_model_swapped_before_delivery_is_refused(project, request):
     import skops.io
     from sklearn.dummy import DummyClassifier
 
+    from nbmlops.backend.store import RecordRejected
     from nbmlops.registry.models import registry_client
     from nbmlops.registry.register import deliver_model
-    from nbmlops.tracking.store import RecordRejected
 
     with nbmlops.track("train") as run:
         pass

@@ -56,7 +56,7 @@ def varied(store_uri: str) -> str:
     """An experiment of 24 runs with names in two cases, NaN and missing metrics, missing params and tags."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     client = open_store(store_uri, None).client
     experiment_id = client.create_experiment(f"search-{uuid.uuid4().hex[:8]}")
@@ -87,7 +87,7 @@ def varied(store_uri: str) -> str:
 
 @pytest.mark.parametrize("filter_string", FILTERS)
 def test_sql_search_agrees_with_mlflow_search_runs(varied: str, store_uri: str, filter_string: str):
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     client = open_store(store_uri, None).client
     assert parse_filter(filter_string) is not None, "the filter must take our SQL path, not MLflow's"
@@ -120,8 +120,8 @@ def _mlflow_search(client, experiment_id: str, filter_string: str, order_by: lis
 
 
 def test_a_page_read_with_sql_holds_what_mlflow_holds_of_each_run(varied: str, store_uri: str):
+    from nbmlops.backend.store import open_store
     from nbmlops.tracking.search import row_of
-    from nbmlops.tracking.store import open_store
 
     client = open_store(store_uri, None).client
     page = search_page(store_uri, [varied], "", ["metrics.acc DESC"], 0, 30)

@@ -53,7 +53,7 @@ def bulk(store_uri: str) -> tuple[str, str]:
     """An experiment of BULK finished and failed cell runs, written with MlflowClient: (name, id)."""
     from mlflow.entities import Metric, Param
 
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     client = open_store(store_uri, None).client
     name = f"widgets-bulk-{uuid.uuid4().hex[:8]}"

@@ -185,7 +185,7 @@ class RegisteredModelInfo:
 
 def registry_client(settings: Settings | None = None) -> Any:
     """The ``MlflowClient`` of the configured store (whose registry is the store itself)."""
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     settings = settings or resolve_settings()
     return open_store(settings.tracking_uri, settings.artifact_root).client

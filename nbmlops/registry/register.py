@@ -250,7 +250,7 @@ def deliver_model(client: Any, run_id: str, record: dict[str, Any]) -> None:
 
     Raises ``RecordRejected`` when the staged model is gone or cannot be loaded: retrying cannot help.
     """
-    from nbmlops.tracking.store import RecordRejected
+    from nbmlops.backend.store import RecordRejected
 
     if find_registration(record["name"], record["key"], client) is not None:
         _remove_staged(record)

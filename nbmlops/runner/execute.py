@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError
+from nbmlops.runner.status_file import chain_hooks
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
@@ -103,6 +104,7 @@ def run_notebook(
     timeout: float | None = None,
     tags: Mapping[str, str] | None = None,
     progress_bar: bool = True,
+    hooks: Mapping[str, Callable[..., None]] | None = None,
 ) -> NotebookRun:
     """Execute ``notebook`` with papermill as one MLflow run (``nbmlops.kind=notebook``).
 
@@ -126,6 +128,8 @@ def run_notebook(
         timeout: seconds one cell may run before the execution stops with status TIMEOUT.
         tags: extra tags for the notebook's run.
         progress_bar: show papermill's progress bar.
+        hooks: more nbclient hooks (``on_cell_executed``, ...), called after the runner's own (see
+            :class:`nbmlops.runner.status_file.RunStatus`).
 
     Raises:
         NbmlopsError: a usage problem found before execution (missing notebook, unknown parameter or
@@ -146,7 +150,7 @@ def run_notebook(
     try:
         status, failure, error = _execute(
             source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar,
-            handoff.tag if handoff is not None else session.handoff_tag, html.hooks(),
+            handoff.tag if handoff is not None else session.handoff_tag, chain_hooks(html.hooks(), hooks or {}),
         )
     except BaseException:
         if handoff is not None:
@@ -619,7 +623,7 @@ def settle(settings: Settings, cwd: str | os.PathLike[str] | None, handoff: Hand
 
 def link_children(settings: Settings, key: str, run_id: str, experiment_id: str) -> tuple[str, str]:
     """Link the notebook run's children delivered before it; returns its MLflow id and UI address."""
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     with contextlib.suppress(NbmlopsError):
         open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, key, run_id)

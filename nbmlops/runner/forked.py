@@ -95,7 +95,7 @@ def run_notebook_forked(
         share_snapshots(settings, cwd, started_ms)
     if run_id is None:
         return result  # not in the store yet: the warnings say why; `nbmlops sync` delivers it
-    from nbmlops.tracking.store import open_store
+    from nbmlops.backend.store import open_store
 
     try:
         experiment_id = open_store(settings.tracking_uri, settings.artifact_root).experiment_id(result.experiment)

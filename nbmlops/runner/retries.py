@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from nbmlops.backend.store import RecordRejected, open_store
 from nbmlops.config import Settings
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.tracking.store import RecordRejected, open_store
 
 __all__ = ["Retry", "supersede_retries", "task_name"]
 

@@ -88,7 +88,7 @@ class MlflowSnapshotRemote:
     # -- the data run --------------------------------------------------------------------------
 
     def _client(self) -> Any:
-        from nbmlops.tracking.store import open_store
+        from nbmlops.backend.store import open_store
 
         return open_store(self.tracking_uri, self.artifact_root).client
 
@@ -110,7 +110,7 @@ class MlflowSnapshotRemote:
 
     def _upload_run(self) -> str:
         """The data run to upload to, created with its experiment on first use."""
-        from nbmlops.tracking.store import open_store
+        from nbmlops.backend.store import open_store
 
         with self._lock:
             if self._run_id is None:

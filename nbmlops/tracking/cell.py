@@ -222,7 +222,7 @@ class TrackedCell:
 
     def previous_from_store(self, run_id: str, experiment_id: str) -> dict[str, float] | None:
         """Metrics of the previous finished run of this cell in the store (say, before a kernel restart)."""
-        from nbmlops.tracking.store import open_store
+        from nbmlops.backend.store import open_store
 
         store = open_store(self.settings.tracking_uri, self.settings.artifact_root)
         return store.previous_metrics(experiment_id, self.cell_key, run_id)

@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nbmlops.backend.store import RecordRejected, open_store
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
@@ -32,7 +33,6 @@ from nbmlops.journal import (
     try_lock,
 )
 from nbmlops.redact import redact_uri
-from nbmlops.tracking.store import RecordRejected, open_store
 
 __all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "new_tag", "register_uri", "sync_journals"]
 

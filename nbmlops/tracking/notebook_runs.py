@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbmlops.backend.store import open_store
 from nbmlops.tracking.query import RunNotFoundError
 from nbmlops.tracking.search import RunRow, SearchError, experiments, get_rows, quote_value, search_page
-from nbmlops.tracking.store import open_store
 
 __all__ = ["ListedRun", "RunDetail", "count_experiments", "run_detail", "runs_for_notebook"]
 

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from nbmlops.backend.store import RecordRejected, open_store
 from nbmlops.config import Settings
 from nbmlops.exceptions import StoreUnavailableError
 from nbmlops.tracking.delivery import SyncReport, register_uri, sync_journals
 from nbmlops.tracking.heartbeat import HEARTBEAT_TAG, last_sign_of_life, process_start_time, when_tracking
-from nbmlops.tracking.store import RecordRejected, open_store
 
 __all__ = ["ReapReport", "Reaped", "reap", "reap_runs", "reap_when_tracking"]
 

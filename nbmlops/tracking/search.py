@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbmlops.backend.store import open_store
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, parse_order_by
 from nbmlops.tracking.search_sql import Database, database_for
-from nbmlops.tracking.store import open_store
 
 __all__ = [
     "CELL_KEY_TAG", "Cell", "MetricPoint", "RunPage", "RunRow", "SearchError", "cells", "count_runs",

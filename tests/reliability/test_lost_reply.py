@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nbmlops.tracking.store import DUPLICATE_TAG, RUN_KEY_TAG, open_store
+from nbmlops.backend.store import DUPLICATE_TAG, RUN_KEY_TAG, open_store
 from tests.conftest import mlflow_server
 from tests.reliability.faults import Fault, FaultProxy
 

@@ -1,0 +1,981 @@
+"""Delivery of journal records to an MLflow tracking store: the only module of ``tracking`` that imports mlflow.
+
+Replays are exactly-once: a run is created with its local key as a tag and looked up by it when a
+delivery is resumed; params and tags are re-sent with the same values (MLflow accepts that);
+metrics carry their original timestamps so MLflow's own de-duplication drops repeats.
+
+Creating a run is never retried blindly: MLflow's HTTP client does not retry nbmlops' calls, and a
+``create_run`` whose outcome is unknown (its reply was lost, it timed out) is followed by a look-up of
+the run key before any new attempt. Should two runs carry one key all the same (a request the server
+applied late), the one delivered to is kept and the others are marked KILLED and deleted.
+
+Every call has a budget, ``call_timeout`` (:mod:`nbmlops.config`): a tracking server that does not answer
+a call, retries included, within it is an outage, reported as :class:`StoreUnavailableError`; after one,
+further calls fail at once for one budget, so that a sync of many journals ends within about one budget.
+A 401 or 403 is :class:`StoreAuthError`, never retried. Credentials come from the URI
+(``http://user:password@host``) or MLflow's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``.
+
+The schema of a new sqlite store is built in a file beside it and moved into place once complete, under a
+file lock, so that a process killed while building it leaves no half-built store; one left half-built by
+an older version or by MLflow itself is found, and rebuilt when it holds no run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import fcntl
+import functools
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import ssl
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from nbmlops.exceptions import ConfigError, StoreAuthError, StoreUnavailableError
+from nbmlops.redact import redact_uri
+
+__all__ = ["Attempt", "RecordRejected", "Store", "open_store"]
+
+RUN_KEY_TAG = "nbmlops.run_key"
+PARENT_KEY_TAG = "nbmlops.parent_key"
+DUPLICATE_TAG = "nbmlops.duplicate_of"
+#: runs that are attempts of one task (a sweep's combination that Dask ran again after its worker died) share
+#: this tag; one of them is live, the others end KILLED naming it (SUPERSEDED_TAG), numbered by start order
+TASK_TAG = "nbmlops.task"
+ATTEMPT_TAG = "nbmlops.attempt"
+SUPERSEDED_TAG = "nbmlops.superseded_by"
+SUPERSEDES_TAG = "nbmlops.supersedes"
+_BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+_TRANSIENT = re.compile(
+    r"database is locked|database table is locked|unable to open database|connection|timed? ?out|"
+    r"temporarily|max retries|503|502|504|429|refused|reset by peer",
+    re.IGNORECASE,
+)
+_REJECTED = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST")
+_AUTH = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+#: how long a local sqlite store waits for another local process (its lock, its schema creation)
+_SQLITE_WAIT_S = 60.0
+#: how long an exiting process waits for a store it is opening (and perhaps making), so that short
+#: processes do not each start the schema anew and never finish it
+_OPEN_AT_EXIT_S = 120.0
+#: a store whose files changed this recently is taken to be in the making by another process, and waited for
+_BUILDING_QUIET_S = 5.0
+_stores: dict[tuple[str, str | None], Store] = {}
+_stores_lock = threading.Lock()
+_limits = threading.local()
+_opened = threading.Condition()
+_openings = 0
+
+
+class RecordRejected(Exception):
+    """The store answered, and refused a record for good (bad value, deleted run)."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way that may pass (no answer, a lock, 5xx, 429)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a task (see :data:`TASK_TAG`): its MLflow id, local run key, start time (ms), status, and
+    the attempt tags it carries."""
+
+    run_id: str
+    run_key: str
+    start_time: int
+    status: str
+    tags: dict[str, str]
+
+
+def open_store(uri: str, artifact_root: str | None) -> Store:
+    """The shared :class:`Store` for ``uri`` in this process."""
+    with _stores_lock:
+        key = (uri, artifact_root)
+        if key not in _stores:
+            _stores[key] = Store(uri, artifact_root)
+        return _stores[key]
+
+
+class Store:
+    """One MLflow tracking store, opened lazily (importing mlflow costs about a second)."""
+
+    def __init__(self, uri: str, artifact_root: str | None) -> None:
+        self.uri = uri
+        self.display_uri = redact_uri(uri)
+        self.artifact_root = artifact_root
+        self._client: Any = None
+        self._experiments: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (monotonic time until which calls fail at once, why)
+        self._uncertain: dict[str, str] = {}  # run key -> experiment id, for runs whose creation was uncertain
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @property
+    def call_timeout(self) -> float:
+        """The budget of one call, in seconds (the ``call_timeout`` setting, read at each call)."""
+        from nbmlops.config import DEFAULT_CALL_TIMEOUT, resolve_settings
+
+        try:
+            return resolve_settings().call_timeout
+        except ConfigError:
+            return DEFAULT_CALL_TIMEOUT
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` for this store, created (and the sqlite schema made) on first use.
+
+        Its calls made outside :meth:`_call` are bounded too: one HTTP request, no MLflow retries, each
+        waiting at most :attr:`call_timeout` for the server.
+        """
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = _BoundedClient(self._connect(), self)
+                except (RecordRejected, sqlite3.DatabaseError) as exc:  # no MLflow store can be at this URI
+                    raise ConfigError("tracking_uri", f"{self.display_uri} is not a tracking store nbmlops can use: "
+                                      f"{_one_line(self._clean(str(exc)))}") from None
+            return self._client
+
+    def check(self) -> str | None:
+        """Ask the store for one thing now, within the budget: None when it answers, else why not (a phrase
+        such as ``not answering: ...``, or the :class:`StoreAuthError` message).
+
+        Never waits much longer than :attr:`call_timeout`, even while another thread is stuck opening the
+        store.
+        """
+        budget = self.call_timeout
+        outcome: list[str | None] = []
+
+        def ask() -> None:
+            try:
+                self._call(lambda: self.client.search_experiments(max_results=1))
+                outcome.append(None)
+            except StoreUnavailableError as exc:
+                outcome.append(f"not answering: {exc.reason}")
+            except (StoreAuthError, RecordRejected) as exc:
+                outcome.append(str(exc))
+            except Exception as exc:
+                outcome.append(f"{type(exc).__name__}: {self._clean(str(exc))}")
+
+        with self._state_lock:
+            self._down = None  # ask now, not what the last outage said
+        thread = threading.Thread(target=ask, name="nbmlops-store-check", daemon=True)
+        thread.start()
+        thread.join(budget + 1.0)
+        if thread.is_alive():
+            return f"not answering: no answer within {budget:g} s"
+        return outcome[0]
+
+    def _connect(self) -> Any:
+        if self.uri.startswith(("http://", "https://")):
+            self._probe_http()
+            # MLflow prints a "View run ..." line at every run end on a server store: noise in a user's cell
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        _install_http_limits()
+        if self.uri.startswith("sqlite:///"):
+            return self._connect_sqlite()
+        from mlflow import MlflowClient
+
+        return self._call(lambda: MlflowClient(tracking_uri=self.uri))
+
+    def _probe_http(self) -> None:
+        """Fail fast when a tracking server is down, instead of importing mlflow first (a second or more).
+
+        Sends the credentials MLflow would send (from the URI, else ``MLFLOW_TRACKING_USERNAME`` and
+        ``MLFLOW_TRACKING_PASSWORD``, else ``MLFLOW_TRACKING_TOKEN``); a refused connection is retried
+        within the budget, a 401 or 403 is :class:`StoreAuthError`.
+        """
+        url, headers = _health_request(self.uri)
+        context = _tls_context() if url.startswith("https://") else None
+
+        def probe() -> None:
+            request = urllib.request.Request(url, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=_limits.timeout, context=context):
+                    pass
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise StoreAuthError(self.display_uri, exc.code, _one_line(str(exc.reason or ""))) from None
+                # it answered: something is listening
+            except (OSError, ValueError) as exc:
+                reason = self._clean(str(getattr(exc, "reason", exc)))
+                if _TRANSIENT.search(reason):
+                    raise _Transient(reason) from None
+                raise StoreUnavailableError(self.display_uri, reason) from None  # a bad URL, a certificate
+
+        self._call(probe)
+
+    def _connect_sqlite(self) -> Any:
+        """Open a sqlite store safely when several processes do so at once.
+
+        Under an exclusive file lock, a store that does not exist yet is built beside its path and moved
+        into place once complete; a half-built one (tables missing, or MLflow's schema revision not
+        reached) that holds no run is rebuilt. The database uses WAL and a long busy timeout, so that
+        concurrent writers wait for each other instead of failing with ``database is locked``.
+        """
+        path = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # schema creation and migration chatter (also from the registry's own store, made on first use)
+        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+        # MLflow logs a database error (a lock held past the busy timeout) with its whole traceback before it
+        # raises it; nbmlops reports it in one line (store unavailable), so the traceback is only noise
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        with _file_lock(path.with_name(path.name + ".lock"), self.display_uri), _opening():
+            state = _settled_schema_state(path)
+            if state == "half-built" and _holds_records(path):
+                raise StoreUnavailableError(
+                    self.display_uri,
+                    "its schema was left half-migrated and it holds runs: back it up, then run "
+                    f"`mlflow db upgrade {self.display_uri}`",
+                )
+            if state != "complete":
+                self._build_schema(path)
+            else:
+                connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    connection.close()
+            from mlflow import MlflowClient
+
+            engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={_SQLITE_WAIT_S:g}"
+            client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
+            self._call(lambda: client.search_experiments(max_results=1))
+        return client
+
+    def _build_schema(self, path: Path) -> None:
+        """Make the MLflow schema in ``<path>.building-<unique>``, then move it to ``path`` (replacing a store with
+        no tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store.
+
+        The name is new at each build: MLflow keeps an engine per database URI for the life of the process.
+        """
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        for leftover in path.parent.glob(f"{glob.escape(path.name)}.building-*"):
+            leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
+        building = path.with_name(f"{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        root = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else "./mlruns"
+        store = SqlAlchemyStore(f"sqlite:///{building}", root)
+        store.engine.dispose()
+        connection = sqlite3.connect(building)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+        _fsync(building)
+        if not path.exists():
+            try:
+                os.link(building, path)  # never over a store another process (MLflow itself) made meanwhile
+            except FileExistsError:
+                pass
+            else:
+                building.unlink()
+                _fsync(path.parent)
+                return
+            if _settled_schema_state(path) == "complete":
+                building.unlink()
+                return
+        for stale in _sqlite_files(path)[1:]:
+            stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
+        os.replace(building, path)
+        _fsync(path.parent)
+
+    def _call(self, fn: Callable[[], Any], retry: bool = True) -> Any:
+        """Run one store call within the budget; classify what goes wrong.
+
+        Failures that may pass (no answer, a lock, 5xx, 429) are retried until :attr:`call_timeout` is
+        spent (not with ``retry=False``: one attempt), then raise :class:`StoreUnavailableError`; when
+        the store did not answer for the whole budget, the calls of the next budget fail at once. A
+        401/403 raises :class:`StoreAuthError` at once, a record the store refuses :class:`RecordRejected`.
+        """
+        budget = self.call_timeout
+        start = time.monotonic()
+        deadline = start + budget
+        self._refuse_while_down()
+        delay = 0.05
+        while True:
+            try:
+                with _http_limits(max(deadline - time.monotonic(), 0.5)):
+                    result = self._attempt(fn)
+            except _Transient as exc:
+                if retry and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise self._failed(exc.args[0], budget, start, retried=retry) from None
+            with self._state_lock:
+                self._down = None
+            return result
+
+    def _attempt(self, fn: Callable[[], Any]) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn()
+        except MlflowException as exc:
+            if exc.error_code in _AUTH:
+                said = re.search(r"Response body: '(.*)'", str(exc), re.DOTALL)  # MLflow quotes a non-JSON answer
+                reason = self._clean(said.group(1) if said else exc.message)
+                raise StoreAuthError(self.display_uri, _AUTH[exc.error_code], reason) from None
+            if exc.error_code in _REJECTED:
+                raise RecordRejected(self._clean(str(exc))) from exc
+            reason = self._clean(str(exc))
+        except (StoreUnavailableError, StoreAuthError, RecordRejected, _Transient):
+            raise
+        except Exception as exc:  # network errors, sqlalchemy errors, OSError from artifact copies
+            reason = self._clean(f"{type(exc).__name__}: {exc}")
+        if _TRANSIENT.search(reason):
+            raise _Transient(reason)
+        raise StoreUnavailableError(self.display_uri, reason)
+
+    def _clean(self, text: str) -> str:
+        """One line of an error, without the credentials of the URI (MLflow's messages quote the URL)."""
+        text = redact_uri(text)
+        password = urllib.parse.urlsplit(self.uri).password if "@" in self.uri else None
+        return _one_line(text.replace(password, "***") if password else text)
+
+    def _failed(self, reason: str, budget: float, start: float, retried: bool) -> StoreUnavailableError:
+        """The error for a call that failed; if it was retried until its budget ran out, or waited that long,
+        the calls of the next budget fail at once (a lost reply, retried by no one, trips nothing)."""
+        spent = time.monotonic() - start >= budget * 0.9
+        if spent:
+            reason = f"no answer within {budget:g} s ({reason})"
+        if retried or spent:
+            with self._state_lock:
+                self._down = (time.monotonic() + budget, reason)
+        return StoreUnavailableError(self.display_uri, reason)
+
+    def _refuse_while_down(self) -> None:
+        """Fail at once while the last outage is fresh: a sync of many journals waits out one budget, not one
+        per journal."""
+        with self._state_lock:
+            down = self._down
+        if down is not None and time.monotonic() < down[0]:
+            raise StoreUnavailableError(self.display_uri, down[1])
+
+
+    # -- delivery -----------------------------------------------------------------------------
+
+    def deliver(self, records: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
+        """Apply ``records`` in order. ``runs`` maps run keys to MLflow run ids and is updated in place.
+
+        With ``careful`` (a resumed or retried delivery) a run is first looked up by its key, so it is
+        never created twice.
+        """
+        client = self.client  # first: a dead server is noticed before mlflow is imported
+        from mlflow.entities import Metric, Param, RunTag
+
+        batch: dict[str, list[Any]] = {"metrics": [], "params": [], "tags": []}
+        batch_run: str | None = None
+
+        def send_batch() -> None:
+            nonlocal batch
+            if batch_run is not None and any(batch.values()):
+                run_id = runs[batch_run]
+                metrics, params, tags = batch["metrics"], batch["params"], batch["tags"]
+                while metrics or params or tags:  # as few calls as MLflow's per-call limits allow
+                    p, params = params[: _BATCH_LIMITS["params"]], params[_BATCH_LIMITS["params"] :]
+                    t, tags = tags[: _BATCH_LIMITS["tags"]], tags[_BATCH_LIMITS["tags"] :]
+                    room = _BATCH_LIMITS["metrics"] - len(p) - len(t)
+                    m, metrics = metrics[:room], metrics[room:]
+                    self._call(functools.partial(client.log_batch, run_id, metrics=m, params=p, tags=t))
+            batch = {"metrics": [], "params": [], "tags": []}
+
+        artifacts: list[dict[str, Any]] = []
+
+        def send_artifacts() -> None:
+            if artifacts:
+                self._log_artifacts(runs[artifacts[0]["run"]], artifacts)
+                artifacts.clear()
+
+        for record in records:
+            kind, key = record["t"], record["run"]
+            if artifacts and (kind != "artifact" or artifacts[0]["run"] != key):
+                send_artifacts()
+            if kind == "start":
+                send_batch()
+                if key not in runs:
+                    runs[key] = self._start_run(record, runs, careful)
+                batch_run = key
+                continue
+            if key not in runs:
+                raise RecordRejected(f"record {kind!r} for run {key} whose start record is missing")
+            if kind in ("params", "metrics", "tags"):
+                if batch_run != key:
+                    send_batch()
+                    batch_run = key
+                if kind == "params":
+                    batch["params"] += [Param(k, v) for k, v in record["params"].items()]
+                elif kind == "tags":
+                    batch["tags"] += [RunTag(k, v) for k, v in record["tags"].items()]
+                else:
+                    batch["metrics"] += [Metric(k, v, ts, step) for k, v, step, ts in record["metrics"]]
+                continue
+            send_batch()
+            run_id = runs[key]
+            if kind == "artifact":
+                artifacts.append(record)
+            elif kind == "dataset":
+                self._log_dataset(run_id, record)
+            elif kind == "model":
+                from nbmlops.registry.register import deliver_model  # the registry's side of a registration
+
+                self._call(functools.partial(deliver_model, self.client, run_id, record))
+            elif kind == "end":
+                if key in self._uncertain:  # a create the server applied late may have made a twin meanwhile
+                    self._drop_duplicates(self._uncertain[key], key, run_id)
+                    self._uncertain.pop(key, None)
+                if careful and self._superseded(run_id):
+                    continue  # a late replay of an attempt that a later one replaced: it stays KILLED
+                self._call(functools.partial(client.set_terminated, run_id, record["status"], record["ts"]))
+            else:
+                raise RecordRejected(f"unknown record type {kind!r}")
+        send_artifacts()
+        send_batch()
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (with an artifact location under ours) if needed."""
+        if name in self._experiments:
+            return self._experiments[name]
+        client = self.client
+        experiment = self._call(lambda: client.get_experiment_by_name(name))
+        if experiment is None:
+            location = None
+            if self.artifact_root:
+                slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:80] or "experiment"
+                location = Path(self.artifact_root, slug).resolve().as_uri()
+            try:
+                self._call(lambda: client.create_experiment(name, artifact_location=location))
+            except RecordRejected:
+                pass  # another process created it first
+            except StoreUnavailableError as exc:
+                if "already exists" not in exc.reason.lower():
+                    raise
+            experiment = self._call(lambda: client.get_experiment_by_name(name))
+            if experiment is None:
+                raise RecordRejected(f"experiment {name!r} could not be created")
+        if experiment.lifecycle_stage == "deleted":
+            self._call(lambda: client.restore_experiment(experiment.experiment_id))
+        self._experiments[name] = experiment.experiment_id
+        return experiment.experiment_id
+
+    def _start_run(self, record: dict[str, Any], runs: dict[str, str], careful: bool) -> str:
+        client = self.client
+        experiment_id = self.experiment_id(record["experiment"])
+        key = record["run"]
+        if careful or key in self._uncertain:
+            found = self.run_id_for_key(experiment_id, key)
+            if found:
+                return found
+        tags = dict(record.get("tags", {}))
+        tags[RUN_KEY_TAG] = key
+        parent = record.get("parent")
+        if parent:
+            tags[PARENT_KEY_TAG] = parent
+            parent_id = runs.get(parent) or self.run_id_for_key(experiment_id, parent)
+            if parent_id:
+                tags["mlflow.parentRunId"] = parent_id
+        return self._create_run(
+            experiment_id,
+            key,
+            lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name")),
+        )
+
+    def _create_run(self, experiment_id: str, key: str, create: Callable[[], Any]) -> str:
+        """Create the run with key ``key`` once: an attempt whose outcome is unknown (no reply) is followed by
+        a look-up of the key, and only a run not found is created again, within the budget."""
+        deadline = time.monotonic() + self.call_timeout
+        delay = 0.1
+        while True:
+            try:
+                run_id = self._call(create, retry=False).info.run_id
+            except StoreUnavailableError:
+                self._uncertain[key] = experiment_id
+                found = self.run_id_for_key(experiment_id, key)
+                if found:
+                    return found
+                if time.monotonic() + delay >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if key in self._uncertain:
+                self._drop_duplicates(experiment_id, key, run_id)
+            return run_id
+
+    def run_id_for_key(self, experiment_id: str, key: str) -> str | None:
+        """The MLflow id of the run recorded under local ``key`` in an experiment, if it exists yet.
+
+        Should several runs carry the key, the one with the most data is kept (the one delivered to; the
+        lowest id among equals) and the others are marked KILLED, tagged ``nbmlops.duplicate_of`` and deleted.
+        """
+        runs = self._runs_with_key(experiment_id, key)
+        if not runs:
+            return None
+        keep = min(runs, key=lambda r: (-_data_count(r), r.info.run_id)).info.run_id
+        if len(runs) > 1:
+            self._drop_duplicates(experiment_id, key, keep, runs)
+        return keep
+
+    def _runs_with_key(self, experiment_id: str, key: str) -> list[Any]:
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            return []
+        return list(
+            self._call(
+                lambda: self.client.search_runs(
+                    [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=100
+                )
+            )
+        )
+
+    def _drop_duplicates(self, experiment_id: str, key: str, keep: str, runs: list[Any] | None = None) -> None:
+        """Mark every active run with ``key`` but ``keep`` KILLED, tag it as a duplicate of ``keep``, delete it."""
+        client = self.client
+        for run in self._runs_with_key(experiment_id, key) if runs is None else runs:
+            twin = run.info.run_id
+            if twin == keep:
+                continue
+            self._call(lambda: client.set_tag(twin, DUPLICATE_TAG, keep))  # noqa: B023 - called at once
+            if run.info.status == "RUNNING":
+                self._call(lambda: client.set_terminated(twin, "KILLED"))  # noqa: B023
+            self._call(lambda: client.delete_run(twin))  # noqa: B023
+
+    def adopt_children(self, experiment_id: str, parent_key: str, parent_id: str) -> int:
+        """Link runs that name ``parent_key`` as parent but were delivered before it existed."""
+        client = self.client
+        orphans = self._call(
+            lambda: client.search_runs(
+                [experiment_id], filter_string=f"tags.`{PARENT_KEY_TAG}` = '{parent_key}'", max_results=10000
+            )
+        )
+        adopted = 0
+        for run in orphans:
+            if "mlflow.parentRunId" not in run.data.tags:
+                self._call(functools.partial(client.set_tag, run.info.run_id, "mlflow.parentRunId", parent_id))
+                adopted += 1
+        return adopted
+
+    def task_attempts(self, experiment_id: str, like: str) -> dict[str, list[Attempt]]:
+        """The runs of each task (:data:`TASK_TAG`) whose name matches the SQL ``LIKE`` pattern ``like``
+        (``<sweep key>/%``: every combination of a sweep; a task's name: that task), oldest attempt first."""
+        if not re.fullmatch(r"[0-9A-Za-z/.%-]*", like):
+            return {}
+        client = self.client
+        runs = self._call(
+            lambda: client.search_runs(
+                [experiment_id], filter_string=f"tags.`{TASK_TAG}` LIKE '{like}'", max_results=50000
+            )
+        )
+        tasks: dict[str, list[Attempt]] = {}
+        for run in runs:
+            tags = run.data.tags
+            kept = {k: tags[k] for k in (ATTEMPT_TAG, SUPERSEDED_TAG, SUPERSEDES_TAG) if k in tags}
+            tasks.setdefault(tags[TASK_TAG], []).append(
+                Attempt(run.info.run_id, tags.get(RUN_KEY_TAG, ""), run.info.start_time or 0, run.info.status, kept)
+            )
+        for attempts in tasks.values():
+            attempts.sort(key=lambda attempt: (attempt.start_time, attempt.run_id))
+        return tasks
+
+    def supersede(self, attempts: list[Attempt], live: Attempt) -> int:
+        """Make ``live`` the one live run of a task's ``attempts`` (oldest first): every other attempt ends
+        KILLED, tagged with its number (:data:`ATTEMPT_TAG`) and :data:`SUPERSEDED_TAG` = ``live``'s id;
+        ``live`` gets its number and :data:`SUPERSEDES_TAG`. Writes only what changed; returns how many
+        attempts ``live`` supersedes."""
+        client = self.client
+        others = [attempt.run_id for attempt in attempts if attempt.run_id != live.run_id]
+        for number, attempt in enumerate(attempts, 1):
+            if attempt.run_id == live.run_id:
+                tags = {ATTEMPT_TAG: str(number), SUPERSEDES_TAG: ",".join(others)}
+            else:
+                tags = {ATTEMPT_TAG: str(number), SUPERSEDED_TAG: live.run_id}
+            for name, value in tags.items():
+                if attempt.tags.get(name) != value:
+                    self._call(functools.partial(client.set_tag, attempt.run_id, name, value))
+            if attempt.run_id != live.run_id and attempt.status != "KILLED":
+                self._call(functools.partial(client.set_terminated, attempt.run_id, "KILLED"))
+        return len(others)
+
+    def _superseded(self, run_id: str) -> bool:
+        """True when the run is an attempt of a task that another attempt replaces (it is then marked so).
+
+        The live attempt is the one already named live (it supersedes others, nothing supersedes it), else
+        the latest started: a task runs again only once the worker of its earlier attempt is gone.
+        """
+        client = self.client
+        run = self._call(lambda: client.get_run(run_id))
+        task = run.data.tags.get(TASK_TAG)
+        if not task:
+            return False
+        attempts = self.task_attempts(run.info.experiment_id, task).get(task, [])
+        if len(attempts) < 2:
+            return False
+        named = [a for a in attempts if SUPERSEDES_TAG in a.tags and SUPERSEDED_TAG not in a.tags]
+        live = named[-1] if named else attempts[-1]
+        self.supersede(attempts, live)
+        return live.run_id != run_id
+
+    def _log_artifacts(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        """Store several artifacts of one run with a single copy into its artifact location."""
+        with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
+            for record in records:
+                path = PurePosixPath(record["path"])
+                if path.is_absolute() or ".." in path.parts:
+                    raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
+                local = Path(tmp, *path.parts)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                if "file" in record:
+                    _copy_checked(Path(record["file"]), local, record.get("sha256"))
+                else:
+                    local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
+            self._call(lambda: self.client.log_artifacts(run_id, tmp))
+
+    def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            name=record["name"],
+            digest=record["digest"],
+            source_type=record.get("source_type", "code"),
+            source=record.get("source") or "{}",
+            schema=record.get("schema"),
+            profile=json.dumps(record["profile"]) if record.get("profile") is not None else None,
+        )
+        tags = [InputTag("mlflow.data.context", record.get("context", "input"))]
+        self._call(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
+
+
+    def running_runs(self) -> list[tuple[str, int, dict[str, str]]]:
+        """``(run_id, start time in ms, tags)`` of every RUNNING run that nbmlops made (it has a run key), on
+        any host."""
+        client = self.client
+        ids = [e.experiment_id for e in self._pages(lambda token: client.search_experiments(page_token=token))]
+
+        def running(chunk: list[str]) -> list[Any]:
+            return self._pages(
+                lambda token: client.search_runs(
+                    chunk, filter_string="attributes.status = 'RUNNING'", max_results=5000, page_token=token
+                )
+            )
+
+        runs = [run for start in range(0, len(ids), 50) for run in running(ids[start : start + 50])]
+        return [(r.info.run_id, r.info.start_time or 0, r.data.tags) for r in runs if RUN_KEY_TAG in r.data.tags]
+
+    def fail_run(
+        self, run_id: str, failure: str, reason: str, still: Callable[[int, dict[str, str]], bool] | None = None
+    ) -> bool:
+        """Mark a RUNNING run FAILED, tagged ``nbmlops.failure`` = ``failure`` and ``nbmlops.failure_reason``.
+
+        The run is read again first: one that ended meanwhile, or for which ``still(start time in ms, tags)``
+        no longer holds (a beat came), is left alone. Returns True when the run was failed.
+        """
+        client = self.client
+        run = self._call(lambda: client.get_run(run_id))
+        if run.info.status != "RUNNING":
+            return False
+        if still is not None and not still(run.info.start_time or 0, dict(run.data.tags)):
+            return False
+        self._call(lambda: client.set_tag(run_id, "nbmlops.failure", failure))
+        self._call(lambda: client.set_tag(run_id, "nbmlops.failure_reason", reason))
+        self._call(lambda: client.set_terminated(run_id, "FAILED"))
+        return True
+
+    def experiment_run_counts(self) -> list[tuple[str, str, int]]:
+        """``(experiment id, name, number of runs)`` for every active experiment."""
+        client = self.client
+        rows = []
+        for experiment in self._call(lambda: client.search_experiments()):
+            runs = self._call(functools.partial(client.search_runs, [experiment.experiment_id], max_results=50000))
+            rows.append((experiment.experiment_id, experiment.name, len(runs)))
+        return rows
+
+    def previous_metrics(self, experiment_id: str, cell_key: str, run_id: str) -> dict[str, float] | None:
+        """Metrics of the latest FINISHED run of the same cell before ``run_id`` (None when there is none)."""
+        if "'" in cell_key or "\\" in cell_key:
+            return None
+        client = self.client
+        runs = self._call(
+            lambda: client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`nbmlops.cell_key` = '{cell_key}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=2,
+            )
+        )
+        earlier = [run for run in runs if run.info.run_id != run_id]
+        return dict(earlier[0].data.metrics) if earlier else None
+
+    def _pages(self, fetch: Callable[[str | None], Any]) -> list[Any]:
+        """Every item of a paged MLflow search: ``fetch(page_token)`` page after page."""
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self._call(functools.partial(fetch, token))
+            items += page
+            token = page.token
+            if not token:
+                return items
+
+
+def _data_count(run: Any) -> int:
+    """How much a run holds: its metrics, params and tags."""
+    return len(run.data.metrics) + len(run.data.params) + len(run.data.tags)
+
+
+def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
+    """Copy a payload kept beside the journal, in chunks, checking it against the SHA-256 it was written with."""
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+    except FileNotFoundError:
+        raise RecordRejected(f"the payload file {source} kept beside the journal is gone") from None
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise RecordRejected(f"the payload file {source} does not match its checksum (it was damaged)")
+
+
+class _BoundedClient:
+    """An ``MlflowClient`` whose every call is bounded like :meth:`Store._call`'s attempts: MLflow's HTTP
+    client makes one request (no retries of its own) and waits at most the budget for the server."""
+
+    def __init__(self, client: Any, store: Store) -> None:
+        self._mlflow = client
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_mlflow", "_store") or name.startswith("__"):
+            raise AttributeError(name)  # not made yet (a copy being unpickled), or Python's own protocol
+        value = getattr(self._mlflow, name)
+        if not callable(value):
+            return value
+        store = self._store
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            with _http_limits(store.call_timeout):
+                return value(*args, **kwargs)
+
+        bounded.__name__ = bounded.__qualname__ = name
+        bounded.__doc__ = getattr(value, "__doc__", None)
+        return bounded
+
+
+_limits_installed = threading.Lock()
+
+
+def _install_http_limits() -> None:
+    """Let the thread inside :func:`_http_limits` set MLflow's HTTP timeout and retries.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` from the
+    environment at each request, but the environment belongs to the whole process, and a user's own
+    MLflow calls in the same kernel must keep their settings. So the two variables' readers answer
+    nbmlops' values in a thread that is making an nbmlops call, and the environment's everywhere else.
+    """
+    from mlflow import environment_variables as variables
+
+    with _limits_installed:
+        for variable, name in (
+            (variables.MLFLOW_HTTP_REQUEST_TIMEOUT, "timeout"),
+            (variables.MLFLOW_HTTP_REQUEST_MAX_RETRIES, "retries"),
+        ):
+            if getattr(variable.get, "nbmlops_limit", None) == name:
+                continue
+            read = variable.get
+
+            def get(read: Callable[[], Any] = read, name: str = name) -> Any:
+                value = getattr(_limits, name, None)
+                return read() if value is None else value
+
+            get.nbmlops_limit = name  # type: ignore[attr-defined]
+            variable.get = get  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _http_limits(timeout: float) -> Iterator[None]:
+    """Within the block, this thread's MLflow HTTP requests wait ``timeout`` s at most and are not retried by
+    MLflow (an outer block's limits stay)."""
+    if getattr(_limits, "timeout", None) is not None:
+        yield
+        return
+    _limits.timeout, _limits.retries = timeout, 0
+    try:
+        yield
+    finally:
+        _limits.timeout = _limits.retries = None
+
+
+def _health_request(uri: str) -> tuple[str, dict[str, str]]:
+    """The URL of a tracking server's ``/health`` (credentials taken out of it) and the headers that carry
+    the credentials MLflow would send."""
+    parts = urllib.parse.urlsplit(uri.rstrip("/"))
+    headers: dict[str, str] = {}
+    user = password = None
+    if parts.username is not None:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        user, password = os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    if user is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts) + "/health", headers
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks as MLflow makes them: ``MLFLOW_TRACKING_INSECURE_TLS`` skips them,
+    ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names the CA bundle."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``, waiting up to a minute for another process."""
+    with open(path, "w") as lock:
+        deadline = time.monotonic() + _SQLITE_WAIT_S
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        uri, f"another process has held {path.name} for over {_SQLITE_WAIT_S:g} s (creating the store?)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        yield
+
+
+def _schema_state(path: Path) -> str:
+    """``missing`` (no file, or no table), ``complete`` (every table MLflow defines, at its schema revision)
+    or ``half-built``. A store MLflow's own schema cannot be read for counts as complete."""
+    if not path.exists():
+        return "missing"
+    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return "missing"
+        revisions = (
+            [v for (v,) in connection.execute("SELECT version_num FROM alembic_version")]
+            if "alembic_version" in tables
+            else []
+        )
+    finally:
+        connection.close()
+    expected = _mlflow_schema()
+    if expected is None:
+        return "complete"
+    names, head = expected
+    return "complete" if names <= tables and revisions == [head] else "half-built"
+
+
+def _settled_schema_state(path: Path) -> str:
+    """:func:`_schema_state`, waiting while an incomplete store is still being written: a store another process
+    (MLflow itself, a user's client) is making right now is waited for, never rebuilt under its feet."""
+    deadline = time.monotonic() + _SQLITE_WAIT_S
+    while True:
+        state = _schema_state(path)
+        if state == "complete" or time.monotonic() > deadline or not _recently_written(path):
+            return state
+        time.sleep(0.2)
+
+
+def _recently_written(path: Path) -> bool:
+    """True when the database (or its WAL) changed in the last few seconds: someone may be making it."""
+    now = time.time()
+    for file in _sqlite_files(path):
+        try:
+            if now - file.stat().st_mtime < _BUILDING_QUIET_S:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def _mlflow_schema() -> tuple[set[str], str] | None:
+    """The tables MLflow's sqlalchemy store defines and its latest schema revision (what MLflow itself checks
+    when it opens a store), or None when this MLflow does not say."""
+    try:
+        from mlflow.store.db.base_sql_model import Base
+        from mlflow.store.db.utils import _get_latest_schema_revision
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401 - defines the tables
+
+        return set(Base.metadata.tables), _get_latest_schema_revision()
+    except (ImportError, AttributeError):
+        return None
+
+
+def _holds_records(path: Path) -> bool:
+    """True when a store holds anything a user made: a run, a model, an experiment besides the default."""
+    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        queries = [f"SELECT 1 FROM {t} LIMIT 1" for t in ("runs", "registered_models", "logged_models") if t in tables]
+        if "experiments" in tables:
+            queries.append("SELECT 1 FROM experiments WHERE experiment_id <> 0 LIMIT 1")
+        return any(connection.execute(query).fetchone() for query in queries)
+    finally:
+        connection.close()
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """A sqlite database and the files sqlite keeps beside it."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _one_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:500]
+
+
+@contextlib.contextmanager
+def _opening() -> Iterator[None]:
+    """Count this thread as opening a sqlite store (its schema may be in the making) until the block ends."""
+    global _openings
+    with _opened:
+        _openings += 1
+    try:
+        yield
+    finally:
+        with _opened:
+            _openings -= 1
+            _opened.notify_all()
+
+
+@atexit.register
+def _finish_openings() -> None:
+    """At exit, let a store that another thread (the writer's, a daemon) is opening, and perhaps making, be
+    made: else every short process would start the schema anew and none would finish it."""
+    with _opened:
+        _opened.wait_for(lambda: _openings == 0, timeout=_OPEN_AT_EXIT_S)
