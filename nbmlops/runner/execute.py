@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError
-from nbmlops.runner.status_file import chain_hooks
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
@@ -104,7 +103,6 @@ def run_notebook(
     timeout: float | None = None,
     tags: Mapping[str, str] | None = None,
     progress_bar: bool = True,
-    hooks: Mapping[str, Callable[..., None]] | None = None,
 ) -> NotebookRun:
     """Execute ``notebook`` with papermill as one MLflow run (``nbmlops.kind=notebook``).
 
@@ -128,8 +126,6 @@ def run_notebook(
         timeout: seconds one cell may run before the execution stops with status TIMEOUT.
         tags: extra tags for the notebook's run.
         progress_bar: show papermill's progress bar.
-        hooks: more nbclient hooks (``on_cell_executed``, ...), called after the runner's own (see
-            :class:`nbmlops.runner.status_file.RunStatus`).
 
     Raises:
         NbmlopsError: a usage problem found before execution (missing notebook, unknown parameter or
@@ -150,7 +146,7 @@ def run_notebook(
     try:
         status, failure, error = _execute(
             source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar,
-            handoff.tag if handoff is not None else session.handoff_tag, chain_hooks(html.hooks(), hooks or {}),
+            handoff.tag if handoff is not None else session.handoff_tag, html.hooks(),
         )
     except BaseException:
         if handoff is not None:

@@ -86,25 +86,10 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | 
     path = path.strip("/")
     listed = client.list_artifacts(run_id, posixpath.dirname(path) or None)
     if path not in {info.path for info in listed}:
-        holder = _holder(client, run_id, path)  # a folder an earlier run of the session stored (STORED_IN_TAG)
-        return download_artifact(tracking_uri, holder, path, dst_dir) if holder else None
+        return None
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
     with quiet_downloads():
         return Path(client.download_artifacts(run_id, path, str(dst_dir)))
-
-
-def _holder(client: Any, run_id: str, path: str) -> str | None:
-    """The run that holds ``path`` for run ``run_id``: the one its ``nbmlops.stored_in.<folder>`` tag names."""
-    from nbmlops.tracking.run import STORED_IN_TAG
-
-    folder = path.split("/", 1)[0]
-    if "/" not in path:
-        return None
-    run = client.get_run(run_id)
-    key = run.data.tags.get(STORED_IN_TAG + folder)
-    if not key or key == run.data.tags.get(RUN_KEY_TAG):
-        return None
-    return _run_for_key(client, run.info.experiment_id, key)
 
 
 def artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
