@@ -483,7 +483,9 @@ def _sweep(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nbmlops.runner.execute import NotebookNotFoundError
-    from nbmlops.runner.sweep import format_table, parse_grid, run_sweep
+    from nbmlops.runner.grid import parse_grid
+    from nbmlops.runner.ranking import format_table
+    from nbmlops.runner.sweep import run_sweep
 
     grid, fixed = parse_grid(args.grid), _read_parameters(args)
     if not Path(args.notebook).is_file():

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 
 from nbmlops.journal import list_journals
-from nbmlops.runner.sweep import SweepResult, format_table, run_sweep
+from nbmlops.runner.ranking import SweepResult, format_table
+from nbmlops.runner.sweep import run_sweep
 from tests.conftest import free_port, mlflow_server, runs_of, stop_group
 from tests.test_runner import notebook
 
