@@ -15,7 +15,10 @@ Precedence, highest first (the same for every setting):
 
 Data snapshots: ``snapshot_max_bytes`` (``NBMLOPS_SNAPSHOT_MAX_BYTES``, ``snapshot-max-bytes`` in
 ``pyproject.toml``) is the largest object, by its size in memory (a file: on disk), that tracking
-snapshots; a size such as ``500MB`` or ``1GiB`` (default), ``0`` for fingerprints only.
+snapshots; a size such as ``500MB`` or ``2GiB``, ``0`` for fingerprints only. The default, ``256MiB``,
+keeps the background work of a tracked cell to a few seconds and a new Parquet copy per changed
+version of the data to at most about that size; a larger object is fingerprinted and profiled only
+(its snapshot tag says so, and how to raise the limit).
 ``data_store`` says where snapshots live: ``local`` (``<root>/.nbmlops/data``), ``mlflow`` (there
 too, and shared through the MLflow artifact store: the default when the tracking URI is a server,
 ``http(s)://``), or a folder (relative to the root), say a shared drive.
@@ -70,7 +73,7 @@ SETTING_NAMES = (
     "heartbeat_interval",
     "heartbeat_timeout",
 )
-DEFAULT_SNAPSHOT_MAX_BYTES = 1 << 30
+DEFAULT_SNAPSHOT_MAX_BYTES = 256 << 20  # 256 MiB: see the module docstring
 #: seconds nbmlops waits for the tracking store to answer one call (``call_timeout``)
 DEFAULT_CALL_TIMEOUT = 10.0
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE)

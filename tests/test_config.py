@@ -77,7 +77,7 @@ def test_snapshot_size_limit_follows_the_precedence_rule_and_reads_human_sizes(
     clean: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = resolve_settings()
-    assert settings.snapshot_max_bytes == 1 << 30 and "snapshot_max_bytes" not in settings.sources
+    assert settings.snapshot_max_bytes == 256 << 20 and "snapshot_max_bytes" not in settings.sources
     (clean / "pyproject.toml").write_text("[tool.nbmlops]\nsnapshot-max-bytes = '500MB'\n")
     settings = resolve_settings()
     assert settings.snapshot_max_bytes == 500_000_000

@@ -338,3 +338,70 @@ def test_a_damaged_remote_copy_is_refused_and_not_kept(tmp_path: Path) -> None:
     with pytest.raises(CorruptSnapshotError, match=f"downloaded from .*fingerprint {b.fingerprint}"):
         second.load(a.fingerprint)
     assert a.fingerprint not in second and stored_files(second) == []
+
+
+class DamagingStore(SnapshotStore):
+    """A store whose disk flips one byte in the middle of every file it writes, before it is checked."""
+
+    def _check_written(self, tmp: Path, *args, **kwargs) -> None:
+        data = bytearray(tmp.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        tmp.write_bytes(bytes(data))
+        super()._check_written(tmp, *args, **kwargs)
+
+
+def test_a_write_damaged_before_it_is_published_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    store = DamagingStore(tmp_path / "data")
+    df = big_frame(1_000_000)  # several row groups: read back and fingerprinted one at a time
+    with pytest.raises(CorruptSnapshotError) as info:
+        store.save(df, max_bytes=None)
+    assert info.value.fingerprint == fingerprint(df)
+    assert fingerprint(df) not in store and stored_files(store) == []
+
+
+def test_a_frame_changed_while_it_is_written_is_not_stored(store: SnapshotStore, monkeypatch) -> None:
+    from nbmlops.data import snapshots
+
+    df = big_frame(1_000_000)  # three row groups
+    before = fingerprint(df)
+    chunks = snapshots._row_chunks
+
+    def changing(obj, kind):  # another thread writes to the frame once the first row group is out
+        for n, table in enumerate(chunks(obj, kind)):
+            yield table
+            if n == 0:
+                obj.iloc[-1, 0] = 1e9
+
+    monkeypatch.setattr(snapshots, "_row_chunks", changing)
+    with pytest.raises(StaleFingerprintError) as info:
+        store.save(df, max_bytes=None, digest=before)
+    assert info.value.actual == fingerprint(df) != before
+    assert before not in store and stored_files(store) == []
+
+
+def test_a_large_numeric_frame_is_snapshotted_without_a_second_copy_in_memory(tmp_path: Path) -> None:
+    """Writing and verifying a 200 MB frame adds at most a quarter of it to the process's peak memory
+    (the write and the read-back go one row group at a time); measured in a child process."""
+    script = textwrap.dedent(
+        f"""
+        import pathlib, numpy as np, pandas as pd
+        from nbmlops.data.fingerprint import fingerprint
+        from nbmlops.data.snapshots import SnapshotStore
+        rng = np.random.default_rng(0)
+        rows = 200_000_000 // 64
+        df = pd.DataFrame({{f"c{{i}}": rng.standard_normal(rows) for i in range(8)}})
+        fp = fingerprint(df)
+        import pyarrow.parquet  # imports are not the snapshot's memory
+        def status(key):
+            return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
+        base = status("VmRSS")
+        snap = SnapshotStore(pathlib.Path({str(tmp_path / "data")!r})).save(df, None, digest=fp)
+        print(snap.fingerprint == fp, (status("VmHWM") - base) / df.memory_usage(index=True).sum())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    same, added = out.stdout.split()
+    assert same == "True"
+    assert float(added) <= 0.25, f"the snapshot added {float(added):.0%} of the frame to the peak memory"

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-__all__ = ["fingerprint"]
+__all__ = ["ChunkedFingerprint", "fingerprint"]
 
 _CHUNK_BYTES = 1 << 21  # bound on every temporary copy (2 MiB)
 _CHUNK_ITEMS = 1 << 14  # Python objects converted at a time
@@ -407,6 +407,60 @@ def _frame_digest(df: Any) -> bytes:
         h.update(_array_digest(column.array))
     h.update(_index_digest(df.index))
     return h.digest()
+
+
+class ChunkedFingerprint:
+    """The fingerprint of a DataFrame, Series or ndarray of fixed-width numpy values, fed in row chunks.
+
+    ``template`` has the structure of the whole object (a frame's column labels and axis names, the
+    dtypes, a Series' name, the index's names and dtype; its rows are not read) and ``shape`` is the
+    whole object's shape. Feed the rows in order with :meth:`update`: for a frame or Series one
+    array per column and one per index level, for an ndarray its values in C order (any split).
+    :meth:`hexdigest` is then :func:`fingerprint` of the whole object; only one chunk is ever held.
+    Columns must be numpy arrays of numbers, booleans, datetimes or timedeltas (no masks, no objects).
+    """
+
+    def __init__(self, template: Any, shape: tuple[int, ...]) -> None:
+        import pandas as pd
+
+        self.shape = tuple(int(n) for n in shape)
+        if isinstance(template, pd.DataFrame):
+            labels = [(name, _dtype_tag(dtype)) for name, dtype in zip(template.columns, template.dtypes)]
+            self._head = _encode(("DataFrame", self.shape, list(template.columns.names), labels))
+        elif isinstance(template, pd.Series):
+            self._head = _encode(("Series", self.shape[0], template.name, _dtype_tag(template.dtype)))
+        else:
+            self._head = _encode(("ndarray", self.shape, _dtype_tag(template.dtype)))
+        self._ndarray = not isinstance(template, (pd.DataFrame, pd.Series))
+        width = 1 if self._ndarray else len(getattr(template, "columns", [None]))
+        self._columns = [_Column() for _ in range(width)]
+        self._index: list[_Column] = []
+        if not self._ndarray:
+            index = template.index
+            levels = [index.get_level_values(i) for i in range(index.nlevels)]
+            tags = [_dtype_tag(level.dtype) for level in levels]
+            self._index_head = _encode(("Index", self.shape[0], list(index.names), tags))
+            self._index = [_Column() for _ in levels]
+
+    def update(self, columns: list[np.ndarray], index: list[np.ndarray] | None = None) -> None:
+        """Feed the next rows: one array per column (an ndarray's values: one array), one per index level."""
+        if len(columns) != len(self._columns) or len(index or []) != len(self._index):
+            raise ValueError("a chunk must have one array per column and one per index level")
+        for column, values in zip(self._columns + self._index, [*columns, *(index or [])]):
+            column.ndarray(values)
+
+    def hexdigest(self) -> str:
+        """The fingerprint of everything fed, as 32 lowercase hex characters."""
+        if self._ndarray:
+            return xxhash.xxh3_128_digest(self._head + self._columns[0].digest()).hex()
+        h = xxhash.xxh3_128(self._head)
+        for column in self._columns:
+            h.update(column.digest())
+        index = xxhash.xxh3_128(self._index_head)
+        for level in self._index:
+            index.update(level.digest())
+        h.update(index.digest())
+        return h.hexdigest()
 
 
 # --- files and directories ---

@@ -21,6 +21,7 @@ _MAX_ARRAY_COLUMNS = 1000  # a wider 2-D array is profiled as one column
 _QUANTILE_SAMPLE = 500_000  # quantiles of a longer column come from a sample this size
 _TOP_VALUES = 100  # categories counted by name; the rest are summed as "other"
 _MAX_TEXT = 200  # characters of a category's text kept in a profile
+_CHUNK = 1 << 20  # values of a column summarised at a time (bounds every temporary copy)
 
 
 def profile(obj: object) -> dict[str, Any]:
@@ -50,6 +51,12 @@ def profile(obj: object) -> dict[str, Any]:
       and ``other``: the count of all other non-missing values. Both are ``None`` for strings
       and objects above a million rows or with unhashable values; booleans and categoricals
       have them at any size.
+
+    What is exact and what is sampled: counts (rows, nulls, true values), ``min``, ``max``,
+    ``mean`` and ``std`` are exact (computed in one pass over chunks of a million values, without
+    copying a column; ``mean`` and ``std`` up to floating-point rounding); ``top``, ``other`` and
+    ``distinct`` are exact where given; only ``quantiles``, ``cdf`` and ``cdf_left`` of columns of
+    more than 500,000 values are sampled (their first and last quantile stay exact).
 
     Raises:
         UnsupportedDataError: for any other object.
@@ -146,11 +153,46 @@ def _column_profile(name: Any, s: pd.Series) -> dict[str, Any]:
         out |= _top(pd.Series([true_count, false_count], index=["True", "False"]))
     elif kind in "iuf":
         with np.errstate(all="ignore"):  # inf and overflow become None, not warnings
-            out |= {stat: _number(getattr(s, stat)()) for stat in ("min", "max", "mean", "std")}
+            out |= {stat: _number(x) for stat, x in _moments(s).items()}
         out |= _distribution(s, len(s) - out["nulls"], out["min"], out["max"])
     elif kind in "mM":
         out |= {stat: _iso(getattr(s, stat)()) for stat in ("min", "max")}
     return out
+
+
+def _moments(s: pd.Series) -> dict[str, Any]:
+    """``min``, ``max``, ``mean`` and ``std`` (ddof 1) of a numeric column's non-missing values, in one
+    pass over chunks of ``_CHUNK`` values (no copy of the column; chunks combined as Chan et al. do)."""
+    import numpy as np
+
+    plain = isinstance(s.dtype, np.dtype)
+    values = s.to_numpy() if plain else None  # a view
+    lo = hi = None
+    n, mean, m2 = 0, 0.0, 0.0
+    for i in range(0, len(s), _CHUNK):
+        if values is not None:
+            part = values[i : i + _CHUNK]
+        else:  # nullable and Arrow-backed numbers: a chunk at a time, extremes in their own type
+            chunk = s.iloc[i : i + _CHUNK]
+            part = chunk.to_numpy(dtype=np.float64, na_value=np.nan)
+        if part.dtype.kind == "f" and np.isnan(part.min()):
+            part = part[~np.isnan(part)]
+        if not part.size:
+            continue
+        low, high = (part.min(), part.max()) if values is not None else (chunk.min(), chunk.max())
+        lo = low if lo is None or low < lo else lo
+        hi = high if hi is None or high > hi else hi
+        k = part.size
+        k_mean = float(part.sum(dtype=np.float64)) / k
+        k_m2 = float(np.square(part - k_mean, dtype=np.float64).sum())
+        total = n + k
+        delta = k_mean - mean
+        mean += delta * k / total
+        m2 += k_m2 + delta * delta * n * k / total
+        n = total
+    if not n:
+        return {"min": None, "max": None, "mean": None, "std": None}
+    return {"min": lo, "max": hi, "mean": mean, "std": math.sqrt(m2 / (n - 1)) if n > 1 and m2 >= 0 else None}
 
 
 def text_counts(s: pd.Series) -> tuple[pd.Series, int] | None:

@@ -12,12 +12,16 @@ How each kind is stored, so that it loads back with the same fingerprint:
 - ndarray: its values in C order as one column named ``values``; the dtype and shape are kept in
   the file's metadata and restored on load (any tool reading the file sees a plain column).
 
+Every write is read back and fingerprinted before it is published. Data of numpy numbers, booleans,
+datetimes and timedeltas (columns and index; the usual large frame) is written and read back one
+row group of about 8 MiB at a time, fingerprinted as it comes back: a snapshot holds no second copy
+of the data in memory, and a write that does not read back (page checksums, a damaged footer) or
+holds other data is refused with :class:`CorruptSnapshotError`. Other data is read back whole.
 What Parquet cannot carry back exactly (an object column mixing ints and strings, complex or
 structured arrays, some extension types, names that are not JSON values) is refused by
-:meth:`SnapshotStore.save` with :class:`UnsupportedSnapshotError`: every write is read back and
-fingerprinted before it is published, so a stored snapshot is never later found corrupt because
-of its type. A file damaged after it was stored fails Parquet's page checksums or the fingerprint
-check on load, and is refused with :class:`CorruptSnapshotError`.
+:meth:`SnapshotStore.save` with :class:`UnsupportedSnapshotError`, so a stored snapshot is never
+later found corrupt because of its type. A file damaged after it was stored fails Parquet's page
+checksums or the fingerprint check on load, and is refused with :class:`CorruptSnapshotError`.
 
 A file (a path given to :meth:`SnapshotStore.save`) is stored as its raw bytes at
 ``<fp[:2]>/<fp>.bin`` (kind ``file``), its sidecar naming the original file;
@@ -44,7 +48,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,7 +70,8 @@ __all__ = [
     "load",
 ]
 
-DEFAULT_MAX_BYTES = 1 << 30  # objects larger in memory are fingerprinted, not snapshotted
+DEFAULT_MAX_BYTES = 256 << 20  # objects larger in memory are fingerprinted, not snapshotted (as config's default)
+_ROW_GROUP_BYTES = 8 << 20  # data per Parquet row group of a streamed write: the largest copy it holds
 _META_KEY = b"nbmlops"
 _SERIES_COLUMN = "__nbmlops_series__"
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
@@ -221,22 +226,48 @@ class SnapshotStore:
             return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp)
         if max_bytes is not None and _memory_bytes(obj) > max_bytes:
             return None
-        table = _to_table(obj, kind, fp)
+        streamed = _streamable(obj, kind)
+        table = None if streamed else _to_table(obj, kind, fp)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _temporary(path) as tmp:
-            _write_parquet(table, tmp)
-            try:
-                back = _read(tmp)
-                back_fp = _fingerprint(back)
-            except Exception as exc:  # whatever fails here, the type does not round-trip
-                raise UnsupportedSnapshotError(fp, f"does not read back from Parquet: {exc}") from exc
-            if back_fp != fp:
-                if digest is not None:
-                    _raise_if_stale(obj, digest)
-                raise UnsupportedSnapshotError(fp, _mismatch(obj, back))
+            if streamed:
+                _write_chunks(obj, kind, fp, tmp)
+            else:
+                _write_parquet(table, tmp)
+            self._check_written(tmp, obj, fp, streamed, digest)
             os.replace(tmp, path)
         _sync_dir(path.parent)
         return self._describe(obj, kind, fp)
+
+    def _check_written(self, tmp: Path, obj: Any, fp: str, streamed: bool, digest: str | None) -> None:
+        """Read the file just written back and check that it holds the data ``fp`` names.
+
+        Numbers, booleans and datetimes (``streamed``) are read back one row group at a time and
+        fingerprinted as they come, so no second copy of the data is ever held; a file that does not
+        read back is damaged (:class:`CorruptSnapshotError`). Other data is read back whole, and a
+        failure there means its types do not round-trip (:class:`UnsupportedSnapshotError`). Either
+        way, when ``obj`` no longer has the fingerprint ``digest``: :class:`StaleFingerprintError`.
+        """
+        if streamed:
+            try:
+                back_fp, template = _streamed_fingerprint(tmp)
+            except Exception as exc:  # checksums, truncation, a damaged footer: the write is bad
+                raise CorruptSnapshotError(fp, tmp, f"the file written does not read back ({exc})") from exc
+            if back_fp != fp:
+                _raise_if_stale(obj, fp)
+                if hasattr(template, "index") and _fingerprint(obj[:0]) != _fingerprint(template):  # labels, dtypes
+                    raise UnsupportedSnapshotError(fp, _mismatch(obj, template))
+                raise CorruptSnapshotError(fp, tmp, f"the file written holds data with fingerprint {back_fp}")
+            return
+        try:
+            back = _read(tmp)
+            back_fp = _fingerprint(back)
+        except Exception as exc:  # whatever fails here, the type does not round-trip
+            raise UnsupportedSnapshotError(fp, f"does not read back from Parquet: {exc}") from exc
+        if back_fp != fp:
+            if digest is not None:
+                _raise_if_stale(obj, digest)
+            raise UnsupportedSnapshotError(fp, _mismatch(obj, back))
 
     def _save_file(self, source: Path, max_bytes: int | None, fp: str) -> Snapshot | None:
         path = self._candidates(fp)[1]
@@ -529,13 +560,126 @@ def _write_parquet(table: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _read(path: Path) -> Any:
-    """Rebuild the object stored in a snapshot file."""
+def _streamable(obj: Any, kind: str) -> bool:
+    """Whether ``obj`` is written and verified in row groups: numpy numbers, booleans, datetimes and
+    timedeltas only (columns and index alike), whose conversion to Arrow copies nothing but a chunk."""
     import numpy as np
     import pandas as pd
+
+    def plain(dtype: Any) -> bool:
+        return isinstance(dtype, np.dtype) and dtype.kind in "iufbmM" and dtype.isnative
+
+    if kind == "ndarray":
+        return obj.ndim >= 1 and obj.size > 0 and plain(obj.dtype) and not obj.dtype.names
+    index = obj.index
+    if isinstance(index, pd.MultiIndex) or not (isinstance(index, pd.RangeIndex) or plain(index.dtype)):
+        return False
+    if kind == "Series":
+        return plain(obj.dtype)
+    return obj.columns.is_unique and not isinstance(obj.columns, pd.MultiIndex) and all(map(plain, obj.dtypes))
+
+
+def _row_chunks(obj: Any, kind: str) -> Iterator[Any]:
+    """``obj`` as Arrow tables of about ``_ROW_GROUP_BYTES`` each (an ndarray: its values in C order)."""
+    import numpy as np
+    import pyarrow as pa
+
+    meta = {_META_KEY: json.dumps(_rebuild_info(obj, kind)).encode()}
+    if kind == "ndarray":
+        schema = pa.schema([("values", pa.from_numpy_dtype(obj.dtype))], metadata=meta)
+        rows = obj if obj.flags.c_contiguous else None
+        flat = obj.reshape(-1) if rows is not None else None  # a view
+        if flat is not None:
+            step = max(1, _ROW_GROUP_BYTES // obj.itemsize)
+            parts = (flat[i : i + step] for i in range(0, flat.size, step))
+        else:  # not C-ordered: a few rows of the first axis at a time, copied into C order
+            step = max(1, _ROW_GROUP_BYTES // max(1, obj[:1].nbytes))
+            parts = (np.ascontiguousarray(obj[i : i + step]).reshape(-1) for i in range(0, len(obj), step))
+        for part in parts:
+            yield pa.Table.from_arrays([pa.array(part)], schema=schema)
+        return
+    frame = obj.to_frame(_SERIES_COLUMN) if kind == "Series" else obj
+    row_bytes = max(1, _memory_bytes(frame) // max(1, len(frame)))
+    step = max(1, _ROW_GROUP_BYTES // row_bytes)
+    metadata = None  # the first chunk's (numpy dtypes: every chunk converts to the same types)
+    for i in range(0, max(1, len(frame)), step):
+        part = pa.Table.from_pandas(frame.iloc[i : i + step], preserve_index=True)
+        metadata = metadata or {**(part.schema.metadata or {}), **meta}
+        yield part.replace_schema_metadata(metadata)
+
+
+def _write_chunks(obj: Any, kind: str, fp: str, path: Path) -> None:
+    """Write ``obj`` to ``path`` as Parquet, one row group per chunk (fsynced): never a whole copy."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, page_checksum_verification=True)
+    writer = None
+    try:
+        for table in _row_chunks(obj, kind):
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, use_dictionary=False, write_page_checksum=True)
+            writer.write_table(table, row_group_size=max(1, len(table)))
+            del table
+            pa.default_memory_pool().release_unused()
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise UnsupportedSnapshotError(fp, f"cannot convert to Arrow: {exc}") from exc
+    finally:
+        if writer is not None:
+            writer.close()
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _streamed_fingerprint(path: Path) -> tuple[str, Any]:
+    """The fingerprint of the object a streamed snapshot file holds, read one row group at a time, and
+    that object without its rows (an ndarray: empty, of its dtype)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nbmlops.data.fingerprint import ChunkedFingerprint
+
+    pool = pa.default_memory_pool()
+    with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
+        schema = parquet.schema_arrow
+        info = json.loads(schema.metadata[_META_KEY])
+        rows = parquet.metadata.num_rows
+        if info["kind"] == "ndarray":
+            template = np.empty(0, np.dtype(info["dtype"]))
+            digest = ChunkedFingerprint(template, tuple(info["shape"]))
+            fields, index_fields = ["values"], []
+        else:
+            template = _rebuild(schema.empty_table())
+            digest = ChunkedFingerprint(template, (rows, *template.shape[1:]))
+            index_fields = schema.pandas_metadata["index_columns"]
+            fields = [c["field_name"] for c in schema.pandas_metadata["columns"]][: _width(template)]
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, use_threads=False)
+            columns = [table.column(f).to_numpy(zero_copy_only=False) for f in fields]
+            index = [table.column(f).to_numpy(zero_copy_only=False) for f in index_fields]
+            digest.update(columns, index or None)
+            del table, columns, index
+            pool.release_unused()  # Arrow's allocator keeps freed row groups otherwise: the peak grew with the file
+        return digest.hexdigest(), template
+
+
+def _width(template: Any) -> int:
+    """How many data columns a rebuilt frame (or Series: one) has."""
+    return template.shape[1] if template.ndim == 2 else 1
+
+
+def _read(path: Path) -> Any:
+    """Rebuild the object stored in a snapshot file."""
+    import pyarrow.parquet as pq
+
+    return _rebuild(pq.read_table(path, page_checksum_verification=True))
+
+
+def _rebuild(table: Any) -> Any:
+    """The object a snapshot's Arrow table stands for (an ndarray, a frame or a Series)."""
+    import numpy as np
+    import pandas as pd
+
     info = json.loads(table.schema.metadata[_META_KEY])
     if info["kind"] == "ndarray":
         values = table.column("values").to_numpy(zero_copy_only=False)
