@@ -83,10 +83,11 @@ def git_state(path: str | os.PathLike[str]) -> GitState | None:
     """The :class:`GitState` of the repository holding ``path`` (a directory or a file).
 
     ``None`` when ``path`` is not inside a work tree, git is not installed or too slow, or the
-    repository has no commit yet. Never raises. Three git commands: ``status``, ``rev-parse``
-    and ``config``.
+    repository has no commit yet. Never raises. Git commands: ``status``, and ``rev-parse`` and ``config``
+    the first time for a directory (again when its repository's config file changes).
     """
     directory = _directory(path)
+    nearest = _nearest_git(directory)
     status = _git(directory, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
     if status is None:
         return None
@@ -101,16 +102,10 @@ def git_state(path: str | os.PathLike[str]) -> GitState | None:
             dirty = True
     if not re.fullmatch(r"[0-9a-f]{40,64}", commit):  # "(initial)": no commit yet
         return None
-    root = _git(directory, "rev-parse", "--show-toplevel")
-    if root is None:
+    layout = _root_and_remote(directory, nearest)
+    if layout is None:
         return None
-    return GitState(
-        commit=commit,
-        branch=branch,
-        dirty=dirty,
-        remote=_remote_url(directory),
-        root=root.decode(errors="replace").strip(),
-    )
+    return GitState(commit=commit, branch=branch, dirty=dirty, remote=layout[1], root=layout[0])
 
 
 def git_diff(path: str | os.PathLike[str]) -> str:
@@ -148,6 +143,43 @@ def _directory(path: str | os.PathLike[str]) -> str:
     if os.path.isfile(path):
         return os.path.dirname(path) or "."
     return path
+
+
+def _nearest_git(directory: str) -> str | None:
+    """The nearest of ``directory`` and the folders above it that holds a ``.git``; None when none does."""
+    here = os.path.abspath(directory)
+    while True:
+        if os.path.lexists(os.path.join(here, ".git")):
+            return here
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+#: (directory, its nearest ``.git`` holder, the state of that repository's config file) -> (root, remote):
+#: what ``rev-parse --show-toplevel`` and ``config`` said, asked again when the config file changes
+_layout: dict[tuple[str, str, int, int], tuple[str, str | None]] = {}
+
+
+def _root_and_remote(directory: str, nearest: str | None) -> tuple[str, str | None] | None:
+    """The top of the work tree holding ``directory`` and its remote URL (see :func:`_remote_url`)."""
+    key: tuple[str, str, int, int] | None = None
+    try:
+        if nearest is not None:
+            config = os.stat(os.path.join(nearest, ".git", "config"))
+            key = (directory, nearest, config.st_mtime_ns, config.st_size)
+    except OSError:  # ``.git`` is a file (a worktree, a submodule): ask git every time
+        pass
+    if key is not None and key in _layout:
+        return _layout[key]
+    root = _git(directory, "rev-parse", "--show-toplevel")
+    if root is None:
+        return None
+    found = (root.decode(errors="replace").strip(), _remote_url(directory))
+    if key is not None:
+        _layout[key] = found
+    return found
 
 
 def _remote_url(directory: str) -> str | None:

@@ -58,7 +58,10 @@ def last_sign_of_life(start_ms: int, tags: Mapping[str, str]) -> float:
 
 
 class _Beater:
-    """This process's heartbeat: a daemon thread that lives while runs are open."""
+    """This process's heartbeat: a daemon thread that lives while runs are open (and :attr:`IDLE_S` after)."""
+
+    #: seconds the thread waits for a new run once none is open, before it ends
+    IDLE_S = 60.0
 
     def __init__(self) -> None:
         self._runs: dict[str, Run] = {}
@@ -99,7 +102,12 @@ class _Beater:
     def _loop(self) -> None:
         last = time.monotonic()
         with self._cond:
-            while self._runs:
+            while True:
+                if not self._runs:  # the next tracked cell comes soon: a thread started per run costs more
+                    if not self._cond.wait_for(lambda: bool(self._runs), timeout=self.IDLE_S):
+                        break
+                    last = time.monotonic()
+                    continue
                 interval = min(run.settings.heartbeat_interval for run in self._runs.values())
                 remaining = last + interval - time.monotonic()
                 if remaining > 0:
