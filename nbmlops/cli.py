@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run name (default: the notebook's name)")
     run.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
     run.add_argument("--cwd", help="working directory of the kernel")
+    run.add_argument(
+        "--status-file", metavar="PATH",
+        help="keep the run's status in PATH as JSON, replaced whole at each change: state (queued, running, "
+        "finished, failed, timeout, killed, cancelled), cells done and total, the cell executing, run id, "
+        "experiment, output notebook, start and end times, exit code, a failure's one-line error, pid",
+    )
     _add_gate_options(run, "one testcase per notebook and gate")
     _add_execution_options(run)
 
@@ -434,19 +440,24 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     _skip_unused_imports()
     from nbmlops.runner.execute import describe
     from nbmlops.runner.forked import run_notebook_forked
+    from nbmlops.runner.status_file import run_status
 
-    result = run_notebook_forked(
-        args.notebook,
-        args.output,
-        _read_parameters(args),
-        experiment=args.experiment,
-        name=args.name,
-        gates=args.gate,
-        cwd=args.cwd,
-        kernel_name=args.kernel,
-        timeout=args.timeout,
-        progress_bar=not args.no_progress,
-    )
+    parameters = _read_parameters(args)
+    with run_status(args.status_file, args.notebook, parameters) as status:
+        result = run_notebook_forked(
+            args.notebook,
+            args.output,
+            parameters,
+            experiment=args.experiment,
+            name=args.name,
+            gates=args.gate,
+            cwd=args.cwd,
+            kernel_name=args.kernel,
+            timeout=args.timeout,
+            progress_bar=not args.no_progress,
+            hooks=status.hooks(),
+        )
+        status.ended(result)
     text = describe(result)
     if result.run_id:
         text += _registered_text(result.run_id, result.run_key, settings)

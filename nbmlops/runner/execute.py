@@ -28,6 +28,7 @@ from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, pa
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
 from nbmlops.runner.reports import NotebookReport
+from nbmlops.runner.status_file import chain_hooks
 from nbmlops.tracking.delivery import Handoff, register_uri, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
 from nbmlops.tracking.scraps import metric_number, read_payloads
@@ -103,6 +104,7 @@ def run_notebook(
     timeout: float | None = None,
     tags: Mapping[str, str] | None = None,
     progress_bar: bool = True,
+    hooks: Mapping[str, Callable[..., None]] | None = None,
 ) -> NotebookRun:
     """Execute ``notebook`` with papermill as one MLflow run (``nbmlops.kind=notebook``).
 
@@ -126,6 +128,8 @@ def run_notebook(
         timeout: seconds one cell may run before the execution stops with status TIMEOUT.
         tags: extra tags for the notebook's run.
         progress_bar: show papermill's progress bar.
+        hooks: more nbclient hooks (``on_cell_executed``, ...), called after the runner's own (see
+            :class:`nbmlops.runner.status_file.RunStatus`).
 
     Raises:
         NbmlopsError: a usage problem found before execution (missing notebook, unknown parameter or
@@ -146,7 +150,7 @@ def run_notebook(
     try:
         status, failure, error = _execute(
             source, target, parameters or {}, run, settings, cwd, kernel_name, timeout, progress_bar,
-            handoff.tag if handoff is not None else session.handoff_tag, html.hooks(),
+            handoff.tag if handoff is not None else session.handoff_tag, chain_hooks(html.hooks(), hooks or {}),
         )
     except BaseException:
         if handoff is not None:

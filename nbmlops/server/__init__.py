@@ -8,7 +8,6 @@ Enabled on install by ``jupyter-config/server-config/nbmlops.json`` (installed i
 
 from __future__ import annotations
 
-import atexit
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ _THREADS = 4
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    """Add the API's handlers to the server, with a job manager and a thread pool of their own."""
+    """Add the API's handlers to the server, with a job manager and a thread pool of their own. Headless jobs
+    outlive the server: the next one on the same root lists them (see :mod:`nbmlops.server.jobs`)."""
     from jupyter_server.utils import url_path_join
 
     from nbmlops.server.handlers import routes
@@ -31,7 +31,6 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     executor = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="nbmlops")
     web_app.settings["nbmlops_jobs"] = jobs
     web_app.settings["nbmlops_executor"] = executor
-    atexit.register(jobs.stop_all)
     base_url = web_app.settings["base_url"]
     web_app.add_handlers(
         ".*$", [(url_path_join(base_url, API_PREFIX, pattern), handler) for pattern, handler in routes()]

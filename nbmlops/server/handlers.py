@@ -370,7 +370,7 @@ class CancelHandler(NbmlopsHandler):
     async def post(self, job_id: str) -> None:
         job = self.jobs.cancel(_job_id(job_id))
         for _ in range(50):  # up to 5 s: an interrupted run usually ends well within that
-            if job.exit_code is not None:
+            if not job.running:
                 break
             await asyncio.sleep(0.1)
         self.reply(job.describe(self.root))

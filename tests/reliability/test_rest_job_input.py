@@ -65,7 +65,7 @@ async def _wait_until_ended(api, job_id: str, timeout: float = 240) -> dict[str,
     while True:
         code, job = await api("GET", "jobs", job_id)
         assert code == 200, job
-        if job["status"] != "running" or time.monotonic() > deadline:
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
             return job
         await asyncio.sleep(0.3)
 
