@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,15 +68,38 @@ def test_the_python_api_snapshots_arrays_and_files(project, client, request):
     assert nbmlops.data.load(file_digest) == b"x\n1\n"
 
 
-def test_objects_over_the_size_limit_are_fingerprinted_only_and_recorded_as_such(shell, client, request):
+def test_objects_over_the_size_limit_are_fingerprinted_and_profiled_only_and_say_how_to_store_them(
+    shell, client, request, capfd
+):
     configure(snapshot_max_bytes="100B")
     shell.run_cell("import numpy as np\nsmall = np.arange(4)\nbig = np.arange(1000)")
     shell.run_cell_magic("track", "", "total = float(small.sum() + big.sum())")
-    run = _only_run(client, request)
+    shell.run_cell_magic("track", "", "total = float(small.sum() + big.sum())")  # said once, not per cell
+    nbmlops.flush(60)
+    first, second = runs_of(client, request.node.name)
+    run = first
     big, state = _state(run, "big")
-    assert state == "not snapshotted: larger than snapshot_max_bytes (100 bytes)"
+    (logged,) = [d.dataset for d in run.inputs.dataset_inputs if d.dataset.name == "big"]
+    assert json.loads(logged.profile)["columns"][0]["max"] == 999  # profiled all the same
+    notes = [line for line in capfd.readouterr().err.splitlines() if "snapshot_max_bytes" in line]
+    assert notes == [f"nbmlops: big not snapshotted: {state[len('not snapshotted: '):]}"]
+    assert _state(second, "big") == (big, state)
+    assert state == (
+        "not snapshotted: larger than snapshot_max_bytes (100 bytes): fingerprinted and profiled only; to snapshot "
+        "it, raise the limit (%nbmlops config snapshot_max_bytes=2GiB, or NBMLOPS_SNAPSHOT_MAX_BYTES)"
+    )
     assert big not in SnapshotStore()
     assert _state(run, "small")[1] == "stored"
+
+
+def test_a_frame_over_the_default_limit_of_256_mib_is_fingerprinted_only(project, client, request):
+    big = pd.DataFrame({"x": np.zeros((256 << 20) // 8 + 1)})  # calloc'd: reading it maps no memory
+    with nbmlops.track("api"):
+        digest = nbmlops.log_dataset(big, "big")
+    assert resolve_settings().snapshot_max_bytes == 256 << 20
+    digest_logged, state = _state(_only_run(client, request), "big")
+    assert digest_logged == digest and state.startswith("not snapshotted: larger than snapshot_max_bytes (256 MiB)")
+    assert digest not in SnapshotStore()
 
 
 def test_a_zero_limit_means_fingerprints_only(project, client, request, monkeypatch):

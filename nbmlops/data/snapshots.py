@@ -199,11 +199,17 @@ class SnapshotStore:
             return False
 
     def save(
-        self, obj: object, max_bytes: int | None = DEFAULT_MAX_BYTES, *, digest: str | None = None
+        self,
+        obj: object,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        *,
+        digest: str | None = None,
+        profile: dict[str, Any] | None = None,
     ) -> Snapshot | None:
         """Store ``obj`` (DataFrame, Series, ndarray, or the path of a file) unless it is stored already.
 
-        ``digest`` is ``fingerprint(obj)`` when the caller has it (it is checked after writing).
+        ``digest`` is ``fingerprint(obj)`` when the caller has it (it is checked after writing);
+        ``profile`` is ``profile(obj)`` when the caller has it (the sidecar keeps it).
         Returns the snapshot, or None when ``obj`` takes more than ``max_bytes`` in memory (a
         file: on disk; ``None`` means no limit) and is not stored yet. The remote is not written:
         see :meth:`push`.
@@ -223,7 +229,7 @@ class SnapshotStore:
         path = self._candidates(fp)[0]
         if path.is_file():
             sidecar = path.with_suffix(".json")
-            return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp)
+            return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp, profile)
         if max_bytes is not None and _memory_bytes(obj) > max_bytes:
             return None
         streamed = _streamable(obj, kind)
@@ -237,7 +243,7 @@ class SnapshotStore:
             self._check_written(tmp, obj, fp, streamed, digest)
             os.replace(tmp, path)
         _sync_dir(path.parent)
-        return self._describe(obj, kind, fp)
+        return self._describe(obj, kind, fp, profile)
 
     def _check_written(self, tmp: Path, obj: Any, fp: str, streamed: bool, digest: str | None) -> None:
         """Read the file just written back and check that it holds the data ``fp`` names.
@@ -425,7 +431,7 @@ class SnapshotStore:
         _sync_dir(target.parent)
         return target
 
-    def _describe(self, obj: Any, kind: str, fp: str) -> Snapshot:
+    def _describe(self, obj: Any, kind: str, fp: str, profile: dict[str, Any] | None = None) -> Snapshot:
         """Write the sidecar of a stored snapshot and return its description."""
         import pandas as pd
         import pyarrow as pa
@@ -443,7 +449,7 @@ class SnapshotStore:
                 "dtypes": dtypes,
                 "versions": {"pandas": pd.__version__, "pyarrow": pa.__version__},
                 "rebuild": _rebuild_info(obj, kind),
-                "profile": _profile(obj),
+                "profile": _profile(obj) if profile is None else profile,
             },
         )
 

@@ -42,6 +42,7 @@ PARENT_ENV = "NBMLOPS_PARENT_RUN_KEY"
 _stack: list[Run] = []
 _stack_lock = threading.Lock()
 _unshared: set[str] = set()  # snapshot remotes an upload to failed, warned about once
+_too_large: set[str] = set()  # variables said to be over snapshot_max_bytes, once per process
 
 
 def _now_ms() -> int:
@@ -443,11 +444,13 @@ class Run:
                 }
             ]
         )
-        state = self._snapshot(obj, digest)
+        state = self._snapshot(obj, digest, name, stats)
         self.session.emit([{"t": "tags", "run": self.key, "tags": {SNAPSHOT_TAG + digest: state}}])
 
-    def _snapshot(self, obj: Any, digest: str) -> str:
-        """Store ``obj`` in the snapshot store if it still has ``digest``; the value of its snapshot tag."""
+    def _snapshot(self, obj: Any, digest: str, name: str, stats: dict[str, Any] | None) -> str:
+        """Store ``obj`` in the snapshot store if it still has ``digest``; the value of its snapshot tag.
+
+        Data over ``snapshot_max_bytes`` is not stored; one line per variable and process says how to store it."""
         from nbmlops.data.snapshots import SnapshotError, StaleFingerprintError, UnsupportedSnapshotError
         from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 
@@ -456,7 +459,7 @@ class Run:
             return "not snapshotted: snapshot_max_bytes is 0"
         store = open_snapshot_store(self.settings, remote=not self.session.handoff)
         try:
-            snapshot = store.save(obj, limit, digest=digest)
+            snapshot = store.save(obj, limit, digest=digest, profile=stats)
         except StaleFingerprintError as exc:
             changed = "the file changed or is gone" if isinstance(obj, os.PathLike) else "changed in place"
             return f"not snapshotted: {changed} after it was fingerprinted (now {exc.actual or 'unreadable'})"
@@ -465,7 +468,13 @@ class Run:
         except (SnapshotError, OSError, TypeError, ValueError) as exc:  # a full disk, an odd object
             return f"not snapshotted: {type(exc).__name__}: {exc}"[:1000]
         if snapshot is None:
-            return f"not snapshotted: larger than snapshot_max_bytes ({limit:,} bytes)"
+            shown = f"{limit / 2**20:,.0f} MiB" if limit >= 2**20 else f"{limit:,} bytes"
+            note = (f"larger than snapshot_max_bytes ({shown}): fingerprinted and profiled only; to snapshot it, "
+                    "raise the limit (%nbmlops config snapshot_max_bytes=2GiB, or NBMLOPS_SNAPSHOT_MAX_BYTES)")
+            if name not in _too_large:
+                _too_large.add(name)
+                sys.stderr.write(f"nbmlops: {name} not snapshotted: {note}\n")
+            return f"not snapshotted: {note}"
         if store.remote is not None:
             try:
                 store.push(digest)
