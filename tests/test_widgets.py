@@ -170,6 +170,7 @@ def test_bad_filter_raises_from_the_view_and_shows_in_the_widget(bulk, project, 
 def test_dashboard_widgets_filter_page_sort_and_carry_dom_hooks(bulk, project, dashboards):
     name, _ = bulk
     dashboard = dashboards(name, page_size=40)
+    assert dashboard.wait_loaded(60)  # the controls are built after the first page
     classes = {cls for widget in [dashboard, *_all_widgets(dashboard)] for cls in widget._dom_classes}
     assert {"nbmlops-dashboard", "nbmlops-filter", "nbmlops-status", "nbmlops-apply", "nbmlops-runs",
             "nbmlops-count"} <= classes
@@ -257,6 +258,7 @@ def test_html_in_run_names_params_and_tags_shows_as_text_everywhere(project, req
         assert "<img" not in text, where
     for where in ("table", "compare", "static", "hover", "steps"):
         assert ESCAPED in {**htmls, **texts}[where], where
+    assert dashboard.wait_loaded(60)
     assert any(EVIL in label for label, _ in dashboard.cell_filter.options)  # plain-text labels: shown as is
     summary = Summary(name=EVIL, experiment=EVIL, status="FINISHED", duration_s=0.1, params={"p": EVIL})
     assert "<img" not in SummaryWidget(summary).value
@@ -458,6 +460,7 @@ def test_live_thread_follows_a_sweep_with_progress_and_stops_when_it_ends(projec
     sweep = client.create_run(experiment_id, run_name="sweep live",
                               tags={"nbmlops.kind": "sweep", "nbmlops.sweep.size": "3"})
     dashboard = dashboards(name, live=True, interval=0.05)
+    assert dashboard.wait_loaded(60)  # the first poll comes after the first page
     assert dashboard._ticker is not None and dashboard._ticker.running
     assert dashboard.progress.layout.display is None and dashboard.progress.description == "0/3"
 
@@ -483,7 +486,7 @@ def test_close_stops_the_live_thread(project, client, request):
     run = client.create_run(experiment_id, run_name="forever")
     dashboard = Dashboard(client.get_experiment(experiment_id).name, interval=0.05)
     try:
-        assert dashboard._ticker is not None and dashboard._ticker.running
+        assert dashboard.wait_loaded(60) and dashboard._ticker is not None and dashboard._ticker.running
     finally:
         dashboard.close()
         client.set_terminated(run.info.run_id, "KILLED")

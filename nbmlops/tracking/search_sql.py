@@ -77,8 +77,9 @@ class Database:
              offset: int, limit: int) -> tuple[list[str], int | None]:
         """The run ids at ``offset`` in MLflow's order and the search's total (None when the page is empty).
 
-        A sort key is outer-joined on ``(key, run)``, which each table's primary key answers; the total rides
-        along as a window function.
+        A sort key is outer-joined on ``(key, run)``, which each table's primary key answers. Under a filter the
+        total rides along as a window function (the filter is evaluated once); without one it is a count of its
+        own, which needs no sort, and the page is a top-``limit`` sort instead of a sort of every run.
         """
         import sqlalchemy as sa
 
@@ -103,10 +104,12 @@ class Database:
         if not seen_start:
             sort.append(runs.start_time.desc())
         sort.append(runs.run_uuid)
-        stmt = (stmt.add_columns(sa.func.count().over()).where(*self._where(experiment_ids, clauses))
-                .order_by(*sort).offset(offset).limit(limit))
+        stmt = stmt.where(*self._where(experiment_ids, clauses)).order_by(*sort).offset(offset).limit(limit)
+        if not clauses:
+            with self._connect() as connection:
+                return [run_id for (run_id,) in connection.execute(stmt)], self.count(experiment_ids, clauses)
         with self._connect() as connection:
-            rows = connection.execute(stmt).all()
+            rows = connection.execute(stmt.add_columns(sa.func.count().over())).all()
         return [run_id for run_id, _ in rows], (int(rows[0][1]) if rows else None)
 
     def rows(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -42,6 +42,12 @@ __all__ = ["Dashboard"]
 TABS = ("Runs", "Compare", "Charts", "Models")
 RUNS, COMPARE, CHARTS, MODELS = range(len(TABS))
 _HIDDEN = "none"
+#: the widgets built after the first page (by the background loader, or on first use)
+_CONTROLS = frozenset({
+    "experiment_choice", "refresh_button", "live_label", "progress", "tabs", "status_filter", "cell_filter",
+    "expression", "apply_button", "sort_column", "sort_descending", "prev_button", "page_label", "next_button",
+    "selector", "selected_label", "compare_button", "clear_button", "compare_view",
+})
 
 
 def _hooked(widget: Any, css_class: str) -> Any:
@@ -89,6 +95,9 @@ class Dashboard(w.VBox):
         self.parallel: Parallel | None = None
         self.activity: Activity | None = None
         self._lock = threading.RLock()
+        self._built = False  # the controls and tabs (see _CONTROLS)
+        self._closed = False
+        self.loaded = threading.Event()  # set when what loads after the first page is there
         self._local = threading.local()  # ``quiet`` while this thread sets widgets itself
         self._ticker = Ticker(self._tick, interval) if live else None
         self._charts_box: w.VBox | None = None
@@ -96,26 +105,29 @@ class Dashboard(w.VBox):
         self._models_box: w.VBox | None = None
         self._models_html = ""
 
-        self.experiment_choice = _hooked(w.Dropdown(description="experiment", layout=w.Layout(width="320px")),
-                                         "nbmlops-experiment")
-        self.refresh_button = _hooked(w.Button(description="Refresh", icon="refresh"), "nbmlops-refresh")
-        self.live_label = _hooked(w.Label(""), "nbmlops-live")
-        self.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
-                                              layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
-        header = w.HBox([self.experiment_choice, self.refresh_button, self.live_label, self.progress])
-
-        self.tabs = w.Tab(children=[self._runs_tab(), self._compare_tab(), w.VBox(), w.VBox()], titles=TABS)
-        self.tabs.observe(self._on_tab, "selected_index")
-        super().__init__(children=[header, self.tabs])
+        # The first page: the count and the runs table (and the error line); nothing else is built before it.
+        self.error = _hooked(w.HTML(""), "nbmlops-error")
+        self.count_label = _hooked(w.Label(""), "nbmlops-count")
+        self.table = _hooked(w.HTML(""), "nbmlops-runs")
+        super().__init__(children=[self.error, self.count_label, self.table])
         self.add_class("nbmlops-dashboard")
-
-        self._fill_experiments()
-        self.experiment_choice.observe(self._on_experiment, "value")
-        self.refresh_button.on_click(lambda _: self.refresh())
-        self._fill_cells()
+        if not self.runs.experiment_ids:
+            self.error.value = _error_html(NbmlopsError(f"no experiment named {experiment!r} in the store yet"))
         self._render_runs()
-        if self._ticker is not None:
-            self._follow(self._poll())
+        # The rest (the controls and tabs, the experiment and cell lists, what is running) loads after it.
+        self._loader = threading.Thread(target=self._load_rest, name="nbmlops-dashboard-load", daemon=True)
+        self._loader.start()
+
+    def __getattr__(self, name: str) -> Any:
+        """A control asked for before the background loader built it is built now (or waited for)."""
+        if name in _CONTROLS and "_lock" in self.__dict__:
+            self._build_controls()
+            if name in self.__dict__:
+                return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:
@@ -130,7 +142,54 @@ class Dashboard(w.VBox):
     def _is_quiet(self) -> bool:
         return getattr(self._local, "quiet", False)
 
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until what loads after the first page is there (the experiment and cell lists, the live
+        status); False when ``timeout`` seconds passed first."""
+        return self.loaded.wait(timeout)
+
+    def _load_rest(self) -> None:
+        """Fill the experiment and cell lists and poll what is running (the first page does not wait for it)."""
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self._build_controls()
+                self._fill_experiments()
+                self._fill_cells()
+                activity = self._poll() if self._ticker is not None else None
+            if activity is not None:
+                self._follow(activity)
+        except Exception as exc:  # shown, as a failing live refresh is: the table stays usable
+            self.error.value = _error_html(NbmlopsError(f"could not load the lists of experiments and cells: "
+                                                        f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.loaded.set()
+
     # -- building -------------------------------------------------------------------------------------
+
+    def _build_controls(self) -> None:
+        """Build the header, the tabs and the runs tab's controls around the first page (once)."""
+        with self._lock:
+            if self._built:
+                return
+            self._built = True
+            self.experiment_choice = _hooked(w.Dropdown(description="experiment", layout=w.Layout(width="320px")),
+                                             "nbmlops-experiment")
+            self.refresh_button = _hooked(w.Button(description="Refresh", icon="refresh"), "nbmlops-refresh")
+            self.live_label = _hooked(w.Label(""), "nbmlops-live")
+            self.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
+                                                  layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
+            header = w.HBox([self.experiment_choice, self.refresh_button, self.live_label, self.progress])
+            self.tabs = w.Tab(children=[self._runs_tab(), self._compare_tab(), w.VBox(), w.VBox()], titles=TABS)
+            self.tabs.observe(self._on_tab, "selected_index")
+            found = self.runs.experiment_ids
+            with self._quiet():  # this experiment only, until the list of them is loaded
+                self.experiment_choice.options = [(self.experiment, found[0])] if found else []
+                self.experiment_choice.value = found[0] if found else None
+            self.experiment_choice.observe(self._on_experiment, "value")
+            self.refresh_button.on_click(lambda _: self.refresh())
+            self._render_runs()
+            self.children = [header, self.tabs]
 
     def _runs_tab(self) -> w.VBox:
         self.status_filter = _hooked(
@@ -142,7 +201,6 @@ class Dashboard(w.VBox):
             w.Text(placeholder="accuracy > 0.9 and loss < 0.3", description="metrics", continuous_update=False,
                    layout=w.Layout(width="340px")), "nbmlops-filter")
         self.apply_button = _hooked(w.Button(description="Apply", button_style="primary"), "nbmlops-apply")
-        self.error = _hooked(w.HTML(""), "nbmlops-error")
         self.sort_column = _hooked(w.Dropdown(options=["start"], value="start", description="sort by",
                                               layout=w.Layout(width="240px")), "nbmlops-sort")
         self.sort_descending = _hooked(w.ToggleButton(value=True, description="descending"),
@@ -152,8 +210,6 @@ class Dashboard(w.VBox):
         self.page_label = _hooked(w.Label(""), "nbmlops-page")
         self.next_button = _hooked(w.Button(description="", icon="chevron-right", layout=w.Layout(width="40px")),
                                    "nbmlops-next")
-        self.count_label = _hooked(w.Label(""), "nbmlops-count")
-        self.table = _hooked(w.HTML(""), "nbmlops-runs")
         self.selector = _hooked(w.SelectMultiple(options=[], rows=6, description="select",
                                                  layout=w.Layout(width="640px")), "nbmlops-select")
         self.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
@@ -337,8 +393,6 @@ class Dashboard(w.VBox):
         with self._quiet():
             self.experiment_choice.options = [(name, eid) for eid, name in search.experiments(self.runs.tracking_uri)]
             self.experiment_choice.value = self.runs.experiment_ids[0] if self.runs.experiment_ids else None
-        if not self.runs.experiment_ids:
-            self.error.value = _error_html(NbmlopsError(f"no experiment named {self.experiment!r} in the store yet"))
 
     def _find_experiment(self) -> None:
         found = search.experiment_ids(self.runs.tracking_uri, [self.experiment])
@@ -364,6 +418,8 @@ class Dashboard(w.VBox):
         with self._quiet():
             self.table.value = runs.to_html()
             self.count_label.value = runs.describe()
+            if not self._built:  # the first page: the controls come later
+                return
             self.page_label.value = f"page {runs.page_number + 1} of {runs.pages}"
             self.prev_button.disabled = runs.page_number == 0
             self.next_button.disabled = runs.page_number >= runs.pages - 1
@@ -546,8 +602,9 @@ class Dashboard(w.VBox):
 
     def _follow(self, activity: Activity) -> None:
         """Keep polling in the background while runs are in progress (when the dashboard is live)."""
-        if self._ticker is not None and activity.active:
-            self._ticker.start()
+        with self._lock:
+            if self._ticker is not None and activity.active and not self._closed:
+                self._ticker.start()
 
     def _poll(self) -> Activity:
         self.activity = activity = self.live.poll()
@@ -570,6 +627,8 @@ class Dashboard(w.VBox):
 
     def close(self) -> None:
         """Stop the live refresh and close every widget of the dashboard."""
+        with self._lock:
+            self._closed = True  # the loader starts no live refresh after this
         if self._ticker is not None:
             self._ticker.stop()
         for widget in _descendants(self):
@@ -589,7 +648,7 @@ class Dashboard(w.VBox):
         header = (f"{STYLE}<div class='nbmlops-view nbmlops-dashboard-static'><b>nbmlops</b> &middot; "
                   f"{esc(self.experiment)} &middot; {esc(runs.describe())} &middot; "
                   f"{esc(', '.join(p for p in shown if p))}</div>")
-        parts = [header, runs.to_html()]
+        parts = [header, self.table.value]  # the runs table as last rendered
         if self.comparison is not None:
             parts.append(self.comparison.to_html())
         if self.chart is not None:
