@@ -553,10 +553,10 @@ def _sync(settings: Settings, args: argparse.Namespace) -> int:
     """Deliver the journals of processes that ended: exit 0 only when every record was delivered, 1 when
     one was damaged, refused by the store or left for a store that could not be reached (each named on
     stderr, one line each). A journal a running process still owns is left to it, and is not an error."""
-    from nbmlops.tracking.delivery import register_uri, sync_journals
+    from nbmlops.backend.addresses import StoreAddresses
+    from nbmlops.tracking.delivery import sync_journals
 
-    register_uri(settings.tracking_uri)
-    report = sync_journals(settings.journal_dir)
+    report = sync_journals(settings.journal_dir, addresses=StoreAddresses.from_environment(settings.tracking_uri))
     problems = report.problems()
     for line in problems:
         print(line, file=sys.stderr)
@@ -664,9 +664,9 @@ def _where(settings: Settings) -> str:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.backend.store import open_store
     from nbmlops.journal import list_journals
     from nbmlops.redact import redact_uri
-    from nbmlops.tracking.store import open_store
 
     print(f"tracking store: {redact_uri(settings.tracking_uri)}")
     if settings.artifact_root:

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import struct
 import time
 import uuid
@@ -44,7 +45,7 @@ from nbmlops.exceptions import NbmlopsError
 
 __all__ = [
     "Claim", "Cursor", "Damage", "Journal", "RecordTooLarge", "claimed", "inline", "journal_tag", "list_journals",
-    "payload_dir", "read_records", "remove_journal", "try_lock",
+    "make_durable", "payload_dir", "read_records", "remove_journal", "try_lock",
 ]
 
 MAGIC = b"NBJ1"
@@ -250,7 +251,7 @@ def _write_payload(folder: Path, name: str, payload: bytes | bytearray | memoryv
     """Write ``payload`` (text as UTF-8) to ``folder/name`` in chunks; returns its size and SHA-256."""
     if not folder.is_dir():
         folder.mkdir(mode=0o700, exist_ok=True)
-        _fsync_dir(folder.parent)
+        make_durable(folder.parent)
     path = folder / name
     digest, size = hashlib.sha256(), 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -267,7 +268,7 @@ def _write_payload(folder: Path, name: str, payload: bytes | bytearray | memoryv
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    _fsync_dir(folder)
+    make_durable(folder)
     return size, digest.hexdigest()
 
 
@@ -281,10 +282,14 @@ def _chunks(payload: bytes | bytearray | memoryview | str) -> Iterator[bytes | m
         yield view[start : start + _CHUNK]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def make_durable(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to disk: what was written there survives a power cut."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.fsync(fd)
+        else:
+            os.fdatasync(fd)
     finally:
         os.close(fd)
 

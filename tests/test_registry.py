@@ -105,8 +105,8 @@ def test_python_api_registers_outside_a_run_with_its_own_run(project, client, re
 def test_replayed_registration_creates_one_version(project, request):
     from sklearn.dummy import DummyClassifier
 
+    from nbmlops.backend.models import deliver_model
     from nbmlops.registry.models import registry_client
-    from nbmlops.registry.register import deliver_model
 
     name = _name(request)
     model = DummyClassifier().fit([[0], [1]], [0, 1])
@@ -132,9 +132,9 @@ def test_a_staged_model_swapped_before_delivery_is_refused(project, request):
     import skops.io
     from sklearn.dummy import DummyClassifier
 
+    from nbmlops.backend.models import deliver_model
     from nbmlops.backend.store import RecordRejected
     from nbmlops.registry.models import registry_client
-    from nbmlops.registry.register import deliver_model
 
     with nbmlops.track("train") as run:
         pass

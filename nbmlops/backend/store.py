@@ -1,10 +1,12 @@
-"""Delivery of journal records to an MLflow tracking store: the only module of ``tracking`` that imports mlflow.
+"""One MLflow tracking store: its connection, the budget and classification of every call, and the runs nbmlops
+finds again by key. Records are applied through :mod:`nbmlops.backend.records`.
 
 Replays are exactly-once: a run is created with its local key as a tag and looked up by it when a
 delivery is resumed; params and tags are re-sent with the same values (MLflow accepts that);
 metrics carry their original timestamps so MLflow's own de-duplication drops repeats.
 
-Creating a run is never retried blindly: MLflow's HTTP client does not retry nbmlops' calls, and a
+Creating a run is never retried blindly: MLflow's HTTP client does not retry (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+is 0 unless the environment sets it), and a
 ``create_run`` whose outcome is unknown (its reply was lost, it timed out) is followed by a look-up of
 the run key before any new attempt. Should two runs carry one key all the same (a request the server
 applied late), the one delivered to is kept and the others are marked KILLED and deleted.
@@ -15,76 +17,60 @@ further calls fail at once for one budget, so that a sync of many journals ends 
 A 401 or 403 is :class:`StoreAuthError`, never retried. Credentials come from the URI
 (``http://user:password@host``) or MLflow's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``.
 
-The schema of a new sqlite store is built in a file beside it and moved into place once complete, under a
-file lock, so that a process killed while building it leaves no half-built store; one left half-built by
-an older version or by MLflow itself is found, and rebuilt when it holds no run.
+A new sqlite store is made as :mod:`nbmlops.backend.sqlite_schema` says. What MLflow raises never leaves the
+backend: it becomes :class:`RecordRejected` (with MLflow's error code), :class:`StoreAuthError` or
+:class:`StoreUnavailableError`.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
-import fcntl
 import functools
-import glob
-import hashlib
-import json
-import logging
 import os
 import re
 import sqlite3
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from nbmlops.backend import records, sqlite_schema
+from nbmlops.backend.errors import RecordRejected
+from nbmlops.backend.tags import (
+    ATTEMPT_TAG,
+    DUPLICATE_TAG,
+    PARENT_KEY_TAG,
+    RUN_KEY_TAG,
+    SUPERSEDED_TAG,
+    SUPERSEDES_TAG,
+    TASK_TAG,
+)
 from nbmlops.exceptions import ConfigError, StoreAuthError, StoreUnavailableError
 from nbmlops.redact import redact_uri
 
-__all__ = ["Attempt", "RecordRejected", "Store", "open_store"]
+__all__ = [
+    "ATTEMPT_TAG", "DUPLICATE_TAG", "PARENT_KEY_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "SUPERSEDES_TAG", "TASK_TAG",
+    "Attempt", "RecordRejected", "Store", "open_store",
+]
 
-RUN_KEY_TAG = "nbmlops.run_key"
-PARENT_KEY_TAG = "nbmlops.parent_key"
-DUPLICATE_TAG = "nbmlops.duplicate_of"
-#: runs that are attempts of one task (a sweep's combination that Dask ran again after its worker died) share
-#: this tag; one of them is live, the others end KILLED naming it (SUPERSEDED_TAG), numbered by start order
-TASK_TAG = "nbmlops.task"
-ATTEMPT_TAG = "nbmlops.attempt"
-SUPERSEDED_TAG = "nbmlops.superseded_by"
-SUPERSEDES_TAG = "nbmlops.supersedes"
-_BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|unable to open database|connection|timed? ?out|"
     r"temporarily|max retries|503|502|504|429|refused|reset by peer",
     re.IGNORECASE,
 )
-_REJECTED = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST")
+_REJECTED = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "NOT_FOUND",
+             "BAD_REQUEST")
 _AUTH = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
-#: how long a local sqlite store waits for another local process (its lock, its schema creation)
-_SQLITE_WAIT_S = 60.0
-#: how long an exiting process waits for a store it is opening (and perhaps making), so that short
-#: processes do not each start the schema anew and never finish it
-_OPEN_AT_EXIT_S = 120.0
-#: a store whose files changed this recently is taken to be in the making by another process, and waited for
-_BUILDING_QUIET_S = 5.0
 _stores: dict[tuple[str, str | None], Store] = {}
 _stores_lock = threading.Lock()
 _limits = threading.local()
-_opened = threading.Condition()
-_openings = 0
-
-
-class RecordRejected(Exception):
-    """The store answered, and refused a record for good (bad value, deleted run)."""
 
 
 class _Transient(Exception):
@@ -119,6 +105,7 @@ class Store:
         self.uri = uri
         self.display_uri = redact_uri(uri)
         self.artifact_root = artifact_root
+        self._http = uri.startswith(("http://", "https://"))
         self._client: Any = None
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -189,7 +176,7 @@ class Store:
             self._probe_http()
             # MLflow prints a "View run ..." line at every run end on a server store: noise in a user's cell
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        _install_http_limits()
+            _limit_mlflow_http(self.call_timeout)
         if self.uri.startswith("sqlite:///"):
             return self._connect_sqlite()
         from mlflow import MlflowClient
@@ -224,79 +211,17 @@ class Store:
         self._call(probe)
 
     def _connect_sqlite(self) -> Any:
-        """Open a sqlite store safely when several processes do so at once.
-
-        Under an exclusive file lock, a store that does not exist yet is built beside its path and moved
-        into place once complete; a half-built one (tables missing, or MLflow's schema revision not
-        reached) that holds no run is rebuilt. The database uses WAL and a long busy timeout, so that
-        concurrent writers wait for each other instead of failing with ``database is locked``.
-        """
+        """Open a sqlite store safely when several processes do so at once (:mod:`nbmlops.backend.sqlite_schema`),
+        with a long busy timeout, so that concurrent writers wait for each other instead of failing with
+        ``database is locked``."""
         path = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # schema creation and migration chatter (also from the registry's own store, made on first use)
-        logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-        # MLflow logs a database error (a lock held past the busy timeout) with its whole traceback before it
-        # raises it; nbmlops reports it in one line (store unavailable), so the traceback is only noise
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-        with _file_lock(path.with_name(path.name + ".lock"), self.display_uri), _opening():
-            state = _settled_schema_state(path)
-            if state == "half-built" and _holds_records(path):
-                raise StoreUnavailableError(
-                    self.display_uri,
-                    "its schema was left half-migrated and it holds runs: back it up, then run "
-                    f"`mlflow db upgrade {self.display_uri}`",
-                )
-            if state != "complete":
-                self._build_schema(path)
-            else:
-                connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
-                try:
-                    connection.execute("PRAGMA journal_mode=WAL")
-                finally:
-                    connection.close()
+        with sqlite_schema.ready(path, self.display_uri, self.artifact_root):
             from mlflow import MlflowClient
 
-            engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={_SQLITE_WAIT_S:g}"
+            engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={sqlite_schema.SQLITE_WAIT_S:g}"
             client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
             self._call(lambda: client.search_experiments(max_results=1))
         return client
-
-    def _build_schema(self, path: Path) -> None:
-        """Make the MLflow schema in ``<path>.building-<unique>``, then move it to ``path`` (replacing a store with
-        no tables, or a half-built one that holds nothing). A process killed meanwhile leaves no store.
-
-        The name is new at each build: MLflow keeps an engine per database URI for the life of the process.
-        """
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        for leftover in path.parent.glob(f"{glob.escape(path.name)}.building-*"):
-            leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
-        building = path.with_name(f"{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        root = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else "./mlruns"
-        store = SqlAlchemyStore(f"sqlite:///{building}", root)
-        store.engine.dispose()
-        connection = sqlite3.connect(building)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-        finally:
-            connection.close()
-        _fsync(building)
-        if not path.exists():
-            try:
-                os.link(building, path)  # never over a store another process (MLflow itself) made meanwhile
-            except FileExistsError:
-                pass
-            else:
-                building.unlink()
-                _fsync(path.parent)
-                return
-            if _settled_schema_state(path) == "complete":
-                building.unlink()
-                return
-        for stale in _sqlite_files(path)[1:]:
-            stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
-        os.replace(building, path)
-        _fsync(path.parent)
 
     def _call(self, fn: Callable[[], Any], retry: bool = True) -> Any:
         """Run one store call within the budget; classify what goes wrong.
@@ -310,6 +235,8 @@ class Store:
         start = time.monotonic()
         deadline = start + budget
         self._refuse_while_down()
+        if self._http:
+            _limit_mlflow_http(budget)
         delay = 0.05
         while True:
             try:
@@ -328,6 +255,7 @@ class Store:
     def _attempt(self, fn: Callable[[], Any]) -> Any:
         from mlflow.exceptions import MlflowException
 
+        outer, _limits.classifying = getattr(_limits, "classifying", False), True
         try:
             return fn()
         except MlflowException as exc:
@@ -336,12 +264,14 @@ class Store:
                 reason = self._clean(said.group(1) if said else exc.message)
                 raise StoreAuthError(self.display_uri, _AUTH[exc.error_code], reason) from None
             if exc.error_code in _REJECTED:
-                raise RecordRejected(self._clean(str(exc))) from exc
+                raise RecordRejected(self._clean(str(exc)), exc.error_code) from None
             reason = self._clean(str(exc))
         except (StoreUnavailableError, StoreAuthError, RecordRejected, _Transient):
             raise
         except Exception as exc:  # network errors, sqlalchemy errors, OSError from artifact copies
             reason = self._clean(f"{type(exc).__name__}: {exc}")
+        finally:
+            _limits.classifying = outer
         if _TRANSIENT.search(reason):
             raise _Transient(reason)
         raise StoreUnavailableError(self.display_uri, reason)
@@ -372,84 +302,12 @@ class Store:
             raise StoreUnavailableError(self.display_uri, down[1])
 
 
-    # -- delivery -----------------------------------------------------------------------------
+    # -- runs ---------------------------------------------------------------------------------
 
-    def deliver(self, records: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
-        """Apply ``records`` in order. ``runs`` maps run keys to MLflow run ids and is updated in place.
-
-        With ``careful`` (a resumed or retried delivery) a run is first looked up by its key, so it is
-        never created twice.
-        """
-        client = self.client  # first: a dead server is noticed before mlflow is imported
-        from mlflow.entities import Metric, Param, RunTag
-
-        batch: dict[str, list[Any]] = {"metrics": [], "params": [], "tags": []}
-        batch_run: str | None = None
-
-        def send_batch() -> None:
-            nonlocal batch
-            if batch_run is not None and any(batch.values()):
-                run_id = runs[batch_run]
-                metrics, params, tags = batch["metrics"], batch["params"], batch["tags"]
-                while metrics or params or tags:  # as few calls as MLflow's per-call limits allow
-                    p, params = params[: _BATCH_LIMITS["params"]], params[_BATCH_LIMITS["params"] :]
-                    t, tags = tags[: _BATCH_LIMITS["tags"]], tags[_BATCH_LIMITS["tags"] :]
-                    room = _BATCH_LIMITS["metrics"] - len(p) - len(t)
-                    m, metrics = metrics[:room], metrics[room:]
-                    self._call(functools.partial(client.log_batch, run_id, metrics=m, params=p, tags=t))
-            batch = {"metrics": [], "params": [], "tags": []}
-
-        artifacts: list[dict[str, Any]] = []
-
-        def send_artifacts() -> None:
-            if artifacts:
-                self._log_artifacts(runs[artifacts[0]["run"]], artifacts)
-                artifacts.clear()
-
-        for record in records:
-            kind, key = record["t"], record["run"]
-            if artifacts and (kind != "artifact" or artifacts[0]["run"] != key):
-                send_artifacts()
-            if kind == "start":
-                send_batch()
-                if key not in runs:
-                    runs[key] = self._start_run(record, runs, careful)
-                batch_run = key
-                continue
-            if key not in runs:
-                raise RecordRejected(f"record {kind!r} for run {key} whose start record is missing")
-            if kind in ("params", "metrics", "tags"):
-                if batch_run != key:
-                    send_batch()
-                    batch_run = key
-                if kind == "params":
-                    batch["params"] += [Param(k, v) for k, v in record["params"].items()]
-                elif kind == "tags":
-                    batch["tags"] += [RunTag(k, v) for k, v in record["tags"].items()]
-                else:
-                    batch["metrics"] += [Metric(k, v, ts, step) for k, v, step, ts in record["metrics"]]
-                continue
-            send_batch()
-            run_id = runs[key]
-            if kind == "artifact":
-                artifacts.append(record)
-            elif kind == "dataset":
-                self._log_dataset(run_id, record)
-            elif kind == "model":
-                from nbmlops.registry.register import deliver_model  # the registry's side of a registration
-
-                self._call(functools.partial(deliver_model, self.client, run_id, record))
-            elif kind == "end":
-                if key in self._uncertain:  # a create the server applied late may have made a twin meanwhile
-                    self._drop_duplicates(self._uncertain[key], key, run_id)
-                    self._uncertain.pop(key, None)
-                if careful and self._superseded(run_id):
-                    continue  # a late replay of an attempt that a later one replaced: it stays KILLED
-                self._call(functools.partial(client.set_terminated, run_id, record["status"], record["ts"]))
-            else:
-                raise RecordRejected(f"unknown record type {kind!r}")
-        send_artifacts()
-        send_batch()
+    def deliver(self, records_: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
+        """Apply journaled records in order (see :func:`nbmlops.backend.records.deliver`). ``runs`` maps run
+        keys to MLflow run ids and is updated in place; with ``careful`` a run is first looked up by its key."""
+        records.deliver(self, records_, runs, careful)
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (with an artifact location under ours) if needed."""
@@ -477,29 +335,18 @@ class Store:
         self._experiments[name] = experiment.experiment_id
         return experiment.experiment_id
 
-    def _start_run(self, record: dict[str, Any], runs: dict[str, str], careful: bool) -> str:
-        client = self.client
-        experiment_id = self.experiment_id(record["experiment"])
-        key = record["run"]
-        if careful or key in self._uncertain:
-            found = self.run_id_for_key(experiment_id, key)
-            if found:
-                return found
-        tags = dict(record.get("tags", {}))
-        tags[RUN_KEY_TAG] = key
-        parent = record.get("parent")
-        if parent:
-            tags[PARENT_KEY_TAG] = parent
-            parent_id = runs.get(parent) or self.run_id_for_key(experiment_id, parent)
-            if parent_id:
-                tags["mlflow.parentRunId"] = parent_id
-        return self._create_run(
-            experiment_id,
-            key,
-            lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name")),
-        )
+    def creation_uncertain(self, key: str) -> bool:
+        """True when an attempt to create run ``key`` got no answer (the server may have applied it)."""
+        return key in self._uncertain
 
-    def _create_run(self, experiment_id: str, key: str, create: Callable[[], Any]) -> str:
+    def settle_uncertain(self, key: str, run_id: str) -> None:
+        """At a run's end: if its creation was uncertain, drop the twins a late create made (see
+        :meth:`run_id_for_key`)."""
+        if key in self._uncertain:
+            self._drop_duplicates(self._uncertain[key], key, run_id)
+            self._uncertain.pop(key, None)
+
+    def create_run_once(self, experiment_id: str, key: str, create: Callable[[], Any]) -> str:
         """Create the run with key ``key`` once: an attempt whose outcome is unknown (no reply) is followed by
         a look-up of the key, and only a run not found is created again, within the budget."""
         deadline = time.monotonic() + self.call_timeout
@@ -614,7 +461,7 @@ class Store:
                 self._call(functools.partial(client.set_terminated, attempt.run_id, "KILLED"))
         return len(others)
 
-    def _superseded(self, run_id: str) -> bool:
+    def superseded(self, run_id: str) -> bool:
         """True when the run is an attempt of a task that another attempt replaces (it is then marked so).
 
         The live attempt is the one already named live (it supersedes others, nothing supersedes it), else
@@ -632,36 +479,6 @@ class Store:
         live = named[-1] if named else attempts[-1]
         self.supersede(attempts, live)
         return live.run_id != run_id
-
-    def _log_artifacts(self, run_id: str, records: list[dict[str, Any]]) -> None:
-        """Store several artifacts of one run with a single copy into its artifact location."""
-        with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
-            for record in records:
-                path = PurePosixPath(record["path"])
-                if path.is_absolute() or ".." in path.parts:
-                    raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
-                local = Path(tmp, *path.parts)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                if "file" in record:
-                    _copy_checked(Path(record["file"]), local, record.get("sha256"))
-                else:
-                    local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
-            self._call(lambda: self.client.log_artifacts(run_id, tmp))
-
-    def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        dataset = Dataset(
-            name=record["name"],
-            digest=record["digest"],
-            source_type=record.get("source_type", "code"),
-            source=record.get("source") or "{}",
-            schema=record.get("schema"),
-            profile=json.dumps(record["profile"]) if record.get("profile") is not None else None,
-        )
-        tags = [InputTag("mlflow.data.context", record.get("context", "input"))]
-        self._call(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)]))
-
 
     def running_runs(self) -> list[tuple[str, int, dict[str, str]]]:
         """``(run_id, start time in ms, tags)`` of every RUNNING run that nbmlops made (it has a run key), on
@@ -740,23 +557,11 @@ def _data_count(run: Any) -> int:
     return len(run.data.metrics) + len(run.data.params) + len(run.data.tags)
 
 
-def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
-    """Copy a payload kept beside the journal, in chunks, checking it against the SHA-256 it was written with."""
-    digest = hashlib.sha256()
-    try:
-        with open(source, "rb") as src, open(target, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                digest.update(chunk)
-                dst.write(chunk)
-    except FileNotFoundError:
-        raise RecordRejected(f"the payload file {source} kept beside the journal is gone") from None
-    if sha256 is not None and digest.hexdigest() != sha256:
-        raise RecordRejected(f"the payload file {source} does not match its checksum (it was damaged)")
-
-
 class _BoundedClient:
     """An ``MlflowClient`` whose every call is bounded like :meth:`Store._call`'s attempts: MLflow's HTTP
-    client makes one request (no retries of its own) and waits at most the budget for the server."""
+    client makes one request (no retries of its own) and waits at most the budget for the server. What MLflow
+    raises leaves as nbmlops' errors, classified as :meth:`Store._attempt` does (:class:`RecordRejected` with
+    MLflow's code, :class:`StoreAuthError`, :class:`StoreUnavailableError`)."""
 
     def __init__(self, client: Any, store: Store) -> None:
         self._mlflow = client
@@ -772,55 +577,44 @@ class _BoundedClient:
 
         def bounded(*args: Any, **kwargs: Any) -> Any:
             with _http_limits(store.call_timeout):
-                return value(*args, **kwargs)
+                if getattr(_limits, "classifying", False):
+                    return value(*args, **kwargs)  # inside Store._call, which classifies (and retries)
+                try:
+                    return store._attempt(lambda: value(*args, **kwargs))
+                except _Transient as exc:
+                    raise StoreUnavailableError(store.display_uri, exc.args[0]) from None
 
         bounded.__name__ = bounded.__qualname__ = name
         bounded.__doc__ = getattr(value, "__doc__", None)
         return bounded
 
 
-_limits_installed = threading.Lock()
+def _limit_mlflow_http(budget: float) -> None:
+    """Bound MLflow's HTTP requests in this process by the call budget: one request per call (no retries of
+    MLflow's own: a create whose reply was lost is looked up by its key, never sent blindly again), each
+    waiting at most ``budget`` seconds. Through MLflow's documented variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
+    and ``MLFLOW_HTTP_REQUEST_TIMEOUT``, set only where the environment does not set them already: a user's
+    own values are kept, and then bound nbmlops' requests too."""
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{budget:g}")):
+        if os.environ.get(name, _set_by_us.get(name)) == _set_by_us.get(name):
+            os.environ[name] = _set_by_us[name] = value
 
 
-def _install_http_limits() -> None:
-    """Let the thread inside :func:`_http_limits` set MLflow's HTTP timeout and retries.
-
-    MLflow reads ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` from the
-    environment at each request, but the environment belongs to the whole process, and a user's own
-    MLflow calls in the same kernel must keep their settings. So the two variables' readers answer
-    nbmlops' values in a thread that is making an nbmlops call, and the environment's everywhere else.
-    """
-    from mlflow import environment_variables as variables
-
-    with _limits_installed:
-        for variable, name in (
-            (variables.MLFLOW_HTTP_REQUEST_TIMEOUT, "timeout"),
-            (variables.MLFLOW_HTTP_REQUEST_MAX_RETRIES, "retries"),
-        ):
-            if getattr(variable.get, "nbmlops_limit", None) == name:
-                continue
-            read = variable.get
-
-            def get(read: Callable[[], Any] = read, name: str = name) -> Any:
-                value = getattr(_limits, name, None)
-                return read() if value is None else value
-
-            get.nbmlops_limit = name  # type: ignore[attr-defined]
-            variable.get = get  # type: ignore[method-assign]
+_set_by_us: dict[str, str] = {}  # the MLflow variables this process set itself, and to what
 
 
 @contextlib.contextmanager
 def _http_limits(timeout: float) -> Iterator[None]:
-    """Within the block, this thread's MLflow HTTP requests wait ``timeout`` s at most and are not retried by
-    MLflow (an outer block's limits stay)."""
+    """Within the block, this thread's own requests to the server (the health probe) wait ``timeout`` s at
+    most (an outer block's limit stays)."""
     if getattr(_limits, "timeout", None) is not None:
         yield
         return
-    _limits.timeout, _limits.retries = timeout, 0
+    _limits.timeout = timeout
     try:
         yield
     finally:
-        _limits.timeout = _limits.retries = None
+        _limits.timeout = None
 
 
 def _health_request(uri: str) -> tuple[str, dict[str, str]]:
@@ -849,133 +643,7 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path, uri: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``, waiting up to a minute for another process."""
-    with open(path, "w") as lock:
-        deadline = time.monotonic() + _SQLITE_WAIT_S
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreUnavailableError(
-                        uri, f"another process has held {path.name} for over {_SQLITE_WAIT_S:g} s (creating the store?)"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-        yield
-
-
-def _schema_state(path: Path) -> str:
-    """``missing`` (no file, or no table), ``complete`` (every table MLflow defines, at its schema revision)
-    or ``half-built``. A store MLflow's own schema cannot be read for counts as complete."""
-    if not path.exists():
-        return "missing"
-    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
-    try:
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables:
-            return "missing"
-        revisions = (
-            [v for (v,) in connection.execute("SELECT version_num FROM alembic_version")]
-            if "alembic_version" in tables
-            else []
-        )
-    finally:
-        connection.close()
-    expected = _mlflow_schema()
-    if expected is None:
-        return "complete"
-    names, head = expected
-    return "complete" if names <= tables and revisions == [head] else "half-built"
-
-
-def _settled_schema_state(path: Path) -> str:
-    """:func:`_schema_state`, waiting while an incomplete store is still being written: a store another process
-    (MLflow itself, a user's client) is making right now is waited for, never rebuilt under its feet."""
-    deadline = time.monotonic() + _SQLITE_WAIT_S
-    while True:
-        state = _schema_state(path)
-        if state == "complete" or time.monotonic() > deadline or not _recently_written(path):
-            return state
-        time.sleep(0.2)
-
-
-def _recently_written(path: Path) -> bool:
-    """True when the database (or its WAL) changed in the last few seconds: someone may be making it."""
-    now = time.time()
-    for file in _sqlite_files(path):
-        try:
-            if now - file.stat().st_mtime < _BUILDING_QUIET_S:
-                return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
-def _mlflow_schema() -> tuple[set[str], str] | None:
-    """The tables MLflow's sqlalchemy store defines and its latest schema revision (what MLflow itself checks
-    when it opens a store), or None when this MLflow does not say."""
-    try:
-        from mlflow.store.db.base_sql_model import Base
-        from mlflow.store.db.utils import _get_latest_schema_revision
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401 - defines the tables
-
-        return set(Base.metadata.tables), _get_latest_schema_revision()
-    except (ImportError, AttributeError):
-        return None
-
-
-def _holds_records(path: Path) -> bool:
-    """True when a store holds anything a user made: a run, a model, an experiment besides the default."""
-    connection = sqlite3.connect(path, timeout=_SQLITE_WAIT_S)
-    try:
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        queries = [f"SELECT 1 FROM {t} LIMIT 1" for t in ("runs", "registered_models", "logged_models") if t in tables]
-        if "experiments" in tables:
-            queries.append("SELECT 1 FROM experiments WHERE experiment_id <> 0 LIMIT 1")
-        return any(connection.execute(query).fetchone() for query in queries)
-    finally:
-        connection.close()
-
-
-def _sqlite_files(path: Path) -> list[Path]:
-    """A sqlite database and the files sqlite keeps beside it."""
-    return [path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))]
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _one_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:500]
 
 
-@contextlib.contextmanager
-def _opening() -> Iterator[None]:
-    """Count this thread as opening a sqlite store (its schema may be in the making) until the block ends."""
-    global _openings
-    with _opened:
-        _openings += 1
-    try:
-        yield
-    finally:
-        with _opened:
-            _openings -= 1
-            _opened.notify_all()
-
-
-@atexit.register
-def _finish_openings() -> None:
-    """At exit, let a store that another thread (the writer's, a daemon) is opening, and perhaps making, be
-    made: else every short process would start the schema anew and none would finish it."""
-    with _opened:
-        _opened.wait_for(lambda: _openings == 0, timeout=_OPEN_AT_EXIT_S)

@@ -1,5 +1,5 @@
 """Registered models as nbmlops reads them: references (``NAME@alias``, ``NAME/3``), versions with their
-lineage and decision history, and the registry client. mlflow is imported inside the functions."""
+lineage and decision history, and the registry client (the backend's: :mod:`nbmlops.backend`)."""
 
 from __future__ import annotations
 
@@ -9,34 +9,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nbmlops.backend.errors import ModelReferenceError, RecordRejected, RegistryError
+from nbmlops.backend.models import (
+    EVALUATION_TAG,
+    FEATURES_TAG,
+    LOCK_PREFIX,
+    PARAMS_TAG,
+    REGISTRATION_KEY_TAG,
+    TRAINING_TAG,
+    check_model_name,
+)
+from nbmlops.backend.store import open_store
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import NbmlopsError
 
 __all__ = [
-    "Decision", "ModelNotFoundError", "ModelReference", "ModelReferenceError", "ModelVersionInfo",
-    "RegisteredModelInfo", "RegistryError", "get_version", "list_models", "list_versions", "parse_reference",
+    "EVALUATION_TAG", "FEATURES_TAG", "LOCK_PREFIX", "PARAMS_TAG", "REGISTRATION_KEY_TAG", "TRAINING_TAG", "Decision",
+    "ModelNotFoundError", "ModelReference", "ModelReferenceError", "ModelVersionInfo", "RegisteredModelInfo",
+    "RegistryError", "check_model_name", "get_version", "list_models", "list_versions", "parse_reference",
     "registry_client",
 ]
 
-REGISTRATION_KEY_TAG = "nbmlops.registration_key"
 DECISION_TAG_PREFIX = "nbmlops.decision."
-TRAINING_TAG = "nbmlops.data.training"
-EVALUATION_TAG = "nbmlops.data.evaluation"
-FEATURES_TAG = "nbmlops.data.features"
-PARAMS_TAG = "nbmlops.params"
-LOCK_PREFIX = "nbmlops-lock."
 _ALIAS = re.compile(r"^[\w\-]+$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
-
-
-class RegistryError(NbmlopsError):
-    """Root of the registry's errors."""
-
-    http_status = 409
-
-
-class ModelReferenceError(RegistryError, ValueError):
-    """A model reference, name or alias that does not follow the rules."""
 
 
 class ModelNotFoundError(RegistryError, LookupError):
@@ -63,17 +58,6 @@ class ModelReference:
         if self.alias:
             return f"{self.name}@{self.alias}"
         return f"{self.name}/{self.version}" if self.version is not None else self.name
-
-
-def check_model_name(name: str) -> str:
-    """``name`` when MLflow accepts it as a registered model name; else a :class:`ModelReferenceError`."""
-    if not isinstance(name, str) or not name.strip():
-        raise ModelReferenceError("a registered model name must be a non-empty string")
-    if any(c in name for c in "/:") or any(ord(c) < 32 for c in name) or name.startswith(LOCK_PREFIX):
-        raise ModelReferenceError(
-            f"model name {name!r}: may not contain '/', ':' or control characters, nor start with {LOCK_PREFIX!r}"
-        )
-    return name
 
 
 def check_alias(alias: str) -> str:
@@ -184,9 +168,8 @@ class RegisteredModelInfo:
 
 
 def registry_client(settings: Settings | None = None) -> Any:
-    """The ``MlflowClient`` of the configured store (whose registry is the store itself)."""
-    from nbmlops.backend.store import open_store
-
+    """The backend's client of the configured store (whose registry is the store itself): MLflow's client calls,
+    each bounded by the call budget, raising nbmlops' errors (:class:`RecordRejected` with MLflow's code)."""
     settings = settings or resolve_settings()
     return open_store(settings.tracking_uri, settings.artifact_root).client
 
@@ -207,8 +190,6 @@ def version_info(client: Any, version: Any) -> ModelVersionInfo:
 
 def get_version(reference: ModelReference | str, settings: Settings | None = None, client: Any = None) -> ModelVersionInfo:
     """The version a reference names (a bare name means its latest version)."""
-    from mlflow.exceptions import MlflowException
-
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     client = client or registry_client(settings)
     try:
@@ -222,7 +203,7 @@ def get_version(reference: ModelReference | str, settings: Settings | None = Non
             if not versions:
                 raise ModelNotFoundError(str(ref), "it has no versions")
             found = versions[0]
-    except MlflowException as exc:
+    except RecordRejected as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             raise ModelNotFoundError(str(ref), _first_line(exc)) from None
         raise
@@ -231,13 +212,11 @@ def get_version(reference: ModelReference | str, settings: Settings | None = Non
 
 def list_versions(name: str, settings: Settings | None = None, client: Any = None) -> list[ModelVersionInfo]:
     """Every version of model ``name``, newest first; :class:`ModelNotFoundError` when there is no such model."""
-    from mlflow.exceptions import MlflowException
-
     client = client or registry_client(settings)
     check_model_name(name)
     try:
         model = client.get_registered_model(name)
-    except MlflowException as exc:
+    except RecordRejected as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ModelNotFoundError(name) from None
         raise

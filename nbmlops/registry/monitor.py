@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend.models import ModelInputError, download_model, input_columns
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError
 from nbmlops.registry.models import (
@@ -162,10 +163,10 @@ def monitor(
         raise MonitoringDataError(f"{shown_data} has no rows")
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="nbmlops-monitor-") as tmp:
-        local = _download_model(client, settings, version, Path(tmp))
+        local = download_model(client, version.name, version.version, Path(tmp), settings.tracking_uri)
         checked = check_model(local, version, trusted=trust_pickle or version.name in settings.trusted_models)
         notes.extend(checked.notes)
-        columns = _input_columns(local)
+        columns = input_columns(local)
         missing = [c for c in columns if c not in current.columns]
         if missing:
             raise ModelSchemaError(
@@ -189,25 +190,6 @@ def monitor(
         if prediction is not None:
             result = dataclasses.replace(result, prediction=prediction)
     return _record(version, shown_data, current, result, notes, retrain, parameters, gates, report, settings)
-
-
-def _download_model(client: Any, settings: Settings, version: ModelVersionInfo, into: Path) -> Path:
-    from mlflow.artifacts import download_artifacts
-
-    from nbmlops.tracking.query import quiet_downloads
-
-    uri = client.get_model_version_download_uri(version.name, str(version.version))
-    with quiet_downloads():
-        return Path(download_artifacts(artifact_uri=uri, dst_path=str(into), tracking_uri=settings.tracking_uri))
-
-
-def _input_columns(local: Path) -> list[str]:
-    from mlflow.models import Model
-
-    signature = Model.load(str(local)).signature
-    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
-        return []
-    return list(signature.inputs.input_names())
 
 
 def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tuple[Any, str]:
@@ -238,14 +220,12 @@ def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tu
 
 def _prediction_drift(checked: CheckedModel, reference: Any, current: Any, version: ModelVersionInfo, threshold: float,
                       bins: int, compare_predictions: Any, notes: list[str]) -> Any:
-    from mlflow.exceptions import MlflowException
-
     model = checked.load()
     try:
         before = model.predict(reference)
         after = model.predict(current)
-    except MlflowException as exc:
-        raise ModelSchemaError(f"the data does not fit {version}'s input schema: {exc.message}") from None
+    except ModelInputError as exc:
+        raise ModelSchemaError(f"the data does not fit {version}'s input schema: {exc}") from None
     except (ValueError, TypeError) as exc:
         notes.append(f"the model could not score the data ({type(exc).__name__}: {exc}); no prediction drift")
         return None

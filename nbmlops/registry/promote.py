@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from nbmlops.backend.errors import RecordRejected
 from nbmlops.config import Settings
 from nbmlops.exceptions import EXIT_REFUSED
 from nbmlops.registry.models import (
@@ -215,13 +216,11 @@ def _shown(version: ModelVersionInfo | None) -> str:
 
 
 def _run(client: Any, version: ModelVersionInfo) -> Any:
-    from mlflow.exceptions import MlflowException
-
     if not version.run_id:
         return None
     try:
         return client.get_run(version.run_id)
-    except MlflowException:
+    except RecordRejected:
         return None
 
 
@@ -331,8 +330,6 @@ class _AliasLock:
         self.lock = f"{LOCK_PREFIX}{name}.{alias}"
 
     def __enter__(self) -> None:
-        from mlflow.exceptions import MlflowException
-
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         delay = 0.02
         while True:
@@ -343,7 +340,7 @@ class _AliasLock:
                     description="nbmlops: a promotion in progress holds this lock; it is deleted when done",
                 )
                 return
-            except MlflowException as exc:
+            except RecordRejected as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             self._break_if_stale()
@@ -355,22 +352,18 @@ class _AliasLock:
             delay = min(delay * 2, 0.5)
 
     def _break_if_stale(self) -> None:
-        from mlflow.exceptions import MlflowException
-
         try:
             held = self.client.get_registered_model(self.lock)
             since = float(held.tags.get("nbmlops.lock.at", "0"))
-        except (MlflowException, ValueError):
+        except (RecordRejected, ValueError):
             return
         if time.time() - since > LOCK_STALE_S:
             self._delete()
 
     def _delete(self) -> None:
-        from mlflow.exceptions import MlflowException
-
         try:
             self.client.delete_registered_model(self.lock)
-        except MlflowException:
+        except RecordRejected:
             pass  # already gone
 
     def __exit__(self, *exc: object) -> None:

@@ -14,23 +14,30 @@ Every loader of a registered model goes through :func:`check_model` and then :me
    trusted.
 
 A model is trusted when the caller says so (``nbmlops monitor --trust-pickle``) or its registered name is in
-the ``trusted_models`` setting. mlflow and skops are imported inside the functions.
+the ``trusted_models`` setting. MLflow reads the model files (:mod:`nbmlops.backend.models`); skops is imported
+inside the functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend.models import (
+    SHA256_TAG,
+    ModelFileError,
+    load_with_mlflow,
+    model_digest,
+    read_mlmodel,
+    signature_checked,
+)
 from nbmlops.registry.models import ModelVersionInfo, RegistryError
 
 __all__ = ["SHA256_TAG", "SKLEARN_TYPES", "CheckedModel", "UnsafeModelError", "check_model", "model_digest"]
 
-SHA256_TAG = "nbmlops.model_sha256"
 _SPLITTERS = ("KFold", "StratifiedKFold", "GroupKFold", "StratifiedGroupKFold", "RepeatedKFold",
               "RepeatedStratifiedKFold", "ShuffleSplit", "StratifiedShuffleSplit", "GroupShuffleSplit",
               "TimeSeriesSplit", "PredefinedSplit", "LeaveOneOut")
@@ -70,38 +77,6 @@ class UnsafeModelError(RegistryError, ValueError):
         super().__init__(f"refusing to load {model}: {reason}")
 
 
-def model_digest(folder: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a model directory: of every file's relative path and content, in path order.
-
-    Raises:
-        UnsafeModelError: the directory holds a symbolic link.
-    """
-    root = Path(folder)
-    total = hashlib.sha256()
-    for path in sorted(_files(root), key=lambda p: p.relative_to(root).as_posix()):
-        total.update(path.relative_to(root).as_posix().encode() + b"\0")
-        total.update(_file_digest(path).encode() + b"\n")
-    return total.hexdigest()
-
-
-def _files(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder, name)
-            if path.is_symlink():
-                raise UnsafeModelError(str(root), f"{path.relative_to(root)} is a symbolic link")
-            if name in files:
-                yield path
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CheckedModel:
     """A downloaded model that passed every check: what :meth:`load` will deserialize, and how.
@@ -120,35 +95,17 @@ class CheckedModel:
     notes: tuple[str, ...] = ()
 
     def load(self) -> Any:
-        """The model, with ``predict(data)`` checking ``data`` against its signature (an ``MlflowException``
-        when it does not fit)."""
+        """The model, with ``predict(data)`` checking ``data`` against its signature (a
+        :class:`~nbmlops.backend.models.ModelInputError` when it does not fit)."""
         if self.how == "mlflow":
-            import mlflow.pyfunc
-
-            return mlflow.pyfunc.load_model(str(self.folder))
+            return load_with_mlflow(self.folder)
         import skops.io
-        from mlflow.models import Model
 
         try:
             model = skops.io.load(self.file, trusted=list(self.types))
         except Exception as exc:
             raise RegistryError(f"cannot load {self.version}: {type(exc).__name__}: {_one_line(exc)}") from None
-        return _SignatureChecked(model, Model.load(str(self.folder)).signature)
-
-
-class _SignatureChecked:
-    """A scikit-learn model whose ``predict`` first checks its input against the model's signature."""
-
-    def __init__(self, model: Any, signature: Any) -> None:
-        self.model = model
-        self.signature = signature
-
-    def predict(self, data: Any) -> Any:
-        from mlflow.models import validate_schema
-
-        if self.signature is not None and self.signature.inputs is not None:
-            validate_schema(data, self.signature.inputs)
-        return self.model.predict(data)
+        return signature_checked(model, self.folder)
 
 
 def check_model(folder: str | os.PathLike[str], version: ModelVersionInfo, *, trusted: bool) -> CheckedModel:
@@ -195,7 +152,7 @@ def _check_digest(root: Path, version: ModelVersionInfo, trusted: bool) -> list[
         return [f"{version} has no recorded SHA-256; loaded because it is trusted"]
     try:
         actual = model_digest(root)
-    except UnsafeModelError as exc:
+    except ModelFileError as exc:
         raise UnsafeModelError(str(version), exc.reason) from None
     if actual != recorded:
         raise UnsafeModelError(str(version), f"its artifact's SHA-256 is {actual[:16]}..., not the "
@@ -204,14 +161,10 @@ def _check_digest(root: Path, version: ModelVersionInfo, trusted: bool) -> list[
 
 
 def _read_mlmodel(root: Path, name: str) -> Any:
-    from mlflow.models import Model
-
-    if not (root / "MLmodel").is_file():
-        raise UnsafeModelError(name, "its artifact has no MLmodel file")
     try:
-        return Model.load(str(root))
-    except Exception as exc:
-        raise UnsafeModelError(name, f"its MLmodel file cannot be read: {_one_line(exc)}") from None
+        return read_mlmodel(root)
+    except ModelFileError as exc:
+        raise UnsafeModelError(name, exc.reason) from None
 
 
 def _strings(*values: Any) -> Iterator[str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from nbmlops.backend.addresses import StoreAddresses
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError, NbmlopsError
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
@@ -29,7 +30,7 @@ from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.runner.status_file import chain_hooks
-from nbmlops.tracking.delivery import Handoff, register_uri, sync_journals
+from nbmlops.tracking.delivery import Handoff, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
 from nbmlops.tracking.scraps import metric_number, read_payloads
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, get_session
@@ -145,7 +146,8 @@ def run_notebook(
     session = get_session()
     html = HtmlRender(session)
     # the kernel's records are delivered while it writes them (a sweep worker leaves them to the sweep)
-    handoff = None if session.handoff else Handoff([resolve_settings(Path(cwd) if cwd else None).journal_dir])
+    where = resolve_settings(Path(cwd) if cwd else None)
+    handoff = None if session.handoff else Handoff([where.journal_dir], addresses=_addresses(settings, where))
     started = time.monotonic()
     try:
         status, failure, error = _execute(
@@ -603,14 +605,19 @@ def deliver(
     return link_children(settings, run.key, run_id, experiment_id)
 
 
+def _addresses(settings: Settings, where: Settings) -> StoreAddresses:
+    """The stores the kernel's records may name: the runner's, the notebook folder's, the environment's."""
+    return StoreAddresses.from_environment(settings.tracking_uri, where.tracking_uri)
+
+
 def settle(settings: Settings, cwd: str | os.PathLike[str] | None, handoff: Handoff | None) -> dict[str, str]:
     """Deliver the rest of the journals ``handoff`` follows (their processes have ended), then those other
     ended processes left; report damage and failures. Returns local run key -> MLflow run id."""
-    register_uri(settings.tracking_uri)
     reason = "the kernel died before the run ended"
     reports = [handoff.finish(reason)] if handoff is not None else []
-    roots = {settings.journal_dir, resolve_settings(Path(cwd) if cwd else None).journal_dir}
-    reports += [sync_journals(journal_dir, reason) for journal_dir in roots]
+    where = resolve_settings(Path(cwd) if cwd else None)
+    addresses = handoff.addresses if handoff is not None else _addresses(settings, where)
+    reports += [sync_journals(journal_dir, reason, addresses) for journal_dir in {settings.journal_dir, where.journal_dir}]
     runs: dict[str, str] = {}
     for report in reports:
         for damage in report.damage:

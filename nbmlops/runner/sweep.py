@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend.addresses import StoreAddresses
+from nbmlops.backend.store import TASK_TAG, open_store
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError
 from nbmlops.runner.execute import NotebookNotFoundError, deliver
@@ -32,7 +34,6 @@ from nbmlops.runner.sweep_worker import SweepJob, SweepRun
 from nbmlops.tracking.delivery import sync_journals
 from nbmlops.tracking.run import Run, end_for
 from nbmlops.tracking.session import get_session
-from nbmlops.tracking.store import TASK_TAG, open_store
 from nbmlops.tracking.summary import run_url
 
 __all__ = ["run_sweep"]
@@ -216,7 +217,8 @@ def _delivered(outcome: SweepRun, settings: Settings, known: dict[str, str], swe
     """
     if outcome.run_id is not None or outcome.run_key is None:
         return outcome
-    report = sync_journals(settings.journal_dir, "the sweep worker or its kernel died before the run ended")
+    report = sync_journals(settings.journal_dir, "the sweep worker or its kernel died before the run ended",
+                           StoreAddresses.from_environment(settings.tracking_uri))
     known.update(report.runs)
     run_id = known.get(outcome.run_key)
     if run_id is None:

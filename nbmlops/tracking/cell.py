@@ -202,7 +202,7 @@ class TrackedCell:
 
     def _register(self, run: Run, variable: str, name: str) -> str | None:
         """Stage the model in ``variable`` for registration as ``name``; a problem is a warning, not an error."""
-        from nbmlops.registry.register import features_of, stage_model
+        from nbmlops.tracking.staging import features_of, stage_model
 
         if variable not in self.namespace:
             sys.stderr.write(f"nbmlops: --register {variable}: no such variable after the cell; nothing registered\n")

@@ -16,7 +16,8 @@ from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nbmlops.backend.store import RecordRejected, open_store
+from nbmlops.backend.addresses import StoreAddresses
+from nbmlops.backend.errors import RecordRejected
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
@@ -28,36 +29,30 @@ from nbmlops.journal import (
     encode,
     journal_tag,
     list_journals,
+    make_durable,
     read_records,
     remove_journal,
     try_lock,
 )
-from nbmlops.redact import redact_uri
 
-__all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "new_tag", "register_uri", "sync_journals"]
+__all__ = ["Deliverer", "Handoff", "SyncReport", "Writer", "new_tag", "sync_journals"]
 
 Item = tuple[int, dict[str, Any]]
 RunListener = Callable[[str, str, str], None]
-
-_uris: dict[str, str] = {}
-
-
-def register_uri(uri: str) -> str:
-    """Remember the real form of a tracking URI; returns the form that may be written to disk."""
-    shown = redact_uri(uri)
-    _uris[shown] = uri
-    return shown
-
 
 class Deliverer:
     """Delivers one journal's records in order and keeps its cursor.
 
     ``journal_path`` is None for a live writer whose journal could not be made: the cursor then lives in
-    memory until :meth:`attach` names the journal.
+    memory until :meth:`attach` names the journal. ``addresses`` are the stores it may deliver to (by default
+    those this process's settings and environment name: see :mod:`nbmlops.backend.addresses`).
     """
 
-    def __init__(self, journal_path: Path | None, on_run: RunListener | None = None) -> None:
+    def __init__(
+        self, journal_path: Path | None, on_run: RunListener | None = None, addresses: StoreAddresses | None = None
+    ) -> None:
         self.journal_path = journal_path
+        self.addresses = addresses if addresses is not None else StoreAddresses.from_environment()
         self.cursor = Cursor.load(journal_path) if journal_path is not None else Cursor()
         self.run_stores: dict[str, tuple[str, str | None]] = {}
         self.on_run = on_run
@@ -100,7 +95,7 @@ class Deliverer:
             pass
 
     def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
-        store = open_store(_uris.get(uri, uri), artifact_root)
+        store = self.addresses.open(uri, artifact_root)
         known = set(self.cursor.runs)
         records = [self._located(record) for _, record in group]
         # a start record journaled again (after records went without a journal) may be delivered already
@@ -195,9 +190,13 @@ class Writer:
     _NEVER_DROPPED = frozenset({"start", "end", "model"})
 
     def __init__(
-        self, journal_path: Path | None, on_run: RunListener | None = None, sync: Callable[[], None] | None = None
+        self,
+        journal_path: Path | None,
+        on_run: RunListener | None = None,
+        sync: Callable[[], None] | None = None,
+        addresses: StoreAddresses | None = None,
     ) -> None:
-        self.deliverer = Deliverer(journal_path, on_run)
+        self.deliverer = Deliverer(journal_path, on_run, addresses)
         self._sync = sync
         self._pending: deque[_Waiting] = deque()
         self._sending = 0  # the first records of _pending, being delivered
@@ -437,21 +436,29 @@ class Handoff:
     ended, delivers the rest as :func:`sync_journals` does (from the same cursor: every record exactly
     once) and releases the claims. Until then nobody else delivers those journals; if the runner dies,
     its claims go with it and any sync takes them over. Give :attr:`tag` to the processes
-    (:data:`~nbmlops.tracking.session.HANDOFF_TAG_ENV`).
+    (:data:`~nbmlops.tracking.session.HANDOFF_TAG_ENV`). The journals' stores are found among ``store``'s URI
+    and ``addresses`` (by default those this process's settings and environment name).
     """
 
     #: seconds between looks at the journals when nothing new was found
     POLL_S = 0.05
 
     def __init__(
-        self, journal_dirs: Iterable[Path], tag: str | None = None, store: tuple[str, str | None] | None = None
+        self,
+        journal_dirs: Iterable[Path],
+        tag: str | None = None,
+        store: tuple[str, str | None] | None = None,
+        addresses: StoreAddresses | None = None,
     ) -> None:
         self.journal_dirs = sorted(set(journal_dirs))
         self.tag = tag or new_tag()
         self._claims = [Claim(directory, self.tag) for directory in self.journal_dirs]
         self._store = store
-        if store is not None:
-            register_uri(store[0])  # the records name the store without its credentials
+        if addresses is None:
+            addresses = StoreAddresses.from_environment(*([store[0]] if store is not None else []))
+        elif store is not None:
+            addresses.add(store[0])
+        self.addresses = addresses
         self._tails: dict[Path, tuple[Deliverer, int]] = {}  # journal -> its deliverer, the offset read up to
         self._careful = False
         self._stopped = threading.Event()
@@ -469,7 +476,7 @@ class Handoff:
         report = SyncReport()
         try:
             for path in self._journals():
-                _sync_if_free(path, reason, report)
+                _sync_if_free(path, reason, report, self.addresses)
         finally:
             self._release()
         return report
@@ -492,7 +499,8 @@ class Handoff:
     def _loop(self) -> None:
         if self._store is not None:
             try:
-                _ = open_store(*self._store).client  # connect (import mlflow, make the schema) before records come
+                # connect (import mlflow, make the schema) before records come
+                _ = self.addresses.open(self.addresses.add(self._store[0]), self._store[1]).client
             except Exception:  # an unreachable store: found again, and reported, by the deliveries
                 pass
         backoff = self.POLL_S
@@ -512,7 +520,7 @@ class Handoff:
         """Deliver the complete records written since the last look; True when there were any."""
         found = False
         for path in self._journals():
-            deliverer, read = self._tails.get(path) or (Deliverer(path), 0)
+            deliverer, read = self._tails.get(path) or (Deliverer(path, addresses=self.addresses), 0)
             items: list[Item] = []
             for end, entry in read_records(path, min(read, deliverer.cursor.offset)):
                 if isinstance(entry, Damage):
@@ -526,7 +534,7 @@ class Handoff:
             if not items:
                 continue
             found = True
-            _make_durable(path)
+            make_durable(path)  # records are on disk before any of them is sent
             for refused in deliverer.deliver(items, careful=self._careful):
                 sys.stderr.write(f"nbmlops: the tracking store refused a record and it was set aside: {refused}\n")
             self._careful = False
@@ -536,15 +544,6 @@ class Handoff:
 def new_tag() -> str:
     """A fresh hand-off tag."""
     return uuid.uuid4().hex
-
-
-def _make_durable(path: Path) -> None:
-    """fsync another process's journal: records are on disk before any of them is sent."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -576,39 +575,45 @@ class SyncReport:
         )
 
 
-def sync_journals(journal_dir: Path, reason: str = "its process ended without finishing the run") -> SyncReport:
-    """Replay every journal whose process is gone, exactly once, then remove it.
+def sync_journals(
+    journal_dir: Path,
+    reason: str = "its process ended without finishing the run",
+    addresses: StoreAddresses | None = None,
+) -> SyncReport:
+    """Replay every journal whose process is gone, exactly once, then remove it, to the stores ``addresses``
+    know (by default those this process's settings and environment name).
 
     Runs those journals started but never ended are marked FAILED with ``reason``. Journals still
     locked by a live process are left to that process's writer, and journals a live runner claims
     (see :class:`Handoff`) to that runner.
     """
     report = SyncReport()
+    addresses = addresses if addresses is not None else StoreAddresses.from_environment()
     for path in list_journals(journal_dir):
         tag = journal_tag(path)
         if tag is not None and claimed(journal_dir, tag):
             report.busy.append(path.name)
             continue
-        if _sync_if_free(path, reason, report) and tag is not None:  # the claim its runner left when it died
+        if _sync_if_free(path, reason, report, addresses) and tag is not None:  # the claim its runner left when it died
             (journal_dir / f"{tag}{CLAIM_SUFFIX}").unlink(missing_ok=True)
     return report
 
 
-def _sync_if_free(path: Path, reason: str, report: SyncReport) -> bool:
+def _sync_if_free(path: Path, reason: str, report: SyncReport, addresses: StoreAddresses) -> bool:
     """Deliver the journal at ``path`` unless another process holds it (then it is listed as busy)."""
     fd = try_lock(path)
     if fd is None:
         report.busy.append(path.name)
         return False
     try:
-        _sync_one(path, fd, reason, report)
+        _sync_one(path, fd, reason, report, addresses)
     finally:
         os.close(fd)
     return True
 
 
-def _sync_one(path: Path, fd: int, reason: str, report: SyncReport) -> None:
-    deliverer = Deliverer(path)
+def _sync_one(path: Path, fd: int, reason: str, report: SyncReport, addresses: StoreAddresses) -> None:
+    deliverer = Deliverer(path, addresses=addresses)
     start = deliverer.cursor.offset
     items: list[Item] = []
     started: dict[str, dict[str, Any]] = {}

@@ -1,23 +1,22 @@
 """Reading recorded runs back from a tracking store: a run, its child runs, metric histories, artifacts.
 
-mlflow is imported inside the functions, so importing this module stays cheap.
+MLflow is called through the backend (:mod:`nbmlops.backend.store`), so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import posixpath
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend.downloads import quiet_downloads
+from nbmlops.backend.errors import RecordRejected
+from nbmlops.backend.runs import RunRow, row_of
 from nbmlops.backend.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
-from nbmlops.tracking.search import RunRow, row_of
 
 __all__ = [
     "RunNotFoundError",
@@ -27,11 +26,7 @@ __all__ = [
     "kernel_history",
     "load_run",
     "metric_history",
-    "quiet_downloads",
 ]
-
-_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
 
 class RunNotFoundError(NbmlopsError, ValueError):
     """No run with this id in the tracking store."""
@@ -45,12 +40,10 @@ class RunNotFoundError(NbmlopsError, ValueError):
 
 def load_run(tracking_uri: str, run_id: str) -> RunRow:
     """The run ``run_id``; a :class:`RunNotFoundError` when the store has no such run."""
-    from mlflow.exceptions import MlflowException
-
     client = _client(tracking_uri)
     try:
         run = client.get_run(run_id)
-    except MlflowException as exc:
+    except RecordRejected as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise RunNotFoundError(run_id, tracking_uri) from None
         raise
@@ -148,19 +141,6 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     (values of one step in the order they were logged); empty when it logged none."""
     history = _client(tracking_uri).get_metric_history(run_id, key)
     return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
-
-
-@contextlib.contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """No MLflow progress bar for small downloads, unless the user asked for one."""
-    if _PROGRESS_BAR in os.environ:
-        yield
-        return
-    os.environ[_PROGRESS_BAR] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(_PROGRESS_BAR, None)
 
 
 def _client(tracking_uri: str) -> Any:

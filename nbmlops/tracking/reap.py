@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from nbmlops.backend.addresses import StoreAddresses
 from nbmlops.backend.store import RecordRejected, open_store
 from nbmlops.config import Settings
 from nbmlops.exceptions import StoreUnavailableError
-from nbmlops.tracking.delivery import SyncReport, register_uri, sync_journals
+from nbmlops.tracking.delivery import SyncReport, sync_journals
 from nbmlops.tracking.heartbeat import HEARTBEAT_TAG, last_sign_of_life, process_start_time, when_tracking
 
 __all__ = ["ReapReport", "Reaped", "reap", "reap_runs", "reap_when_tracking"]
@@ -50,7 +51,8 @@ class ReapReport:
 
 def reap(settings: Settings) -> ReapReport:
     """Replay orphaned journals, then fail the store's RUNNING runs whose process is gone (:func:`reap_runs`)."""
-    report = ReapReport(sync=sync_journals(settings.journal_dir, DIED))
+    addresses = StoreAddresses.from_environment(settings.tracking_uri)
+    report = ReapReport(sync=sync_journals(settings.journal_dir, DIED, addresses))
     report.failed = reap_runs(settings)
     return report
 
@@ -62,7 +64,6 @@ def reap_runs(settings: Settings, patient: bool = False) -> list[Reaped]:
     ``patient`` (a new session's reap) fails a run of a dead process on this host only once it is that silent
     too: the records of a process that has just ended, its end among them, may still be on their way.
     """
-    register_uri(settings.tracking_uri)
     store = open_store(settings.tracking_uri, settings.artifact_root)
     here, timeout = socket.gethostname(), settings.heartbeat_timeout
     reaped = []

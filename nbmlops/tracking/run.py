@@ -22,7 +22,6 @@ from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import TrackingError
-from nbmlops.tracking.delivery import register_uri
 from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
 from nbmlops.tracking.session import Session, get_session
 
@@ -205,7 +204,7 @@ class Run:
         record: dict[str, Any] = {
             "t": "start",
             "run": self.key,
-            "store": register_uri(self.settings.tracking_uri),
+            "store": self.session.addresses.add(self.settings.tracking_uri),  # without its credentials
             "artifact_root": self.settings.artifact_root,
             "experiment": self.experiment,
             "name": self.name,

@@ -9,7 +9,7 @@ milliseconds, where sorting through ``search_runs`` takes seconds. Everything el
 dataset filter) goes through MLflow's public ``search_runs`` at the page's offset, and a count probes offsets
 with one-run pages. Only MLflow's public client API is called.
 
-mlflow is imported inside the functions, so importing this module stays cheap.
+MLflow is called through the backend (:mod:`nbmlops.backend`), so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbmlops.backend.errors import RecordRejected
+from nbmlops.backend.runs import RunRow, row_of
 from nbmlops.backend.store import open_store
+from nbmlops.backend.tags import CELL_KEY_TAG
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, parse_order_by
 from nbmlops.tracking.search_sql import Database, database_for
@@ -32,47 +35,11 @@ __all__ = [
     "read_artifact_text", "row_of", "search_page",
 ]
 
-CELL_KEY_TAG = "nbmlops.cell_key"
 _PROBE_LIMIT = 1 << 40
 
 
 class SearchError(NbmlopsError, ValueError):
     """The store refused a search: a filter or an ordering it cannot read. The message is MLflow's."""
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run as stored: identity, status, params, latest metric values, tags and dataset inputs. Times are
-    epoch milliseconds; ``end_time`` is None while it runs; ``datasets`` holds ``(name, digest, context)`` of its
-    dataset inputs; ``experiment`` is the experiment's name where the reader knew it (else empty)."""
-
-    run_id: str
-    experiment_id: str
-    name: str
-    status: str
-    start_time: int
-    end_time: int | None
-    params: Mapping[str, str]
-    metrics: Mapping[str, float]
-    tags: Mapping[str, str]
-    datasets: tuple[tuple[str, str, str], ...] = ()
-    experiment: str = ""
-
-    @property
-    def cell(self) -> str:
-        """The tracked cell's key (``nbmlops.cell_key``), empty for runs that are not cell runs."""
-        return self.tags.get(CELL_KEY_TAG, "")
-
-    @property
-    def parent_run_id(self) -> str | None:
-        return self.tags.get("mlflow.parentRunId")
-
-    def duration_s(self, now_ms: int | None = None) -> float | None:
-        """Seconds from start to end (to ``now_ms`` while it runs); None when unknown."""
-        end = self.end_time or (now_ms if self.status == "RUNNING" else None)
-        if not self.start_time or not end:
-            return None
-        return max(0.0, (end - self.start_time) / 1000)
 
 
 @dataclass(frozen=True)
@@ -274,12 +241,10 @@ def _client(tracking_uri: str) -> Any:
 
 def _search(client: Any, experiment_ids: Sequence[str], filter_string: str, order_by: list[str], limit: int,
             token: str | None) -> Any:
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.search_runs(list(experiment_ids), filter_string=filter_string, order_by=order_by or None,
                                   max_results=limit, page_token=token)
-    except MlflowException as exc:
+    except RecordRejected as exc:
         if exc.error_code == "INVALID_PARAMETER_VALUE":
             raise SearchError(_first_line(exc)) from None
         raise
@@ -289,30 +254,6 @@ def _row_from_sql(found: dict[str, Any]) -> RunRow:
     run_id, experiment_id, name, status, start, end = found["info"]
     return RunRow(run_id, experiment_id, name, status, start, end, found["params"], found["metrics"], found["tags"],
                   tuple(found["datasets"]))
-
-
-def row_of(run: Any, experiment: str = "") -> RunRow:
-    """The :class:`RunRow` of an MLflow ``Run``."""
-    return RunRow(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        name=run.info.run_name or "",
-        status=run.info.status,
-        start_time=run.info.start_time or 0,
-        end_time=run.info.end_time or None,
-        params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
-        tags=dict(run.data.tags),
-        datasets=tuple(sorted({
-            (
-                item.dataset.name,
-                item.dataset.digest,
-                next((tag.value for tag in item.tags if tag.key == "mlflow.data.context"), ""),
-            )
-            for item in (run.inputs.dataset_inputs if run.inputs is not None else ())
-        })),
-        experiment=experiment,
-    )
 
 
 def _translated(tracking_uri: str, filter_string: str,

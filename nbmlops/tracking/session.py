@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbmlops.backend.addresses import StoreAddresses
 from nbmlops.config import resolve_settings
 from nbmlops.exceptions import FlushTimeoutError
 from nbmlops.journal import Journal, RecordTooLarge, inline
@@ -48,6 +49,8 @@ class Session:
         self.handoff_tag = handoff_tag if handoff else None
         self.redactor = Redactor()
         self.redactor.learn_environment()
+        #: the stores this session's runs record to: their records name them redacted (see Run.start)
+        self.addresses = StoreAddresses()
         self.runs: list[Run] = []
         self._lock = threading.RLock()
         self._journal: Journal | None = None
@@ -185,7 +188,7 @@ class Session:
             return None
         if self._writer is None:
             path = self._journal.path if self._journal is not None else None
-            self._writer = Writer(path, on_run=self._run_created, sync=self._sync_journal)
+            self._writer = Writer(path, on_run=self._run_created, sync=self._sync_journal, addresses=self.addresses)
         return self._writer
 
     def _sync_journal(self) -> None:
