@@ -167,6 +167,16 @@ def _parser() -> argparse.ArgumentParser:
     diff = data_commands.add_parser("diff", help="schema, row count and statistic changes from A to B")
     diff.add_argument("a", metavar="A", help="fingerprint of the earlier data")
     diff.add_argument("b", metavar="B", help="fingerprint of the later data")
+    collect = data_commands.add_parser(
+        "gc", help="delete the snapshots no run, registered model version or reproduce needs",
+        description="Delete data snapshots (here and, with data_store=mlflow, from the MLflow artifact store) that "
+        "no run of the tracking store (its snapshot tags and input datasets), no registered model version (its "
+        "training run's) needs, unless stored or re-used within the retention window. Prints what it frees and "
+        "what it keeps, and why. Exit codes: 0 done, 1 the store could not be asked (nothing deleted), 2 usage.",
+    )
+    collect.add_argument("--keep-days", type=_days, default=30.0, metavar="N",
+                         help="keep snapshots stored or re-used within the last N days (default 30; 0: none)")
+    collect.add_argument("--dry-run", action="store_true", help="delete nothing; say what would be freed")
     get = data_commands.add_parser("get", help="write a snapshot to PATH (.parquet, .csv or .npy)")
     get.add_argument("fingerprint")
     get.add_argument("path")
@@ -284,6 +294,17 @@ def _seconds(text: str) -> float:
     if not 0 < seconds < math.inf:
         raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return seconds
+
+
+def _days(text: str) -> float:
+    """A number of days >= 0 (argparse type)."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not 0 <= days < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
+    return days
 
 
 def _read_parameters(args: argparse.Namespace) -> dict[str, object]:
@@ -589,6 +610,17 @@ def _data(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=2))
     elif args.data_command == "diff":
         print(format_diff(diff_profiles(store.info(args.a).profile, store.info(args.b).profile)))
+    elif args.data_command == "gc":
+        from nbmlops.backend.snapshot_refs import MlflowSnapshotFiles, snapshot_references
+        from nbmlops.backend.store import open_store
+        from nbmlops.data.gc import gc as collect
+        from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT
+
+        tracking = open_store(settings.tracking_uri, settings.artifact_root)
+        remote = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT) if store.remote is not None else None
+        report = collect(store, lambda: snapshot_references(tracking), keep_days=args.keep_days,
+                         dry_run=args.dry_run, remote=remote)
+        print(report.format())
     else:
         print(store.get(args.fingerprint, args.path))
     return EXIT_OK

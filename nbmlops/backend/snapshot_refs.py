@@ -75,7 +75,7 @@ def _run_fingerprints(run: Any) -> set[str]:
 
 
 def _lineage_fingerprints(tags: dict[str, str]) -> Iterable[str]:
-    for key in (TRAINING_TAG, EVALUATION_TAG):
+    for key in (TRAINING_TAG, EVALUATION_TAG):  # JSON maps: variable -> fingerprint
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             yield from (str(fp) for fp in json.loads(tags.get(key) or "{}").values())
     if tags.get(FEATURES_TAG):

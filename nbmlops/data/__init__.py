@@ -1,4 +1,4 @@
-"""Data fingerprints, profiles, MLflow schemas, content-addressed snapshots, diffs and drift.
+"""Data fingerprints, profiles, MLflow schemas, content-addressed snapshots (and their gc), diffs and drift.
 
 Importing this package is cheap: pandas, numpy, pyarrow and scipy are imported only when a
 function is called. The functions share their modules' names, so ``nbmlops.data.fingerprint``
@@ -8,6 +8,7 @@ is the function, not the module.
 from nbmlops.data.diff import diff_frames, diff_profiles, format_diff
 from nbmlops.data.drift import DriftError, DriftReport, FeatureDrift, compare, compare_predictions, psi
 from nbmlops.data.fingerprint import fingerprint
+from nbmlops.data.gc import GcReport, gc
 from nbmlops.data.profile import mlflow_schema, profile
 from nbmlops.data.snapshots import CorruptSnapshotError, SnapshotStore, UnsupportedSnapshotError, load
 
@@ -16,6 +17,7 @@ __all__ = [
     "DriftError",
     "DriftReport",
     "FeatureDrift",
+    "GcReport",
     "SnapshotStore",
     "UnsupportedSnapshotError",
     "compare",
@@ -24,6 +26,7 @@ __all__ = [
     "diff_profiles",
     "fingerprint",
     "format_diff",
+    "gc",
     "load",
     "mlflow_schema",
     "profile",

@@ -48,7 +48,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -227,9 +227,9 @@ class SnapshotStore:
         if kind == "file":
             return self._save_file(Path(obj), max_bytes, fp)  # type: ignore[arg-type]
         path = self._candidates(fp)[0]
-        if path.is_file():
-            sidecar = path.with_suffix(".json")
-            return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe(obj, kind, fp, profile)
+        stored = self._reuse(path)
+        if stored is not None:
+            return stored
         if max_bytes is not None and _memory_bytes(obj) > max_bytes:
             return None
         streamed = _streamable(obj, kind)
@@ -277,9 +277,9 @@ class SnapshotStore:
 
     def _save_file(self, source: Path, max_bytes: int | None, fp: str) -> Snapshot | None:
         path = self._candidates(fp)[1]
-        if path.is_file():
-            sidecar = path.with_suffix(".json")
-            return self._read_sidecar(sidecar) if sidecar.is_file() else self._describe_file(source.name, fp)
+        stored = self._reuse(path)
+        if stored is not None:
+            return stored
         try:
             size = source.stat().st_size
         except OSError:
@@ -297,6 +297,27 @@ class SnapshotStore:
             os.replace(tmp, path)
         _sync_dir(path.parent)
         return self._describe_file(source.name, fp)
+
+    def _reuse(self, path: Path) -> Snapshot | None:
+        """The snapshot stored at ``path``, marked as used now; None when it is not (completely) stored.
+
+        The sidecar's modification time is set first, then the data file is looked for: a
+        :func:`~nbmlops.data.gc.gc` running meanwhile either sees the new time and keeps the snapshot,
+        or has removed it before, and then it is written again (see :mod:`nbmlops.data.gc`).
+        """
+        sidecar = path.with_suffix(".json")
+        try:
+            os.utime(sidecar)
+        except FileNotFoundError:
+            return None
+        except OSError:  # a store this process may not write to: used, but not marked
+            pass
+        if not path.is_file():
+            return None
+        try:
+            return self._read_sidecar(sidecar)
+        except FileNotFoundError:  # removed since
+            return None
 
     def push(self, fingerprint: str) -> bool:
         """Upload a stored snapshot to the remote; False when it was there already.
@@ -480,13 +501,28 @@ class SnapshotStore:
         )
 
 
-def load(fingerprint: str) -> Any:
-    """Load a snapshot from the project's store (see :meth:`SnapshotStore.load`); with
-    ``data_store = "mlflow"``, fetched from the MLflow artifact store when it is not stored here."""
-    from nbmlops.config import resolve_settings
-    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
+#: how :func:`load` opens the project's store from the settings, when the layer that knows the MLflow artifact
+#: store has said (:func:`open_project_store_with`); else the project's folder only
+_project_store: Callable[[Any], SnapshotStore] | None = None
 
-    return open_snapshot_store(resolve_settings()).load(fingerprint)
+
+def open_project_store_with(opener: Callable[[Any], SnapshotStore]) -> None:
+    """Have :func:`load` open the project's store with ``opener(settings)``: the tracking layer gives one that also
+    reaches the MLflow artifact store (data never imports the layers above it)."""
+    global _project_store
+    _project_store = opener
+
+
+def load(fingerprint: str, store: SnapshotStore | None = None) -> Any:
+    """Load a snapshot from ``store``, by default the project's (see :meth:`SnapshotStore.load`); with
+    ``data_store = "mlflow"``, fetched from the MLflow artifact store when it is not stored here (once nbmlops'
+    tracking is loaded, as it is by any tracked run or ``nbmlops data`` command)."""
+    from nbmlops.config import resolve_settings
+
+    if store is None:
+        settings = resolve_settings()
+        store = _project_store(settings) if _project_store is not None else SnapshotStore(settings.data_dir)
+    return store.load(fingerprint)
 
 
 # --- conversion to and from Arrow ---

@@ -1,0 +1,162 @@
+"""`nbmlops data gc`: snapshots that runs, registered model versions or the retention window need are kept,
+the rest is deleted (here and from the MLflow artifact store); a dry run deletes nothing; a snapshot re-used
+while gc runs is kept. A real sqlite MLflow store, real runs, a real registered model version."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbmlops
+from nbmlops.backend.snapshot_refs import BY_RUNS, BY_VERSIONS, MlflowSnapshotFiles, snapshot_references
+from nbmlops.backend.store import open_store
+from nbmlops.cli import main
+from nbmlops.config import configure, resolve_settings
+from nbmlops.data import SnapshotStore, fingerprint
+from nbmlops.data.gc import _delete, _stored, gc
+from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT, open_snapshot_store
+
+DAY = 86_400
+
+
+def frame(seed: int) -> pd.DataFrame:
+    """Data no other test logs (so no other run in the shared store references it)."""
+    rng = np.random.default_rng([seed, time.time_ns()])
+    return pd.DataFrame({"x": rng.normal(size=50), "y": rng.integers(0, 9, 50)})
+
+
+def age(store: SnapshotStore, fingerprint_: str, days: float) -> None:
+    """Make a snapshot look stored (and last used) ``days`` ago."""
+    when = time.time() - days * DAY
+    for path in _stored(store.root)[fingerprint_]:
+        os.utime(path, (when, when))
+
+
+def files_of(store: SnapshotStore, fingerprint_: str) -> list[Path]:
+    return _stored(store.root).get(fingerprint_, [])
+
+
+@pytest.fixture
+def scene(project: Path):
+    """An old snapshot a run logged, an old one a registered version was trained on, an old orphan, a young one."""
+    from sklearn.linear_model import LinearRegression
+
+    settings = resolve_settings()
+    store = SnapshotStore(settings.data_dir)
+    logged, trained_on = frame(1), frame(2)
+    with nbmlops.track("fit"):
+        nbmlops.log_dataset(logged, "logged")
+    model = LinearRegression().fit(trained_on[["x"]], trained_on["y"])
+    version = nbmlops.register(model, f"gc-model-{time.time_ns()}", training_data=trained_on[["x"]], timeout=120)
+    assert version is not None
+    nbmlops.flush(60)
+    orphan, young = store.save(frame(3)), store.save(frame(4))
+    fps = {"run": fingerprint(logged), "version": fingerprint(trained_on[["x"]]), "orphan": orphan.fingerprint,
+           "young": young.fingerprint}
+    for key in ("run", "version", "orphan"):
+        age(store, fps[key], 40)
+    return store, open_store(settings.tracking_uri, settings.artifact_root), fps
+
+
+def test_gc_keeps_what_runs_registered_versions_and_young_snapshots_need_and_deletes_the_rest(scene):
+    store, tracking, fps = scene
+    needed = snapshot_references(tracking)
+    assert needed[fps["run"]] == BY_RUNS and needed[fps["version"]] == BY_VERSIONS
+    report = gc(store, lambda: snapshot_references(tracking), keep_days=30)
+    assert (report.freed, report.kept) == (1, {BY_RUNS: 1, BY_VERSIONS: 1, "younger than 30 day(s)": 1})
+    assert report.freed_bytes > 0 and report.kept_bytes > 0
+    assert fps["orphan"] not in store and not files_of(store, fps["orphan"])
+    for key in ("run", "version", "young"):
+        assert fps[key] in store and store.info(fps[key]).fingerprint == fps[key]
+    assert not list(store.root.glob("??/.gc-*")) and not list(store.root.glob(".gc-*"))
+
+
+def test_a_dry_run_deletes_nothing_and_says_what_it_would_free(scene):
+    store, tracking, fps = scene
+    before = sorted(p for p in store.root.rglob("*") if p.is_file())
+    report = gc(store, lambda: snapshot_references(tracking), keep_days=30, dry_run=True)
+    assert report.dry_run and report.freed == 1 and report.freed_bytes == sum(
+        p.stat().st_size for p in files_of(store, fps["orphan"])
+    )
+    assert sorted(p for p in store.root.rglob("*") if p.is_file()) == before
+    assert report.format().splitlines()[-1] == "dry run: nothing was deleted"
+
+
+def test_the_cli_prints_what_it_frees_and_keeps_and_why(scene, capsys):
+    store, _, fps = scene
+    assert main(["data", "gc", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("would free 1 snapshot(s), ")
+    assert out[1].startswith("kept 3 snapshot(s), ") and out[1].endswith(
+        ": 1 needed by registered model versions, 1 needed by runs, 1 younger than 30 day(s)"
+    )
+    assert fps["orphan"] in store
+    assert main(["data", "gc", "--keep-days", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("freed 2 snapshot(s), ") and out[1].startswith("kept 2 snapshot(s), ")
+    assert fps["orphan"] not in store and fps["young"] not in store and fps["run"] in store
+
+
+def test_a_negative_retention_is_a_usage_error(project, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "gc", "--keep-days", "-1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("expected a number of days >= 0, got '-1'")
+
+
+def test_a_snapshot_re_used_or_written_while_gc_runs_is_kept(project):
+    store = SnapshotStore(resolve_settings().data_dir)
+    old_data, new_data = frame(5), frame(6)
+    old = store.save(old_data).fingerprint
+    age(store, old, 400)
+
+    def needed() -> dict[str, str]:  # a notebook logs the old data again, and new data, while gc lists references
+        store.save(old_data)
+        store.save(new_data)
+        return {}
+
+    report = gc(store, needed, keep_days=0)
+    assert report.freed == 0 and report.kept == {"younger than 0 day(s)": 2}
+    assert old in store and fingerprint(new_data) in store
+
+
+def test_a_snapshot_re_used_between_gc_listing_it_and_deleting_it_is_put_back(project):
+    store = SnapshotStore(resolve_settings().data_dir)
+    data = frame(7)
+    fp = store.save(data).fingerprint
+    age(store, fp, 400)
+    listed = {path: path.stat() for path in files_of(store, fp)}
+    assert store.save(data) is not None  # re-used after the listing: marks the sidecar
+    assert _delete(listed) is False
+    assert fp in store and store.info(fp).fingerprint == fp and not list(store.root.glob("??/.gc-*"))
+    age(store, fp, 400)
+    assert _delete({path: path.stat() for path in files_of(store, fp)}) is True and fp not in store
+
+
+def test_gc_deletes_from_the_mlflow_artifact_store_what_nothing_needs(project, client):
+    configure(data_store="mlflow")
+    store = open_snapshot_store(resolve_settings())
+    assert store.remote is not None
+    kept_data = frame(8)
+    with nbmlops.track("shared"):
+        nbmlops.log_dataset(kept_data, "kept")
+    nbmlops.flush(60)
+    orphan = store.save(frame(9)).fingerprint
+    store.push(orphan)
+    kept = fingerprint(kept_data)
+    for fp in (orphan, kept):
+        age(store, fp, 40)
+    settings = resolve_settings()
+    tracking = open_store(settings.tracking_uri, settings.artifact_root)
+    remote = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT)
+    assert {orphan, kept} <= set(remote.sizes())
+    report = gc(store, lambda: snapshot_references(tracking), keep_days=30, remote=remote)
+    assert report.remote_freed == 1 and report.remote_kept.get(BY_RUNS, 0) >= 1
+    left = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT).sizes()
+    assert orphan not in left and kept in left
+    assert orphan not in store and kept in store
