@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 
+import ipywidgets
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ from nbmlops.registry import get_version
 from nbmlops.runner.gates import GateSyntaxError
 from nbmlops.tracking.search import count_runs, experiment_ids, metric_points, search_page
 from nbmlops.tracking.summary import Summary
-from nbmlops.widgets.app import Dashboard
+from nbmlops.widgets.app import _CONTROLS, Dashboard
 from nbmlops.widgets.charts import ChartsView
 from nbmlops.widgets.live import Live
 from nbmlops.widgets.models import ModelsView
@@ -205,6 +206,25 @@ def test_dashboard_widgets_filter_page_sort_and_carry_dom_hooks(bulk, project, d
     cell = dashboard.cell_filter.options[1][1]
     dashboard.cell_filter.value = cell
     assert dashboard.runs.filter.cell == cell and all(r.cell == cell for r in dashboard.runs.rows())
+
+
+def test_first_page_is_the_count_and_table_and_controls_used_at_once_are_built_once(bulk, project, dashboards):
+    name, _ = bulk
+    failed = _expected(lambda v: v["status"] == "FAILED")
+    for _ in range(4):  # the loader thread or this one builds the controls first: either way, once
+        dashboard = dashboards(name, page_size=20)
+        assert dashboard.count_label.value == f"{BULK} runs" and len(_row_ids(dashboard.table.value)) == 20
+        dashboard.status_filter.value = "FAILED"  # at once: built here unless the loader was first
+        assert dashboard.count_label.value == f"{len(failed)} runs"
+        assert dashboard.wait_loaded(60) and dashboard.error.value == ""
+        shown = _all_widgets(dashboard)
+        assert sum("nbmlops-status" in widget._dom_classes for widget in shown) == 1
+        assert dashboard.status_filter in shown and dashboard.table in shown and dashboard.count_label in shown
+        assert dashboard.status_filter.value == "FAILED" and dashboard.count_label.value == f"{len(failed)} runs"
+        built = {key for key, value in vars(dashboard).items() if isinstance(value, ipywidgets.Widget)}
+        assert built - {"error", "count_label", "table"} == _CONTROLS
+    with pytest.raises(AttributeError, match="no attribute 'metric_choice'"):
+        dashboard.metric_choice  # noqa: B018 (the Charts tab's widgets come when it is opened)
 
 
 def test_static_html_fallback_holds_the_current_page(bulk, project, dashboards):

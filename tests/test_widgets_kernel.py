@@ -1,8 +1,11 @@
 """Widgets in a real Jupyter kernel: the ``%%track`` summary becomes a widget whose output still holds the
-HTML, the text and the run payload; ``%nbmlops dashboard`` answers with the app and its static HTML."""
+HTML, the text and the run payload; ``%nbmlops dashboard`` answers with the app and its static HTML, and its
+controls and cell list follow from a background thread."""
 
 from __future__ import annotations
 
+import queue
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,35 @@ def test_track_summary_is_a_widget_with_html_text_and_payload_and_dashboard_open
     [app] = _data(kernel.ok("%nbmlops dashboard"), "execute_result")
     assert WIDGET_VIEW in app and "nbmlops-runs-table" in app["text/html"] and "widget-run" in app["text/html"]
     assert app["text/plain"] == "nbmlops dashboard: experiment 'widgets-in-a-kernel', 1 run"
+
+
+def test_dashboard_in_a_kernel_sends_the_first_page_then_its_controls_and_cell_list(kernel):
+    kernel.ok("%load_ext nbmlops")
+    kernel.ok("%%track --name cell-one\nacc = 0.5")
+    kernel.ok("import nbmlops\nnbmlops.flush(60)")
+
+    def cell_options(messages: list[dict]) -> list[str]:
+        """Every label the cell dropdown's model was given, in the comm messages seen so far."""
+        states = [(m["content"]["comm_id"], m["content"]["data"].get("state", {})) for m in messages
+                  if m["msg_type"] in ("comm_open", "comm_msg")]
+        dropdowns = {comm for comm, state in states if "nbmlops-cell" in state.get("_dom_classes", ())}
+        return [label for comm, state in states if comm in dropdowns for label in state.get("_options_labels", ())]
+
+    # the controls and the cell list come from the dashboard's loader thread, during or after the cell's
+    # execution: read every iopub message until the dropdown has the cell's label (bounded)
+    msg_id = kernel.kc.execute("%nbmlops dashboard")
+    messages: list[dict] = []
+    deadline = time.monotonic() + 120
+    idle = False
+    while not (idle and any(label.startswith("cell-one") for label in cell_options(messages))):
+        assert time.monotonic() < deadline, [m["msg_type"] for m in messages]
+        try:
+            message = kernel.kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        messages.append(message)
+        idle = idle or (message["msg_type"] == "status" and message["parent_header"].get("msg_id") == msg_id
+                        and message["content"]["execution_state"] == "idle")
+    [app] = _data([m for m in messages if m["parent_header"].get("msg_id") == msg_id], "execute_result")
+    assert WIDGET_VIEW in app and "nbmlops-runs-table" in app["text/html"] and "cell-one" in app["text/html"]
+    assert not [m for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]

@@ -1,15 +1,24 @@
 """The runs view on a tracking server (``http://``): no SQL to count with, so counts probe offsets and pages
-come from MLflow's own search; the answers must be the same as on a database store."""
+come from MLflow's own search; the answers must be the same as on a database store. And the dashboard on a slow
+one: its first page does not wait for the list of cells, which fills the cell dropdown when it comes."""
 
 from __future__ import annotations
 
+import http.client
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from nbmlops.config import resolve_settings
 from nbmlops.tracking import search
+from nbmlops.widgets.app import Dashboard
 from nbmlops.widgets.runs import RunsView
 from tests.conftest import mlflow_server
 
 RUNS = 23
+HOLD_S = 120.0  # the longest a held cell-list search waits (the test releases it much sooner)
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
 
 def test_runs_view_on_a_tracking_server_counts_pages_sorts_and_filters(tmp_path: Path):
@@ -36,3 +45,90 @@ def test_runs_view_on_a_tracking_server_counts_pages_sorts_and_filters(tmp_path:
         assert {c.key: c.runs for c in view.cells()} == {"cell-0": 8, "cell-1": 8, "cell-2": 7}
         view.set_filter(cell="cell-1")
         assert view.total == 8 and {r.cell for r in view.rows()} == {"cell-1"}
+
+
+class CellListGate:
+    """A loopback HTTP proxy in front of an MLflow server that holds the searches listing tracked cells (the
+    dashboard's cell dropdown) until :attr:`release` is set; everything else goes straight through."""
+
+    def __init__(self, upstream: str) -> None:
+        self.release = threading.Event()
+        self.held = threading.Event()  # set when a cell-list search arrived
+        parts = urllib.parse.urlsplit(upstream)
+        target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.endswith("/runs/search") and b"nbmlops.cell_key" in body and b"LIKE" in body:
+                    gate.held.set()
+                    gate.release.wait(HOLD_S)
+                connection = http.client.HTTPConnection(*target, timeout=120)
+                try:
+                    sent = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                    connection.request(self.command, self.path, body=body, headers=sent)
+                    reply = connection.getresponse()
+                    data = reply.read()
+                finally:
+                    connection.close()
+                self.send_response(reply.status, reply.reason)
+                for key, value in reply.getheaders():
+                    if key.lower() not in _HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="cell-list-gate", daemon=True)
+        self._thread.start()
+        self.uri = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def test_first_page_shows_while_the_cell_list_loads_then_the_cell_dropdown_fills_and_filters(tmp_path: Path):
+    from mlflow import MlflowClient
+
+    with mlflow_server(tmp_path / "server") as uri:
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment("slow cells")
+        for i in range(9):
+            run = client.create_run(experiment_id, start_time=1_700_000_000_000 + i * 1000, run_name=f"run {i}",
+                                    tags={"nbmlops.cell_key": f"cell-{i % 3}"})
+            client.set_terminated(run.info.run_id, "FAILED" if i % 2 == 0 else "FINISHED")
+        gate = CellListGate(uri)
+        dashboard = Dashboard("slow cells", settings=resolve_settings(tmp_path, tracking_uri=gate.uri), live=False)
+        try:
+            # the first page is there while the cell list is still held: the constructor did not wait for it
+            assert dashboard.count_label.value == "9 runs" and dashboard.table.value.count("data-run-id") == 9
+            assert gate.held.wait(HOLD_S) and not dashboard.loaded.is_set()
+            assert dashboard.cell_filter.options == (("any cell", ""),)
+            dashboard.status_filter.value = "FAILED"  # the controls work meanwhile
+            assert dashboard.count_label.value == "5 runs"
+
+            gate.release.set()
+            assert dashboard.wait_loaded(HOLD_S) and dashboard.error.value == ""
+            options = dashboard.cell_filter.options
+            assert [key for _, key in options] == ["", "cell-2", "cell-1", "cell-0"]  # the latest run first
+            assert [label for label, _ in options[1:]] == ["run 8 · cell-2 (3)", "run 7 · cell-1 (3)",
+                                                           "run 6 · cell-0 (3)"]
+            dashboard.cell_filter.value = "cell-0"  # runs 0, 3, 6, of which 0 and 6 FAILED
+            assert dashboard.count_label.value == "2 runs"
+            assert {row.name for row in dashboard.runs.rows()} == {"run 0", "run 6"}
+        finally:
+            gate.close()
+            dashboard.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as w
@@ -148,15 +149,24 @@ class Dashboard(w.VBox):
         return self.loaded.wait(timeout)
 
     def _load_rest(self) -> None:
-        """Fill the experiment and cell lists and poll what is running (the first page does not wait for it)."""
+        """Build the controls, fill the experiment and cell lists, poll what is running: after the first page.
+
+        The lists are read without holding the dashboard's lock, so the controls work while a slow store answers.
+        """
         try:
             with self._lock:
                 if self._closed:
                     return
                 self._build_controls()
-                self._fill_experiments()
+            experiments = search.experiments(self.runs.tracking_uri)
+            with self._lock:
+                self._fill_experiments(experiments)
+            ids = list(self.runs.experiment_ids)
+            cells = search.cells(self.runs.tracking_uri, ids)
+            with self._lock:
+                self.runs.keep_cells(ids, cells)
                 self._fill_cells()
-                activity = self._poll() if self._ticker is not None else None
+                activity = self._poll() if self._ticker is not None and not self._closed else None
             if activity is not None:
                 self._follow(activity)
         except Exception as exc:  # shown, as a failing live refresh is: the table stays usable
@@ -168,80 +178,86 @@ class Dashboard(w.VBox):
     # -- building -------------------------------------------------------------------------------------
 
     def _build_controls(self) -> None:
-        """Build the header, the tabs and the runs tab's controls around the first page (once)."""
+        """Build the header, the tabs and the runs tab's controls around the first page (once).
+
+        They are made on the side and become attributes together, wired: another thread never sees a half-built
+        set (it waits on the lock in ``__getattr__`` instead).
+        """
         with self._lock:
             if self._built:
                 return
             self._built = True
-            self.experiment_choice = _hooked(w.Dropdown(description="experiment", layout=w.Layout(width="320px")),
-                                             "nbmlops-experiment")
-            self.refresh_button = _hooked(w.Button(description="Refresh", icon="refresh"), "nbmlops-refresh")
-            self.live_label = _hooked(w.Label(""), "nbmlops-live")
-            self.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
-                                                  layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
-            header = w.HBox([self.experiment_choice, self.refresh_button, self.live_label, self.progress])
-            self.tabs = w.Tab(children=[self._runs_tab(), self._compare_tab(), w.VBox(), w.VBox()], titles=TABS)
-            self.tabs.observe(self._on_tab, "selected_index")
+            c = SimpleNamespace()
+            c.experiment_choice = _hooked(w.Dropdown(description="experiment", layout=w.Layout(width="320px")),
+                                          "nbmlops-experiment")
+            c.refresh_button = _hooked(w.Button(description="Refresh", icon="refresh"), "nbmlops-refresh")
+            c.live_label = _hooked(w.Label(""), "nbmlops-live")
+            c.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
+                                               layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
+            header = w.HBox([c.experiment_choice, c.refresh_button, c.live_label, c.progress])
+            c.tabs = w.Tab(children=[self._runs_tab(c), self._compare_tab(c), w.VBox(), w.VBox()], titles=TABS)
+            c.tabs.observe(self._on_tab, "selected_index")
             found = self.runs.experiment_ids
             with self._quiet():  # this experiment only, until the list of them is loaded
-                self.experiment_choice.options = [(self.experiment, found[0])] if found else []
-                self.experiment_choice.value = found[0] if found else None
-            self.experiment_choice.observe(self._on_experiment, "value")
-            self.refresh_button.on_click(lambda _: self.refresh())
+                c.experiment_choice.options = [(self.experiment, found[0])] if found else []
+                c.experiment_choice.value = found[0] if found else None
+            c.experiment_choice.observe(self._on_experiment, "value")
+            c.refresh_button.on_click(lambda _: self.refresh())
+            self.__dict__.update(vars(c))
             self._render_runs()
             self.children = [header, self.tabs]
 
-    def _runs_tab(self) -> w.VBox:
-        self.status_filter = _hooked(
+    def _runs_tab(self, c: SimpleNamespace) -> w.VBox:
+        c.status_filter = _hooked(
             w.Dropdown(options=[("any status", ""), *((s.lower(), s) for s in STATUSES)], value="",
                        description="status", layout=w.Layout(width="200px")), "nbmlops-status")
-        self.cell_filter = _hooked(w.Dropdown(options=[("any cell", "")], value="", description="cell",
-                                              layout=w.Layout(width="280px")), "nbmlops-cell")
-        self.expression = _hooked(
+        c.cell_filter = _hooked(w.Dropdown(options=[("any cell", "")], value="", description="cell",
+                                           layout=w.Layout(width="280px")), "nbmlops-cell")
+        c.expression = _hooked(
             w.Text(placeholder="accuracy > 0.9 and loss < 0.3", description="metrics", continuous_update=False,
                    layout=w.Layout(width="340px")), "nbmlops-filter")
-        self.apply_button = _hooked(w.Button(description="Apply", button_style="primary"), "nbmlops-apply")
-        self.sort_column = _hooked(w.Dropdown(options=["start"], value="start", description="sort by",
-                                              layout=w.Layout(width="240px")), "nbmlops-sort")
-        self.sort_descending = _hooked(w.ToggleButton(value=True, description="descending"),
-                                       "nbmlops-descending")
-        self.prev_button = _hooked(w.Button(description="", icon="chevron-left", layout=w.Layout(width="40px")),
-                                   "nbmlops-prev")
-        self.page_label = _hooked(w.Label(""), "nbmlops-page")
-        self.next_button = _hooked(w.Button(description="", icon="chevron-right", layout=w.Layout(width="40px")),
-                                   "nbmlops-next")
-        self.selector = _hooked(w.SelectMultiple(options=[], rows=6, description="select",
-                                                 layout=w.Layout(width="640px")), "nbmlops-select")
-        self.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
-        self.compare_button = _hooked(w.Button(description="Compare selected", disabled=True),
-                                      "nbmlops-compare-button")
-        self.clear_button = _hooked(w.Button(description="Clear selection"), "nbmlops-clear")
+        c.apply_button = _hooked(w.Button(description="Apply", button_style="primary"), "nbmlops-apply")
+        c.sort_column = _hooked(w.Dropdown(options=["start"], value="start", description="sort by",
+                                           layout=w.Layout(width="240px")), "nbmlops-sort")
+        c.sort_descending = _hooked(w.ToggleButton(value=True, description="descending"),
+                                    "nbmlops-descending")
+        c.prev_button = _hooked(w.Button(description="", icon="chevron-left", layout=w.Layout(width="40px")),
+                                "nbmlops-prev")
+        c.page_label = _hooked(w.Label(""), "nbmlops-page")
+        c.next_button = _hooked(w.Button(description="", icon="chevron-right", layout=w.Layout(width="40px")),
+                                "nbmlops-next")
+        c.selector = _hooked(w.SelectMultiple(options=[], rows=6, description="select",
+                                              layout=w.Layout(width="640px")), "nbmlops-select")
+        c.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
+        c.compare_button = _hooked(w.Button(description="Compare selected", disabled=True),
+                                   "nbmlops-compare-button")
+        c.clear_button = _hooked(w.Button(description="Clear selection"), "nbmlops-clear")
 
-        self.expression.observe(self._on_filter_choice, "value")
-        self.apply_button.on_click(lambda _: self.apply_filter())
-        for dropdown in (self.status_filter, self.cell_filter):
+        c.expression.observe(self._on_filter_choice, "value")
+        c.apply_button.on_click(lambda _: self.apply_filter())
+        for dropdown in (c.status_filter, c.cell_filter):
             dropdown.observe(self._on_filter_choice, "value")
-        self.sort_column.observe(self._on_sort, "value")
-        self.sort_descending.observe(self._on_sort, "value")
-        self.prev_button.on_click(lambda _: self.show_page(self.runs.page_number - 1))
-        self.next_button.on_click(lambda _: self.show_page(self.runs.page_number + 1))
-        self.selector.observe(self._on_select, "value")
-        self.compare_button.on_click(lambda _: self.compare_selected())
-        self.clear_button.on_click(lambda _: self.clear_selection())
+        c.sort_column.observe(self._on_sort, "value")
+        c.sort_descending.observe(self._on_sort, "value")
+        c.prev_button.on_click(lambda _: self.show_page(self.runs.page_number - 1))
+        c.next_button.on_click(lambda _: self.show_page(self.runs.page_number + 1))
+        c.selector.observe(self._on_select, "value")
+        c.compare_button.on_click(lambda _: self.compare_selected())
+        c.clear_button.on_click(lambda _: self.clear_selection())
         return w.VBox([
-            w.HBox([self.status_filter, self.cell_filter, self.expression, self.apply_button]),
+            w.HBox([c.status_filter, c.cell_filter, c.expression, c.apply_button]),
             self.error,
-            w.HBox([self.sort_column, self.sort_descending, self.prev_button, self.page_label, self.next_button,
+            w.HBox([c.sort_column, c.sort_descending, c.prev_button, c.page_label, c.next_button,
                     self.count_label]),
             self.table,
-            w.HBox([self.selector, w.VBox([self.selected_label, self.compare_button, self.clear_button])]),
+            w.HBox([c.selector, w.VBox([c.selected_label, c.compare_button, c.clear_button])]),
         ])
 
-    def _compare_tab(self) -> w.VBox:
-        self.compare_view = _hooked(
+    def _compare_tab(self, c: SimpleNamespace) -> w.VBox:
+        c.compare_view = _hooked(
             w.HTML(f"{STYLE}<div class='nbmlops-view nbmlops-muted'>select two or more runs in the Runs tab, "
                    "then Compare selected</div>"), "nbmlops-compare")
-        return w.VBox([self.compare_view])
+        return w.VBox([c.compare_view])
 
     def _build_charts(self) -> None:
         from nbmlops.widgets.figures import chart_figure, parallel_figure
@@ -389,9 +405,10 @@ class Dashboard(w.VBox):
             self._charts_stale = True
         self.refresh()
 
-    def _fill_experiments(self) -> None:
+    def _fill_experiments(self, experiments: list[tuple[str, str]]) -> None:
+        """Offer ``experiments`` (``(id, name)``, as :func:`~nbmlops.tracking.search.experiments` lists them)."""
         with self._quiet():
-            self.experiment_choice.options = [(name, eid) for eid, name in search.experiments(self.runs.tracking_uri)]
+            self.experiment_choice.options = [(name, eid) for eid, name in experiments]
             self.experiment_choice.value = self.runs.experiment_ids[0] if self.runs.experiment_ids else None
 
     def _find_experiment(self) -> None:
@@ -399,7 +416,7 @@ class Dashboard(w.VBox):
         if found:
             self.runs.set_experiments(found)
             self.error.value = ""
-            self._fill_experiments()
+            self._fill_experiments(search.experiments(self.runs.tracking_uri))
             self._render_runs()
 
     def _fill_cells(self) -> None:

@@ -135,6 +135,12 @@ class RunsView:
             self._cells = search.cells(self.tracking_uri, self.experiment_ids)
         return self._cells
 
+    def keep_cells(self, experiment_ids: Sequence[str], cells: list[search.Cell]) -> None:
+        """Keep ``cells`` read elsewhere (in the background) for ``experiment_ids``, unless the view shows other
+        experiments now or has read the cells again meanwhile."""
+        if self._cells is None and list(experiment_ids) == self.experiment_ids:
+            self._cells = cells
+
     def forget_cells(self) -> None:
         """Read the cells again next time (new runs may have added some)."""
         self._cells = None
