@@ -170,9 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     collect = data_commands.add_parser(
         "gc", help="delete the snapshots no run, registered model version or reproduce needs",
         description="Delete data snapshots (here and, with data_store=mlflow, from the MLflow artifact store) that "
-        "no run of the tracking store (its snapshot tags and input datasets), no registered model version (its "
-        "training run's) needs, unless stored or re-used within the retention window. Prints what it frees and "
-        "what it keeps, and why. Exit codes: 0 done, 1 the store could not be asked (nothing deleted), 2 usage.",
+        "no run of the tracking store (its snapshot tags and input datasets; records still waiting in a journal "
+        "count), no registered model version (its training run's) needs, unless stored or re-used within the "
+        "retention window (and the last hour). Prints what it frees and what it keeps, and why. Exit codes: 0 "
+        "done, 1 a store could not be asked or refused a deletion (nothing is deleted when the tracking store "
+        "cannot be asked), 2 usage.",
     )
     collect.add_argument("--keep-days", type=_days, default=30.0, metavar="N",
                          help="keep snapshots stored or re-used within the last N days (default 30; 0: none)")
@@ -615,11 +617,15 @@ def _data(settings: Settings, args: argparse.Namespace) -> int:
         from nbmlops.backend.store import open_store
         from nbmlops.data.gc import gc as collect
         from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT
+        from nbmlops.tracking.pending_refs import journal_references
 
         tracking = open_store(settings.tracking_uri, settings.artifact_root)
         remote = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT) if store.remote is not None else None
-        report = collect(store, lambda: snapshot_references(tracking), keep_days=args.keep_days,
-                         dry_run=args.dry_run, remote=remote)
+
+        def needed() -> dict[str, str]:  # the journals first: a record leaves one only once it is in the store
+            return {**journal_references(settings.journal_dir), **snapshot_references(tracking)}
+
+        report = collect(store, needed, keep_days=args.keep_days, dry_run=args.dry_run, remote=remote)
         print(report.format())
     else:
         print(store.get(args.fingerprint, args.path))

@@ -19,7 +19,10 @@ from nbmlops.cli import main
 from nbmlops.config import configure, resolve_settings
 from nbmlops.data import SnapshotStore, fingerprint
 from nbmlops.data.gc import _delete, _stored, gc
+from nbmlops.exceptions import FlushTimeoutError
 from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT, open_snapshot_store
+from nbmlops.tracking.pending_refs import WAITING, journal_references
+from tests.conftest import free_port
 
 DAY = 86_400
 
@@ -60,6 +63,7 @@ def scene(project: Path):
            "young": young.fingerprint}
     for key in ("run", "version", "orphan"):
         age(store, fps[key], 40)
+    age(store, fps["young"], 2 / 24)  # two hours: past the last hour, which is kept whatever the window
     return store, open_store(settings.tracking_uri, settings.artifact_root), fps
 
 
@@ -121,7 +125,7 @@ def test_a_snapshot_re_used_or_written_while_gc_runs_is_kept(project):
         return {}
 
     report = gc(store, needed, keep_days=0)
-    assert report.freed == 0 and report.kept == {"younger than 0 day(s)": 2}
+    assert report.freed == 0 and report.kept == {"used within the last hour": 2}
     assert old in store and fingerprint(new_data) in store
 
 
@@ -160,3 +164,39 @@ def test_gc_deletes_from_the_mlflow_artifact_store_what_nothing_needs(project, c
     left = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT).sizes()
     assert orphan not in left and kept in left
     assert orphan not in store and kept in store
+
+
+@pytest.fixture
+def dead_store(project: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tracking store is a port nothing listens on; snapshots stay local; budgets short."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
+    monkeypatch.setenv("NBMLOPS_DATA_STORE", "local")
+    monkeypatch.setenv("NBMLOPS_CALL_TIMEOUT", "1")
+    monkeypatch.setenv("NBMLOPS_FLUSH_TIMEOUT", "2")
+    return uri
+
+
+def test_a_snapshot_a_run_recorded_during_an_outage_is_kept_while_its_records_wait(dead_store):
+    settings = resolve_settings()
+    data = frame(10)
+    with nbmlops.track("offline"):
+        digest = nbmlops.log_dataset(data, "waiting")
+    with pytest.raises(FlushTimeoutError):  # the snapshot is stored; its run's records wait in the journal
+        nbmlops.flush(5)
+    store = SnapshotStore(settings.data_dir)
+    assert digest in store and journal_references(settings.journal_dir)[digest] == WAITING
+    age(store, digest, 400)
+    report = gc(store, lambda: journal_references(settings.journal_dir), keep_days=0)
+    assert report.freed == 0 and report.kept == {WAITING: 1} and digest in store
+
+
+def test_the_cli_deletes_nothing_and_exits_1_in_one_line_when_the_store_cannot_be_asked(dead_store, capsys):
+    store = SnapshotStore(resolve_settings().data_dir)
+    orphan = store.save(frame(11)).fingerprint
+    age(store, orphan, 400)
+    assert main(["data", "gc", "--keep-days", "0"]) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("nbmlops: ") and "127.0.0.1" in line and "Traceback" not in captured.err
+    assert orphan in store and captured.out == ""

@@ -15,13 +15,14 @@ import functools
 import json
 import posixpath
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from nbmlops.backend.models import EVALUATION_TAG, FEATURES_TAG, TRAINING_TAG
 from nbmlops.backend.store import Store
+from nbmlops.exceptions import NbmlopsError, StoreUnavailableError
 
 __all__ = ["BY_RUNS", "BY_VERSIONS", "MlflowSnapshotFiles", "snapshot_references"]
 
@@ -100,6 +101,10 @@ class MlflowSnapshotFiles:
 
     def sizes(self) -> dict[str, int]:
         """Every complete snapshot (its sidecar is there): fingerprint -> bytes of its files."""
+        with self._errors("list"):
+            return self._sizes()
+
+    def _sizes(self) -> dict[str, int]:
         client = self.store.client
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
@@ -143,10 +148,24 @@ class MlflowSnapshotFiles:
         """Delete the snapshot's files from every data run holding it, the sidecar first."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        for run, paths in self._where.get(fingerprint, []):
-            try:
-                repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.store.uri)
-            except TypeError:  # MLflow releases whose registry takes the artifact URI only
-                repository = get_artifact_repository(run.info.artifact_uri)
-            for path in sorted(paths, key=lambda p: not p.endswith(".json")):
-                repository.delete_artifacts(path)
+        with self._errors(f"delete {fingerprint} from"):
+            for run, paths in self._where.get(fingerprint, []):
+                try:
+                    repository = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.store.uri)
+                except TypeError:  # MLflow releases whose registry takes the artifact URI only
+                    repository = get_artifact_repository(run.info.artifact_uri)
+                for path in sorted(paths, key=lambda p: not p.endswith(".json")):
+                    repository.delete_artifacts(path)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Whatever MLflow or the network raises, as one :class:`StoreUnavailableError` naming the action."""
+        try:
+            yield
+        except NbmlopsError:
+            raise
+        except Exception as exc:  # MlflowException, HTTP and file errors alike
+            reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise StoreUnavailableError(
+                self.store.display_uri, f"cannot {action} the data snapshots shared there: {reason}"
+            ) from None

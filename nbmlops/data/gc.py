@@ -5,9 +5,10 @@
 - ``needed()`` names its fingerprint, with the reason (a run logged it, a registered model version was trained
   on it, ...: the caller knows; ``nbmlops data gc`` asks the tracking store, see
   :mod:`nbmlops.backend.snapshot_refs`), or
-- it was stored or last re-used less than ``keep_days`` before gc started: a save of data that is stored
-  already marks the snapshot as used (its sidecar's modification time), so data a running notebook logs
-  again counts as young.
+- it was stored or last re-used less than ``keep_days`` before gc started (and, whatever ``keep_days``,
+  within the last hour: a run that has just stored or re-used it may not have recorded so yet): a save
+  of data that is stored already marks the snapshot as used (its sidecar's modification time), so data
+  a running notebook logs again counts as young.
 
 Everything else is deleted, from the local store and, when one is given, from the remote; so are partial
 writes that a killed process left behind (temporary files older than a day and than the retention window).
@@ -45,6 +46,7 @@ DEFAULT_KEEP_DAYS = 30.0
 _DATA_FILE = re.compile(r"([0-9a-f]{32})\.(parquet|bin|json)")
 _PARTIAL_AGE = 86_400.0  # seconds: a temporary file older than this (and the window) was abandoned
 _DAY = 86_400.0
+_GRACE = 3_600.0  # seconds: snapshots used this recently are kept whatever the window
 
 
 class RemoteSnapshots(Protocol):
@@ -116,8 +118,8 @@ def gc(
         raise ValueError(f"keep_days must be 0 or more, not {keep_days}")
     started = _filesystem_now(store.root)
     references = dict(needed())
-    cutoff = started - keep_days * _DAY
-    young = f"younger than {keep_days:g} day(s)"
+    cutoff = started - max(keep_days * _DAY, _GRACE)
+    young = f"younger than {keep_days:g} day(s)" if keep_days * _DAY >= _GRACE else "used within the last hour"
     report = GcReport(dry_run=dry_run, keep_days=keep_days)
     local_use: dict[str, float] = {}
     for fingerprint, files in _stored(store.root).items():
