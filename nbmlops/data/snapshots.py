@@ -206,7 +206,8 @@ class SnapshotStore:
         digest: str | None = None,
         profile: dict[str, Any] | None = None,
     ) -> Snapshot | None:
-        """Store ``obj`` (DataFrame, Series, ndarray, or the path of a file) unless it is stored already.
+        """Store ``obj`` (DataFrame, Series, ndarray, or the path of a file) unless it is stored already
+        (then the stored snapshot is marked as used now, which :func:`~nbmlops.data.gc.gc` respects).
 
         ``digest`` is ``fingerprint(obj)`` when the caller has it (it is checked after writing);
         ``profile`` is ``profile(obj)`` when the caller has it (the sidecar keeps it).
@@ -217,6 +218,8 @@ class SnapshotStore:
         Raises:
             UnsupportedSnapshotError: ``obj`` does not read back from Parquet with the same
                 fingerprint, or is a directory (nothing is left behind).
+            CorruptSnapshotError: the file written does not read back, or holds other data
+                (numbers, booleans and datetimes, which are verified row group by row group).
             StaleFingerprintError: ``obj`` no longer has the fingerprint ``digest``.
             UnsupportedDataError: ``obj`` cannot be fingerprinted.
         """
