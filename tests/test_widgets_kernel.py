@@ -79,3 +79,22 @@ def test_dashboard_in_a_kernel_sends_the_first_page_then_its_controls_and_cell_l
     [app] = _data([m for m in messages if m["parent_header"].get("msg_id") == msg_id], "execute_result")
     assert WIDGET_VIEW in app and "nbmlops-runs-table" in app["text/html"] and "cell-one" in app["text/html"]
     assert not [m for m in messages if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+
+    # the app opened holding the first page only (error line, count, table); its children became the header and
+    # the tabs later, and the table is the same widget in the Runs tab
+    opened = {m["content"]["comm_id"]: m["content"]["data"]["state"] for m in messages if m["msg_type"] == "comm_open"}
+    current = {comm: dict(state) for comm, state in opened.items()}  # each model's state after every update
+    for m in messages:
+        if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] in current:
+            current[m["content"]["comm_id"]].update(m["content"]["data"].get("state", {}))
+    app_id = app[WIDGET_VIEW]["model_id"]
+
+    def model(reference: str) -> dict:
+        return current[reference.removeprefix("IPY_MODEL_")]
+
+    first = [model(child)["_dom_classes"] for child in opened[app_id]["children"]]
+    assert first == [["nbmlops-error"], ["nbmlops-count"], ["nbmlops-runs"]]
+    table = opened[app_id]["children"][2]
+    header, tabs = map(model, current[app_id]["children"])
+    assert header["_model_name"] == "HBoxModel" and tabs["_model_name"] == "TabModel"
+    assert table in model(tabs["children"][0])["children"]  # the same table widget, now in the Runs tab

@@ -22,15 +22,20 @@ __all__ = ["Database", "database_for"]
 
 RUN_NAME_TAG = "mlflow.runName"
 _engines: dict[str, Any] = {}
+_databases: dict[str, Database] = {}
 _engines_lock = threading.Lock()
 
 
 def database_for(tracking_uri: str) -> Database | None:
-    """The :class:`Database` behind ``tracking_uri`` when it is a sqlite or PostgreSQL store, else None."""
+    """The :class:`Database` behind ``tracking_uri`` when it is a sqlite or PostgreSQL store, else None (one
+    per store and process: it holds only the table definitions)."""
     scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme not in ("sqlite", "postgresql", "postgres"):
         return None
-    return Database(tracking_uri)
+    with _engines_lock:
+        if tracking_uri not in _databases:
+            _databases[tracking_uri] = Database(tracking_uri)
+        return _databases[tracking_uri]
 
 
 class Database:
