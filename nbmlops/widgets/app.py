@@ -3,6 +3,13 @@
 Every handler is a method that reads its widgets, calls a view, and shows the result or the error; a test
 calls it directly, or clicks the button (``Button.click()``) that calls it. The views do the work.
 
+What opening the dashboard waits for is the first page: the count of runs and the runs table of the first page
+(and the error line). The rest loads after it on a background thread (``nbmlops-dashboard-load``): the header,
+the tabs and the runs tab's controls (the table and the count move into the Runs tab), the experiment list, the
+cell list (the cell dropdown shows "any cell" until then) and the first live poll. A control used before the
+thread built it is built at once on the caller's thread; :meth:`Dashboard.wait_loaded` waits for all of it. The
+Charts and Models tabs are built when first opened.
+
 DOM hooks (CSS classes) for browser tests. Widgets: ``nbmlops-dashboard`` (the app), ``nbmlops-experiment``,
 ``nbmlops-refresh``, ``nbmlops-live`` (``2 running; ...``), ``nbmlops-progress`` (a sweep's finished/size);
 runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expression), ``nbmlops-apply``,
@@ -69,6 +76,9 @@ class Dashboard(w.VBox):
         page_size: runs per page.
         live: refresh on a background thread while runs are in progress.
         interval: seconds between live refreshes.
+
+    ``loaded`` is set when what loads after the first page is there (see :meth:`wait_loaded`); a failure to load
+    it is shown in the error line, and the table stays usable.
     """
 
     def __init__(
