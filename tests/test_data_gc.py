@@ -200,3 +200,19 @@ def test_the_cli_deletes_nothing_and_exits_1_in_one_line_when_the_store_cannot_b
     (line,) = captured.err.splitlines()
     assert line.startswith("nbmlops: ") and "127.0.0.1" in line and "Traceback" not in captured.err
     assert orphan in store and captured.out == ""
+
+
+def test_a_write_in_progress_is_left_alone_and_one_abandoned_long_ago_is_removed(project):
+    store = SnapshotStore(resolve_settings().data_dir)
+    fp = store.save(frame(12)).fingerprint
+    writing = store.root / fp[:2] / f".{'1' * 32}.parquet.x1.tmp"  # as SnapshotStore names its temporary files
+    abandoned = store.root / fp[:2] / f".{'2' * 32}.parquet.x2.tmp"
+    for path in (writing, abandoned):
+        path.write_bytes(b"PAR1" * 1000)
+    old = time.time() - 2 * DAY
+    os.utime(abandoned, (old, old))
+    report = gc(store, dict, keep_days=0, dry_run=True)
+    assert report.partial == 1 and abandoned.exists()
+    report = gc(store, dict, keep_days=0)
+    assert report.partial == 1 and report.freed == 0 and "abandoned partial write" in report.format()
+    assert writing.exists() and not abandoned.exists() and fp in store

@@ -172,8 +172,9 @@ def _stored(root: Path) -> dict[str, list[Path]]:
 
 
 def _abandoned(root: Path, before: float) -> list[Path]:
-    """Temporary files of writes that ended long ago without finishing (a killed process's)."""
-    return [p for p in root.glob("??/.*.tmp") if p.is_file() and p.stat().st_mtime < before]
+    """Temporary files of writes, and of gc runs, that ended long ago without finishing (a killed process's)."""
+    found = [*root.glob("??/.*.tmp"), *root.glob("??/.gc-*"), *root.glob(".gc-start-*.tmp")]
+    return [p for p in found if p.is_file() and p.stat().st_mtime < before]
 
 
 def _delete(listed: Mapping[Path, os.stat_result]) -> bool:
