@@ -21,6 +21,7 @@ import {
   groupLabel,
   IDiffRow,
   jobProgress,
+  jobRunning,
   jobSummary,
   keyMetrics,
   safeHref,
@@ -427,7 +428,7 @@ function JobItem(props: { job: IJob; commands: CommandRegistry }): JSX.Element {
       <div className="nbmlops-lab-job-header">
         <span className={`nbmlops-lab-dot nbmlops-lab-status-${statusKind(job.status)}`} />
         <span className="nbmlops-lab-job-summary">{jobSummary(job)}</span>
-        {job.status === 'running' && (
+        {jobRunning(job) && (
           <button
             className="nbmlops-lab-link-button"
             onClick={() => void commands.execute('nbmlops:cancel-job', { jobId: job.job_id })}
@@ -436,7 +437,7 @@ function JobItem(props: { job: IJob; commands: CommandRegistry }): JSX.Element {
           </button>
         )}
       </div>
-      {job.status === 'running' && (
+      {jobRunning(job) && (
         <progress className="nbmlops-lab-progress" max={1} value={progress ?? undefined} />
       )}
       <div className="nbmlops-lab-job-meta">

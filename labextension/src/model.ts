@@ -197,6 +197,7 @@ export function statusKind(status: string | null | undefined): StatusKind {
       return 'failed';
     case 'RUNNING':
     case 'SCHEDULED':
+    case 'QUEUED':
       return 'running';
     case 'KILLED':
     case 'CANCELLED':
@@ -635,20 +636,28 @@ export function changedParameters(
 // ---------------------------------------------------------------------------------------------
 // Headless jobs and promotions
 
-/** Whether the job has ended (finished, failed or cancelled). */
-export function jobEnded(job: Pick<IJob, 'status'>): boolean {
-  return job.status !== 'running';
+/** Whether the job is queued (its kernel starting) or running: it can still be cancelled. */
+export function jobRunning(job: Pick<IJob, 'status'>): boolean {
+  return job.status === 'queued' || job.status === 'running';
 }
 
-/** `running: 3/7 cells`, `finished`, `failed: <error>`, ... */
+/** Whether the job has ended (finished, failed, timeout, killed or cancelled). */
+export function jobEnded(job: Pick<IJob, 'status'>): boolean {
+  return !jobRunning(job);
+}
+
+/** `running: 3/7 cells`, `finished`, `failed: <error>`, `timeout: <error>`, ... */
 export function jobSummary(job: IJob): string {
   if (job.status === 'running') {
     return job.progress && job.progress.total > 0
       ? `running: ${job.progress.done}/${job.progress.total} cells`
       : 'running';
   }
+  if (job.error) {
+    return `${job.status}: ${job.error}`;
+  }
   if (job.status === 'failed') {
-    return job.error ? `failed: ${job.error}` : `failed (exit code ${job.exit_code ?? '?'})`;
+    return `failed (exit code ${job.exit_code ?? '?'})`;
   }
   return job.status;
 }

@@ -127,7 +127,8 @@ export interface IPromotionResult {
   promotion?: Record<string, unknown>;
 }
 
-export type JobStatus = 'running' | 'finished' | 'failed' | 'cancelled';
+/** `queued` until its kernel is up, `running`, then how it ended. */
+export type JobStatus = 'queued' | 'running' | 'finished' | 'failed' | 'timeout' | 'killed' | 'cancelled';
 
 /** `GET /nbmlops/api/jobs/<id>` */
 export interface IJob {
@@ -137,7 +138,10 @@ export interface IJob {
   status: JobStatus;
   exit_code: number | null;
   progress: { done: number; total: number } | null;
+  /** The index of the cell executing (or the last one that ran). */
+  cell: number | null;
   run_id: string | null;
+  experiment: string | null;
   output: string | null;
   error: string | null;
   started: Time;

@@ -10,7 +10,9 @@ import {
   groupLabel,
   groupRunsByCell,
   hasTrack,
+  jobEnded,
   jobProgress,
+  jobRunning,
   jobSummary,
   keyMetrics,
   lastStatusByCell,
@@ -56,7 +58,9 @@ function job(overrides: Partial<IJob>): IJob {
     status: 'running',
     exit_code: null,
     progress: null,
+    cell: null,
     run_id: null,
+    experiment: null,
     output: null,
     error: null,
     started: null,
@@ -429,6 +433,28 @@ describe('headless jobs and promotions', () => {
       'failed: ZeroDivisionError in cell 4'
     );
     expect(jobSummary(job({ status: 'failed', exit_code: 1 }))).toBe('failed (exit code 1)');
+    expect(jobSummary(job({ status: 'queued' }))).toBe('queued');
+    expect(jobSummary(job({ status: 'timeout', error: 'cell 3 ran longer than 60 s' }))).toBe(
+      'timeout: cell 3 ran longer than 60 s'
+    );
+    expect(jobSummary(job({ status: 'failed', error: 'the runner ended without a final status' }))).toBe(
+      'failed: the runner ended without a final status'
+    );
+    expect(jobSummary(job({ status: 'killed' }))).toBe('killed');
+    expect(jobSummary(job({ status: 'cancelled' }))).toBe('cancelled');
+  });
+
+  it('counts a queued job as running, every other status as ended', () => {
+    expect(jobRunning(job({ status: 'queued' }))).toBe(true);
+    expect(jobRunning(job({ status: 'running' }))).toBe(true);
+    for (const status of ['finished', 'failed', 'timeout', 'killed', 'cancelled'] as const) {
+      expect(jobRunning(job({ status }))).toBe(false);
+      expect(jobEnded(job({ status }))).toBe(true);
+    }
+    expect(jobEnded(job({ status: 'queued' }))).toBe(false);
+    expect(statusKind('queued')).toBe('running');
+    expect(statusKind('timeout')).toBe('failed');
+    expect(statusKind('killed')).toBe('killed');
   });
 
   it('gives progress as a fraction when the total is known', () => {
