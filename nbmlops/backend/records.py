@@ -1,8 +1,10 @@
 """Journaled records applied to a tracking store, through a table of handlers by record kind (:data:`HANDLERS`).
 
-A delivery walks the records in order. Params, metrics and tags of one run gather into as few ``log_batch``
-calls as MLflow's per-call limits allow, and consecutive artifacts of one run into one upload; any other
-record sends what has gathered first, so the store sees the records in journal order. A record for a run
+A delivery takes the records run by run (runs in the order they first appear), each run's in as few calls as
+MLflow allows (:func:`in_run_order`): ``create_run`` with the tags of its start and of every tags record the
+delivery holds for it, one ``log_batch`` for its params, metrics and any other tags (more only past MLflow's
+per-call limits), one upload of its artifacts (straight to the artifact location ``create_run`` named: no
+look-up of the run), its datasets and models in their order, and its end last. A record for a run
 whose start is missing, or of a kind no handler takes, is refused (:class:`RecordRejected`).
 """
 
@@ -13,6 +15,7 @@ import functools
 import hashlib
 import json
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -24,9 +27,42 @@ from nbmlops.backend.tags import PARENT_KEY_TAG, RUN_KEY_TAG
 if TYPE_CHECKING:
     from nbmlops.backend.store import Store
 
-__all__ = ["HANDLERS", "deliver"]
+__all__ = ["HANDLERS", "deliver", "in_run_order"]
 
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+
+
+#: where each kind of record goes within its run's records (others, datasets and models: 3, in their order)
+_PLACE = {"start": 0, "params": 1, "metrics": 1, "tags": 1, "artifact": 2, "end": 4}
+#: at most this many tags go into ``create_run`` (MLflow's limit for the tags of one ``log_batch``)
+_CREATE_TAGS = 100
+#: artifact location of the runs this process created lately: (store, run id) -> artifact URI
+_artifact_uris: OrderedDict[tuple[str, str], str] = OrderedDict()
+_ARTIFACT_URIS_KEPT = 1024
+
+
+def in_run_order(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` run by run, each run's start first (carrying, as ``later_tags``, the tags of the tags records
+    that follow it, for ``create_run``), then its params, metrics and other tags, its artifacts, its datasets and
+    models, its end. Nothing a run records depends on the order of these kinds: tags keep their own order (the
+    last value of a key wins), params cannot change, metrics carry their steps and times, artifacts their order."""
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_run.setdefault(record["run"], []).append(record)
+    ordered: list[dict[str, Any]] = []
+    for run_records in by_run.values():
+        run_records = sorted(run_records, key=lambda record: _PLACE.get(record["t"], 3))
+        if run_records[0]["t"] == "start":
+            tags = [record for record in run_records if record["t"] == "tags"]
+            merged: dict[str, str] = {}
+            for record in tags:
+                merged.update(record["tags"])
+            if tags and len(merged) + len(run_records[0].get("tags", {})) <= _CREATE_TAGS:
+                run_records = [{**run_records[0], "later_tags": merged}] + [
+                    record for record in run_records[1:] if record["t"] != "tags"
+                ]
+        ordered += run_records
+    return ordered
 
 
 class _Delivery:
@@ -44,7 +80,9 @@ class _Delivery:
         """Send the params, metrics and tags gathered for one run."""
         if self.batch_run is not None and any(self.batch.values()):
             client, run_id = self.store.client, self.runs[self.batch_run]
-            metrics, params, tags = self.batch["metrics"], self.batch["params"], self.batch["tags"]
+            metrics, params, tags = self.batch["metrics"], _last_of_each(self.batch["params"]), _last_of_each(
+                self.batch["tags"]
+            )
             while metrics or params or tags:  # as few calls as MLflow's per-call limits allow
                 p, params = params[: _BATCH_LIMITS["params"]], params[_BATCH_LIMITS["params"] :]
                 t, tags = tags[: _BATCH_LIMITS["tags"]], tags[_BATCH_LIMITS["tags"] :]
@@ -70,7 +108,14 @@ class _Delivery:
                 else:
                     local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
             client = self.store.client
-            self.store._call(lambda: client.log_artifacts(run_id, tmp))
+            location = _artifact_uris.get((self.store.uri, run_id))
+            if location is None:
+                self.store._call(lambda: client.log_artifacts(run_id, tmp))
+            else:
+                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+                repository = get_artifact_repository(location, tracking_uri=self.store.uri)
+                self.store._call(lambda: repository.log_artifacts(tmp))
         self.artifacts.clear()
 
     def gather(self, record: dict[str, Any], kind: str, items: list[Any]) -> None:
@@ -84,21 +129,26 @@ class _Delivery:
 def _start(delivery: _Delivery, record: dict[str, Any]) -> None:
     delivery.send_batch()
     key = record["run"]
+    later = record.get("later_tags") or {}
+    created = False
     if key not in delivery.runs:
-        delivery.runs[key] = _start_run(delivery.store, record, delivery.runs, delivery.careful)
+        delivery.runs[key], created = _start_run(delivery.store, record, delivery.runs, delivery.careful)
     delivery.batch_run = key
+    if later and not created:  # the run was there already: its later tags go the usual way
+        _tags(delivery, {"run": key, "tags": later})
 
 
-def _start_run(store: Store, record: dict[str, Any], runs: dict[str, str], careful: bool) -> str:
-    """The run a start record makes: found by its key when a delivery is resumed, else created once."""
+def _start_run(store: Store, record: dict[str, Any], runs: dict[str, str], careful: bool) -> tuple[str, bool]:
+    """The run a start record makes: found by its key when a delivery is resumed, else created once (with the
+    record's ``later_tags`` too). Returns its id and whether it was created here."""
     client = store.client
     experiment_id = store.experiment_id(record["experiment"])
     key = record["run"]
     if careful or store.creation_uncertain(key):
         found = store.run_id_for_key(experiment_id, key)
         if found:
-            return found
-    tags = dict(record.get("tags", {}))
+            return found, False
+    tags = {**record.get("tags", {}), **record.get("later_tags", {})}
     tags[RUN_KEY_TAG] = key
     parent = record.get("parent")
     if parent:
@@ -106,11 +156,16 @@ def _start_run(store: Store, record: dict[str, Any], runs: dict[str, str], caref
         parent_id = runs.get(parent) or store.run_id_for_key(experiment_id, parent)
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
-    return store.create_run_once(
-        experiment_id,
-        key,
-        lambda: client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name")),
-    )
+
+    def create() -> Any:
+        run = client.create_run(experiment_id, start_time=record["ts"], tags=tags, run_name=record.get("name"))
+        _artifact_uris[(store.uri, run.info.run_id)] = run.info.artifact_uri
+        while len(_artifact_uris) > _ARTIFACT_URIS_KEPT:
+            _artifact_uris.popitem(last=False)
+        return run
+
+    # a run found after a create whose reply was lost was made by that create: with these tags
+    return store.create_run_once(experiment_id, key, create), True
 
 
 def _params(delivery: _Delivery, record: dict[str, Any]) -> None:
@@ -186,14 +241,15 @@ HANDLERS: dict[str, Handler] = {
 
 
 def deliver(store: Store, records: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
-    """Apply ``records`` in order. ``runs`` maps run keys to MLflow run ids and is updated in place.
+    """Apply ``records`` run by run (see :func:`in_run_order`). ``runs`` maps run keys to MLflow run ids and is
+    updated in place.
 
     With ``careful`` (a resumed or retried delivery) a run is first looked up by its key, so it is never
     created twice.
     """
     _ = store.client  # first: a dead server is noticed before mlflow is imported
     delivery = _Delivery(store, runs, careful)
-    for record in records:
+    for record in in_run_order(records):
         kind, key = record["t"], record["run"]
         if delivery.artifacts and (kind != "artifact" or delivery.artifacts[0]["run"] != key):
             delivery.send_artifacts()
@@ -206,6 +262,11 @@ def deliver(store: Store, records: Iterable[dict[str, Any]], runs: dict[str, str
         handler(delivery, record)
     delivery.send_artifacts()
     delivery.send_batch()
+
+
+def _last_of_each(items: list[Any]) -> list[Any]:
+    """Params or tags with one entry per key: the last value given (MLflow refuses a key twice in one call)."""
+    return list({item.key: item for item in items}.values())
 
 
 def _copy_checked(source: Path, target: Path, sha256: str | None) -> None:
