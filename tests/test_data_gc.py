@@ -216,3 +216,29 @@ def test_a_write_in_progress_is_left_alone_and_one_abandoned_long_ago_is_removed
     report = gc(store, dict, keep_days=0)
     assert report.partial == 1 and report.freed == 0 and "abandoned partial write" in report.format()
     assert writing.exists() and not abandoned.exists() and fp in store
+
+
+def test_gc_deletes_through_a_tracking_server_what_nothing_needs(tmp_path, monkeypatch, project):
+    """A team's server (``mlflow server``, artifacts proxied): the orphan's files are deleted there too."""
+    from tests.conftest import mlflow_server
+
+    monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT", raising=False)  # a server keeps its own artifacts
+    with mlflow_server(tmp_path / "server") as uri:
+        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
+        settings = resolve_settings()
+        assert settings.data_store == "mlflow"
+        store = open_snapshot_store(settings)
+        kept_data = frame(13)
+        with nbmlops.track("shared"):
+            kept = nbmlops.log_dataset(kept_data, "kept")
+        nbmlops.flush(120)
+        orphan = store.save(frame(14)).fingerprint
+        assert store.push(orphan)
+        for fp in (orphan, kept):
+            age(store, fp, 40)
+        assert main(["data", "gc"]) == 0
+        tracking = open_store(uri, None)
+        left = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT).sizes()
+        assert kept in left and orphan not in left
+        assert not list((tmp_path / "server" / "artifacts").rglob(f"{orphan}.*"))
+        assert orphan not in store and kept in store
