@@ -122,3 +122,25 @@ def test_sigint_cancels_the_run_and_its_status_says_cancelled(project, client):
             break
         time.sleep(0.5)
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_a_cell_past_the_timeout_is_state_timeout_naming_the_cell(project):
+    notebook = write_notebook(project / "slow.ipynb", "import time\ntime.sleep(60)", parameters="n = 1")
+    status = project / "slow.status.json"
+    process = start_run(project, notebook, status, "--timeout", "2")
+    final = follow(process, status)[-1]
+    process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert final["state"] == "timeout" and final["exit_code"] == 1
+    assert final["error"] == "cell 2 ran longer than 2 s" and final["run_id"]
+
+
+def test_a_status_file_that_cannot_be_written_costs_the_status_not_the_run(project, client):
+    notebook = write_notebook(project / "ok.ipynb", "x = n + 1", parameters="n = 1")
+    (project / "not-a-folder").write_text("a file where the status file's folder should be")
+    process = start_run(project, notebook, project / "not-a-folder" / "status.json")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert err.count("the status file") == 1 and "is not kept up to date" in err  # told once
+    run_id = out.split("run: ")[1].split()[0]
+    assert client.get_run(run_id).info.status == "FINISHED"
