@@ -501,7 +501,7 @@ def _machine() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the store (default 10,000)")
-    parser.add_argument("--repeats", type=int, default=5, help="repetitions of each warm figure (default 5)")
+    parser.add_argument("--repeats", type=int, default=9, help="repetitions of each warm figure (default 9)")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per cold figure (default 3)")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
