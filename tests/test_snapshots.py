@@ -379,9 +379,11 @@ def test_a_frame_changed_while_it_is_written_is_not_stored(store: SnapshotStore,
     assert before not in store and stored_files(store) == []
 
 
-def test_a_large_numeric_frame_is_snapshotted_without_a_second_copy_in_memory(tmp_path: Path) -> None:
-    """Writing and verifying a 200 MB frame adds at most a quarter of it to the process's peak memory
-    (the write and the read-back go one row group at a time); measured in a child process."""
+@pytest.mark.parametrize("text", [False, True], ids=["numbers", "numbers-and-text"])
+def test_a_large_frame_is_snapshotted_without_a_second_copy_in_memory(tmp_path: Path, text: bool) -> None:
+    """Writing and verifying a 200 MB frame (of numbers; of numbers and pandas' str text) adds at most a
+    quarter of it to the process's peak memory (the write and the read-back go one row group at a time);
+    measured in a child process."""
     script = textwrap.dedent(
         f"""
         import pathlib, numpy as np, pandas as pd
@@ -389,7 +391,11 @@ def test_a_large_numeric_frame_is_snapshotted_without_a_second_copy_in_memory(tm
         from nbmlops.data.snapshots import SnapshotStore
         rng = np.random.default_rng(0)
         rows = 200_000_000 // 64
-        df = pd.DataFrame({{f"c{{i}}": rng.standard_normal(rows) for i in range(8)}})
+        df = pd.DataFrame({{f"c{{i}}": rng.standard_normal(rows) for i in range({6 if text else 8})}})
+        if {text}:  # two columns of 10-character names (about 13 bytes a row each, with offsets)
+            names = pd.Series([f"name-{{i:05d}}" for i in range(50_000)], dtype="str")
+            for c in ("a", "b"):
+                df[c] = names.take(rng.integers(0, len(names), rows)).reset_index(drop=True)
         fp = fingerprint(df)
         import pyarrow.parquet  # imports are not the snapshot's memory
         def status(key):
@@ -397,7 +403,7 @@ def test_a_large_numeric_frame_is_snapshotted_without_a_second_copy_in_memory(tm
         pathlib.Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from here
         base = status("VmRSS")
         snap = SnapshotStore(pathlib.Path({str(tmp_path / "data")!r})).save(df, None, digest=fp)
-        print(snap.fingerprint == fp, (status("VmHWM") - base) / df.memory_usage(index=True).sum())
+        print(snap.fingerprint == fp, (status("VmHWM") - base) / df.memory_usage(index=True, deep=True).sum())
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)

@@ -417,7 +417,8 @@ class ChunkedFingerprint:
     whole object's shape. Feed the rows in order with :meth:`update`: for a frame or Series one
     array per column and one per index level, for an ndarray its values in C order (any split).
     :meth:`hexdigest` is then :func:`fingerprint` of the whole object; only one chunk is ever held.
-    Columns must be numpy arrays of numbers, booleans, datetimes or timedeltas (no masks, no objects).
+    Columns must be numpy arrays of numbers, booleans, datetimes or timedeltas (no masks, no objects), or
+    pyarrow-backed strings given as Arrow arrays.
     """
 
     def __init__(self, template: Any, shape: tuple[int, ...]) -> None:
@@ -442,12 +443,21 @@ class ChunkedFingerprint:
             self._index_head = _encode(("Index", self.shape[0], list(index.names), tags))
             self._index = [_Column() for _ in levels]
 
-    def update(self, columns: list[np.ndarray], index: list[np.ndarray] | None = None) -> None:
-        """Feed the next rows: one array per column (an ndarray's values: one array), one per index level."""
+    def update(self, columns: list[Any], index: list[Any] | None = None) -> None:
+        """Feed the next rows: one array per column (an ndarray's values: one array), one per index level.
+
+        Each is a numpy array, or for a pyarrow-backed string column (pandas' ``str``) an Arrow array or
+        chunked array of its strings."""
+        import numpy as np
+
         if len(columns) != len(self._columns) or len(index or []) != len(self._index):
             raise ValueError("a chunk must have one array per column and one per index level")
         for column, values in zip(self._columns + self._index, [*columns, *(index or [])]):
-            column.ndarray(values)
+            if isinstance(values, np.ndarray):
+                column.ndarray(values)
+            else:
+                for chunk in getattr(values, "chunks", [values]):
+                    column.arrow(chunk)
 
     def hexdigest(self) -> str:
         """The fingerprint of everything fed, as 32 lowercase hex characters."""

@@ -13,10 +13,12 @@ How each kind is stored, so that it loads back with the same fingerprint:
   the file's metadata and restored on load (any tool reading the file sees a plain column).
 
 Every write is read back and fingerprinted before it is published. Data of numpy numbers, booleans,
-datetimes and timedeltas (columns and index; the usual large frame) is written and read back one
-row group of about 8 MiB at a time, fingerprinted as it comes back: a snapshot holds no second copy
-of the data in memory, and a write that does not read back (page checksums, a damaged footer) or
-holds other data is refused with :class:`CorruptSnapshotError`. Other data is read back whole.
+datetimes and timedeltas and of pandas' ``str`` (pyarrow-backed strings), in the columns and the index
+(the usual large frame), is written and read back one row group of about 8 MiB at a time,
+fingerprinted as it comes back: a snapshot holds no second copy of the data in memory, and a write
+that does not read back (page checksums, a damaged footer) or holds other data is refused with
+:class:`CorruptSnapshotError`. Other data (object columns, categoricals, nullable and timezone-aware
+columns, a MultiIndex) is read back whole, and can take two to three times its size in memory meanwhile.
 What Parquet cannot carry back exactly (an object column mixing ints and strings, complex or
 structured arrays, some extension types, names that are not JSON values) is refused by
 :meth:`SnapshotStore.save` with :class:`UnsupportedSnapshotError`, so a stored snapshot is never
@@ -48,7 +50,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -504,27 +506,17 @@ class SnapshotStore:
         )
 
 
-#: how :func:`load` opens the project's store from the settings, when the layer that knows the MLflow artifact
-#: store has said (:func:`open_project_store_with`); else the project's folder only
-_project_store: Callable[[Any], SnapshotStore] | None = None
-
-
-def open_project_store_with(opener: Callable[[Any], SnapshotStore]) -> None:
-    """Have :func:`load` open the project's store with ``opener(settings)``: the tracking layer gives one that also
-    reaches the MLflow artifact store (data never imports the layers above it)."""
-    global _project_store
-    _project_store = opener
-
-
 def load(fingerprint: str, store: SnapshotStore | None = None) -> Any:
     """Load a snapshot from ``store``, by default the project's (see :meth:`SnapshotStore.load`); with
-    ``data_store = "mlflow"``, fetched from the MLflow artifact store when it is not stored here (once nbmlops'
-    tracking is loaded, as it is by any tracked run or ``nbmlops data`` command)."""
+    ``data_store = "mlflow"``, fetched from the MLflow artifact store when it is not stored here (the store is
+    opened by :data:`nbmlops.openers.snapshot_store`: data never imports the rooms above it)."""
+    from nbmlops import openers
     from nbmlops.config import resolve_settings
 
     if store is None:
         settings = resolve_settings()
-        store = _project_store(settings) if _project_store is not None else SnapshotStore(settings.data_dir)
+        opener = openers.snapshot_store
+        store = opener(settings) if opener is not None else SnapshotStore(settings.data_dir)
     return store.load(fingerprint)
 
 
@@ -607,15 +599,19 @@ def _write_parquet(table: Any, path: Path) -> None:
 
 def _streamable(obj: Any, kind: str) -> bool:
     """Whether ``obj`` is written and verified in row groups: numpy numbers, booleans, datetimes and
-    timedeltas only (columns and index alike), whose conversion to Arrow copies nothing but a chunk."""
+    timedeltas and pyarrow-backed strings only (columns and index alike), whose conversion to Arrow copies
+    nothing but a chunk."""
     import numpy as np
     import pandas as pd
 
     def plain(dtype: Any) -> bool:
+        if isinstance(dtype, pd.StringDtype):  # pandas' str: Arrow strings, hashed as Arrow gives them back
+            return dtype.storage == "pyarrow"
         return isinstance(dtype, np.dtype) and dtype.kind in "iufbmM" and dtype.isnative
 
     if kind == "ndarray":
-        return obj.ndim >= 1 and obj.size > 0 and plain(obj.dtype) and not obj.dtype.names
+        return obj.ndim >= 1 and obj.size > 0 and isinstance(obj.dtype, np.dtype) and plain(obj.dtype) \
+            and not obj.dtype.names
     index = obj.index
     if isinstance(index, pd.MultiIndex) or not (isinstance(index, pd.RangeIndex) or plain(index.dtype)):
         return False
@@ -700,12 +696,22 @@ def _streamed_fingerprint(path: Path) -> tuple[str, Any]:
             fields = [c["field_name"] for c in schema.pandas_metadata["columns"]][: _width(template)]
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, use_threads=False)
-            columns = [table.column(f).to_numpy(zero_copy_only=False) for f in fields]
-            index = [table.column(f).to_numpy(zero_copy_only=False) for f in index_fields]
+            columns = [_values(table.column(f)) for f in fields]
+            index = [_values(table.column(f)) for f in index_fields]
             digest.update(columns, index or None)
             del table, columns, index
             pool.release_unused()  # Arrow's allocator keeps freed row groups otherwise: the peak grew with the file
         return digest.hexdigest(), template
+
+
+def _values(column: Any) -> Any:
+    """A read-back column as :class:`~nbmlops.data.fingerprint.ChunkedFingerprint` takes it: strings as
+    Arrow gives them, everything else as numpy (null numbers as NaN, null datetimes as NaT)."""
+    import pyarrow as pa
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    return column.to_numpy(zero_copy_only=False)
 
 
 def _width(template: Any) -> int:
