@@ -479,6 +479,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress_bar=not args.no_progress,
             hooks=status.hooks(),
+            on_run=status.run_delivered,
         )
         status.ended(result)
     text = describe(result)
@@ -613,20 +614,9 @@ def _data(settings: Settings, args: argparse.Namespace) -> int:
     elif args.data_command == "diff":
         print(format_diff(diff_profiles(store.info(args.a).profile, store.info(args.b).profile)))
     elif args.data_command == "gc":
-        from nbmlops.backend.snapshot_refs import MlflowSnapshotFiles, snapshot_references
-        from nbmlops.backend.store import open_store
-        from nbmlops.data.gc import gc as collect
-        from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT
-        from nbmlops.tracking.pending_refs import journal_references
+        from nbmlops.tracking.snapshot_gc import collect_snapshots
 
-        tracking = open_store(settings.tracking_uri, settings.artifact_root)
-        remote = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT) if store.remote is not None else None
-
-        def needed() -> dict[str, str]:  # the journals first: a record leaves one only once it is in the store
-            return {**journal_references(settings.journal_dir), **snapshot_references(tracking)}
-
-        report = collect(store, needed, keep_days=args.keep_days, dry_run=args.dry_run, remote=remote)
-        print(report.format())
+        print(collect_snapshots(settings, keep_days=args.keep_days, dry_run=args.dry_run).format())
     else:
         print(store.get(args.fingerprint, args.path))
     return EXIT_OK

@@ -21,7 +21,7 @@ from nbmlops.data import SnapshotStore, fingerprint
 from nbmlops.data.gc import _delete, _stored, gc
 from nbmlops.exceptions import FlushTimeoutError
 from nbmlops.tracking.artifact_snapshots import DATA_EXPERIMENT, open_snapshot_store
-from nbmlops.tracking.pending_refs import WAITING, journal_references
+from nbmlops.tracking.snapshot_gc import WAITING, collect_snapshots, journal_references
 from tests.conftest import free_port
 
 DAY = 86_400
@@ -159,8 +159,9 @@ def test_gc_deletes_from_the_mlflow_artifact_store_what_nothing_needs(project, c
     tracking = open_store(settings.tracking_uri, settings.artifact_root)
     remote = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT)
     assert {orphan, kept} <= set(remote.sizes())
-    report = gc(store, lambda: snapshot_references(tracking), keep_days=30, remote=remote)
+    report = collect_snapshots(keep_days=30)  # the Python call behind `nbmlops data gc`
     assert report.remote_freed == 1 and report.remote_kept.get(BY_RUNS, 0) >= 1
+    assert report.freed == 1 and report.kept == {BY_RUNS: 1}
     left = MlflowSnapshotFiles(tracking, DATA_EXPERIMENT).sizes()
     assert orphan not in left and kept in left
     assert orphan not in store and kept in store
