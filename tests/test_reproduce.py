@@ -45,6 +45,22 @@ def _metrics(result) -> list[tuple[str, str, list[float] | None, bool]]:
     ]
 
 
+def _cell_run(shell, client, request, *cells: str):
+    """Run ``cells`` in the shell (kept in its history; the last one is tracked) and return the one run recorded."""
+    for cell in cells:
+        shell.run_cell(cell, store_history=True)
+    nbmlops.flush(60)
+    (original,) = runs_of(client, request.node.name)
+    return original
+
+
+def _first_run(project: Path, name: str, *cells: str):
+    """The notebook ``name`` of ``cells`` (``%load_ext nbmlops`` first) run once, FINISHED: the run to reproduce."""
+    first = run_notebook(notebook(project / name, "%load_ext nbmlops", *cells), progress_bar=False)
+    assert first.status == "FINISHED", first.error
+    return first
+
+
 def _typed_parameters(client, run_id: str, dst: Path) -> dict:
     return json.loads(Path(client.download_artifacts(run_id, "notebook/parameters.json", str(dst))).read_text())
 
@@ -87,10 +103,7 @@ def test_changed_data_is_not_reproduced_and_the_report_names_the_metric_and_the_
 
 
 def test_cell_run_is_reproduced_from_the_recorded_kernel_history(shell, client, request):
-    shell.run_cell("seed = 3", store_history=True)
-    shell.run_cell("%%track\nscore = seed * 2", store_history=True)
-    nbmlops.flush(60)
-    (original,) = runs_of(client, request.node.name)
+    original = _cell_run(shell, client, request, "seed = 3", "%%track\nscore = seed * 2")
 
     result = reproduce(original.info.run_id)
 
@@ -136,15 +149,17 @@ def test_unknown_run_and_runs_of_other_kinds_are_usage_errors(project, client, r
         reproduce(run.info.run_id)
 
 
-def _data_parameter_notebook(project: Path) -> Path:
+def _run_reading_a_data_file(project: Path):
+    """A notebook whose parameter ``data_path`` names the data file it reads, run once on ``data.csv``."""
     (project / "data.csv").write_text("x\n1\n2\n3\n")
-    return notebook(
+    path = notebook(
         project / "train.ipynb",
         "%load_ext nbmlops",
         "import pandas as pd\ndf = pd.read_csv(data_path)",
         "%%track --name fit\ntotal = float(df['x'].sum())",
         parameters="data_path = 'other.csv'",
     )
+    return run_notebook(path, parameters={"data_path": "data.csv"}, progress_bar=False)
 
 
 def _file_snapshot(client, run_id: str) -> str:
@@ -155,7 +170,7 @@ def _file_snapshot(client, run_id: str) -> str:
 
 @pytest.mark.parametrize("change", ["changed since the run", "is gone"])
 def test_a_data_file_that_changed_or_is_gone_is_replaced_by_its_snapshot(project, client, change):
-    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    first = _run_reading_a_data_file(project)
     assert first.metrics == {"total": 6.0}, first.error
     digest = _file_snapshot(client, first.run_id)
     if change == "is gone":
@@ -175,7 +190,7 @@ def test_a_data_file_that_changed_or_is_gone_is_replaced_by_its_snapshot(project
 
 
 def test_a_corrupt_snapshot_is_a_note_and_the_file_is_used_as_it_is(project, client):
-    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    first = _run_reading_a_data_file(project)
     digest = _file_snapshot(client, first.run_id)
     (project / ".nbmlops" / "data" / digest[:2] / f"{digest}.bin").write_text("x\n9\n")
     (project / "data.csv").write_text("x\n1\n2\n4\n")
@@ -191,7 +206,7 @@ def test_a_corrupt_snapshot_is_a_note_and_the_file_is_used_as_it_is(project, cli
 
 def test_a_data_file_without_snapshot_is_noted_and_the_run_proceeds(project, client, monkeypatch):
     monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "0")
-    first = run_notebook(_data_parameter_notebook(project), parameters={"data_path": "data.csv"}, progress_bar=False)
+    first = _run_reading_a_data_file(project)
     (project / "data.csv").write_text("x\n1\n2\n4\n")
 
     result = reproduce(first.run_id)
@@ -204,11 +219,9 @@ def test_a_data_file_without_snapshot_is_noted_and_the_run_proceeds(project, cli
 
 def test_a_cell_run_whose_source_file_is_gone_is_reproduced_from_the_input_snapshots(shell, client, request, project):
     (project / "data.csv").write_text("x\n1\n2\n3\n")
-    shell.run_cell("import pandas as pd", store_history=True)
-    shell.run_cell("df = pd.read_csv('data.csv')", store_history=True)
-    shell.run_cell("%%track\ntotal = float(df['x'].sum())", store_history=True)
-    nbmlops.flush(60)
-    (original,) = runs_of(client, request.node.name)
+    original = _cell_run(
+        shell, client, request, "import pandas as pd", "df = pd.read_csv('data.csv')", "%%track\ntotal = float(df['x'].sum())"
+    )
     (digest,) = [d.dataset.digest for d in original.inputs.dataset_inputs]
     (project / "data.csv").unlink()
 
@@ -238,9 +251,9 @@ def _names(result) -> list[tuple[str, list[str], list[tuple[str, str, bool]]]]:
 
 
 def test_a_seeded_model_is_reproduced_cell_by_cell_with_its_outputs_and_metric_series(project, client):
-    path = notebook(
-        project / "seeded.ipynb",
-        "%load_ext nbmlops",
+    first = _first_run(
+        project,
+        "seeded.ipynb",
         "import nbmlops\nimport numpy as np\nfrom sklearn.tree import DecisionTreeClassifier",
         f"%%track --name data {_PLAIN}\nrng = np.random.default_rng(0)\nX = rng.normal(size=(80, 3))\n"
         "y = (X[:, 0] + rng.normal(scale=0.5, size=80) > 0).astype(int)\nnbmlops.log_dataset(X, 'X', context='output')",
@@ -248,8 +261,6 @@ def test_a_seeded_model_is_reproduced_cell_by_cell_with_its_outputs_and_metric_s
         "pred = model.predict(X)\nfor depth in (1, 2, 4):\n    nbmlops.log_metric('loss', 1 / depth)\n"
         "nbmlops.log_metric('accuracy', float((pred == y).mean()))\nnbmlops.log_dataset(pred, 'pred', context='output')",
     )
-    first = run_notebook(path, progress_bar=False)
-    assert first.status == "FINISHED", first.error
 
     result = reproduce(first.run_id)
 
@@ -271,14 +282,13 @@ def test_a_seeded_model_is_reproduced_cell_by_cell_with_its_outputs_and_metric_s
 
 def test_a_metric_name_reused_by_two_cells_is_compared_in_each_cell_not_by_its_last_value(project, client):
     (project / "score.txt").write_text("0.977")
-    path = notebook(
-        project / "baselines.ipynb",
-        "%load_ext nbmlops",
+    first = _first_run(
+        project,
+        "baselines.ipynb",
         "import nbmlops",
         f"%%track --name tree {_PLAIN}\nnbmlops.log_metric('test_score', float(open('score.txt').read()))",
         f"%%track --name dummy {_PLAIN}\nnbmlops.log_metric('test_score', 0.779)",
     )
-    first = run_notebook(path, progress_bar=False)
     assert first.metrics == {"test_score": 0.779}, first.error
     (project / "score.txt").write_text("0.5")  # the first cell's score changes, the last rolled-up value does not
 
@@ -299,13 +309,9 @@ def test_a_metric_name_reused_by_two_cells_is_compared_in_each_cell_not_by_its_l
 
 
 def test_a_notebook_that_records_no_metric_and_no_output_has_nothing_to_compare_and_exits_6(project, client):
-    path = notebook(
-        project / "setup.ipynb",
-        "%load_ext nbmlops",
-        f"%%track --name settings {_PLAIN}\nseed = 42\nlabel = 'baseline'\nprint(label, seed)",
+    first = _first_run(
+        project, "setup.ipynb", f"%%track --name settings {_PLAIN}\nseed = 42\nlabel = 'baseline'\nprint(label, seed)"
     )
-    first = run_notebook(path, progress_bar=False)
-    assert first.status == "FINISHED", first.error
 
     def command(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -328,16 +334,14 @@ def test_changed_predictions_are_not_reproduced_and_the_tagged_randomness_is_the
     if not snapshots:
         monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "0")
     (project / "answer.txt").write_text("3")
-    path = notebook(
-        project / "predict.ipynb",
-        "%load_ext nbmlops",
+    first = _first_run(
+        project,
+        "predict.ipynb",
         "import nbmlops\nimport numpy as np",
         # the tag %%track sets for an unseeded draw; the file makes the change the test's own
         f"%%track --name predict {_PLAIN} --tag nbmlops.nondeterministic=np.random.normal_without_a_seed\n"
         "pred = np.arange(10)\npred[3] = int(open('answer.txt').read())\nnbmlops.log_dataset(pred, 'pred', context='output')",
     )
-    first = run_notebook(path, progress_bar=False)
-    assert first.status == "FINISHED", first.error
     (project / "answer.txt").write_text("7")
 
     result = reproduce(first.run_id)
@@ -360,9 +364,9 @@ def test_changed_predictions_are_not_reproduced_and_the_tagged_randomness_is_the
 
 def test_timings_are_excluded_and_numbers_are_compared_within_the_tolerance(project, client):
     (project / "noise.txt").write_text("0")
-    path = notebook(
-        project / "cv.ipynb",
-        "%load_ext nbmlops",
+    first = _first_run(
+        project,
+        "cv.ipynb",
         "import time\nimport nbmlops\nimport pandas as pd",
         f"%%track --name cv {_PLAIN}\nnoise = float(open('noise.txt').read())\n"
         "cv_results = pd.DataFrame({'test_score': [0.9, 0.8 + noise], 'fit_time': [time.perf_counter(), 0.1]})\n"
@@ -370,8 +374,6 @@ def test_timings_are_excluded_and_numbers_are_compared_within_the_tolerance(proj
         "nbmlops.log_metric('fit_time.mean', time.perf_counter())\n"
         "nbmlops.log_dataset(cv_results, 'cv_results', context='output')",
     )
-    first = run_notebook(path, progress_bar=False)
-    assert first.status == "FINISHED", first.error
     (project / "noise.txt").write_text("1e-7")
 
     close = reproduce(first.run_id, atol=1e-6)

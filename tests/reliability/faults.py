@@ -1,6 +1,7 @@
 """Real faults for the reliability tests: a loopback HTTP proxy in front of a real ``mlflow server`` that
 drops replies, answers for the server, holds requests or checks credentials, and a socket that accepts
-connections and never answers.
+connections and never answers; and the real processes they are applied to: a project folder, a clean
+environment, a Python process (or the ``nbmlops`` command) run there with a bounded wait.
 
 Everything listens on 127.0.0.1 only, and every wait is bounded.
 """
@@ -10,13 +11,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Self
 
 #: how long a held request is kept at most (the proxy's close releases it earlier)
@@ -84,8 +89,7 @@ class FaultProxy:
         self._released = threading.Event()
         parts = urllib.parse.urlsplit(self.upstream)
         self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), _Handler)
         self._server.proxy = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
         self._thread.start()
@@ -171,6 +175,14 @@ class FaultProxy:
             return response.status, response.reason, response.getheaders(), response.read()
         finally:
             connection.close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up on a held request is no error
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -271,3 +283,36 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its ``NBMLOPS_*`` and ``MLFLOW_*`` settings, plus ``extra``: what a
+    process started on a machine configured by nothing but ``extra`` sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
+    env.update(extra)
+    return env
+
+
+def project_folder(path: Path) -> Path:
+    """``path`` made a project root (a ``pyproject.toml``): nbmlops keeps its journal in ``path/.nbmlops``, out of
+    every other project's reach, as on a machine of its own."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "pyproject.toml").write_text(f"[project]\nname = '{path.name}'\n")
+    return path
+
+
+def run_python(folder: Path, *args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python *args`` in ``folder`` with ``env``, its output captured as text; fails the test, naming the
+    command, when it still runs after ``timeout`` seconds."""
+    import pytest
+
+    try:
+        return subprocess.run([sys.executable, *args], cwd=folder, env=dict(env), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`python {' '.join(args)[:200]}` still ran after {timeout} s")
+
+
+def nbmlops_cli(folder: Path, *args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``nbmlops *args`` (the command line, in a process of its own) in ``folder``: see :func:`run_python`."""
+    return run_python(folder, "-m", "nbmlops.cli", *args, env=env, timeout=timeout)

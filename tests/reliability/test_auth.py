@@ -8,17 +8,14 @@ own error naming those variables, never retried as an outage, and ``flush()`` do
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import mlflow_server
-from tests.reliability.faults import FaultProxy
+from tests.reliability.faults import FaultProxy, clean_env, nbmlops_cli, run_python
 
 RIGHT, WRONG = "Right-Pw-4711", "Wrong-Pw-0815"
 
@@ -38,15 +35,16 @@ SCRIPT = textwrap.dedent("""
 
 
 def environment(uri: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
-    env.update({"NBMLOPS_TRACKING_URI": uri, "NBMLOPS_EXPERIMENT": "auth", "NBMLOPS_CALL_TIMEOUT": "5", **extra})
-    return env
+    return clean_env(**{"NBMLOPS_TRACKING_URI": uri, "NBMLOPS_EXPERIMENT": "auth", "NBMLOPS_CALL_TIMEOUT": "5", **extra})
 
 
-def run(project: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    project.mkdir(parents=True, exist_ok=True)
-    (project / "pyproject.toml").write_text("[project]\nname = 'auth'\n")
-    return subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=400)
+def script(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """:data:`SCRIPT` tracks one run in ``project``."""
+    return run_python(project, "-c", SCRIPT, env=env, timeout=400)
+
+
+def cli(project: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return nbmlops_cli(project, command, env=env, timeout=400)
 
 
 def with_userinfo(uri: str, user: str, password: str) -> str:
@@ -69,22 +67,16 @@ def assert_never_shown(project: Path, *outputs: str) -> None:
         assert not stored, f"{secret} was written to {stored}"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_server(tmp_path_factory.mktemp("auth-server")) as uri:
-        yield uri
-
-
-def test_credentials_in_the_uri_are_sent_and_never_shown(server: str, tmp_path: Path) -> None:
-    project = tmp_path / "project"
+def test_credentials_in_the_uri_are_sent_and_never_shown(server: str, project_dir: Path) -> None:
+    project = project_dir
     with FaultProxy(server) as proxy:
         proxy.require_basic("alice", RIGHT)
         uri = with_userinfo(proxy.uri, "alice", RIGHT)
-        result = run(project, ["-c", SCRIPT], environment(uri))
+        result = script(project, environment(uri))
         assert result.returncode == 0, result.stderr
         key = re.search(r"delivered ([0-9a-f]{32})", result.stdout)
         assert key, result.stdout + result.stderr
-        status = run(project, ["-m", "nbmlops.cli", "status"], environment(uri))
+        status = cli(project, "status", environment(uri))
         assert status.returncode == 0, status.stderr
         assert re.search(r"\[\d+\] auth: 1 run\(s\)", status.stdout), status.stdout
         assert proxy.count("/api/", "unauthorized") == 0
@@ -122,14 +114,14 @@ KINDS = {
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_refused_credentials_are_an_auth_error_that_never_blocks_and_the_right_ones_deliver(
-    kind: str, server: str, tmp_path: Path
+    kind: str, server: str, project_dir: Path
 ) -> None:
-    project = tmp_path / "project"
+    project = project_dir
     set_up, wrong, right = KINDS[kind]
     status = 403 if kind.startswith("403") else 401
     with FaultProxy(server) as proxy:
         set_up(proxy)
-        result = run(project, ["-c", SCRIPT], wrong(proxy.uri))
+        result = script(project, wrong(proxy.uri))
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         flushed = re.search(r"flush returned after ([\d.]+) s: (.*)", result.stdout)
         assert flushed, result.stdout + result.stderr
@@ -144,13 +136,13 @@ def test_refused_credentials_are_an_auth_error_that_never_blocks_and_the_right_o
         journals = list((project / ".nbmlops" / "journal").glob("*.journal"))
         assert len(journals) == 1  # the records wait, safe
 
-        sync = run(project, ["-m", "nbmlops.cli", "sync"], wrong(proxy.uri))
+        sync = cli(project, "sync", wrong(proxy.uri))
         assert sync.returncode == 1 and "Traceback" not in sync.stderr, sync.stderr
         assert f"HTTP {status}" in sync.stderr and "MLFLOW_TRACKING_PASSWORD" in sync.stderr, sync.stderr
         assert journals[0].exists()
         outputs = [result.stdout, result.stderr, sync.stdout, sync.stderr]
         if right is not None:
-            delivered = run(project, ["-m", "nbmlops.cli", "sync"], right(proxy.uri))
+            delivered = cli(project, "sync", right(proxy.uri))
             assert delivered.returncode == 0, delivered.stderr
             assert "delivered" in delivered.stdout and not journals[0].exists(), delivered.stdout
             outputs += [delivered.stdout, delivered.stderr]

@@ -9,18 +9,15 @@ outage warning appears for an outage longer than the budget, not for a blip.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import mlflow_server
-from tests.reliability.faults import Fault, FaultProxy, silent_server, wait_for
+from tests.reliability.faults import Fault, FaultProxy, clean_env, nbmlops_cli, silent_server, wait_for
 
 BUDGET = 4.0
 #: what a CLI command costs beyond its calls on a loaded 2-core machine: starting Python, importing MLflow
@@ -34,15 +31,12 @@ ONE_RUN = textwrap.dedent("""
 
 
 def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
-    env.update({"NBMLOPS_EXPERIMENT": "budget", "NBMLOPS_CALL_TIMEOUT": str(BUDGET), **extra})
-    return env
+    return clean_env(**{"NBMLOPS_EXPERIMENT": "budget", "NBMLOPS_CALL_TIMEOUT": str(BUDGET), **extra})
 
 
 def journals_written_in_an_outage(project: Path, proxy: FaultProxy, count: int) -> list[Path]:
-    """``count`` journals, one per process, written while the server behind ``proxy`` answered only 503."""
-    project.mkdir(parents=True, exist_ok=True)
-    (project / "pyproject.toml").write_text("[project]\nname = 'budget'\n")
+    """``count`` journals, one per process, written in the project folder ``project`` while the server behind
+    ``proxy`` answered only 503."""
     proxy.add(Fault("status", path="/", status=503))
     env = environment(NBMLOPS_TRACKING_URI=proxy.uri, NBMLOPS_FLUSH_TIMEOUT="0", NBMLOPS_CALL_TIMEOUT="0.5")
     processes = [
@@ -57,44 +51,31 @@ def journals_written_in_an_outage(project: Path, proxy: FaultProxy, count: int) 
     return journals
 
 
-def timed_cli(project: Path, uri: str, *args: str, timeout: float = 300) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.monotonic()
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "nbmlops.cli", *args], cwd=project, env=environment(NBMLOPS_TRACKING_URI=uri),
-            capture_output=True, text=True, timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`nbmlops {' '.join(args)}` still ran after {timeout} s")
-    return time.monotonic() - start, result
+def cli(project: Path, uri: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return nbmlops_cli(project, command, env=environment(NBMLOPS_TRACKING_URI=uri), timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_server(tmp_path_factory.mktemp("budget-server")) as uri:
-        yield uri
-
-
-def test_sync_and_status_against_a_server_whose_api_hangs_end_within_the_budget(server: str, tmp_path: Path) -> None:
-    project = tmp_path / "project"
+def test_sync_and_status_against_a_server_whose_api_hangs_end_within_the_budget(server: str, project_dir: Path) -> None:
+    project = project_dir
     with FaultProxy(server) as proxy:
         journals = journals_written_in_an_outage(project, proxy, 6)
         # the same command against the same server, answering
-        _, status = timed_cli(project, proxy.uri, "status")
+        status = cli(project, proxy.uri, "status")
         assert status.returncode == 0, status.stderr
         proxy.add(Fault("hang", path="/api/"))
-        _, result = timed_cli(project, proxy.uri, "sync", timeout=BUDGET * 6 + 2 * STARTUP_S)
+        result = cli(project, proxy.uri, "sync", timeout=BUDGET * 6 + 2 * STARTUP_S)
         # six journals, one budget: after the first call ran out of time, the others fail at once (a hang would
-        # run into timed_cli's guard; the time itself is not asserted here: no wall-clock thresholds in tests)
+        # run into cli's guard; the time itself is not asserted here: no wall-clock thresholds in tests, they
+        # are measured by benchmarks/bench_budgets.py)
         assert result.returncode != 0
         assert "not delivered" in result.stderr and f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert all(journal.exists() for journal in journals)  # nothing lost
-        _, result = timed_cli(project, proxy.uri, "status", timeout=BUDGET * 6 + 2 * STARTUP_S)
+        result = cli(project, proxy.uri, "status", timeout=BUDGET * 6 + 2 * STARTUP_S)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert f"no answer within {BUDGET:g} s" in result.stderr, result.stderr
         proxy.clear()
-        _, result = timed_cli(project, proxy.uri, "sync")
+        result = cli(project, proxy.uri, "sync")
         assert result.returncode == 0, result.stderr
         assert re.search(r"delivered \d+ record\(s\) from 6 journal\(s\)", result.stdout), result.stdout
     assert not any(journal.exists() for journal in journals)
@@ -168,10 +149,8 @@ PHASES = textwrap.dedent("""
 """).replace("BUDGET", repr(BUDGET))
 
 
-def test_one_warning_for_an_outage_longer_than_the_budget_none_for_a_blip(server: str, tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "pyproject.toml").write_text("[project]\nname = 'phases'\n")
+def test_one_warning_for_an_outage_longer_than_the_budget_none_for_a_blip(server: str, project_dir: Path) -> None:
+    project = project_dir
     with FaultProxy(server) as proxy:
         # a blip: the first two batches are refused with 503, the retry within the budget gets through
         proxy.add(Fault("status", path="/runs/log-batch", status=503, times=2))

@@ -204,57 +204,62 @@ def _one_live_run_per_combination(server: Any, experiment: str, result: SweepRes
 
 
 @pytest.fixture
-def machines(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def machines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two directories, each its own project root (so each worker has its own journal), as on two machines."""
     found = {name: tmp_path_factory.mktemp(f"machine-{name}") for name in ("a", "b")}
     for folder in found.values():
         (folder / ".nbmlops").mkdir()
-    monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT")  # the server stores artifacts
     return found
 
 
+@pytest.fixture
+def tracking_server(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real ``mlflow server`` the project, hence the sweep and its workers, tracks to (it stores the artifacts
+    too); yields its URI."""
+    monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT")
+    with mlflow_server(project / "server") as uri:
+        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
+        yield uri
+
+
 def test_retry_after_a_killed_worker_supersedes_the_first_attempt_and_the_sweep_counts_it_once(
-    project: Path, machines: dict[str, Path], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    project: Path, machines: dict[str, Path], tracking_server: str, request: pytest.FixtureRequest
 ):
     from mlflow import MlflowClient
 
-    experiment = request.node.name
-    with mlflow_server(project / "server") as uri:
-        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
-        result, killed = _sweep_killing_a_worker(project, machines, uri, experiment, a_reaches_the_store=True)
-        _counted_once(result)
-        retried = next(r for r in result.runs if r.index == killed["index"])
-        assert retried.attempt == 2 and {r.attempt for r in result.runs if r is not retried} == {1}
-        assert any(line.startswith(f"retried: #{killed['index']} alpha=") and retried.run_id in line
-                   for line in format_table(result).splitlines())
-        server = MlflowClient(uri)
-        first = _one_live_run_per_combination(server, experiment, result, killed)
-        assert "nbmlops.failure" not in first.data.tags  # its journal has not been delivered yet
-        sweep = server.get_run(result.run_id).data.tags
-        assert (sweep["nbmlops.sweep.finished"], sweep["nbmlops.sweep.failed"], sweep["nbmlops.sweep.superseded"]) == (
-            "6", "0", "1")
+    experiment, uri = request.node.name, tracking_server
+    result, killed = _sweep_killing_a_worker(project, machines, uri, experiment, a_reaches_the_store=True)
+    _counted_once(result)
+    retried = next(r for r in result.runs if r.index == killed["index"])
+    assert retried.attempt == 2 and {r.attempt for r in result.runs if r is not retried} == {1}
+    assert any(line.startswith(f"retried: #{killed['index']} alpha=") and retried.run_id in line
+               for line in format_table(result).splitlines())
+    server = MlflowClient(uri)
+    first = _one_live_run_per_combination(server, experiment, result, killed)
+    assert "nbmlops.failure" not in first.data.tags  # its journal has not been delivered yet
+    sweep = server.get_run(result.run_id).data.tags
+    assert (sweep["nbmlops.sweep.finished"], sweep["nbmlops.sweep.failed"], sweep["nbmlops.sweep.superseded"]) == (
+        "6", "0", "1")
 
-        # the late delivery of the dead worker's journal ends the never-ended attempt FAILED: not over the mark
-        _sync_the_dead_workers_journal(machines["a"], uri, killed["kernel"])
-        first = _one_live_run_per_combination(server, experiment, result, killed)
-        assert first.data.tags["nbmlops.failure"] == "kernel_died"  # delivered, and the attempt stays KILLED
+    # the late delivery of the dead worker's journal ends the never-ended attempt FAILED: not over the mark
+    _sync_the_dead_workers_journal(machines["a"], uri, killed["kernel"])
+    first = _one_live_run_per_combination(server, experiment, result, killed)
+    assert first.data.tags["nbmlops.failure"] == "kernel_died"  # delivered, and the attempt stays KILLED
 
 
 def test_first_attempt_that_reaches_the_store_only_after_the_sweep_ends_up_superseded(
-    project: Path, machines: dict[str, Path], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    project: Path, machines: dict[str, Path], tracking_server: str, request: pytest.FixtureRequest
 ):
     from mlflow import MlflowClient
 
-    experiment = request.node.name
-    with mlflow_server(project / "server") as uri:
-        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
-        result, killed = _sweep_killing_a_worker(project, machines, uri, experiment, a_reaches_the_store=False)
-        _counted_once(result)
-        assert {r.attempt for r in result.runs} == {1}  # the sweep never saw the first attempt
-        server = MlflowClient(uri)
-        notebooks = [run for run in runs_of(server, experiment) if run.data.tags["nbmlops.kind"] == "notebook"]
-        assert sorted(run.data.tags["nbmlops.sweep.index"] for run in notebooks) == [str(i) for i in range(6)]
+    experiment, uri = request.node.name, tracking_server
+    result, killed = _sweep_killing_a_worker(project, machines, uri, experiment, a_reaches_the_store=False)
+    _counted_once(result)
+    assert {r.attempt for r in result.runs} == {1}  # the sweep never saw the first attempt
+    server = MlflowClient(uri)
+    notebooks = [run for run in runs_of(server, experiment) if run.data.tags["nbmlops.kind"] == "notebook"]
+    assert sorted(run.data.tags["nbmlops.sweep.index"] for run in notebooks) == [str(i) for i in range(6)]
 
-        _sync_the_dead_workers_journal(machines["a"], uri, killed["kernel"])
-        first = _one_live_run_per_combination(server, experiment, result, killed)
-        assert first.data.tags["nbmlops.failure"] == "kernel_died"
+    _sync_the_dead_workers_journal(machines["a"], uri, killed["kernel"])
+    first = _one_live_run_per_combination(server, experiment, result, killed)
+    assert first.data.tags["nbmlops.failure"] == "kernel_died"

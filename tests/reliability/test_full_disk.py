@@ -8,11 +8,12 @@ journal), or a port where nothing listens yet.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import nbmlops
 from nbmlops.journal import read_records
 from nbmlops.tracking.session import close_session
 from tests.conftest import free_port, mlflow_server, runs_of
+from tests.reliability.faults import clean_env, nbmlops_cli, run_python
 
 #: the part of the script that fills the disk: the journal may not grow past its size at that moment + 2000 bytes
 FILL_DISK = """
@@ -108,19 +110,38 @@ print("script ran to its end", run.status, flush=True)
 
 
 def _env(uri: str, experiment: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
-    env.update(NBMLOPS_TRACKING_URI=uri, NBMLOPS_EXPERIMENT=experiment, NBMLOPS_CAPTURE="none",
-               NBMLOPS_FLUSH_TIMEOUT="2", PYTHONDONTWRITEBYTECODE="1")
-    return env
+    return clean_env(NBMLOPS_TRACKING_URI=uri, NBMLOPS_EXPERIMENT=experiment, NBMLOPS_CAPTURE="none",
+                     NBMLOPS_FLUSH_TIMEOUT="2", PYTHONDONTWRITEBYTECODE="1")
 
 
-def _project(path: Path, journal_is_a_file: bool = False) -> Path:
-    path.mkdir(parents=True)
-    (path / "pyproject.toml").write_text("[project]\nname = 'full-disk'\n")
-    if journal_is_a_file:
-        (path / ".nbmlops").mkdir()
-        (path / ".nbmlops" / "journal").write_text("not a folder\n")
-    return path
+def _journal_is_a_file(project: Path) -> Path:
+    """A file where ``project``'s journal folder should be."""
+    (project / ".nbmlops").mkdir()
+    (project / ".nbmlops" / "journal").write_text("not a folder\n")
+    return project
+
+
+def _script(project: Path, script: str, uri: str, experiment: str) -> subprocess.CompletedProcess:
+    return run_python(project, "-c", script, env=_env(uri, experiment))
+
+
+def _start_script(project: Path, script: str, uri: str, experiment: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=project, env=_env(uri, experiment),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@contextlib.contextmanager
+def _store_comes_up(tmp_path: Path, port: int) -> Iterator[str]:
+    """A real ``mlflow server`` at ``port``, where the scripts looked for the store while it was down."""
+    with mlflow_server(tmp_path / "server", port=port, env=_env(f"http://127.0.0.1:{port}", "")) as live:
+        yield live
+
+
+def _sync(project: Path, uri: str, experiment: str) -> None:
+    sync = nbmlops_cli(project, "sync", env=_env(uri, experiment))
+    assert sync.returncode == 0, sync.stdout + sync.stderr
 
 
 def _journal_warnings(stderr: str) -> list[str]:
@@ -137,11 +158,11 @@ def _losses(client, run) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
-    with mlflow_server(tmp_path_factory.mktemp("full-disk-server"), env=env) as uri:
-        yield uri
+@pytest.fixture
+def down() -> tuple[int, str]:
+    """A port where no store listens yet, and the store URI there."""
+    port = free_port()
+    return port, f"http://127.0.0.1:{port}"
 
 
 def test_journal_folder_that_is_a_file_never_breaks_the_cell_and_records_go_straight_to_the_store(
@@ -181,15 +202,11 @@ def test_journal_folder_that_is_a_file_never_breaks_the_cell_and_records_go_stra
 
 
 def test_a_full_disk_mid_run_lets_the_script_finish_delivers_every_record_and_exits_cleanly(
-    tmp_path, server, request
+    project_dir, server, request
 ):
     from mlflow import MlflowClient
 
-    project = _project(tmp_path / "project")
-    result = subprocess.run(
-        [sys.executable, "-c", STORE_UP_SCRIPT], cwd=project, env=_env(server, request.node.name),
-        capture_output=True, text=True, check=False, timeout=300,
-    )
+    result = _script(project_dir, STORE_UP_SCRIPT, server, request.node.name)
 
     _assert_clean_exit(result)
     assert "loop ran to its end" in result.stdout
@@ -204,17 +221,13 @@ def test_a_full_disk_mid_run_lets_the_script_finish_delivers_every_record_and_ex
 
 
 def test_a_full_disk_while_the_store_is_down_keeps_records_in_memory_and_journals_them_once_space_returns(
-    tmp_path, request
+    tmp_path, project_dir, down, request
 ):
     from mlflow import MlflowClient
 
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    project = _project(tmp_path / "project")
-    result = subprocess.run(
-        [sys.executable, "-c", STORE_DOWN_SCRIPT], cwd=project, env=_env(uri, request.node.name),
-        capture_output=True, text=True, check=False, timeout=300,
-    )
+    port, uri = down
+    project = project_dir
+    result = _script(project, STORE_DOWN_SCRIPT, uri, request.node.name)
 
     _assert_clean_exit(result)
     assert "journal full True" in result.stdout
@@ -228,31 +241,23 @@ def test_a_full_disk_while_the_store_is_down_keeps_records_in_memory_and_journal
     steps = sorted(row[2] for r in records if r["t"] == "metrics" for row in r["metrics"])
     assert steps == list(range(int(count)))  # every record once: those kept in memory were journaled
 
-    with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")) as live:
-        sync = subprocess.run(
-            [sys.executable, "-m", "nbmlops.cli", "sync"], cwd=project, env=_env(live, request.node.name),
-            capture_output=True, text=True, check=False, timeout=300,
-        )
-        assert sync.returncode == 0, sync.stderr
+    with _store_comes_up(tmp_path, port) as live:
+        _sync(project, live, request.node.name)
         (run,) = runs_of(MlflowClient(live), request.node.name)
         assert run.data.tags["nbmlops.run_key"] == key and run.info.status == "FINISHED"
         assert _losses(MlflowClient(live), run) == [float(i) for i in range(int(count))]
 
 
 def test_a_run_begun_without_a_journal_is_journaled_with_its_start_once_the_folder_is_back_and_sync_adds_to_it_once(
-    tmp_path, request
+    tmp_path, project_dir, down, request
 ):
     from mlflow import MlflowClient
 
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    project = _project(tmp_path / "project", journal_is_a_file=True)
-    process = subprocess.Popen(
-        [sys.executable, "-c", COMES_BACK_SCRIPT], cwd=project, env=_env(uri, request.node.name),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    port, uri = down
+    project = _journal_is_a_file(project_dir)
+    process = _start_script(project, COMES_BACK_SCRIPT, uri, request.node.name)
     try:
-        with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")):
+        with _store_comes_up(tmp_path, port):
             key = process.stdout.readline().split()[1]
         out, err = process.communicate("store down\n", timeout=300)
     finally:
@@ -266,30 +271,23 @@ def test_a_run_begun_without_a_journal_is_journaled_with_its_start_once_the_fold
     # the run's start went to the store before there was a journal: it is journaled again, for a replay
     assert [r["run"] for r in records if r["t"] == "start" and r.get("again")] == [key]
 
-    with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")) as live:
-        sync = subprocess.run(
-            [sys.executable, "-m", "nbmlops.cli", "sync"], cwd=project, env=_env(live, request.node.name),
-            capture_output=True, text=True, check=False, timeout=300,
-        )
-        assert sync.returncode == 0, sync.stdout + sync.stderr
+    with _store_comes_up(tmp_path, port) as live:
+        _sync(project, live, request.node.name)
         (run,) = runs_of(MlflowClient(live), request.node.name)  # one run: the replay found it by its key
         assert run.data.tags["nbmlops.run_key"] == key and run.info.status == "FINISHED"
         assert _losses(MlflowClient(live), run) == [float(i) for i in range(count)]
 
 
-def test_records_past_the_memory_bound_drop_the_oldest_metrics_first_and_say_how_many(tmp_path, request):
+def test_records_past_the_memory_bound_drop_the_oldest_metrics_first_and_say_how_many(
+    tmp_path, project_dir, down, request
+):
     from mlflow import MlflowClient
 
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    project = _project(tmp_path / "project", journal_is_a_file=True)
-    process = subprocess.Popen(
-        [sys.executable, "-c", MEMORY_BOUND_SCRIPT], cwd=project, env=_env(uri, request.node.name),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    port, uri = down
+    process = _start_script(_journal_is_a_file(project_dir), MEMORY_BOUND_SCRIPT, uri, request.node.name)
     try:
         assert process.stdout.readline().startswith("logged")
-        with mlflow_server(tmp_path / "server", port=port, env=_env(uri, "")) as live:
+        with _store_comes_up(tmp_path, port) as live:
             out, err = process.communicate("go\n", timeout=300)
             assert process.returncode == 0 and "delivered" in out, err
             (run,) = runs_of(MlflowClient(live), request.node.name)
@@ -309,13 +307,11 @@ def test_records_past_the_memory_bound_drop_the_oldest_metrics_first_and_say_how
     assert lost == set(range(min(lost), max(lost) + 1))
 
 
-def test_exit_with_an_unwritable_journal_and_a_dead_store_is_clean_and_says_what_is_lost(tmp_path, request):
-    project = _project(tmp_path / "project", journal_is_a_file=True)
-    result = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT], cwd=project,
-        env=_env(f"http://127.0.0.1:{free_port()}", request.node.name),
-        capture_output=True, text=True, check=False, timeout=300,
-    )
+def test_exit_with_an_unwritable_journal_and_a_dead_store_is_clean_and_says_what_is_lost(
+    project_dir, down, request
+):
+    project = _journal_is_a_file(project_dir)
+    result = _script(project, EXIT_SCRIPT, down[1], request.node.name)
 
     _assert_clean_exit(result)
     assert "script ran to its end FINISHED" in result.stdout

@@ -9,13 +9,12 @@ their runs with another host name, as a process on that host would, SIGKILL, the
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ import pytest
 from mlflow import MlflowClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tests.conftest import mlflow_server
-from tests.reliability.faults import Fault, FaultProxy
+from tests.reliability.faults import Fault, FaultProxy, clean_env, nbmlops_cli, project_folder
 
 HEARTBEAT = "nbmlops.heartbeat"
 #: the timeout the reaping side is given: ten beats of the live process (interval 1 s), room for a loaded machine
@@ -47,18 +45,6 @@ sys.stdin.readline()
 """
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_"))}
-    env.update(extra)
-    return env
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mlflow_server(tmp_path_factory.mktemp("heartbeat") / "server", env=clean_env()) as uri:
-        yield uri
-
-
 @pytest.fixture
 def client(server: str) -> MlflowClient:
     return MlflowClient(server)
@@ -66,10 +52,7 @@ def client(server: str) -> MlflowClient:
 
 def machine(base: Path, name: str) -> Path:
     """A project folder standing for one machine: its own journal, out of every other's reach."""
-    folder = base / name
-    folder.mkdir()
-    (folder / "pyproject.toml").write_text(f"[project]\nname = '{name}'\n")
-    return folder
+    return project_folder(base / name)
 
 
 class Tracker:
@@ -103,12 +86,29 @@ class Tracker:
         self.process.communicate(timeout=30)
 
 
+StartTracker = Callable[..., Tracker]
+
+
 @pytest.fixture
-def trackers() -> Iterator[list[Tracker]]:
+def start_tracker(server: str, tmp_path: Path) -> Iterator[StartTracker]:
+    """``start_tracker(machine_name, host, experiment, uri=server, **env)``: a :class:`Tracker` on a machine (a
+    folder below ``tmp_path``) of its own; every one started is ended with the test."""
     started: list[Tracker] = []
-    yield started
+
+    def start(name: str, host: str, experiment: str, uri: str | None = None, **env: str) -> Tracker:
+        started.append(Tracker(machine(tmp_path, name), uri or server, host, experiment, **env))
+        return started[-1]
+
+    yield start
     for tracker in started:
         tracker.close()
+
+
+def killed_tracker(start_tracker: StartTracker, name: str, host: str, experiment: str) -> Tracker:
+    """A tracker that beat every second until it was SIGKILLed, its run left RUNNING."""
+    tracker = start_tracker(name, host, experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
+    tracker.kill()
+    return tracker
 
 
 def run_of(client: MlflowClient, experiment: str, key: str) -> Any:
@@ -142,26 +142,18 @@ def wait_for_beats(client: MlflowClient, experiment: str, key: str, count: int, 
 
 
 def reap_cli(folder: Path, uri: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nbmlops.cli", "runs", "reap"],
-        cwd=folder,
-        env=clean_env(NBMLOPS_TRACKING_URI=uri, NBMLOPS_HEARTBEAT_TIMEOUT=str(timeout)),
-        capture_output=True,
-        text=True,
+    return nbmlops_cli(
+        folder, "runs", "reap", env=clean_env(NBMLOPS_TRACKING_URI=uri, NBMLOPS_HEARTBEAT_TIMEOUT=str(timeout)),
         timeout=180,
-        check=False,
     )
 
 
 def test_run_killed_on_another_host_is_failed_by_runs_reap_and_a_beating_run_stays_running(
-    server: str, client: MlflowClient, trackers: list[Tracker], tmp_path: Path
+    server: str, client: MlflowClient, start_tracker: StartTracker, tmp_path: Path
 ) -> None:
     experiment = "dead-machine"
-    dead = Tracker(machine(tmp_path, "host-a"), server, "host-a.example", experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
-    trackers.append(dead)
-    dead.kill()
-    live = Tracker(machine(tmp_path, "host-b"), server, "host-b.example", experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
-    trackers.append(live)
+    dead = killed_tracker(start_tracker, "host-a", "host-a.example", experiment)
+    live = start_tracker("host-b", "host-b.example", experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
 
     beats = wait_for_beats(client, experiment, live.key, 3)
     assert beats == sorted(beats) and beats[-1] > beats[0] >= run_of(client, experiment, live.key).info.start_time / 1000 - 1
@@ -197,24 +189,20 @@ def test_run_killed_on_another_host_is_failed_by_runs_reap_and_a_beating_run_sta
 
 
 def test_new_session_fails_a_silent_run_of_another_host_by_itself(
-    server: str, client: MlflowClient, trackers: list[Tracker], tmp_path: Path
+    server: str, client: MlflowClient, start_tracker: StartTracker, tmp_path: Path
 ) -> None:
     experiment = "dead-machine-found-by-a-session"
-    dead = Tracker(machine(tmp_path, "host-c"), server, "host-c.example", experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
-    trackers.append(dead)
-    dead.kill()
+    dead = killed_tracker(start_tracker, "host-c", "host-c.example", experiment)
     wait_until_silent(client, experiment, dead.key, TIMEOUT_S)
     assert run_of(client, experiment, dead.key).info.status == "RUNNING"
 
-    here = machine(tmp_path, "workstation")
-    elsewhere = machine(tmp_path, "another-project")  # of this host; its journal is out of the newcomer's reach
-    just_killed = Tracker(elsewhere, server, socket.gethostname(), experiment, NBMLOPS_HEARTBEAT_INTERVAL="1")
-    trackers.append(just_killed)
-    just_killed.kill()  # a process of this host that died a moment ago: its records may still be on their way
+    # a process of this host that died a moment ago: its records may still be on their way; its project
+    # ("another-project") is out of the newcomer's reach
+    just_killed = killed_tracker(start_tracker, "another-project", socket.gethostname(), experiment)
 
     # a session of this host that starts tracking: nothing else asked it to look for dead runs
-    newcomer = Tracker(here, server, socket.gethostname(), experiment, NBMLOPS_HEARTBEAT_TIMEOUT=str(TIMEOUT_S))
-    trackers.append(newcomer)
+    newcomer = start_tracker("workstation", socket.gethostname(), experiment, NBMLOPS_HEARTBEAT_TIMEOUT=str(TIMEOUT_S))
+    here = tmp_path / "workstation"
     deadline = time.monotonic() + 120
     while run_of(client, experiment, dead.key).info.status == "RUNNING":
         assert time.monotonic() < deadline, "the new session did not reap the silent run"
@@ -242,14 +230,12 @@ def test_new_session_fails_a_silent_run_of_another_host_by_itself(
 
 
 def test_run_reaped_while_its_machine_was_cut_off_takes_its_own_end_once_delivered(
-    server: str, client: MlflowClient, trackers: list[Tracker], tmp_path: Path
+    server: str, client: MlflowClient, start_tracker: StartTracker, tmp_path: Path
 ) -> None:
     """The reap is a verdict from silence: late beats leave it FAILED, the run's own end replaces it."""
     experiment = "cut-off-machine"
     with FaultProxy(server) as link:  # the cut-off machine reaches the store through this link only
-        cut_off = Tracker(machine(tmp_path, "host-d"), link.uri, "host-d.example", experiment,
-                          NBMLOPS_HEARTBEAT_INTERVAL="1")
-        trackers.append(cut_off)
+        cut_off = start_tracker("host-d", "host-d.example", experiment, uri=link.uri, NBMLOPS_HEARTBEAT_INTERVAL="1")
         wait_for_beats(client, experiment, cut_off.key, 1)
         link.add(Fault("status", status=503))
         wait_until_silent(client, experiment, cut_off.key, TIMEOUT_S)
@@ -280,14 +266,9 @@ def test_headless_run_beats_through_its_runner(server: str, client: MlflowClient
     nb.cells += [new_code_cell("%load_ext nbmlops"), new_code_cell("%%track --name nap\nimport time\ntime.sleep(4)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "slow.ipynb")
-    result = subprocess.run(
-        [sys.executable, "-m", "nbmlops.cli", "run", "slow.ipynb", "--no-progress"],
-        cwd=folder,
+    result = nbmlops_cli(
+        folder, "run", "slow.ipynb", "--no-progress",
         env=clean_env(NBMLOPS_TRACKING_URI=server, NBMLOPS_EXPERIMENT="headless-beats", NBMLOPS_HEARTBEAT_INTERVAL="1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     found = client.get_experiment_by_name("headless-beats")
