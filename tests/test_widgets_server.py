@@ -49,9 +49,10 @@ def test_runs_view_on_a_tracking_server_counts_pages_sorts_and_filters(tmp_path:
 
 class CellListGate:
     """A loopback HTTP proxy in front of an MLflow server that holds the searches listing tracked cells (the
-    dashboard's cell dropdown) until :attr:`release` is set; everything else goes straight through."""
+    dashboard's cell dropdown) until :attr:`release` is set, or answers them with ``failure`` (an HTTP status)
+    instead of the server; everything else goes straight through."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, failure: int | None = None) -> None:
         self.release = threading.Event()
         self.held = threading.Event()  # set when a cell-list search arrived
         parts = urllib.parse.urlsplit(upstream)
@@ -68,6 +69,9 @@ class CellListGate:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.endswith("/runs/search") and b"nbmlops.cell_key" in body and b"LIKE" in body:
                     gate.held.set()
+                    if failure is not None:
+                        self._reply(failure, b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "refused by the gate"}')
+                        return
                     gate.release.wait(HOLD_S)
                 connection = http.client.HTTPConnection(*target, timeout=120)
                 try:
@@ -77,10 +81,12 @@ class CellListGate:
                     data = reply.read()
                 finally:
                     connection.close()
-                self.send_response(reply.status, reply.reason)
-                for key, value in reply.getheaders():
-                    if key.lower() not in _HOP:
-                        self.send_header(key, value)
+                self._reply(reply.status, data, [(k, v) for k, v in reply.getheaders() if k.lower() not in _HOP])
+
+            def _reply(self, status: int, data: bytes, headers: list[tuple[str, str]] | None = None) -> None:
+                self.send_response(status)
+                for key, value in headers or [("Content-Type", "application/json")]:
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -129,6 +135,32 @@ def test_first_page_shows_while_the_cell_list_loads_then_the_cell_dropdown_fills
             dashboard.cell_filter.value = "cell-0"  # runs 0, 3, 6, of which 0 and 6 FAILED
             assert dashboard.count_label.value == "2 runs"
             assert {row.name for row in dashboard.runs.rows()} == {"run 0", "run 6"}
+        finally:
+            gate.close()
+            dashboard.close()
+
+
+def test_a_cell_list_the_server_refuses_is_shown_and_the_first_page_and_filters_still_work(tmp_path: Path):
+    from mlflow import MlflowClient
+
+    with mlflow_server(tmp_path / "server") as uri:
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment("failing cells")
+        for i in range(4):
+            run = client.create_run(experiment_id, start_time=1_700_000_000_000 + i * 1000, run_name=f"run {i}",
+                                    tags={"nbmlops.cell_key": f"cell-{i % 2}"})
+            client.set_terminated(run.info.run_id, "FAILED" if i == 0 else "FINISHED")
+        gate = CellListGate(uri, failure=400)  # as a server that cannot search tags with LIKE would answer
+        dashboard = Dashboard("failing cells", settings=resolve_settings(tmp_path, tracking_uri=gate.uri), live=False)
+        try:
+            assert dashboard.count_label.value == "4 runs" and dashboard.table.value.count("data-run-id") == 4
+            assert dashboard.wait_loaded(HOLD_S) and gate.held.is_set()
+            assert "could not load the lists of experiments and cells" in dashboard.error.value
+            assert "refused by the gate" in dashboard.error.value
+            assert dashboard.cell_filter.options == (("any cell", ""),)
+            assert [name for name, _ in dashboard.experiment_choice.options] == ["Default", "failing cells"]
+            dashboard.status_filter.value = "FAILED"
+            assert dashboard.count_label.value == "1 run" and dashboard.error.value == ""
         finally:
             gate.close()
             dashboard.close()
