@@ -34,7 +34,7 @@ from nbmlops.runner.execute import (
     share_snapshots,
 )
 from nbmlops.runner.parameters import ParameterError
-from nbmlops.tracking.delivery import Handoff, new_tag
+from nbmlops.tracking.delivery import Handoff, RunListener, new_tag
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, close_session
 
 __all__ = ["WorkerError", "run_notebook_forked"]
@@ -54,10 +54,15 @@ def run_notebook_forked(
     parameters: Mapping[str, Any] | None = None,
     *,
     cwd: str | os.PathLike[str] | None = None,
+    on_run: RunListener | None = None,
     **options: Any,
 ) -> NotebookRun:
     """:func:`~nbmlops.runner.execute.run_notebook` (same arguments, same result), with the notebook run in
     a forked worker while this process delivers.
+
+    ``on_run(key, run_id, experiment_id)`` is called from the delivering thread as each run the worker and its
+    kernel started reaches the store: the notebook's run first (the worker journals its start before the kernel
+    starts), then its cells'. It is not called where the notebook runs in this process.
 
     Only a process with no other thread may fork safely (a command, before it starts any); elsewhere, or
     where ``fork`` does not exist, this is :func:`~nbmlops.runner.execute.run_notebook` itself.
@@ -79,7 +84,9 @@ def run_notebook_forked(
     with _counted_interrupts() as interrupts:
         worker.start()
         sender.close()
-        handoff = Handoff([settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root))
+        handoff = Handoff(
+            [settings.journal_dir, kernel_dir], tag, store=(settings.tracking_uri, settings.artifact_root), on_run=on_run
+        )
         kind, payload = _receive(receiver, worker, interrupts)
         if kind == "refused":  # nothing was run or recorded
             handoff.abandon()

@@ -3,9 +3,10 @@
 ``nbmlops run --status-file PATH`` keeps PATH up to date from nbclient's hooks, which papermill forwards: the
 state (``queued`` until the kernel is up, ``running``, then one of :data:`ENDED`), the cells done out of all
 cells (papermill's count: markdown and the injected-parameters cell included), the cell executing, the run's
-MLflow id and experiment, the executed notebook, start and end times (epoch milliseconds), the exit code, and
-for a failure one line naming the cell and its error (never a traceback; secrets the parameters or the
-environment hold, and token shapes, redacted).
+MLflow id and experiment id as soon as the store has the run (also when it is interrupted), its experiment's
+name, the executed notebook, start and end times (epoch milliseconds), the exit code, and for a failure one
+line naming the cell and its error (never a traceback; secrets the parameters or the environment hold, and
+token shapes, redacted).
 
 Each change replaces the whole file (a temporary file written, fsynced, then renamed over it), so a reader
 never sees half of one. The runner's worker process (cell progress) and the process that delivers its records
@@ -88,7 +89,8 @@ class RunStatus:
         self._warned = False
         self._write(
             format=FORMAT, state="queued", notebook=str(Path(notebook).absolute()), pid=os.getpid(),
-            cells={"done": 0, "total": None, "current": None}, run_id=None, experiment=None, output=None,
+            cells={"done": 0, "total": None, "current": None}, run_id=None, experiment=None, experiment_id=None,
+            output=None,
             started=_now_ms(), ended=None, exit_code=None, error=None,
         )
 
@@ -103,6 +105,16 @@ class RunStatus:
             "on_cell_error": self._cell_failed,
         }
 
+    def run_delivered(self, key: str, run_id: str, experiment_id: str) -> None:
+        """A run reached the store (``Handoff``'s listener): the first one, the notebook's, is the run's id until
+        :meth:`ended` says it for sure (an interrupted run, which has no result, keeps it)."""
+
+        def change(status: dict[str, Any]) -> None:
+            if status.get("run_id") is None:
+                status.update(run_id=run_id, experiment_id=experiment_id)
+
+        self._change(change)
+
     def ended(self, result: NotebookRun) -> None:
         """The run's outcome: its state (a failed gate is ``failed``), run id, experiment, output, exit code."""
         state = _BY_OUTCOME.get(result.status, "failed")
@@ -111,13 +123,14 @@ class RunStatus:
             state = "failed"
             error = "; ".join(f"gate failed: {gate.message}" for gate in result.gates if not gate.passed)
         fields = {
-            "state": state, "run_id": result.run_id, "experiment": result.experiment, "output": str(result.output),
-            "ended": _now_ms(), "exit_code": result.exit_code,
-            "error": self._one_line(error) if state != "finished" else None,
+            "state": state, "experiment": result.experiment, "output": str(result.output), "ended": _now_ms(),
+            "exit_code": result.exit_code, "error": self._one_line(error) if state != "finished" else None,
         }
 
         def change(status: dict[str, Any]) -> None:
             status.update(fields)
+            if result.run_id is not None:  # None: not in the store in time (`nbmlops sync` delivers it later)
+                status["run_id"] = result.run_id
             cells = status.get("cells", {})
             if state == "finished" and cells.get("total") is not None:  # markdown cells after the last code cell
                 status["cells"] = {**cells, "done": cells["total"]}

@@ -449,9 +449,11 @@ class Handoff:
         tag: str | None = None,
         store: tuple[str, str | None] | None = None,
         addresses: StoreAddresses | None = None,
+        on_run: RunListener | None = None,
     ) -> None:
         self.journal_dirs = sorted(set(journal_dirs))
         self.tag = tag or new_tag()
+        self._on_run = on_run  # told (key, run id, experiment id) of each run it delivers the start of
         self._claims = [Claim(directory, self.tag) for directory in self.journal_dirs]
         self._store = store
         if addresses is None:
@@ -520,7 +522,7 @@ class Handoff:
         """Deliver the complete records written since the last look; True when there were any."""
         found = False
         for path in self._journals():
-            deliverer, read = self._tails.get(path) or (Deliverer(path, addresses=self.addresses), 0)
+            deliverer, read = self._tails.get(path) or (Deliverer(path, self._on_run, addresses=self.addresses), 0)
             items: list[Item] = []
             for end, entry in read_records(path, min(read, deliverer.cursor.offset)):
                 if isinstance(entry, Damage):
