@@ -3,8 +3,8 @@
 A delivery takes the records run by run (runs in the order they first appear), each run's in as few calls as
 MLflow allows (:func:`in_run_order`): ``create_run`` with the tags of its start and of every tags record the
 delivery holds for it, one ``log_batch`` for its params, metrics and any other tags (more only past MLflow's
-per-call limits), one upload of its artifacts (straight to the artifact location ``create_run`` named: no
-look-up of the run), its datasets and models in their order, and its end last. A record for a run
+per-call limits), one upload of its artifacts (straight to the artifact location ``create_run`` named, with no
+look-up of the run; a plain write into a local one, ``file:``), its datasets and models in their order, and its end last. A record for a run
 whose start is missing, or of a kind no handler takes, is refused (:class:`RecordRejected`).
 """
 
@@ -15,6 +15,8 @@ import functools
 import hashlib
 import json
 import tempfile
+import urllib.parse
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
@@ -92,21 +94,19 @@ class _Delivery:
         self.batch = {"metrics": [], "params": [], "tags": []}
 
     def send_artifacts(self) -> None:
-        """Upload the artifacts gathered for one run with a single copy into its artifact location."""
+        """Upload the artifacts gathered for one run with a single copy into its artifact location (written
+        straight into it when it is a local folder, ``file:``, whose location ``create_run`` named)."""
         if not self.artifacts:
             return
         run_id = self.runs[self.artifacts[0]["run"]]
+        location = _artifact_uris.get((self.store.uri, run_id))
+        if location is not None and location.startswith("file:"):
+            folder = Path(urllib.request.url2pathname(urllib.parse.urlsplit(location).path))
+            self.store._call(functools.partial(_write_artifacts, folder, list(self.artifacts)))
+            self.artifacts.clear()
+            return
         with tempfile.TemporaryDirectory(prefix="nbmlops-") as tmp:
-            for record in self.artifacts:
-                path = PurePosixPath(record["path"])
-                if path.is_absolute() or ".." in path.parts:
-                    raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
-                local = Path(tmp, *path.parts)
-                local.parent.mkdir(parents=True, exist_ok=True)
-                if "file" in record:
-                    _copy_checked(Path(record["file"]), local, record.get("sha256"))
-                else:
-                    local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
+            _write_artifacts(Path(tmp), self.artifacts)
             client = self.store.client
             location = _artifact_uris.get((self.store.uri, run_id))
             if location is None:
@@ -262,6 +262,20 @@ def deliver(store: Store, records: Iterable[dict[str, Any]], runs: dict[str, str
         handler(delivery, record)
     delivery.send_artifacts()
     delivery.send_batch()
+
+
+def _write_artifacts(folder: Path, records: list[dict[str, Any]]) -> None:
+    """Write the artifact records' payloads under ``folder`` at their paths."""
+    for record in records:
+        path = PurePosixPath(record["path"])
+        if path.is_absolute() or ".." in path.parts:
+            raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
+        local = folder.joinpath(*path.parts)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        if "file" in record:
+            _copy_checked(Path(record["file"]), local, record.get("sha256"))
+        else:
+            local.write_bytes(record["text"].encode() if "text" in record else base64.b64decode(record["b64"]))
 
 
 def _last_of_each(items: list[Any]) -> list[Any]:
