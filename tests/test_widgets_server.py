@@ -121,7 +121,7 @@ def test_first_page_shows_while_the_cell_list_loads_then_the_cell_dropdown_fills
         try:
             # the first page is there while the cell list is still held: the constructor did not wait for it
             assert dashboard.count_label.value == "9 runs" and dashboard.table.value.count("data-run-id") == 9
-            assert gate.held.wait(HOLD_S) and not dashboard.loaded.is_set()
+            assert gate.held.wait(HOLD_S) and not dashboard.wait_loaded(0)
             assert dashboard.cell_filter.options == (("any cell", ""),)
             dashboard.status_filter.value = "FAILED"  # the controls work meanwhile
             assert dashboard.count_label.value == "5 runs"

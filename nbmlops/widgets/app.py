@@ -77,8 +77,8 @@ class Dashboard(w.VBox):
         live: refresh on a background thread while runs are in progress.
         interval: seconds between live refreshes.
 
-    ``loaded`` is set when what loads after the first page is there (see :meth:`wait_loaded`); a failure to load
-    it is shown in the error line, and the table stays usable.
+    What loads after the first page (see :meth:`wait_loaded`) and fails to is said in the error line; the table
+    stays usable.
     """
 
     def __init__(
@@ -108,7 +108,7 @@ class Dashboard(w.VBox):
         self._lock = threading.RLock()
         self._built = False  # the controls and tabs (see _CONTROLS)
         self._closed = False
-        self.loaded = threading.Event()  # set when what loads after the first page is there
+        self._loaded = threading.Event()  # set when what loads after the first page is there
         self._local = threading.local()  # ``quiet`` while this thread sets widgets itself
         self._ticker = Ticker(self._tick, interval) if live else None
         self._charts_box: w.VBox | None = None
@@ -154,9 +154,9 @@ class Dashboard(w.VBox):
         return getattr(self._local, "quiet", False)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
-        """Wait until what loads after the first page is there (the experiment and cell lists, the live
-        status); False when ``timeout`` seconds passed first."""
-        return self.loaded.wait(timeout)
+        """Wait until what loads after the first page is there (the controls and tabs, the experiment and cell
+        lists, the live status); False when ``timeout`` seconds passed first (``0``: is it there now?)."""
+        return self._loaded.wait(timeout)
 
     def _load_rest(self) -> None:
         """Build the controls, fill the experiment and cell lists, poll what is running: after the first page.
@@ -183,7 +183,7 @@ class Dashboard(w.VBox):
             self.error.value = _error_html(NbmlopsError(f"could not load the lists of experiments and cells: "
                                                         f"{type(exc).__name__}: {exc}"))
         finally:
-            self.loaded.set()
+            self._loaded.set()
 
     # -- building -------------------------------------------------------------------------------------
 
