@@ -46,6 +46,20 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module 'nbmlops' has no attribute {name!r}")
 
+def _open_snapshot_store(settings: Any) -> Any:
+    from nbmlops.tracking.artifact_snapshots import open_snapshot_store
+
+    return open_snapshot_store(settings)
+
+
+def _fill_openers() -> None:
+    from nbmlops import openers
+
+    openers.snapshot_store = _open_snapshot_store  # nbmlops.data.load reaches the MLflow artifact store too
+
+
+_fill_openers()
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1,14 +1,22 @@
-"""Runs as nbmlops reads them back from a tracking store (:class:`RunRow`), made from MLflow's ``Run``."""
+"""Reading runs back from a tracking store: MLflow's searches and reads, and :class:`RunRow` (a run as nbmlops
+shows it, made from MLflow's ``Run``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nbmlops.backend.downloads import quiet_downloads
 from nbmlops.backend.tags import CELL_KEY_TAG
 
-__all__ = ["RunRow", "row_of"]
+if TYPE_CHECKING:
+    from nbmlops.backend.store import Store
+
+__all__ = [
+    "RunRow", "active_experiment_id", "download_artifact", "experiment_name", "experiments", "get_run",
+    "list_artifacts", "metric_history", "row_of", "search_runs",
+]
 
 
 @dataclass(frozen=True)
@@ -69,3 +77,51 @@ def row_of(run: Any, experiment: str = "") -> RunRow:
         })),
         experiment=experiment,
     )
+
+
+def experiments(store: Store) -> list[tuple[str, str]]:
+    """``(id, name)`` of every active experiment of ``store``."""
+    return [(e.experiment_id, e.name) for e in store.client.search_experiments()]
+
+
+def active_experiment_id(store: Store, name: str) -> str | None:
+    """The id of the active experiment called ``name``, None when there is none."""
+    found = store.client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None and found.lifecycle_stage == "active" else None
+
+
+def experiment_name(store: Store, experiment_id: str) -> str:
+    """The name of experiment ``experiment_id``."""
+    return str(store.client.get_experiment(experiment_id).name)
+
+
+def search_runs(store: Store, experiment_ids: Sequence[str], filter_string: str = "", order_by: Sequence[str] = (),
+                limit: int = 1000, token: str | None = None) -> Any:
+    """One page of MLflow's ``search_runs`` (its ``token`` names the next page, if any): MLflow ``Run`` entities.
+
+    Raises:
+        RecordRejected: the store refused the filter or the ordering (``error_code`` INVALID_PARAMETER_VALUE).
+    """
+    return store.client.search_runs(list(experiment_ids), filter_string=filter_string, order_by=list(order_by) or None,
+                                    max_results=limit, page_token=token)
+
+
+def get_run(store: Store, run_id: str) -> Any:
+    """MLflow's ``Run`` of ``run_id`` (:class:`RecordRejected` with RESOURCE_DOES_NOT_EXIST when there is none)."""
+    return store.client.get_run(run_id)
+
+
+def metric_history(store: Store, run_id: str, key: str) -> list[tuple[int, float, int]]:
+    """``(step, value, timestamp)`` of every value run ``run_id`` logged for metric ``key``, as stored."""
+    return [(m.step, m.value, m.timestamp) for m in store.client.get_metric_history(run_id, key)]
+
+
+def list_artifacts(store: Store, run_id: str, folder: str | None = None) -> list[tuple[str, bool]]:
+    """``(path, is a folder)`` of the artifacts of run ``run_id`` directly under ``folder`` (the root when None)."""
+    return [(info.path, bool(info.is_dir)) for info in store.client.list_artifacts(run_id, folder)]
+
+
+def download_artifact(store: Store, run_id: str, path: str, into: str) -> str:
+    """Download run ``run_id``'s artifact ``path`` (a file or a folder) into ``into``; returns its local path."""
+    with quiet_downloads():
+        return str(store.client.download_artifacts(run_id, path, into))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import math
 import os
 import re
 import sqlite3
@@ -41,8 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmlops.backend import records, sqlite_schema
+from nbmlops.backend import sqlite_schema
 from nbmlops.backend.errors import RecordRejected
+from nbmlops.backend.records import deliver as deliver_records
 from nbmlops.backend.tags import (
     ATTEMPT_TAG,
     DUPLICATE_TAG,
@@ -304,10 +306,10 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def deliver(self, records_: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
+    def deliver(self, records: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
         """Apply journaled records in order (see :func:`nbmlops.backend.records.deliver`). ``runs`` maps run
         keys to MLflow run ids and is updated in place; with ``careful`` a run is first looked up by its key."""
-        records.deliver(self, records_, runs, careful)
+        deliver_records(self, records, runs, careful)
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (with an artifact location under ours) if needed."""
@@ -592,10 +594,11 @@ class _BoundedClient:
 def _limit_mlflow_http(budget: float) -> None:
     """Bound MLflow's HTTP requests in this process by the call budget: one request per call (no retries of
     MLflow's own: a create whose reply was lost is looked up by its key, never sent blindly again), each
-    waiting at most ``budget`` seconds. Through MLflow's documented variables ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
-    and ``MLFLOW_HTTP_REQUEST_TIMEOUT``, set only where the environment does not set them already: a user's
-    own values are kept, and then bound nbmlops' requests too."""
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{budget:g}")):
+    waiting at most ``budget`` seconds (whole seconds, at least one). Through MLflow's documented variables
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT``, set only where the environment does
+    not set them already: a user's own values are kept, and then bound nbmlops' requests too."""
+    timeout = str(max(1, math.ceil(budget)))  # MLflow reads whole seconds
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)):
         if os.environ.get(name, _set_by_us.get(name)) == _set_by_us.get(name):
             os.environ[name] = _set_by_us[name] = value
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nbmlops.backend import registry as mlflow_registry
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.registry.models import ModelVersionInfo, get_version, parse_reference, registry_client
 
@@ -96,18 +97,14 @@ def _snapshot(tags: Mapping[str, str], digest: str, snapshots: Any) -> bool:
 
 def _producers(client: Any, digest: str, exclude: set[str]) -> list[tuple[str, str]]:
     """Runs that logged ``digest`` as an output dataset."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
     found: dict[str, str] = {}
-    for start in range(0, len(experiments), 50):
-        runs = client.search_runs(experiments[start:start + 50], filter_string=f"dataset.digest = '{digest}'",
-                                  max_results=200)
-        for run in runs:
-            if run.info.run_id in exclude or run.inputs is None:
-                continue
-            for item in run.inputs.dataset_inputs:
-                context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
-                if item.dataset.digest == digest and context == "output":
-                    found[run.info.run_id] = run.info.run_name or ""
+    for run in mlflow_registry.runs_with_dataset(client, digest):
+        if run.info.run_id in exclude or run.inputs is None:
+            continue
+        for item in run.inputs.dataset_inputs:
+            context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+            if item.dataset.digest == digest and context == "output":
+                found[run.info.run_id] = run.info.run_name or ""
     return sorted(found.items())
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nbmlops.backend import registry as mlflow_registry
 from nbmlops.backend.errors import ModelReferenceError, RecordRejected, RegistryError
 from nbmlops.backend.models import (
     EVALUATION_TAG,
@@ -194,12 +195,11 @@ def get_version(reference: ModelReference | str, settings: Settings | None = Non
     client = client or registry_client(settings)
     try:
         if ref.alias:
-            found = client.get_model_version_by_alias(ref.name, ref.alias)
+            found = mlflow_registry.version_by_alias(client, ref.name, ref.alias)
         elif ref.version is not None:
-            found = client.get_model_version(ref.name, str(ref.version))
+            found = mlflow_registry.version(client, ref.name, ref.version)
         else:
-            versions = client.search_model_versions(f"name = '{_quote(ref.name)}'", max_results=1,
-                                                    order_by=["version_number DESC"])
+            versions = mlflow_registry.search_versions(client, f"name = '{_quote(ref.name)}'", 1, newest_first=True)
             if not versions:
                 raise ModelNotFoundError(str(ref), "it has no versions")
             found = versions[0]
@@ -215,7 +215,7 @@ def list_versions(name: str, settings: Settings | None = None, client: Any = Non
     client = client or registry_client(settings)
     check_model_name(name)
     try:
-        model = client.get_registered_model(name)
+        model = mlflow_registry.get_registered_model(client, name)
     except RecordRejected as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ModelNotFoundError(name) from None
@@ -224,15 +224,9 @@ def list_versions(name: str, settings: Settings | None = None, client: Any = Non
     for alias, number in (model.aliases or {}).items():  # a version search leaves aliases out on SQL stores
         aliases.setdefault(int(number), []).append(alias)
     versions = []
-    token = None
-    while True:
-        page = client.search_model_versions(f"name = '{_quote(name)}'", max_results=1000, page_token=token)
-        for found in page:
-            info = version_info(client, found)
-            versions.append(replace(info, aliases=tuple(sorted(aliases.get(info.version, info.aliases)))))
-        token = page.token
-        if not token:
-            break
+    for found in mlflow_registry.all_versions(client, f"name = '{_quote(name)}'"):
+        info = version_info(client, found)
+        versions.append(replace(info, aliases=tuple(sorted(aliases.get(info.version, info.aliases)))))
     return sorted(versions, key=lambda v: v.version, reverse=True)
 
 
@@ -240,25 +234,19 @@ def list_models(settings: Settings | None = None, client: Any = None) -> list[Re
     """Every registered model (nbmlops' promotion locks excluded), by name."""
     client = client or registry_client(settings)
     models = []
-    token = None
-    while True:
-        page = client.search_registered_models(max_results=1000, page_token=token)
-        for model in page:
-            if model.name.startswith(LOCK_PREFIX):
-                continue
-            latest = max((int(v.version) for v in model.latest_versions or ()), default=None)
-            models.append(
-                RegisteredModelInfo(
-                    name=model.name,
-                    latest_version=latest,
-                    aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
-                    updated=int(model.last_updated_timestamp or 0),
-                    description=model.description or "",
-                )
+    for model in mlflow_registry.all_registered_models(client):
+        if model.name.startswith(LOCK_PREFIX):
+            continue
+        latest = max((int(v.version) for v in model.latest_versions or ()), default=None)
+        models.append(
+            RegisteredModelInfo(
+                name=model.name,
+                latest_version=latest,
+                aliases={alias: int(version) for alias, version in (model.aliases or {}).items()},
+                updated=int(model.last_updated_timestamp or 0),
+                description=model.description or "",
             )
-        token = page.token
-        if not token:
-            break
+        )
     return sorted(models, key=lambda m: m.name)
 
 
@@ -269,7 +257,7 @@ def registered_by(run_id: str, run_key: str, settings: Settings | None = None, c
     found: dict[tuple[str, int], ModelVersionInfo] = {}
     for condition in (f"run_id = '{run_id}'", f"tags.`nbmlops.parent_run_id` = '{run_id}'",
                       f"tags.`nbmlops.parent_key` = '{run_key}'"):
-        for version in client.search_model_versions(condition, max_results=200):
+        for version in mlflow_registry.search_versions(client, condition, 200):
             info = version_info(client, version)
             found[(info.name, info.version)] = info
     return sorted(found.values(), key=lambda v: (v.created, v.name, v.version))

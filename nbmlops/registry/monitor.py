@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend import registry as mlflow_registry
 from nbmlops.backend.models import ModelInputError, download_model, input_columns
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.exceptions import ConfigError
@@ -209,7 +210,7 @@ def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tu
             return store.load(digest), "snapshot"
         except SnapshotError as exc:
             raise MonitoringDataError(f"the training data snapshot of {version} is unusable: {exc}") from None
-    run = client.get_run(version.run_id) if version.run_id else None
+    run = mlflow_registry.get_run(client, version.run_id) if version.run_id else None
     for item in (run.inputs.dataset_inputs if run is not None and run.inputs is not None else ()):
         if item.dataset.digest == digest and item.dataset.profile:
             return json.loads(item.dataset.profile), "profile"

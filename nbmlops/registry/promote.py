@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from nbmlops.backend import registry as mlflow_registry
 from nbmlops.backend.errors import RecordRejected
 from nbmlops.config import Settings
 from nbmlops.exceptions import EXIT_REFUSED
@@ -194,7 +195,7 @@ def promote(
             )
             _record(client, promotion)
             raise AliasChangedError(promotion)
-        client.set_registered_model_alias(ref.name, alias, str(candidate.version))
+        mlflow_registry.set_alias(client, ref.name, alias, candidate.version)
         promotion = _decision(candidate, alias, True, checks, previous, "every check passed")
         _record(client, promotion)
     return promotion
@@ -219,7 +220,7 @@ def _run(client: Any, version: ModelVersionInfo) -> Any:
     if not version.run_id:
         return None
     try:
-        return client.get_run(version.run_id)
+        return mlflow_registry.get_run(client, version.run_id)
     except RecordRejected:
         return None
 
@@ -309,8 +310,8 @@ def _record(client: Any, promotion: Promotion) -> None:
         at=promotion.decided_at, by=promotion.decided_by, alias=promotion.alias, accepted=promotion.accepted,
         checks=tuple(c.as_dict() for c in promotion.checks), reason=promotion.reason, previous=promotion.previous,
     )
-    client.set_model_version_tag(
-        promotion.name, str(promotion.version), f"{DECISION_TAG_PREFIX}{time.time_ns()}", decision.to_tag()
+    mlflow_registry.set_version_tag(
+        client, promotion.name, promotion.version, f"{DECISION_TAG_PREFIX}{time.time_ns()}", decision.to_tag()
     )
 
 
@@ -334,8 +335,8 @@ class _AliasLock:
         delay = 0.02
         while True:
             try:
-                self.client.create_registered_model(
-                    self.lock, tags={"nbmlops.lock": "true", "nbmlops.lock.at": str(time.time()),
+                mlflow_registry.create_registered_model(
+                    self.client, self.lock, tags={"nbmlops.lock": "true", "nbmlops.lock.at": str(time.time()),
                                      "nbmlops.lock.by": _who()},
                     description="nbmlops: a promotion in progress holds this lock; it is deleted when done",
                 )
@@ -353,7 +354,7 @@ class _AliasLock:
 
     def _break_if_stale(self) -> None:
         try:
-            held = self.client.get_registered_model(self.lock)
+            held = mlflow_registry.get_registered_model(self.client, self.lock)
             since = float(held.tags.get("nbmlops.lock.at", "0"))
         except (RecordRejected, ValueError):
             return
@@ -362,7 +363,7 @@ class _AliasLock:
 
     def _delete(self) -> None:
         try:
-            self.client.delete_registered_model(self.lock)
+            mlflow_registry.delete_registered_model(self.client, self.lock)
         except RecordRejected:
             pass  # already gone
 

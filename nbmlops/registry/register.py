@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbmlops.backend import registry as mlflow_registry
 from nbmlops.config import resolve_settings
 from nbmlops.registry.models import (
     REGISTRATION_KEY_TAG,
@@ -95,5 +96,5 @@ def register(
 def find_registration(name: str, key: str, client: Any = None) -> ModelVersionInfo | None:
     """The version created for registration ``key`` of model ``name``, if it exists yet."""
     client = client or registry_client()
-    found = client.search_model_versions(f"name = '{_quote(name)}' and tags.`{REGISTRATION_KEY_TAG}` = '{key}'")
+    found = mlflow_registry.search_versions(client, f"name = '{_quote(name)}' and tags.`{REGISTRATION_KEY_TAG}` = '{key}'")
     return version_info(client, found[0]) if found else None

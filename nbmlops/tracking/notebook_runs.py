@@ -3,16 +3,16 @@ detail with its artifact tree, and a quick count of the store's experiments.
 
 A notebook's runs are those whose ``nbmlops.notebook`` tag (what ``%%track`` records) or
 ``mlflow.source.name`` (what ``nbmlops run`` records) is its absolute path. Runs are read with
-:mod:`nbmlops.tracking.search`; mlflow is imported inside the functions.
+:mod:`nbmlops.tracking.search` and :mod:`nbmlops.backend.runs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from nbmlops.backend.store import open_store
+from nbmlops.backend.runs import list_artifacts
+from nbmlops.backend.store import Store, open_store
 from nbmlops.tracking.query import RunNotFoundError
 from nbmlops.tracking.search import RunRow, SearchError, experiments, get_rows, quote_value, search_page
 
@@ -73,7 +73,7 @@ def run_detail(tracking_uri: str, run_id: str, max_artifacts: int = 500) -> RunD
     row = rows[0]
     names = dict(experiments(tracking_uri))
     artifacts: list[str] = []
-    truncated = _list_artifacts(open_store(tracking_uri, None).client, run_id, None, artifacts, max_artifacts)
+    truncated = _list_artifacts(open_store(tracking_uri, None), run_id, None, artifacts, max_artifacts)
     return RunDetail(row, names.get(row.experiment_id, ""), tuple(artifacts), truncated)
 
 
@@ -82,14 +82,14 @@ def count_experiments(tracking_uri: str) -> int:
     return len(experiments(tracking_uri))
 
 
-def _list_artifacts(client: Any, run_id: str, folder: str | None, into: list[str], limit: int) -> bool:
+def _list_artifacts(store: Store, run_id: str, folder: str | None, into: list[str], limit: int) -> bool:
     """Append the run's artifact files under ``folder`` to ``into``, depth first; True when cut at ``limit``."""
-    for info in client.list_artifacts(run_id, folder):
+    for path, is_dir in list_artifacts(store, run_id, folder):
         if len(into) >= limit:
             return True
-        if info.is_dir:
-            if _list_artifacts(client, run_id, info.path, into, limit):
+        if is_dir:
+            if _list_artifacts(store, run_id, path, into, limit):
                 return True
         else:
-            into.append(info.path)
+            into.append(path)
     return False

@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nbmlops.backend.downloads import quiet_downloads
+from nbmlops.backend import runs
 from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.runs import RunRow, row_of
-from nbmlops.backend.store import PARENT_KEY_TAG, RUN_KEY_TAG, open_store
+from nbmlops.backend.store import PARENT_KEY_TAG, RUN_KEY_TAG, Store, open_store
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.redact import redact_uri
 
@@ -40,14 +40,14 @@ class RunNotFoundError(NbmlopsError, ValueError):
 
 def load_run(tracking_uri: str, run_id: str) -> RunRow:
     """The run ``run_id``; a :class:`RunNotFoundError` when the store has no such run."""
-    client = _client(tracking_uri)
+    store = _store(tracking_uri)
     try:
-        run = client.get_run(run_id)
+        run = runs.get_run(store, run_id)
     except RecordRejected as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise RunNotFoundError(run_id, tracking_uri) from None
         raise
-    return row_of(run, client.get_experiment(run.info.experiment_id).name)
+    return row_of(run, runs.experiment_name(store, run.info.experiment_id))
 
 
 def child_runs(tracking_uri: str, run_id: str) -> list[RunRow]:
@@ -56,33 +56,32 @@ def child_runs(tracking_uri: str, run_id: str) -> list[RunRow]:
     A child is found by ``mlflow.parentRunId`` or, when it reached the store before its parent
     and was never linked, by the parent's run key (``nbmlops.parent_key``).
     """
-    client = _client(tracking_uri)
-    parent = client.get_run(run_id)
+    store = _store(tracking_uri)
+    parent = runs.get_run(store, run_id)
     filters = [f"tags.`mlflow.parentRunId` = '{run_id}'"]
     key = parent.data.tags.get(RUN_KEY_TAG)
     if key:
         filters.append(f"tags.`{PARENT_KEY_TAG}` = '{key}'")
-    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    experiments = dict(runs.experiments(store))
     ids = list(experiments)
     found: dict[str, Any] = {}
     for start in range(0, len(ids), 50):
         for condition in filters:
-            for run in client.search_runs(ids[start : start + 50], filter_string=condition, max_results=5000):
+            for run in runs.search_runs(store, ids[start : start + 50], condition, limit=5000):
                 found[run.info.run_id] = run
-    runs = sorted(found.values(), key=lambda run: run.info.start_time)
-    return [row_of(run, experiments[run.info.experiment_id]) for run in runs]
+    children = sorted(found.values(), key=lambda run: run.info.start_time)
+    return [row_of(run, experiments[run.info.experiment_id]) for run in children]
 
 
 def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path | None:
     """Download the artifact (file or folder) ``path`` of run ``run_id`` into ``dst_dir``; None when absent."""
-    client = _client(tracking_uri)
+    store = _store(tracking_uri)
     path = path.strip("/")
-    listed = client.list_artifacts(run_id, posixpath.dirname(path) or None)
-    if path not in {info.path for info in listed}:
+    listed = runs.list_artifacts(store, run_id, posixpath.dirname(path) or None)
+    if path not in {found for found, _ in listed}:
         return None
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
-    with quiet_downloads():
-        return Path(client.download_artifacts(run_id, path, str(dst_dir)))
+    return Path(runs.download_artifact(store, run_id, path, str(dst_dir)))
 
 
 def artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
@@ -100,11 +99,11 @@ def kernel_history(tracking_uri: str, run_id: str) -> list[dict[str, Any]] | Non
     holds them (``code/history.json``, format 2), so the history is put together by following those runs back.
     A run of format 1 holds the whole history itself.
     """
-    client = _client(tracking_uri)
+    store = _store(tracking_uri)
     parts: list[list[dict[str, Any]]] = []
     current: str | None = run_id
     upto: int | None = None
-    experiment_id = client.get_run(run_id).info.experiment_id
+    experiment_id = runs.get_run(store, run_id).info.experiment_id
     while current is not None:
         text = artifact_text(tracking_uri, current, "code/history.json")
         if text is None:
@@ -115,22 +114,22 @@ def kernel_history(tracking_uri: str, run_id: str) -> list[dict[str, Any]] | Non
         if not before:
             break
         upto = int(before["upto"])
-        current = _run_for_key(client, experiment_id, str(before["run_key"]))
+        current = _run_for_key(store, experiment_id, str(before["run_key"]))
         if current is None:
             return None
     return [cell for part in reversed(parts) for cell in part]
 
 
-def _run_for_key(client: Any, experiment_id: str, key: str) -> str | None:
+def _run_for_key(store: Store, experiment_id: str, key: str) -> str | None:
     """The run recorded under local key ``key``: in ``experiment_id`` first, then in any experiment."""
     if not key.isalnum():
         return None
     condition = f"tags.`{RUN_KEY_TAG}` = '{key}'"
-    found = client.search_runs([experiment_id], filter_string=condition, max_results=1)
+    found = runs.search_runs(store, [experiment_id], condition, limit=1)
     if not found:
-        ids = [e.experiment_id for e in client.search_experiments()]
+        ids = [experiment for experiment, _ in runs.experiments(store)]
         for start in range(0, len(ids), 50):
-            found = client.search_runs(ids[start : start + 50], filter_string=condition, max_results=1)
+            found = runs.search_runs(store, ids[start : start + 50], condition, limit=1)
             if found:
                 break
     return found[0].info.run_id if found else None
@@ -139,12 +138,12 @@ def _run_for_key(client: Any, experiment_id: str, key: str) -> str | None:
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """Every value run ``run_id`` logged for metric ``key``, as ``(step, value)`` pairs in step order
     (values of one step in the order they were logged); empty when it logged none."""
-    history = _client(tracking_uri).get_metric_history(run_id, key)
-    return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+    history = runs.metric_history(_store(tracking_uri), run_id, key)
+    return [(step, value) for step, value, _ in sorted(history, key=lambda m: (m[0], m[2]))]
 
 
-def _client(tracking_uri: str) -> Any:
-    """An ``MlflowClient`` on the store (sqlite stores opened safely against concurrent writers)."""
-    return open_store(tracking_uri, None).client
+def _store(tracking_uri: str) -> Store:
+    """The store (sqlite stores opened safely against concurrent writers)."""
+    return open_store(tracking_uri, None)
 
 

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbmlops.backend import runs
 from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.runs import RunRow, row_of
-from nbmlops.backend.store import open_store
+from nbmlops.backend.store import Store, open_store
 from nbmlops.backend.tags import CELL_KEY_TAG
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, parse_order_by
@@ -84,20 +85,14 @@ def quote_value(value: str) -> str:
 
 def experiments(tracking_uri: str) -> list[tuple[str, str]]:
     """``(id, name)`` of every active experiment, by name."""
-    client = _client(tracking_uri)
-    found = [(e.experiment_id, e.name) for e in client.search_experiments()]
-    return sorted(found, key=lambda item: item[1])
+    return sorted(runs.experiments(_store(tracking_uri)), key=lambda item: item[1])
 
 
 def experiment_ids(tracking_uri: str, names: Sequence[str]) -> list[str]:
     """The ids of the experiments called ``names`` that exist (the others are left out)."""
-    client = _client(tracking_uri)
-    ids = []
-    for name in names:
-        found = client.get_experiment_by_name(name)
-        if found is not None and found.lifecycle_stage == "active":
-            ids.append(found.experiment_id)
-    return ids
+    store = _store(tracking_uri)
+    found = (runs.active_experiment_id(store, name) for name in names)
+    return [experiment_id for experiment_id in found if experiment_id is not None]
 
 
 def search_page(
@@ -123,7 +118,7 @@ def search_page(
         found = database.rows(ids[:limit])
         rows = tuple(_row_from_sql(found[run_id]) for run_id in ids[:limit] if run_id in found)
         return RunPage(rows, offset, len(ids) > limit, total)
-    found = _search(_client(tracking_uri), experiment_ids, filter_string, list(order_by), limit,
+    found = _search(_store(tracking_uri), experiment_ids, filter_string, list(order_by), limit,
                     _offset_token(offset))
     return RunPage(tuple(row_of(run) for run in found), offset, bool(found.token))
 
@@ -134,11 +129,11 @@ def get_rows(tracking_uri: str, run_ids: Sequence[str]) -> list[RunRow]:
     if database is not None:
         found = database.rows(run_ids)
         return [_row_from_sql(found[run_id]) for run_id in run_ids if run_id in found]
-    client = _client(tracking_uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
+    store = _store(tracking_uri)
+    ids = [experiment_id for experiment_id, _ in runs.experiments(store)]
     rows: list[RunRow] = []
     for start in range(0, len(ids), 50):
-        rows += _rows_by_id(client, ids[start : start + 50], run_ids)
+        rows += _rows_by_id(store, ids[start : start + 50], run_ids)
     by_id = {row.run_id: row for row in rows}
     return [by_id[run_id] for run_id in run_ids if run_id in by_id]
 
@@ -151,7 +146,7 @@ def count_runs(tracking_uri: str, experiment_ids: Sequence[str], filter_string: 
     if translated is not None:
         database, clauses, _ = translated
         return database.count(experiment_ids, clauses)
-    return _probed_count(_client(tracking_uri), experiment_ids, filter_string)
+    return _probed_count(_store(tracking_uri), experiment_ids, filter_string)
 
 
 def cells(tracking_uri: str, experiment_ids: Sequence[str], limit: int = 5000) -> list[Cell]:
@@ -165,17 +160,17 @@ def cells(tracking_uri: str, experiment_ids: Sequence[str], limit: int = 5000) -
     if database is not None:
         found = database.cells(experiment_ids, CELL_KEY_TAG)
     else:
-        runs = _search(_client(tracking_uri), experiment_ids, f"tags.`{CELL_KEY_TAG}` LIKE '%'",
-                       ["attributes.start_time DESC"], limit, None)
+        found_runs = _search(_store(tracking_uri), experiment_ids, f"tags.`{CELL_KEY_TAG}` LIKE '%'",
+                             ["attributes.start_time DESC"], limit, None)
         counted: dict[str, list[Any]] = {}
-        for run in runs:  # newest first: the first run seen of a cell is its latest
+        for run in found_runs:  # newest first: the first run seen of a cell is its latest
             key = run.data.tags[CELL_KEY_TAG]
             counted.setdefault(key, [key, run.info.run_name or "", run.info.start_time or 0, 0])[3] += 1
         found = [tuple(item) for item in counted.values()]
     latest: dict[str, tuple[int, str, int]] = {}
-    for key, name, start, runs in found:  # two runs of a cell may share its latest start: keep one
+    for key, name, start, count in found:  # two runs of a cell may share its latest start: keep one
         if key not in latest or (start, name) > latest[key][:2]:
-            latest[key] = (start, name, runs)
+            latest[key] = (start, name, count)
     ordered = sorted(latest, key=lambda key: (latest[key][0], key), reverse=True)
     return [Cell(key, latest[key][1], latest[key][2]) for key in ordered]
 
@@ -191,12 +186,12 @@ def metric_points(tracking_uri: str, experiment_ids: Sequence[str], filter_strin
         database, clauses, _ = translated
         points = [MetricPoint(*row) for row in database.metric_points(experiment_ids, clauses, metric, limit)]
     else:
-        runs = _search(_client(tracking_uri), experiment_ids, filter_string, ["attributes.start_time DESC"], limit,
-                       None)
+        found_runs = _search(_store(tracking_uri), experiment_ids, filter_string, ["attributes.start_time DESC"],
+                             limit, None)
         points = [
             MetricPoint(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time or 0,
                         run.data.metrics[metric])
-            for run in runs
+            for run in found_runs
             if metric in run.data.metrics and not math.isnan(run.data.metrics[metric])
         ]
     return points[::-1]
@@ -204,9 +199,8 @@ def metric_points(tracking_uri: str, experiment_ids: Sequence[str], filter_strin
 
 def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     """``(step, value)`` of every value of metric ``key`` logged by the run, by step."""
-    client = _client(tracking_uri)
-    history = client.get_metric_history(run_id, key)
-    return sorted(((m.step, m.value) for m in history), key=lambda item: (item[0], math.isnan(item[1])))
+    history = runs.metric_history(_store(tracking_uri), run_id, key)
+    return sorted(((step, value) for step, value, _ in history), key=lambda item: (item[0], math.isnan(item[1])))
 
 
 def read_artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
@@ -223,27 +217,26 @@ def read_artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
         return Path(found).read_text(errors="replace")
 
 
-def _rows_by_id(client: Any, experiment_ids: Sequence[str], run_ids: Sequence[str]) -> list[RunRow]:
+def _rows_by_id(store: Store, experiment_ids: Sequence[str], run_ids: Sequence[str]) -> list[RunRow]:
     """The runs ``run_ids`` of these experiments, in the order of ``run_ids``; one search per 100 ids."""
     by_id: dict[str, RunRow] = {}
     for start in range(0, len(run_ids), 100):
         batch = run_ids[start : start + 100]
         wanted = ", ".join(f"'{run_id}'" for run_id in batch if run_id.isalnum())
         if wanted:
-            found = _search(client, experiment_ids, f"attributes.run_id IN ({wanted})", [], len(batch), None)
+            found = _search(store, experiment_ids, f"attributes.run_id IN ({wanted})", [], len(batch), None)
             by_id.update((run.info.run_id, row_of(run)) for run in found)
     return [by_id[run_id] for run_id in run_ids if run_id in by_id]
 
 
-def _client(tracking_uri: str) -> Any:
-    return open_store(tracking_uri, None).client
+def _store(tracking_uri: str) -> Store:
+    return open_store(tracking_uri, None)
 
 
-def _search(client: Any, experiment_ids: Sequence[str], filter_string: str, order_by: list[str], limit: int,
+def _search(store: Store, experiment_ids: Sequence[str], filter_string: str, order_by: list[str], limit: int,
             token: str | None) -> Any:
     try:
-        return client.search_runs(list(experiment_ids), filter_string=filter_string, order_by=order_by or None,
-                                  max_results=limit, page_token=token)
+        return runs.search_runs(store, experiment_ids, filter_string, order_by, limit, token)
     except RecordRejected as exc:
         if exc.error_code == "INVALID_PARAMETER_VALUE":
             raise SearchError(_first_line(exc)) from None
@@ -276,10 +269,10 @@ def _offset_token(offset: int) -> str | None:
     return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
 
 
-def _probed_count(client: Any, experiment_ids: Sequence[str], filter_string: str) -> int:
+def _probed_count(store: Store, experiment_ids: Sequence[str], filter_string: str) -> int:
     """The count from one-run pages: double the offset until nothing is there, then bisect."""
     def exists(offset: int) -> bool:
-        return bool(_search(client, experiment_ids, filter_string, [], 1, _offset_token(offset)))
+        return bool(_search(store, experiment_ids, filter_string, [], 1, _offset_token(offset)))
 
     if not exists(0):
         return 0

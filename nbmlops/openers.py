@@ -1,0 +1,17 @@
+"""Openers that a lower room calls and the package fills in at import: an arrow pointing up, as a callback.
+
+:func:`nbmlops.data.load` opens the project's snapshot store, whose remote (with ``data_store = "mlflow"``, the
+MLflow artifact store) only the rooms above data know how to reach; ``nbmlops/__init__.py`` sets
+:data:`snapshot_store` to :func:`nbmlops.tracking.artifact_snapshots.open_snapshot_store` (imported on first
+use), before any room can be imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["snapshot_store"]
+
+#: ``snapshot_store(settings)``: the project's snapshot store as the settings say (None: its folder only)
+snapshot_store: Callable[[Any], Any] | None = None
