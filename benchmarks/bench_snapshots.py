@@ -123,6 +123,19 @@ def measure(case: str, mb: int) -> dict[str, float]:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def commit() -> str:
+    """The checkout's commit (with ``+changes`` when its files differ from it)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "nbmlops"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+changes" if dirty else "")
+
+
 def spread(values: list[float], fmt: str) -> str:
     return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
@@ -180,7 +193,7 @@ def main() -> None:
         "## snapshots",
         "",
         f"Command: `python benchmarks/bench_snapshots.py --mb {args.mb} --repeats {args.repeats}`",
-        f"Date: {datetime.date.today().isoformat()}",
+        f"Date: {datetime.date.today().isoformat()}; code measured: nbmlops commit {commit()}",
         f"Machine: {len(os.sched_getaffinity(0))} CPUs (`nproc`), load average {load} at the end; Python "
         f"{platform.python_version()}, pandas {pd.__version__}, numpy {np.__version__}, pyarrow {pa.__version__}",
         f"Targets (a): background work <= {TIME_TARGET:g} s, added peak memory <= {MEMORY_TARGET:.0%} of the frame: "

@@ -617,7 +617,8 @@ def _streamable(obj: Any, kind: str) -> bool:
         return False
     if kind == "Series":
         return plain(obj.dtype)
-    return obj.columns.is_unique and not isinstance(obj.columns, pd.MultiIndex) and all(map(plain, obj.dtypes))
+    columns = obj.columns
+    return len(columns) > 0 and columns.is_unique and not isinstance(columns, pd.MultiIndex) and all(map(plain, obj.dtypes))
 
 
 def _row_chunks(obj: Any, kind: str) -> Iterator[Any]:
@@ -639,13 +640,17 @@ def _row_chunks(obj: Any, kind: str) -> Iterator[Any]:
         for part in parts:
             yield pa.Table.from_arrays([pa.array(part)], schema=schema)
         return
+    import pandas as pd
+
     frame = obj.to_frame(_SERIES_COLUMN) if kind == "Series" else obj
     row_bytes = max(1, _memory_bytes(frame) // max(1, len(frame)))
     step = max(1, _ROW_GROUP_BYTES // row_bytes)
-    metadata = None  # the first chunk's (numpy dtypes: every chunk converts to the same types)
+    # a RangeIndex is written as its start, stop and step in pandas' metadata, not as a column of numbers
+    ranged = isinstance(frame.index, pd.RangeIndex)
+    schema = pa.Schema.from_pandas(frame, preserve_index=None if ranged else True)  # dtypes only: no data read
+    metadata = {**(schema.metadata or {}), **meta}
     for i in range(0, max(1, len(frame)), step):
-        part = pa.Table.from_pandas(frame.iloc[i : i + step], preserve_index=True)
-        metadata = metadata or {**(part.schema.metadata or {}), **meta}
+        part = pa.Table.from_pandas(frame.iloc[i : i + step], preserve_index=not ranged)
         yield part.replace_schema_metadata(metadata)
 
 
@@ -675,6 +680,7 @@ def _streamed_fingerprint(path: Path) -> tuple[str, Any]:
     """The fingerprint of the object a streamed snapshot file holds, read one row group at a time, and
     that object without its rows (an ndarray: empty, of its dtype)."""
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -691,14 +697,23 @@ def _streamed_fingerprint(path: Path) -> tuple[str, Any]:
             fields, index_fields = ["values"], []
         else:
             template = _rebuild(schema.empty_table())
-            digest = ChunkedFingerprint(template, (rows, *template.shape[1:]))
             index_fields = schema.pandas_metadata["index_columns"]
+            ranged = [f for f in index_fields if isinstance(f, dict)]  # a RangeIndex, kept as metadata
+            if ranged:  # without rows pandas cannot rebuild it, and names the default one None
+                template = template.set_axis(pd.RangeIndex(0, name=ranged[0]["name"]))
+            digest = ChunkedFingerprint(template, (rows, *template.shape[1:]))
             fields = [c["field_name"] for c in schema.pandas_metadata["columns"]][: _width(template)]
+        done = 0
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, use_threads=False)
             columns = [_values(table.column(f)) for f in fields]
-            index = [_values(table.column(f)) for f in index_fields]
+            index = [
+                f["start"] + f["step"] * np.arange(done, done + len(table), dtype=np.int64) if isinstance(f, dict)
+                else _values(table.column(f))
+                for f in index_fields
+            ]
             digest.update(columns, index or None)
+            done += len(table)
             del table, columns, index
             pool.release_unused()  # Arrow's allocator keeps freed row groups otherwise: the peak grew with the file
         return digest.hexdigest(), template
