@@ -1,9 +1,17 @@
 """The one door to MLflow: every mlflow import and every MLflow client call of nbmlops is in this package.
 
-:mod:`~nbmlops.backend.store` opens a tracking store (sqlite schema, HTTP budgets, credentials) and classifies
-what goes wrong into nbmlops' errors (an ``MlflowException`` never leaves this package);
-:mod:`~nbmlops.backend.records` delivers journaled records through a table of handlers by record kind;
-:mod:`~nbmlops.backend.models` logs, reads and describes models. Only public MLflow API is called.
-The backend imports nothing above it: the run lifecycle (:mod:`nbmlops.tracking`), the registry's decisions
-(:mod:`nbmlops.registry`) and the adapters call down into it. mlflow is imported inside the functions.
+- :mod:`~nbmlops.backend.store`: a tracking store opened (HTTP health probe, credentials), the budget of every
+  call, and what MLflow raises classified into nbmlops' errors (an ``MlflowException`` never leaves the
+  backend); runs found again by their key; :mod:`~nbmlops.backend.sqlite_schema`: a local sqlite store made
+  safely by several processes; :mod:`~nbmlops.backend.addresses`: which stores a deliverer may write to.
+- :mod:`~nbmlops.backend.records`: journaled records applied through a table of handlers by record kind;
+  :mod:`~nbmlops.backend.models`: a registration delivered (MLflow's scikit-learn flavor), model files read.
+- :mod:`~nbmlops.backend.runs`, :mod:`~nbmlops.backend.registry`: the reads and searches of runs, the registry's
+  calls; :mod:`~nbmlops.backend.snapshot_remote`, :mod:`~nbmlops.backend.snapshot_refs`: data snapshots in the
+  MLflow artifact store.
+
+Only public MLflow API is called, but for one thing it lacks: deleting artifacts (``nbmlops data gc`` removing
+shared snapshots goes through MLflow's artifact repository, :mod:`~nbmlops.backend.snapshot_refs`). The backend imports nothing above it: the run lifecycle
+(:mod:`nbmlops.tracking`), the registry's decisions (:mod:`nbmlops.registry`) and the adapters call down into it
+(``tests/test_architecture.py`` checks the import graph). mlflow is imported inside the functions.
 """
