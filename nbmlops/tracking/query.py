@@ -79,9 +79,24 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst_dir: str | 
     path = path.strip("/")
     listed = runs.list_artifacts(store, run_id, posixpath.dirname(path) or None)
     if path not in {found for found, _ in listed}:
-        return None
+        holder = _holder(store, run_id, path)  # a folder an earlier run of the session stored (STORED_IN_TAG)
+        return download_artifact(tracking_uri, holder, path, dst_dir) if holder else None
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
     return Path(runs.download_artifact(store, run_id, path, str(dst_dir)))
+
+
+def _holder(store: Store, run_id: str, path: str) -> str | None:
+    """The run that holds ``path`` for run ``run_id``: the one its ``nbmlops.stored_in.<folder>`` tag names."""
+    from nbmlops.tracking.run import STORED_IN_TAG
+
+    folder = path.split("/", 1)[0]
+    if "/" not in path:
+        return None
+    run = runs.get_run(store, run_id)
+    key = run.data.tags.get(STORED_IN_TAG + folder)
+    if not key or key == run.data.tags.get(RUN_KEY_TAG):
+        return None
+    return _run_for_key(store, run.info.experiment_id, key)
 
 
 def artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:

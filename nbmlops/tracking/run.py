@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import hashlib
 import io
 import json
 import math
@@ -26,7 +27,7 @@ from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beatin
 from nbmlops.tracking.session import Session, get_session
 
 __all__ = [
-    "SNAPSHOT_TAG", "Run", "active_run", "notebook_experiment", "process_start_time", "snapshot_state", "track",
+    "SNAPSHOT_TAG", "STORED_IN_TAG", "Run", "active_run", "notebook_experiment", "process_start_time", "snapshot_state", "track",
 ]
 
 MAX_PARAM_LENGTH = 6000
@@ -35,6 +36,10 @@ TRUNCATED_TAG = "nbmlops.truncated_params"
 #: prefix of the tag that says, for each dataset fingerprint a run logged, whether the data was
 #: snapshotted: ``nbmlops.snapshot.<fingerprint>`` = ``stored`` or ``not snapshotted: <reason>``
 SNAPSHOT_TAG = "nbmlops.snapshot."
+#: prefix of the tag that names, for an artifact folder of a run's context (``environment``, ``git``) that an
+#: earlier run of the same session stored with the same content, the run key of the run that holds it:
+#: ``nbmlops.stored_in.environment`` = ``<run key>`` (readers follow it: :func:`~nbmlops.tracking.query.download_artifact`)
+STORED_IN_TAG = "nbmlops.stored_in."
 STORED = "stored"
 #: set by ``nbmlops run`` for its kernel: the run key of the notebook's run, parent of the cells' runs
 PARENT_ENV = "NBMLOPS_PARENT_RUN_KEY"
@@ -223,10 +228,16 @@ class Run:
         return self
 
     def _capture_context(self, kinds: set[str]) -> None:
-        """Git state and environment, captured off the user's thread right after the start."""
+        """Git state and environment, captured off the user's thread right after the start.
+
+        A folder of them that an earlier run of this session stored in the same store with the same content
+        (the environment, the diff of an unchanged work tree) is not stored again: the tag
+        ``nbmlops.stored_in.<folder>`` names the run key of the run that holds it (see :data:`STORED_IN_TAG`).
+        """
         from nbmlops.tracking.context import git_diff, git_state, installed_packages, python_environment
 
         records: list[dict[str, Any]] = []
+        shared: dict[str, list[dict[str, Any]]] = {}  # folder -> its artifact records, stored once per session
         tags: dict[str, str] = {}
         if "git" in kinds:
             where = Path(self.source).parent if self.source_type == "LOCAL" and self.source != "interactive" else None
@@ -243,29 +254,36 @@ class Run:
                 if state.dirty:
                     diff = git_diff(state.root)
                     if diff:
-                        records.append({"t": "artifact", "run": self.key, "path": "git/diff.patch", "text": diff})
+                        shared["git"] = [{"t": "artifact", "run": self.key, "path": "git/diff.patch", "text": diff}]
         if "environment" in kinds:
             env = python_environment()
             tags["nbmlops.python"] = env.get("python_version", "")
             tags["nbmlops.platform"] = env.get("platform", "")
-            records.append(
-                {"t": "artifact", "run": self.key, "path": "environment/python.json", "text": json.dumps(env, indent=2)}
-            )
-            records.append(
+            shared["environment"] = [
+                {"t": "artifact", "run": self.key, "path": "environment/python.json", "text": json.dumps(env, indent=2)},
                 {
                     "t": "artifact",
                     "run": self.key,
                     "path": "environment/requirements.txt",
                     "text": "\n".join(installed_packages()) + "\n",
-                }
-            )
+                },
+            ]
+        scrub = self.session.redactor.scrub
         if "code" in kinds and self.source_type == "LOCAL" and self.source.endswith(".py") and Path(self.source).is_file():
             source = Path(self.source).read_text(errors="replace")
-            text = self.session.redactor.redact_source(source)
+            text = scrub(self.session.redactor.redact_source(source))
             records.append({"t": "artifact", "run": self.key, "path": f"code/{Path(self.source).name}", "text": text})
-        scrub = self.session.redactor.scrub
-        for record in records:
-            record["text"] = scrub(record["text"])
+        store = f"{self.settings.tracking_uri}\n{self.settings.artifact_root}"
+        for folder, files in shared.items():
+            digest = hashlib.sha256()
+            for record in files:
+                record["text"] = scrub(record["text"])
+                digest.update(json.dumps([record["path"], record["text"]]).encode("utf-8", "surrogatepass"))
+            holder = self.session.stored_in(store, folder, digest.hexdigest(), self.key)
+            if holder is None:
+                records += files
+            else:
+                tags[STORED_IN_TAG + folder] = holder
         records.insert(0, {"t": "tags", "run": self.key, "tags": self.session.redactor.redact_mapping(tags)})
         self.session.emit(records)
 

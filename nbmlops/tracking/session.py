@@ -66,6 +66,7 @@ class Session:
         self._told: set[int] = set()  # the causes (errno) already told
         self._trouble_lock = threading.Lock()
         self._starts_not_journaled: dict[str, dict[str, Any]] = {}
+        self._shared: dict[tuple[str, str], tuple[str, str]] = {}  # (store, folder) -> (digest, run key)
         if not handoff:
             self.background(self._recover)
 
@@ -268,6 +269,16 @@ class Session:
             self._writer.flush(timeout)
         if self.handoff:
             self._sync_journal()
+
+    def stored_in(self, store: str, folder: str, digest: str, run_key: str) -> str | None:
+        """The key of the run of this session that stores artifact folder ``folder`` with content ``digest`` in
+        ``store``, or None (then the run ``run_key`` is to store it, and later runs with that content name it)."""
+        with self._lock:
+            held = self._shared.get((store, folder))
+            if held is not None and held[0] == digest:
+                return held[1]
+            self._shared[(store, folder)] = (digest, run_key)
+            return None
 
     # -- run ids for displays ------------------------------------------------------------------
 
