@@ -261,13 +261,12 @@ def child_breakdown(iterations: int) -> dict[str, Any]:
         counted["seconds"] += time.perf_counter() - t0
         return None
 
-    def submit(self: Any, items: list[Any]) -> None:  # queue without waking the writer
+    held: list[tuple[Any, list[Any], bool]] = []
+
+    def submit(self: Any, items: list[Any], in_journal: bool = True) -> None:  # the writer sees them after the cell
         if not mode["quiet"]:
-            return real_submit(self, items)
-        with self._cond:
-            for _, record in items:
-                self.deliverer.note(record)
-            self._pending.extend(items)
+            return real_submit(self, items, in_journal)
+        held.append((self, items, in_journal))
         return None
 
     def background(self: Any, fn: Any, *args: Any) -> Any:  # hold capture work until the cell returns
@@ -284,6 +283,9 @@ def child_breakdown(iterations: int) -> dict[str, Any]:
             return _run(shell, TRACKED)
         finally:
             mode.update(quiet=False)
+            for writer, items, in_journal in held:
+                real_submit(writer, items, in_journal)
+            held.clear()
             for session, fn, args in deferred:
                 real_background(session, fn, *args)
             deferred.clear()
