@@ -6,8 +6,8 @@ calls it directly, or clicks the button (``Button.click()``) that calls it. The 
 What opening the dashboard waits for is the first page: the count of runs and the runs table of the first page
 (and the error line). The rest loads after it on a background thread (``nbmlops-dashboard-load``): the header,
 the tabs and the runs tab's controls (the table and the count move into the Runs tab), the experiment list, the
-cell list (the cell dropdown shows "any cell" until then) and the first live poll. A control used before the
-thread built it is built at once on the caller's thread; :meth:`Dashboard.wait_loaded` waits for all of it. The
+cell list (the cell dropdown shows "any cell" until then) and the first live poll; it starts once the first page
+is handed to the display. A control used before the thread built it is built at once on the caller's thread; :meth:`Dashboard.wait_loaded` waits for all of it. The
 Charts and Models tabs are built when first opened.
 
 DOM hooks (CSS classes) for browser tests. Widgets: ``nbmlops-dashboard`` (the app), ``nbmlops-experiment``,
@@ -50,6 +50,7 @@ __all__ = ["Dashboard"]
 TABS = ("Runs", "Compare", "Charts", "Models")
 RUNS, COMPARE, CHARTS, MODELS = range(len(TABS))
 _HIDDEN = "none"
+_SHOW_WAIT_S = 0.1  # how long the loader waits for the dashboard to be displayed before it starts anyway
 #: the widgets built after the first page (by the background loader, or on first use)
 _CONTROLS = frozenset({
     "experiment_choice", "refresh_button", "live_label", "progress", "tabs", "status_filter", "cell_filter",
@@ -109,6 +110,7 @@ class Dashboard(w.VBox):
         self._built = False  # the controls and tabs (see _CONTROLS)
         self._closed = False
         self._loaded = threading.Event()  # set when what loads after the first page is there
+        self._shown = threading.Event()  # set when the display has the first page (its mimebundle is made)
         self._local = threading.local()  # ``quiet`` while this thread sets widgets itself
         self._ticker = Ticker(self._tick, interval) if live else None
         self._charts_box: w.VBox | None = None
@@ -161,8 +163,11 @@ class Dashboard(w.VBox):
     def _load_rest(self) -> None:
         """Build the controls, fill the experiment and cell lists, poll what is running: after the first page.
 
-        The lists are read without holding the dashboard's lock, so the controls work while a slow store answers.
+        It starts when the display has the first page (so as not to compete with making it), or after
+        ``_SHOW_WAIT_S`` when the dashboard is shown some other way (inside another widget) or not at all. The lists
+        are read without holding the dashboard's lock, so the controls work while a slow store answers.
         """
+        self._shown.wait(_SHOW_WAIT_S)
         try:
             with self._lock:
                 if self._closed:
@@ -690,6 +695,7 @@ class Dashboard(w.VBox):
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         bundle["text/plain"] = self.describe()
         bundle["text/html"] = self.to_html()
+        self._shown.set()  # the first page is on its way to the display: the loader starts
         return bundle
 
 
