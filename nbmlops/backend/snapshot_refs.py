@@ -29,7 +29,7 @@ __all__ = ["BY_RUNS", "BY_VERSIONS", "MlflowSnapshotFiles", "snapshot_references
 BY_RUNS = "needed by runs"
 BY_VERSIONS = "needed by registered model versions"
 _SNAPSHOT_TAG = "nbmlops.snapshot."  # as tracking.run.SNAPSHOT_TAG: the tag a run gets per logged dataset
-_DATA_RUN_KIND = "data-store"  # the nbmlops.kind tag of the run holding shared snapshots (tracking.artifact_snapshots)
+_DATA_RUN_KIND = "data-store"  # the nbmlops.kind tag of the run holding shared snapshots (backend.snapshot_remote)
 _FINGERPRINT_LENGTH = 32
 
 
@@ -89,7 +89,7 @@ def _is_fingerprint(text: str) -> bool:
 
 class MlflowSnapshotFiles:
     """The snapshots shared through the artifact store of ``store`` (run ``snapshots`` of the experiment
-    ``experiment``, see :mod:`nbmlops.tracking.artifact_snapshots`), listed and deleted for gc."""
+    ``experiment``, see :mod:`nbmlops.backend.snapshot_remote`), listed and deleted for gc."""
 
     def __init__(self, store: Store, experiment: str) -> None:
         self.store = store
