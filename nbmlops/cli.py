@@ -479,6 +479,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress_bar=not args.no_progress,
             hooks=status.hooks(),
+            on_run=status.run_delivered,
         )
         status.ended(result)
     text = describe(result)
