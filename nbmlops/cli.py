@@ -75,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--status-file", metavar="PATH",
         help="keep the run's status in PATH as JSON, replaced whole at each change: state (queued, running, "
-        "finished, failed, timeout, killed, cancelled), cells done and total, the cell executing, run id, "
-        "experiment, output notebook, start and end times, exit code, a failure's one-line error, pid",
+        "finished, failed, timeout, killed, cancelled), cells done and total, the cell executing, run id and "
+        "experiment id (once the store has the run), experiment, output notebook, its HTML render's artifact "
+        "path, start and end times, exit code, a failure's one-line error (secrets redacted), pid",
     )
     _add_gate_options(run, "one testcase per notebook and gate")
     _add_execution_options(run)

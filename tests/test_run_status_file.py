@@ -72,6 +72,8 @@ def test_the_status_file_follows_a_run_cell_by_cell_to_the_stores_run_id(project
     assert final["notebook"] == str(notebook) and final["pid"] == process.pid and final["exit_code"] == 0
     assert final["error"] is None and final["started"] <= final["ended"]
     assert final["output"] == str(project / "out" / "train.ipynb") and Path(final["output"]).is_file()
+    assert final["html"] == "notebook/train.html"
+    assert "<html" in Path(client.download_artifacts(final["run_id"], final["html"], str(project))).read_text()
     run = client.get_run(final["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["alpha"] == "2"
     assert run.data.tags["nbmlops.notebook"] == str(notebook)

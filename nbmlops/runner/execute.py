@@ -63,6 +63,7 @@ class NotebookRun:
     gates: tuple[GateResult, ...] = ()
     error: str | None = None
     failure: str | None = None
+    html: str | None = None  # the HTML render's artifact path in the run; None when there is none
 
     @property
     def gates_passed(self) -> bool:
@@ -163,7 +164,7 @@ def run_notebook(
     if executed is not None:
         _redact_executed(target, executed, session.redactor)
     metrics = _roll_up(run, executed)
-    _store_notebook(run, source, target, executed, html)
+    html_artifact = _store_notebook(run, source, target, executed, html)
     results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
     _end_run(run, status, failure, error, results, duration)
     run_id, url = deliver(run, settings, cwd, handoff)
@@ -181,6 +182,7 @@ def run_notebook(
         gates=results,
         error=error,
         failure=failure,
+        html=html_artifact,
     )
 
 
@@ -551,17 +553,20 @@ def _roll_up(run: Run, executed: Any) -> dict[str, float]:
     return final
 
 
-def _store_notebook(run: Run, source: Path, target: Path, executed: Any, html: HtmlRender) -> None:
-    """The executed notebook, and its HTML render (a failed render costs the render, not the run)."""
+def _store_notebook(run: Run, source: Path, target: Path, executed: Any, html: HtmlRender) -> str | None:
+    """The executed notebook, and its HTML render (a failed render costs the render, not the run); returns the
+    render's artifact path."""
     if executed is None:
-        return
+        return None
     run.log_text(target.read_text(), f"notebook/{source.name}")
     try:
         body = html.html(executed)
     except Exception as exc:
         sys.stderr.write(f"nbmlops: no HTML render of {source.name}: {type(exc).__name__}: {exc}\n")
-        return
-    run.log_text(body, f"notebook/{source.stem}.html")
+        return None
+    artifact = f"notebook/{source.stem}.html"
+    run.log_text(body, artifact)
+    return artifact
 
 
 def _end_run(

@@ -4,7 +4,7 @@
 state (``queued`` until the kernel is up, ``running``, then one of :data:`ENDED`), the cells done out of all
 cells (papermill's count: markdown and the injected-parameters cell included), the cell executing, the run's
 MLflow id and experiment id as soon as the store has the run (also when it is interrupted), its experiment's
-name, the executed notebook, start and end times (epoch milliseconds), the exit code, and for a failure one
+name, the executed notebook and the artifact path of its HTML render in the run, start and end times (epoch milliseconds), the exit code, and for a failure one
 line naming the cell and its error (never a traceback; secrets the parameters or the environment hold, and
 token shapes, redacted).
 
@@ -90,7 +90,7 @@ class RunStatus:
         self._write(
             format=FORMAT, state="queued", notebook=str(Path(notebook).absolute()), pid=os.getpid(),
             cells={"done": 0, "total": None, "current": None}, run_id=None, experiment=None, experiment_id=None,
-            output=None,
+            output=None, html=None,
             started=_now_ms(), ended=None, exit_code=None, error=None,
         )
 
@@ -123,7 +123,8 @@ class RunStatus:
             state = "failed"
             error = "; ".join(f"gate failed: {gate.message}" for gate in result.gates if not gate.passed)
         fields = {
-            "state": state, "experiment": result.experiment, "output": str(result.output), "ended": _now_ms(),
+            "state": state, "experiment": result.experiment, "output": str(result.output), "html": result.html,
+            "ended": _now_ms(),
             "exit_code": result.exit_code, "error": self._one_line(error) if state != "finished" else None,
         }
 
