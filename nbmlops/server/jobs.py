@@ -187,7 +187,8 @@ class Job:
         ended = report.get("ended") if state in ENDED else None
         if ended is None and not running:
             ended = int((self.gone or _modified(self.log_path) or self.started) * 1000)
-        output = report.get("output")
+        # papermill writes the executed notebook cell by cell: after a crash, what it holds so far
+        output = report.get("output") or (str(self.output) if not running and self.output.is_file() else None)
         return {
             "job_id": self.job_id,
             "notebook": self.notebook,

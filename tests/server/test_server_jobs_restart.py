@@ -112,6 +112,7 @@ async def test_a_job_whose_runner_died_without_a_final_status_is_failed_saying_s
     ended = await wait_for(api, job["job_id"], lambda j: j["status"] not in RUNNING, timeout=60)
     assert ended["status"] == "failed" and ended["error"] == NO_FINAL_STATUS, ended
     assert ended["ended"] is not None
+    assert ended["output"].startswith("nbmlops-outputs/slow-")  # the notebook as far as papermill wrote it
 
 
 def _record(folder: Path, pid: int, pid_started: str | None, started: float, state: str = "running") -> str:
