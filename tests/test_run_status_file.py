@@ -87,8 +87,9 @@ def test_a_failing_cell_is_state_failed_with_one_redacted_error_line(project, cl
     status = project / "bad.status.json"
     process = start_run(project, notebook, status, "-p", "db_password", SECRET)
     final = follow(process, status)[-1]
-    process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 1
+    assert "cannot log in with ***" in out and SECRET not in out + err  # nor in the command's own summary
     assert final["state"] == "failed" and final["exit_code"] == 1
     assert final["error"] == "cell 4: ValueError: cannot log in with ***"  # one line, no traceback
     assert final["cells"]["total"] == 6 and final["cells"]["current"] == 4

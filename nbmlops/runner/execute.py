@@ -160,6 +160,7 @@ def run_notebook(
             handoff.abandon()
         raise
     duration = time.monotonic() - started
+    error = session.redactor.scrub(error) if error else error  # a cell's message may hold a parameter's secret
     executed = _read_notebook(target)
     if executed is not None:
         _redact_executed(target, executed, session.redactor)
