@@ -24,14 +24,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nbmlops.data import fingerprint
+    from nbmlops.data.fingerprint import fingerprint
     from nbmlops.registry.promote import promote
     from nbmlops.registry.register import register
     from nbmlops.tracking.run import Run
 
 #: public functions that live in a heavier module, imported on first use (``import nbmlops`` stays cheap)
 _LAZY = {
-    "fingerprint": "nbmlops.data",
+    "fingerprint": "nbmlops.data.fingerprint",
     "promote": "nbmlops.registry.promote",
     "register": "nbmlops.registry.register",
 }
