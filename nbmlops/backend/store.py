@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbmlops.backend import sqlite_schema
+from nbmlops.backend import sqlite_commit, sqlite_schema
 from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.records import deliver as deliver_records
 from nbmlops.backend.tags import (
@@ -114,6 +114,7 @@ class Store:
         self._state_lock = threading.Lock()
         self._down: tuple[float, str] | None = None  # (monotonic time until which calls fail at once, why)
         self._uncertain: dict[str, str] = {}  # run key -> experiment id, for runs whose creation was uncertain
+        self._sqlite_path: Path | None = None  # a local sqlite store's database file, once connected
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -218,11 +219,13 @@ class Store:
         ``database is locked``."""
         path = Path(self.uri[len("sqlite:///") :].split("?", 1)[0])
         with sqlite_schema.ready(path, self.display_uri, self.artifact_root):
+            sqlite_commit.group_commit(path)
             from mlflow import MlflowClient
 
             engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={sqlite_schema.SQLITE_WAIT_S:g}"
             client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
             self._call(lambda: client.search_experiments(max_results=1))
+        self._sqlite_path = path
         return client
 
     def _call(self, fn: Callable[[], Any], retry: bool = True) -> Any:
@@ -308,8 +311,26 @@ class Store:
 
     def deliver(self, records: Iterable[dict[str, Any]], runs: dict[str, str], careful: bool) -> None:
         """Apply journaled records in order (see :func:`nbmlops.backend.records.deliver`). ``runs`` maps run
-        keys to MLflow run ids and is updated in place; with ``careful`` a run is first looked up by its key."""
-        deliver_records(self, records, runs, careful)
+        keys to MLflow run ids and is updated in place; with ``careful`` a run is first looked up by its key.
+
+        On a local sqlite store its commits are not each fsync'd (:mod:`nbmlops.backend.sqlite_commit`):
+        call :meth:`settle` before the journal lets go of the records."""
+        with sqlite_commit.delivering():
+            deliver_records(self, records, runs, careful)
+
+    def settle(self) -> None:
+        """Make what :meth:`deliver` wrote durable: one fsync of a local sqlite store's WAL; nothing for a
+        tracking server (its answer is its word).
+
+        Raises:
+            StoreUnavailableError: the disk refused the fsync.
+        """
+        if self._sqlite_path is None:
+            return
+        try:
+            sqlite_commit.settle(self._sqlite_path)
+        except OSError as exc:
+            raise StoreUnavailableError(self.display_uri, f"could not make its writes durable: {exc}") from None
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (with an artifact location under ours) if needed."""

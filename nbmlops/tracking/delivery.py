@@ -82,6 +82,8 @@ class Deliverer:
                 self._send(uri, artifact_root, group, careful)
             except RecordRejected:
                 refused += self._send_one_by_one(uri, artifact_root, group)
+            if uri is not None:
+                self.addresses.open(uri, artifact_root).settle()  # durable in the store before the cursor moves
             self.cursor.offset = group[-1][0]
             self._save_cursor()
         return refused
