@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import RecordTooLarge
 
 __all__ = [
     "Claim", "Cursor", "Damage", "Journal", "RecordTooLarge", "claimed", "inline", "journal_tag", "list_journals",
@@ -59,23 +59,6 @@ SUFFIX = ".journal"
 CLAIM_SUFFIX = ".claim"
 PAYLOADS_SUFFIX = ".payloads"
 _TAG = re.compile(r"[0-9a-f]{8,64}")
-
-
-class RecordTooLarge(NbmlopsError, ValueError):
-    """A record's frame would pass :data:`MAX_RECORD`; nothing of the append was written.
-
-    Attributes:
-        index: the record's position in the appended list.
-        size: its payload's size in bytes.
-    """
-
-    def __init__(self, index: int, record: dict[str, Any], size: int) -> None:
-        self.index = index
-        self.size = size
-        super().__init__(
-            f"a {record.get('t')} record of run {record.get('run')} is {size:,} bytes, over the journal's limit "
-            f"of {MAX_RECORD:,} bytes for one record; it was not recorded"
-        )
 
 
 @dataclass(frozen=True)
@@ -207,7 +190,7 @@ class Journal:
         for index, record in enumerate(records):
             frame = encode(record)
             if len(frame) - _HEADER.size > MAX_RECORD:
-                raise RecordTooLarge(index, record, len(frame) - _HEADER.size)
+                raise RecordTooLarge(index, record, len(frame) - _HEADER.size, MAX_RECORD)
             frames.append(frame)
         ends, end = [], self.size
         for frame in frames:

@@ -53,3 +53,20 @@ def test_what_a_class_means_to_the_command_line_and_the_server(module, name, cod
     Exception.__init__(error, "what went wrong")
     assert _report(error) == code
     assert _status_for(error) == status
+
+
+def test_the_whole_tree_is_defined_in_exceptions_and_drawn_in_its_docstring():
+    import re
+
+    import nbmlops.exceptions as exceptions
+
+    drawn = {}
+    for line in (exceptions.__doc__ or "").splitlines():
+        found = re.match(r"^\s*[│├└─\s]*(\w+)\s+(\d)\s+(\d{3})\b", line)
+        if found:
+            drawn[found.group(1)] = (int(found.group(2)), int(found.group(3)))
+    errors = _all_errors()
+    assert {cls.__name__ for cls in errors} == set(drawn) == set(exceptions.__all__)
+    for cls in errors:
+        assert cls.__module__ == "nbmlops.exceptions", cls
+        assert drawn[cls.__name__] == (cls.exit_code, cls.http_status), cls

@@ -91,7 +91,7 @@ def test_sql_search_agrees_with_mlflow_search_runs(varied: str, store_uri: str, 
 
     client = open_store(store_uri, None).client
     assert parse_filter(filter_string) is not None, "the filter must take our SQL path, not MLflow's"
-    from nbmlops.backend.errors import RecordRejected  # what the backend makes of MLflow's refusal
+    from nbmlops.exceptions import RecordRejected  # what the backend makes of MLflow's refusal
 
     try:
         everything = _mlflow_search(client, varied, filter_string, [])

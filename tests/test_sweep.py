@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nbmlops.exceptions import SweepError
 from nbmlops.journal import list_journals
 from nbmlops.runner.gates import GateSyntaxError, evaluate_gate, infer_maximize, parse_gate
 from nbmlops.runner.grid import combinations, parse_grid
@@ -16,7 +17,6 @@ from nbmlops.runner.parameters import ParameterError
 from nbmlops.runner.ranking import SweepResult, format_table
 from nbmlops.runner.reports import write_junit
 from nbmlops.runner.sweep import run_sweep
-from nbmlops.runner.sweep_errors import SweepError
 from nbmlops.runner.sweep_worker import SweepRun
 from tests.conftest import mlflow_server, runs_of
 from tests.test_runner import notebook

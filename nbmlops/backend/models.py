@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nbmlops.backend.errors import ModelReferenceError, RecordRejected
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import ModelFileError, ModelInputError, ModelReferenceError, RecordRejected
 from nbmlops.shorten import clip
 
 __all__ = [
@@ -37,22 +36,6 @@ SHA256_TAG = "nbmlops.model_sha256"
 #: registered models of this name prefix are the promotion locks (:mod:`nbmlops.registry.promote`)
 LOCK_PREFIX = "nbmlops-lock."
 _TAG_LIMIT = 5000  # MLflow's limit on a model version's tag value
-
-
-class ModelFileError(NbmlopsError, ValueError):
-    """A model directory nbmlops will not read (a symbolic link in it, an unreadable MLmodel file).
-
-    Attributes:
-        reason: why, in one line.
-    """
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class ModelInputError(NbmlopsError, ValueError):
-    """Data that does not fit a model's input schema (MLflow's check refused it)."""
 
 
 def check_model_name(name: str) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.models import deliver_model
 from nbmlops.backend.tags import PARENT_KEY_TAG, RUN_KEY_TAG
+from nbmlops.exceptions import RecordRejected
 
 if TYPE_CHECKING:
     from nbmlops.backend.store import Store

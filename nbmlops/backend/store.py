@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.backend import sqlite_commit, sqlite_schema
-from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.records import deliver as deliver_records
 from nbmlops.backend.tags import (
     ATTEMPT_TAG,
@@ -54,7 +53,7 @@ from nbmlops.backend.tags import (
     SUPERSEDES_TAG,
     TASK_TAG,
 )
-from nbmlops.exceptions import ConfigError, StoreAuthError, StoreUnavailableError
+from nbmlops.exceptions import ConfigError, RecordRejected, StoreAuthError, StoreUnavailableError
 from nbmlops.redact import redact_uri
 
 __all__ = [

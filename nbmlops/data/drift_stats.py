@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import DriftError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,19 +40,6 @@ __all__ = [
 
 EPSILON = 1e-4  # the smallest share a bin or category counts with in the PSI
 LEVELS = 100  # a profile holds the quantiles at 0/100, 1/100, ..., 100/100
-
-
-class DriftError(NbmlopsError, ValueError):
-    """Drift cannot be measured: no current rows, incompatible dtypes, a profile without
-    distributions, a bad option.
-
-    Attributes:
-        column: the column concerned, if any.
-    """
-
-    def __init__(self, message: str, column: str | None = None) -> None:
-        self.column = column
-        super().__init__(f"column {column!r}: {message}" if column is not None else message)
 
 
 def psi(reference: Iterable[float], current: Iterable[float], bins: int = 10) -> float:

@@ -58,7 +58,13 @@ from typing import Any, Protocol
 
 from nbmlops.data.fingerprint import fingerprint as _fingerprint
 from nbmlops.data.profile import profile as _profile
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import (
+    CorruptSnapshotError,
+    SnapshotError,
+    SnapshotNotFoundError,
+    StaleFingerprintError,
+    UnsupportedSnapshotError,
+)
 
 __all__ = [
     "CorruptSnapshotError",
@@ -79,67 +85,6 @@ _SERIES_COLUMN = "__nbmlops_series__"
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 _SUFFIXES = (".parquet", ".bin")  # data files: of frames, Series and arrays; of files
 _COPY_BYTES = 1 << 22
-
-
-class SnapshotError(NbmlopsError):
-    """Root of the snapshot store's errors."""
-
-
-class SnapshotNotFoundError(SnapshotError, LookupError):
-    """No snapshot is stored under this fingerprint.
-
-    Attributes:
-        fingerprint: the fingerprint asked for.
-    """
-
-    def __init__(self, fingerprint: str) -> None:
-        self.fingerprint = fingerprint
-        super().__init__(f"no data snapshot with fingerprint {fingerprint!r}")
-
-
-class CorruptSnapshotError(SnapshotError):
-    """A stored snapshot no longer holds the data its fingerprint names.
-
-    Attributes:
-        fingerprint: the snapshot's fingerprint.
-        path: the damaged file.
-        reason: what the check found, in one line.
-    """
-
-    def __init__(self, fingerprint: str, path: Path, reason: str) -> None:
-        self.fingerprint = fingerprint
-        self.path = path
-        self.reason = reason
-        super().__init__(f"data snapshot {fingerprint} at {path} is corrupt: {reason}")
-
-
-class UnsupportedSnapshotError(SnapshotError, ValueError):
-    """An object cannot be stored (or written in a format) so that it reads back exactly.
-
-    Attributes:
-        fingerprint: the object's fingerprint.
-        reason: why, in one line.
-    """
-
-    def __init__(self, fingerprint: str, reason: str) -> None:
-        self.fingerprint = fingerprint
-        self.reason = reason
-        super().__init__(f"cannot snapshot data {fingerprint}: {reason}")
-
-
-class StaleFingerprintError(SnapshotError):
-    """The object no longer has the fingerprint the caller took (it changed since); nothing was stored.
-
-    Attributes:
-        fingerprint: the fingerprint the caller gave.
-        actual: the object's fingerprint now (None when it cannot be taken, say a file is gone).
-    """
-
-    def __init__(self, fingerprint: str, actual: str | None) -> None:
-        self.fingerprint = fingerprint
-        self.actual = actual
-        now = f"it is now {actual}" if actual else "it is gone or unreadable"
-        super().__init__(f"data {fingerprint} changed since it was fingerprinted ({now}); not snapshotted")
 
 
 class SnapshotRemote(Protocol):

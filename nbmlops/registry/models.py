@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nbmlops.backend import registry as mlflow_registry
-from nbmlops.backend.errors import ModelReferenceError, RecordRejected, RegistryError
 from nbmlops.backend.models import (
     EVALUATION_TAG,
     FEATURES_TAG,
@@ -22,6 +21,7 @@ from nbmlops.backend.models import (
 )
 from nbmlops.backend.store import open_store
 from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import ModelNotFoundError, ModelReferenceError, RecordRejected, RegistryError
 
 __all__ = [
     "EVALUATION_TAG", "FEATURES_TAG", "LOCK_PREFIX", "PARAMS_TAG", "REGISTRATION_KEY_TAG", "TRAINING_TAG", "Decision",
@@ -33,18 +33,6 @@ __all__ = [
 DECISION_TAG_PREFIX = "nbmlops.decision."
 _ALIAS = re.compile(r"^[\w\-]+$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
-
-
-class ModelNotFoundError(RegistryError, LookupError):
-    """No registered model, version or alias matches the reference.
-
-    Attributes:
-        reference: what was asked for, as written.
-    """
-
-    def __init__(self, reference: str, detail: str = "") -> None:
-        self.reference = reference
-        super().__init__(f"no model {reference} in the registry" + (f": {detail}" if detail else ""))
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ from typing import Any
 from nbmlops.backend import registry as mlflow_registry
 from nbmlops.backend.models import ModelInputError, download_model, input_columns
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import ConfigError
+from nbmlops.exceptions import ConfigError, ModelSchemaError, MonitoringDataError
 from nbmlops.registry.models import (
     FEATURES_TAG,
     ModelVersionInfo,
-    RegistryError,
     get_version,
     parse_reference,
     registry_client,
@@ -41,14 +40,6 @@ __all__ = ["ModelSchemaError", "MonitorResult", "Retraining", "monitor", "read_d
 CHALLENGER = "challenger"
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json",
             ".jsonl": "read_json", ".feather": "read_feather"}
-
-
-class ModelSchemaError(RegistryError, ValueError):
-    """The monitored data does not fit the model's input schema (missing columns, unusable types)."""
-
-
-class MonitoringDataError(RegistryError, ValueError):
-    """The data to monitor cannot be read, or the model's training data was not recorded."""
 
 
 @dataclass(frozen=True)

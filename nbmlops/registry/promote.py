@@ -28,9 +28,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nbmlops.backend import registry as mlflow_registry
-from nbmlops.backend.errors import RecordRejected
 from nbmlops.config import Settings
-from nbmlops.exceptions import EXIT_REFUSED
+from nbmlops.exceptions import AliasChangedError, PromotionRefused, RecordRejected
 from nbmlops.registry.models import (
     DECISION_TAG_PREFIX,
     LOCK_PREFIX,
@@ -51,20 +50,6 @@ __all__ = ["AliasChangedError", "Beat", "Check", "Promotion", "PromotionRefused"
 
 LOCK_TIMEOUT_S = 30.0
 LOCK_STALE_S = 120.0  # a lock older than this was left by a process that died holding it
-
-
-class PromotionRefused(RegistryError):
-    """A check failed: the alias was not moved. ``promotion`` holds every check and its values."""
-
-    exit_code = EXIT_REFUSED
-
-    def __init__(self, promotion: Promotion) -> None:
-        self.promotion = promotion
-        super().__init__(promotion.reason)
-
-
-class AliasChangedError(PromotionRefused):
-    """Another promotion moved the alias while this one was checking: nothing was changed."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from nbmlops.backend.models import (
     read_mlmodel,
     signature_checked,
 )
+from nbmlops.exceptions import UnsafeModelError
 from nbmlops.registry.models import ModelVersionInfo, RegistryError
 
 __all__ = ["SHA256_TAG", "SKLEARN_TYPES", "CheckedModel", "UnsafeModelError", "check_model", "model_digest"]
@@ -60,21 +61,6 @@ SKLEARN_TYPES = frozenset({
     "sklearn.metrics._scorer._Scorer",
     *(f"sklearn.model_selection._split.{name}" for name in _SPLITTERS),
 })
-
-
-class UnsafeModelError(RegistryError, ValueError):
-    """nbmlops refuses to load a model: its artifact changed since it was logged, its MLmodel file points
-    outside its directory, or it needs pickle or types nbmlops does not trust (exit 2).
-
-    Attributes:
-        model: the version, as ``NAME/VERSION``.
-        reason: why, in one line.
-    """
-
-    def __init__(self, model: str, reason: str) -> None:
-        self.model = model
-        self.reason = reason
-        super().__init__(f"refusing to load {model}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from nbmlops.backend.addresses import StoreAddresses
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import ConfigError, NbmlopsError
+from nbmlops.exceptions import ConfigError, NbmlopsError, NotebookNotFoundError, ParameterFileError
 from nbmlops.runner.gates import Gate, GateResult, evaluate_gates, gate_tags, parse_gate
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
@@ -214,13 +214,6 @@ def check_run(
 def import_engine() -> None:
     """Import papermill and what it executes with (nbclient, jupyter_client, nbformat) now, not on first use."""
     import papermill  # noqa: F401
-
-
-class NotebookNotFoundError(NbmlopsError, FileNotFoundError):
-    """The notebook to run does not exist."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no such notebook: {path}")
 
 
 def _output_path(source: Path, output: str | os.PathLike[str] | None, settings: Settings) -> Path:
@@ -674,10 +667,6 @@ def parse_parameter_file(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParameterFileError(f"expected a mapping of parameter names to values, got {type(data).__name__}")
     return data
-
-
-class ParameterFileError(NbmlopsError, ValueError):
-    """A parameter file or ``-y`` string that is not a YAML mapping."""
 
 
 def describe(result: NotebookRun) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import resolve_settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import NbmlopsError, WorkerError
 from nbmlops.runner.execute import (
     NotebookRun,
     check_run,
@@ -42,10 +42,6 @@ __all__ = ["WorkerError", "run_notebook_forked"]
 #: seconds an interrupted worker gets to record its run as KILLED before it is interrupted again (and then
 #: killed)
 _GRACE_S = 30.0
-
-
-class WorkerError(NbmlopsError, RuntimeError):
-    """The worker that ran the notebook failed outside the notebook (a kernel that cannot start, say)."""
 
 
 def run_notebook_forked(

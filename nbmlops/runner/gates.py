@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import GateError, GateSyntaxError
 from nbmlops.shorten import clip
 
 __all__ = [
@@ -61,26 +61,6 @@ def non_finite(value: float) -> str | None:
     if math.isinf(value) or abs(value) == sys.float_info.max:
         return "inf" if value > 0 else "-inf"
     return None
-
-
-class GateError(NbmlopsError, ValueError):
-    """A gate or condition that cannot be built (unknown operator, non-finite threshold, no conditions)."""
-
-
-class GateSyntaxError(GateError):
-    """A gate's text does not follow the grammar.
-
-    Attributes:
-        text: the gate as written.
-        position: the 0-based index of the offending character (``len(text)`` at the end).
-        expected: what the parser wanted there.
-    """
-
-    def __init__(self, text: str, position: int, expected: str) -> None:
-        self.text, self.position, self.expected = text, position, expected
-        shown = re.sub(r"\s", " ", text)  # one character per character, so the caret lines up
-        caret = " " * position + "^"
-        super().__init__(f'gate "{text}": expected {expected} at position {position}\n    {shown}\n    {caret}')
 
 
 def _number_text(value: float) -> str:

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from random import Random
 from typing import Any
 
+from nbmlops.exceptions import SweepError
 from nbmlops.runner.parameters import parse_value
-from nbmlops.runner.sweep_errors import SweepError
 
 __all__ = ["combinations", "parse_grid"]
 

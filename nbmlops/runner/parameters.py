@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import NotebookReadError, ParameterError, ParameterTypeError
 
 __all__ = [
     "NotebookReadError",
@@ -39,56 +39,6 @@ _ANNOTATION_KINDS = {
     "list": "list", "List": "list", "tuple": "list", "Tuple": "list", "Sequence": "list",
     "dict": "dict", "Dict": "dict", "Mapping": "dict",
 }
-
-
-class ParameterError(NbmlopsError, ValueError):
-    """Parameters refused before any kernel starts: names the notebook does not declare, or that are not
-    identifiers (this class); values of the wrong type (:class:`ParameterTypeError`); a notebook whose
-    parameters cannot be read (:class:`NotebookReadError`).
-
-    Attributes:
-        notebook: the notebook's name.
-        bad: the refused names.
-        declared: the names the notebook declares.
-    """
-
-    def __init__(self, notebook: str, bad: list[str], declared: list[str], message: str | None = None) -> None:
-        self.notebook = notebook
-        self.bad = bad
-        self.declared = declared
-        known = ", ".join(declared) if declared else "none (no cell tagged 'parameters')"
-        super().__init__(message or f"{notebook} does not declare parameter(s) {', '.join(map(repr, bad))}; "
-                         f"it declares: {known}")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # travels whole between processes (a forked run's worker)
-        return type(self), (self.notebook, self.bad, self.declared, str(self))
-
-
-class ParameterTypeError(ParameterError):
-    """Values whose type does not fit the parameter the notebook declares.
-
-    Attributes:
-        problems: ``{name: "expected a number (float), got a string"}``, one item per refused value.
-    """
-
-    def __init__(self, problems: Mapping[str, str], notebook: str = "", declared: list[str] | None = None) -> None:
-        self.problems = dict(problems)
-        message = "; ".join(f"parameter {name}: {problem}" for name, problem in self.problems.items())
-        super().__init__(notebook, list(self.problems), list(declared or []), message)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.problems, self.notebook, self.declared)
-
-
-class NotebookReadError(ParameterError):
-    """The notebook's parameters cannot be read: the file is not a notebook (not JSON, not nbformat)."""
-
-    def __init__(self, notebook: str, reason: str) -> None:
-        self.reason = reason
-        super().__init__(notebook, [], [], f"{notebook} is not a notebook nbmlops can read: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.notebook, self.reason)
 
 
 def declared_parameters(notebook: str | Path) -> dict[str, dict[str, str]]:

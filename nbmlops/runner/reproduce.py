@@ -30,7 +30,7 @@ from typing import Any
 
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.data.snapshots import SnapshotStore
-from nbmlops.exceptions import ConfigError, NbmlopsError
+from nbmlops.exceptions import ConfigError, NotReproducibleError
 from nbmlops.runner.causes import data_differences, environment_differences, likely_causes, param_differences
 from nbmlops.runner.compare import (
     CellComparison,
@@ -63,10 +63,6 @@ REPRODUCES_TAG = "nbmlops.reproduces"
 REPRODUCED, NOT_REPRODUCED, NOTHING_TO_COMPARE = "REPRODUCED", "NOT REPRODUCED", "NOTHING TO COMPARE"
 _EXIT_CODES = {REPRODUCED: 0, NOT_REPRODUCED: 4, NOTHING_TO_COMPARE: 6}
 _LOADS_EXTENSION = re.compile(r"^\s*%(re)?load_ext\s+nbmlops\b", re.MULTILINE)
-
-
-class NotReproducibleError(NbmlopsError, ValueError):
-    """The run cannot be re-executed: not a notebook or cell run, or what it needs was not recorded."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from nbmlops.backend.addresses import StoreAddresses
 from nbmlops.backend.store import TASK_TAG, open_store
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import FlushTimeoutError, NbmlopsError
+from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, SweepError
 from nbmlops.runner.execute import NotebookNotFoundError, deliver
 from nbmlops.runner.gates import Gate, infer_maximize, parse_gate
 from nbmlops.runner.grid import combinations
@@ -29,7 +29,6 @@ from nbmlops.runner.parameters import check_grid
 from nbmlops.runner.ranking import SweepResult, rank_runs
 from nbmlops.runner.retries import supersede_retries, task_name
 from nbmlops.runner.sweep_backends import AsCompleted, Submit, open_backend, require_shared_store
-from nbmlops.runner.sweep_errors import SweepError
 from nbmlops.runner.sweep_worker import SweepJob, SweepRun
 from nbmlops.tracking.delivery import sync_journals
 from nbmlops.tracking.run import Run, end_for

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from nbmlops.config import Settings
-from nbmlops.runner.sweep_errors import DaskNotInstalledError, SchedulerUnavailableError, SweepError
+from nbmlops.exceptions import DaskNotInstalledError, SchedulerUnavailableError, SweepError
 from nbmlops.runner.sweep_worker import SweepJob, init_pool_worker, run_combination
 
 __all__ = ["AsCompleted", "Submit", "open_backend", "require_shared_store"]

@@ -33,7 +33,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import BodyTooLargeError, NbmlopsError, RequestError
 from nbmlops.redact import redact_text, redact_uri
 from nbmlops.server import payloads
 from nbmlops.server.jobs import JobManager, notebook_parameters
@@ -51,20 +51,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _JOB_ID = _RUN_ID
-
-
-class RequestError(NbmlopsError, ValueError):
-    """A request the API cannot act on: a bad query argument or body."""
-
-
-class BodyTooLargeError(RequestError):
-    """A request body above the server's limit (413)."""
-
-    http_status = 413
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        super().__init__(f"the request body is larger than {limit:,} bytes, the most this API reads")
 
 
 def _status_for(exc: BaseException) -> int:

@@ -36,7 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import (
+    JobLimitError,
+    JobNotFoundError,
+    NotebookUnreadableError,
+    ParameterTooLargeError,
+)
 from nbmlops.redact import Redactor
 from nbmlops.runner.status_file import ENDED, read_status, write_whole
 
@@ -57,39 +62,6 @@ ECHO_CHARS = 200
 """Parameter values longer than this (as text, or as JSON when not a string) are cut in what a job shows."""
 _RECORD = re.compile(r"^([0-9a-f]{32})\.json$")
 _RECORD_FORMAT = 1
-
-
-class JobLimitError(NbmlopsError):
-    """As many jobs as allowed are running already."""
-
-    http_status = 429
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        super().__init__(f"{limit} job(s) are running already; wait for one to end or cancel one")
-
-
-class JobNotFoundError(NbmlopsError, LookupError):
-    """No job with this id in this server."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        super().__init__(f"no job {job_id!r} in this server")
-
-
-class NotebookUnreadableError(NbmlopsError, ValueError):
-    """A notebook whose parameters cannot be read (not JSON, no kernel name, ...)."""
-
-
-class ParameterTooLargeError(NbmlopsError, ValueError):
-    """A parameter value above :data:`MAX_VALUE_BYTES` (the API answers 413)."""
-
-    http_status = 413
-
-    def __init__(self, name: str, size: int) -> None:
-        self.name = name
-        self.size = size
-        super().__init__(f"parameter {name}: its value is {size:,} bytes of JSON; at most {MAX_VALUE_BYTES:,}")
 
 
 def echoed(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -287,7 +259,7 @@ class JobManager:
         for name, value in parameters.items():
             size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
             if size > MAX_VALUE_BYTES:
-                raise ParameterTooLargeError(str(name)[:100], size)
+                raise ParameterTooLargeError(str(name)[:100], size, MAX_VALUE_BYTES)
         try:
             check_parameters(path, parameters, typed=True)
         except (ParameterError, ParameterTypeError):

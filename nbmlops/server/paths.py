@@ -13,29 +13,9 @@ import os
 import stat
 from pathlib import Path
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import PathError, PathNotFoundError
 
 __all__ = ["PathError", "PathNotFoundError", "resolve_notebook", "resolve_path"]
-
-
-class PathError(NbmlopsError, ValueError):
-    """A path a request names that the server refuses to follow.
-
-    Attributes:
-        path: the path as the request gave it.
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        super().__init__(f"path {path!r}: {reason}")
-
-
-class PathNotFoundError(NbmlopsError, LookupError):
-    """A well-formed path under the server's root that names nothing."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"no such file: {path!r}")
 
 
 def resolve_path(root: str | os.PathLike[str], path: str | None, *, allow_hidden: bool = True) -> tuple[str, Path]:

@@ -17,8 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nbmlops.backend.addresses import StoreAddresses
-from nbmlops.backend.errors import RecordRejected
-from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, StoreAuthError, StoreUnavailableError
+from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, RecordRejected, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
     PAYLOADS_SUFFIX,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from nbmlops.backend.runs import list_artifacts
 from nbmlops.backend.store import Store, open_store
+from nbmlops.redact import redact_uri
 from nbmlops.tracking.query import RunNotFoundError
 from nbmlops.tracking.search import RunRow, SearchError, experiments, get_rows, quote_value, search_page
 
@@ -69,7 +70,7 @@ def run_detail(tracking_uri: str, run_id: str, max_artifacts: int = 500) -> RunD
     :class:`~nbmlops.tracking.query.RunNotFoundError` when the store has no such run."""
     rows = get_rows(tracking_uri, [run_id])
     if not rows:
-        raise RunNotFoundError(run_id, tracking_uri)
+        raise RunNotFoundError(run_id, redact_uri(tracking_uri))
     row = rows[0]
     names = dict(experiments(tracking_uri))
     artifacts: list[str] = []

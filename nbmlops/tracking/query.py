@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.backend import runs
-from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.runs import RunRow, row_of
 from nbmlops.backend.store import PARENT_KEY_TAG, RUN_KEY_TAG, Store, open_store
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import RecordRejected, RunNotFoundError
 from nbmlops.redact import redact_uri
 
 __all__ = [
@@ -28,16 +27,6 @@ __all__ = [
     "metric_history",
 ]
 
-class RunNotFoundError(NbmlopsError, ValueError):
-    """No run with this id in the tracking store."""
-
-    http_status = 404
-
-    def __init__(self, run_id: str, tracking_uri: str) -> None:
-        self.run_id = run_id
-        super().__init__(f"no run {run_id!r} in the tracking store {redact_uri(tracking_uri)}")
-
-
 def load_run(tracking_uri: str, run_id: str) -> RunRow:
     """The run ``run_id``; a :class:`RunNotFoundError` when the store has no such run."""
     store = _store(tracking_uri)
@@ -45,7 +34,7 @@ def load_run(tracking_uri: str, run_id: str) -> RunRow:
         run = runs.get_run(store, run_id)
     except RecordRejected as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise RunNotFoundError(run_id, tracking_uri) from None
+            raise RunNotFoundError(run_id, redact_uri(tracking_uri)) from None
         raise
     return row_of(run, runs.experiment_name(store, run.info.experiment_id))
 

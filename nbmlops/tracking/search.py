@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbmlops.backend import runs
-from nbmlops.backend.errors import RecordRejected
 from nbmlops.backend.runs import RunRow, row_of
 from nbmlops.backend.store import Store, open_store
 from nbmlops.backend.tags import CELL_KEY_TAG
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import RecordRejected, SearchError
 from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, parse_order_by
 from nbmlops.tracking.search_sql import Database, database_for
 
@@ -37,10 +36,6 @@ __all__ = [
 ]
 
 _PROBE_LIMIT = 1 << 40
-
-
-class SearchError(NbmlopsError, ValueError):
-    """The store refused a search: a filter or an ordering it cannot read. The message is MLflow's."""
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nbmlops.backend.errors import RegistryError
 from nbmlops.backend.models import check_model_name
+from nbmlops.exceptions import UnsupportedModelError
 
 __all__ = ["UnsupportedModelError", "check_model", "features_of", "stage_model"]
 
 _EXAMPLE_ROWS = 5
-
-
-class UnsupportedModelError(RegistryError, TypeError):
-    """The object is not a model nbmlops can register (today: scikit-learn estimators and pipelines)."""
 
 
 def _model_class(model: Any) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import FilterError
 from nbmlops.runner.gates import parse_gate
 from nbmlops.tracking import search
 from nbmlops.tracking.search import CELL_KEY_TAG, RunRow, quote_value
@@ -34,10 +34,6 @@ SORTABLE = {
     "cell": f"tags.`{CELL_KEY_TAG}`",
 }
 _MAX_KEYS = 30  # param and metric columns shown per page, each
-
-
-class FilterError(NbmlopsError, ValueError):
-    """A filter, sort column or page that cannot be applied; the message says why."""
 
 
 @dataclass(frozen=True)
