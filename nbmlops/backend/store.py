@@ -5,8 +5,8 @@ Replays are exactly-once: a run is created with its local key as a tag and looke
 delivery is resumed; params and tags are re-sent with the same values (MLflow accepts that);
 metrics carry their original timestamps so MLflow's own de-duplication drops repeats.
 
-Creating a run is never retried blindly: MLflow's HTTP client does not retry (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
-is 0 unless the environment sets it), and a
+Creating a run is never retried blindly: MLflow's HTTP client does not retry nbmlops' calls (see
+:func:`_http_limits`), and a
 ``create_run`` whose outcome is unknown (its reply was lost, it timed out) is followed by a look-up of
 the run key before any new attempt. Should two runs carry one key all the same (a request the server
 applied late), the one delivered to is kept and the others are marked KILLED and deleted.
@@ -106,7 +106,6 @@ class Store:
         self.uri = uri
         self.display_uri = redact_uri(uri)
         self.artifact_root = artifact_root
-        self._http = uri.startswith(("http://", "https://"))
         self._client: Any = None
         self._experiments: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -178,7 +177,6 @@ class Store:
             self._probe_http()
             # MLflow prints a "View run ..." line at every run end on a server store: noise in a user's cell
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-            _limit_mlflow_http(self.call_timeout)
         if self.uri.startswith("sqlite:///"):
             return self._connect_sqlite()
         from mlflow import MlflowClient
@@ -224,7 +222,7 @@ class Store:
             engine_uri = self.uri if "?" in self.uri else f"{self.uri}?timeout={sqlite_schema.SQLITE_WAIT_S:g}"
             client = self._call(lambda: MlflowClient(tracking_uri=engine_uri))
             self._call(lambda: client.search_experiments(max_results=1))
-        self._sqlite_path = path
+        self._sqlite_path = Path(os.path.abspath(path))  # the same file after a chdir
         return client
 
     def _call(self, fn: Callable[[], Any], retry: bool = True) -> Any:
@@ -239,8 +237,6 @@ class Store:
         start = time.monotonic()
         deadline = start + budget
         self._refuse_while_down()
-        if self._http:
-            _limit_mlflow_http(budget)
         delay = 0.05
         while True:
             try:
@@ -611,33 +607,56 @@ class _BoundedClient:
         return bounded
 
 
-def _limit_mlflow_http(budget: float) -> None:
-    """Bound MLflow's HTTP requests in this process by the call budget: one request per call (no retries of
-    MLflow's own: a create whose reply was lost is looked up by its key, never sent blindly again), each
-    waiting at most ``budget`` seconds (whole seconds, at least one). Through MLflow's documented variables
-    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT``, set only where the environment does
-    not set them already: a user's own values are kept, and then bound nbmlops' requests too."""
-    timeout = str(max(1, math.ceil(budget)))  # MLflow reads whole seconds
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)):
-        if os.environ.get(name, _set_by_us.get(name)) == _set_by_us.get(name):
-            os.environ[name] = _set_by_us[name] = value
-
-
-_set_by_us: dict[str, str] = {}  # the MLflow variables this process set itself, and to what
-
-
 @contextlib.contextmanager
 def _http_limits(timeout: float) -> Iterator[None]:
-    """Within the block, this thread's own requests to the server (the health probe) wait ``timeout`` s at
-    most (an outer block's limit stays)."""
+    """Within the block, this thread's requests wait ``timeout`` s at most (an outer block's limit stays):
+    the health probe's, and MLflow's, which make one attempt each (no retries of MLflow's own: a create whose
+    reply was lost is looked up by its key, never sent blindly again).
+
+    MLflow reads its documented variables ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (whole seconds) and
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` at each request. They are set while nbmlops has a call in flight, and
+    only where the environment does not set them: a user's own values are kept (and then bound nbmlops'
+    requests too), and the user's own MLflow calls keep MLflow's defaults outside nbmlops' calls.
+    """
     if getattr(_limits, "timeout", None) is not None:
         yield
         return
     _limits.timeout = timeout
+    _open_window(timeout)
     try:
         yield
     finally:
         _limits.timeout = None
+        _close_window()
+
+
+_window = threading.Lock()
+_in_flight = 0
+_set_by_us: dict[str, str] = {}  # the MLflow variables set for the calls in flight, and to what
+
+
+def _open_window(timeout: float) -> None:
+    global _in_flight
+    with _window:
+        _in_flight += 1
+        if _in_flight > 1:
+            return
+        limits = (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout)))))
+        for name, value in limits:
+            if name not in os.environ:
+                os.environ[name] = _set_by_us[name] = value
+
+
+def _close_window() -> None:
+    global _in_flight
+    with _window:
+        _in_flight -= 1
+        if _in_flight:
+            return
+        for name, value in _set_by_us.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
+        _set_by_us.clear()
 
 
 def _health_request(uri: str) -> tuple[str, dict[str, str]]:
