@@ -87,11 +87,16 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return
     if "nbmlops_store" not in record.info:
-        record.info["nbmlops_store"] = _main_file(dbapi_connection)
+        record.info["nbmlops_store"] = _main_file(dbapi_connection) if _in_wal(dbapi_connection) else None
     if record.info["nbmlops_store"] not in _paths:
-        return
+        return  # not our store, or not in WAL mode (where NORMAL could corrupt it on a power cut): left alone
     level = _NORMAL if getattr(_local, "delivering", False) else _FULL
     dbapi_connection.execute(f"PRAGMA synchronous={level}")  # microseconds, no I/O
+
+
+def _in_wal(connection: sqlite3.Connection) -> bool:
+    """True when the connection's database is in WAL mode."""
+    return str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
 
 def _main_file(connection: sqlite3.Connection) -> str | None:
