@@ -110,3 +110,69 @@ def test_wal_is_fsynced_before_each_cursor_save(shell, store_uri: str, monkeypat
     for index in cursor_saves:
         assert wal in synced[previous + 1 : index], (index, synced)  # this batch's commits made durable first
         previous = index
+
+
+CHILD = """
+import time
+import nbmlops
+with nbmlops.track("left-behind", experiment="sync-settles"):
+    nbmlops.log_metric("m", 1.0)
+print("journaled", flush=True)
+time.sleep(600)
+"""
+
+
+def test_sync_fsyncs_the_wal_before_it_removes_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from nbmlops.backend.addresses import StoreAddresses
+    from nbmlops.tracking.delivery import sync_journals
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'sync-settles'\n")
+    blocker = tmp_path / "store"
+    blocker.write_text("a file where the store's folder should be: the process cannot deliver")
+    store = f"sqlite:///{blocker / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBMLOPS_", "MLFLOW_", "JPY_"))}
+    env["NBMLOPS_TRACKING_URI"] = store
+    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=project, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "journaled"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        if child.stdout is not None:
+            child.stdout.close()
+    journal_dir = project / ".nbmlops" / "journal"
+    (journal,) = journal_dir.glob("*.journal")
+    blocker.unlink()
+
+    events: list[str] = []
+    real_fsync, real_fdatasync, real_unlink = os.fsync, os.fdatasync, os.unlink
+
+    def logged(real):
+        def sync(fd) -> None:
+            number = fd if isinstance(fd, int) else fd.fileno()
+            events.append("fsync " + os.readlink(f"/proc/self/fd/{number}"))
+            real(fd)
+
+        return sync
+
+    def unlink(path, *args, **kwargs) -> None:
+        events.append(f"unlink {os.path.realpath(path)}")
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", logged(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", logged(real_fdatasync))
+    monkeypatch.setattr(os, "unlink", unlink)
+    report = sync_journals(journal_dir, addresses=StoreAddresses.from_environment(store))
+    monkeypatch.undo()
+    assert report.ok, report.problems()
+    assert report.delivered >= 3 and not journal.exists()
+    wal = os.path.realpath(blocker / "mlflow.db") + "-wal"
+    removed = events.index(f"unlink {os.path.realpath(journal)}")
+    assert f"fsync {wal}" in events[:removed], events  # the store's WAL durable before the journal lets go
