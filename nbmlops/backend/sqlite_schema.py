@@ -67,7 +67,9 @@ def ready(path: Path, display_uri: str, artifact_root: str | None) -> Iterator[N
                 "its schema was left half-migrated and it holds runs: back it up, then run "
                 f"`mlflow db upgrade {display_uri}`",
             )
-        if state != "complete":
+        if state == "missing" and path.exists():
+            _make_in_place(path, display_uri, artifact_root)
+        elif state != "complete":
             _build(path, artifact_root)
         else:
             connection = sqlite3.connect(path, timeout=SQLITE_WAIT_S)
@@ -76,6 +78,35 @@ def ready(path: Path, display_uri: str, artifact_root: str | None) -> Iterator[N
             finally:
                 connection.close()
         yield
+
+
+def _make_in_place(path: Path, display_uri: str, artifact_root: str | None) -> None:
+    """Make the schema in an existing store file that has no table yet: another process (a user's own MLflow)
+    may hold it open, slow to make its tables, and a file replaced under it would leave it on a deleted copy.
+    If that process makes the tables at the same moment, whichever is second finds them made."""
+    try:
+        _make_schema(path)
+    except Exception:  # the other maker won a race on a table: read what it made
+        if _settled_schema_state(path) != "complete":
+            raise StoreUnavailableError(
+                display_uri, "its schema could not be made: another process is making it, or it is damaged"
+            ) from None
+    connection = sqlite3.connect(path, timeout=SQLITE_WAIT_S)
+    try:
+        _set_default_location(connection, artifact_root)
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    _remember_reference(path, _read_schema(path))
+    make_durable(path)
+
+
+def _set_default_location(connection: sqlite3.Connection, artifact_root: str | None) -> None:
+    """The default experiment's artifacts under ours, as for every experiment nbmlops makes."""
+    if artifact_root:
+        location = f"{Path(artifact_root).resolve().as_uri()}/0"
+        connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
+        connection.commit()
 
 
 def _build(path: Path, artifact_root: str | None) -> None:
@@ -90,10 +121,7 @@ def _build(path: Path, artifact_root: str | None) -> None:
     _make_schema(building)
     connection = sqlite3.connect(building)
     try:
-        if artifact_root:  # the default experiment's artifacts under ours, as for every experiment nbmlops makes
-            location = f"{Path(artifact_root).resolve().as_uri()}/0"
-            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
-            connection.commit()
+        _set_default_location(connection, artifact_root)
         connection.execute("PRAGMA journal_mode=WAL")
     finally:
         connection.close()
@@ -111,6 +139,11 @@ def _build(path: Path, artifact_root: str | None) -> None:
         if _settled_schema_state(path) == "complete":
             building.unlink()
             return
+    if _held_open(path):  # never replace a file a live process has open: it would go on in a deleted copy
+        building.unlink()
+        raise StoreUnavailableError(
+            f"sqlite:///{path}", "its schema is incomplete and another process has it open (making it?): try again"
+        )
     for stale in _sqlite_files(path)[1:]:
         stale.unlink(missing_ok=True)  # the journal of the store being replaced, if any
     os.replace(building, path)
@@ -214,9 +247,36 @@ def _settled_schema_state(path: Path) -> str:
     deadline = time.monotonic() + SQLITE_WAIT_S
     while True:
         state = _schema_state(path)
-        if state == "complete" or time.monotonic() > deadline or not _recently_written(path):
+        if state == "complete" or time.monotonic() > deadline:
+            return state
+        if not _recently_written(path) and not _held_open(path):
             return state
         time.sleep(0.2)
+
+
+def _held_open(path: Path) -> bool:
+    """True when a process (this one included) has the database file open: someone (MLflow making its tables
+    slowly, on a loaded machine) may be writing it. Read from ``/proc``; False where there is none."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    try:
+        target = os.stat(path)
+    except FileNotFoundError:
+        return False
+    for fd_dir in proc.glob("[0-9]*/fd"):
+        try:
+            entries = list(fd_dir.iterdir())
+        except OSError:
+            continue  # another user's process, or gone
+        for entry in entries:
+            try:
+                found = os.stat(entry)
+            except OSError:
+                continue
+            if (found.st_ino, found.st_dev) == (target.st_ino, target.st_dev):
+                return True
+    return False
 
 
 def _recently_written(path: Path) -> bool:

@@ -229,3 +229,26 @@ def test_a_process_exiting_while_its_writer_makes_the_store_leaves_it_complete(t
     )
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert finished_runs(db) == {"0": "FINISHED"}
+
+
+def test_an_empty_store_file_another_process_holds_open_is_made_in_place_never_replaced(tmp_path: Path) -> None:
+    """A user's own MLflow (another process) opened the new store's path first, creating an empty file, and was
+    slow to make its tables: nbmlops makes the schema in that very file, so the other process keeps seeing the
+    store every later run goes to (a replaced file would leave it on a deleted copy)."""
+    import sqlite3
+
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    held = sqlite3.connect(store)
+    held.execute("PRAGMA user_version").fetchone()  # the file exists, empty: no table yet
+    inode = store.stat().st_ino
+    past = time.time() - 60
+    os.utime(store, (past, past))  # its maker is slow: nothing written for a while
+    env = environment()
+    env["NBMLOPS_TRACKING_URI"] = f"sqlite:///{store}"
+    done = subprocess.run([sys.executable, "-c", SCRIPT, "7"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "delivered" in done.stdout, done.stderr[-2000:]
+    assert store.stat().st_ino == inode
+    assert held.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    held.close()
