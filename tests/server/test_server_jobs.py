@@ -120,6 +120,8 @@ async def test_running_jobs_are_limited(api, make_notebook, jobs):
     assert code == 202
     code, answer = await api("POST", "jobs", body={"notebook": "slow.ipynb"})
     assert code == 429 and "1 job(s) are running" in answer["error"]
+    # cancelled once its notebook runs (a runner still starting its interpreter may need SIGTERM: "killed")
+    await wait_for_job(api, first["job_id"], lambda j: (j["progress"] or {}).get("done", 0) >= 1)
     assert (await api("POST", "jobs", first["job_id"], "cancel"))[0] == 200
     job = await wait_for_job(api, first["job_id"], ended, timeout=30)
     assert job["status"] == "cancelled"
