@@ -91,22 +91,24 @@ def _make_in_place(path: Path, display_uri: str, artifact_root: str | None) -> N
             raise StoreUnavailableError(
                 display_uri, "its schema could not be made: another process is making it, or it is damaged"
             ) from None
-    connection = sqlite3.connect(path, timeout=SQLITE_WAIT_S)
+    _finish_schema(path, path, artifact_root)
+
+
+def _finish_schema(database: Path, path: Path, artifact_root: str | None) -> None:
+    """After MLflow made the schema in ``database`` (the store at ``path``, or a file beside it): the default
+    experiment's artifacts under ours (as for every experiment nbmlops makes), WAL, the reference remembered,
+    the file durable."""
+    connection = sqlite3.connect(database, timeout=SQLITE_WAIT_S)
     try:
-        _set_default_location(connection, artifact_root)
+        if artifact_root:
+            location = f"{Path(artifact_root).resolve().as_uri()}/0"
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
+            connection.commit()
         connection.execute("PRAGMA journal_mode=WAL")
     finally:
         connection.close()
-    _remember_reference(path, _read_schema(path))
-    make_durable(path)
-
-
-def _set_default_location(connection: sqlite3.Connection, artifact_root: str | None) -> None:
-    """The default experiment's artifacts under ours, as for every experiment nbmlops makes."""
-    if artifact_root:
-        location = f"{Path(artifact_root).resolve().as_uri()}/0"
-        connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
-        connection.commit()
+    _remember_reference(path, _read_schema(database))
+    make_durable(database)
 
 
 def _build(path: Path, artifact_root: str | None) -> None:
@@ -119,14 +121,7 @@ def _build(path: Path, artifact_root: str | None) -> None:
         leftover.unlink(missing_ok=True)  # of a process killed while building: we hold the lock
     building = path.with_name(f"{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     _make_schema(building)
-    connection = sqlite3.connect(building)
-    try:
-        _set_default_location(connection, artifact_root)
-        connection.execute("PRAGMA journal_mode=WAL")
-    finally:
-        connection.close()
-    _remember_reference(path, _read_schema(building))
-    make_durable(building)
+    _finish_schema(building, path, artifact_root)
     if not path.exists():
         try:
             os.link(building, path)  # never over a store another process (MLflow itself) made meanwhile

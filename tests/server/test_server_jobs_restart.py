@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,19 +15,11 @@ import pytest
 
 from nbmlops.server import jobs as jobs_module
 from nbmlops.server.jobs import NO_FINAL_STATUS, JobManager
+from tests.server.test_server_jobs import wait_for_job
 
 RUNNING = ("queued", "running")
 
 
-async def wait_for(api, job_id: str, until, timeout: float = 240) -> dict:
-    """Poll the job through the API until ``until(job)`` holds; the last state seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code, job = await api("GET", "jobs", job_id)
-        assert code == 200, job
-        if until(job) or time.monotonic() > deadline:
-            return job
-        await asyncio.sleep(0.2)
 
 
 def restart(jp_serverapp, root: Path) -> JobManager:
@@ -43,9 +34,9 @@ async def test_progress_run_id_and_output_come_from_the_status_file_not_the_log(
     make_notebook("train.ipynb", "import time\ntime.sleep(2)", "metric = alpha * 2", parameters="alpha = 0.5")
     code, job = await api("POST", "jobs", body={"notebook": "train.ipynb", "parameters": {"alpha": 3}})
     assert code == 202, job
-    during = await wait_for(api, job["job_id"], lambda j: j["cell"] == 2 or j["status"] not in RUNNING)
+    during = await wait_for_job(api, job["job_id"], lambda j: j["cell"] == 2 or j["status"] not in RUNNING)
     assert during["status"] == "running" and during["progress"] == {"done": 2, "total": 4}, during
-    job = await wait_for(api, job["job_id"], lambda j: j["status"] not in RUNNING)
+    job = await wait_for_job(api, job["job_id"], lambda j: j["status"] not in RUNNING)
     assert job["status"] == "finished" and job["exit_code"] == 0 and job["error"] is None, job
     assert job["progress"] == {"done": 4, "total": 4}
     run = client.get_run(job["run_id"])
@@ -62,7 +53,7 @@ async def test_a_restarted_server_lists_follows_and_finishes_an_earlier_servers_
     make_notebook("train.ipynb", "import time\ntime.sleep(4)", "metric = alpha * 2", parameters="alpha = 0.5")
     code, job = await api("POST", "jobs", body={"notebook": "train.ipynb", "parameters": {"alpha": 7}})
     assert code == 202, job
-    await wait_for(api, job["job_id"], lambda j: j["status"] == "running")
+    await wait_for_job(api, job["job_id"], lambda j: j["status"] == "running")
     pid = jobs.get(job["job_id"]).pid
 
     later = restart(jp_serverapp, root)
@@ -71,7 +62,7 @@ async def test_a_restarted_server_lists_follows_and_finishes_an_earlier_servers_
         assert [j["job_id"] for j in listed] == [job["job_id"]]
         assert listed[0]["status"] == "running" and listed[0]["parameters"] == {"alpha": 7}
         assert later.get(job["job_id"]).process is None and later.get(job["job_id"]).pid == pid
-        ended = await wait_for(api, job["job_id"], lambda j: j["status"] not in RUNNING)
+        ended = await wait_for_job(api, job["job_id"], lambda j: j["status"] not in RUNNING)
         assert ended["status"] == "finished" and ended["exit_code"] == 0 and ended["error"] is None, ended
         assert ended["progress"] == {"done": 4, "total": 4} and ended["ended"] >= ended["started"] == job["started"]
         run = client.get_run(ended["run_id"])
@@ -88,12 +79,12 @@ async def test_a_restarted_server_cancels_an_earlier_servers_job(api, make_noteb
     make_notebook("slow.ipynb", "import time\ntime.sleep(120)", "print('never')", parameters="n = 1")
     code, job = await api("POST", "jobs", body={"notebook": "slow.ipynb"})
     assert code == 202, job
-    await wait_for(api, job["job_id"], lambda j: j["cell"] == 1 and j["run_id"])  # the sleeping cell
+    await wait_for_job(api, job["job_id"], lambda j: j["cell"] == 1 and j["run_id"])  # the sleeping cell
     later = restart(jp_serverapp, root)
     try:
         code, _ = await api("POST", "jobs", job["job_id"], "cancel")
         assert code == 200
-        ended = await wait_for(api, job["job_id"], lambda j: j["status"] not in RUNNING, timeout=60)
+        ended = await wait_for_job(api, job["job_id"], lambda j: j["status"] not in RUNNING, timeout=60)
         assert ended["status"] == "cancelled" and ended["exit_code"] == 130 and ended["error"] is None, ended
         assert not later.get(job["job_id"]).running
         assert client.get_run(ended["run_id"]).info.status == "KILLED"  # the run's id, known before it ended
@@ -106,10 +97,10 @@ async def test_a_job_whose_runner_died_without_a_final_status_is_failed_saying_s
     make_notebook("slow.ipynb", "import time\ntime.sleep(120)", parameters="n = 1")
     code, job = await api("POST", "jobs", body={"notebook": "slow.ipynb"})
     assert code == 202, job
-    await wait_for(api, job["job_id"], lambda j: j["status"] == "running")
+    await wait_for_job(api, job["job_id"], lambda j: j["status"] == "running")
     restart(jp_serverapp, root)
     os.killpg(jobs.get(job["job_id"]).pid, signal.SIGKILL)  # the runner and its kernel, as a crash would
-    ended = await wait_for(api, job["job_id"], lambda j: j["status"] not in RUNNING, timeout=60)
+    ended = await wait_for_job(api, job["job_id"], lambda j: j["status"] not in RUNNING, timeout=60)
     assert ended["status"] == "failed" and ended["error"] == NO_FINAL_STATUS, ended
     assert ended["ended"] is not None
     assert ended["output"].startswith("nbmlops-outputs/slow-")  # the notebook as far as papermill wrote it
