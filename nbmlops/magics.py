@@ -198,6 +198,7 @@ def _warn(message: str) -> None:
 def _status() -> None:
     """Print whether the store answers now (asked within the ``call_timeout`` budget, however it misbehaves),
     how the last delivery went, and how many records wait."""
+    from nbmlops.backend.delivery_process import delivery_process
     from nbmlops.backend.store import open_store
     from nbmlops.redact import redact_uri
 
@@ -208,6 +209,9 @@ def _status() -> None:
     print(f"tracking store:  {redact_uri(settings.tracking_uri)} ({problem or 'answers'})")
     print(f"last delivery:   {'failed: ' + error if error else 'ok'}")
     print(f"waiting records: {session.pending}")
+    child = delivery_process().pid
+    where = f"delivery process {child}" if child else "a delivery process (started with the first run)"
+    print(f"delivered by:    {'this process' if session.delivers_here else where}")
 
 
 def _config(args: list[str]) -> None:

@@ -52,20 +52,42 @@ def commit_levels():
     event.remove(Engine, "commit", on_commit)
 
 
+def _records(experiment: str, runs: int) -> list[dict]:
+    """The records of ``runs`` trivial runs, as a journal holds them."""
+    import time
+    import uuid
+
+    now = int(time.time() * 1000)
+    records: list[dict] = []
+    for _ in range(runs):
+        key = uuid.uuid4().hex
+        records += [
+            {"t": "start", "run": key, "experiment": experiment, "ts": now, "tags": {"nbmlops.kind": "cell"}},
+            {"t": "params", "run": key, "params": {"alpha": "0.5"}},
+            {"t": "metrics", "run": key, "metrics": [["acc", 1.0, 0, now]]},
+            {"t": "end", "run": key, "status": "FINISHED", "ts": now},
+        ]
+    return records
+
+
 def test_delivery_commits_with_synchronous_normal_and_the_users_own_mlflow_calls_with_full(
-    shell, store_uri: str, commit_levels: list[tuple[str, str, int]], request
+    project, store_uri: str, commit_levels: list[tuple[str, str, int]], request
 ) -> None:
+    """What the delivery process runs (``Store.deliver``, here in a thread of this process, where the commits
+    can be watched) commits with NORMAL; the user's own fluent MLflow calls on the same store keep FULL."""
     import mlflow
 
-    import nbmlops
+    from nbmlops.backend.store import open_store
 
-    assert shell.run_cell(TRIVIAL, store_history=True).success  # opens the store (and its engine)
-    nbmlops.flush(120)
+    store = open_store(store_uri, os.environ["NBMLOPS_ARTIFACT_ROOT"])
+    store.experiment_id(request.node.name[:200])  # the store open (and in WAL mode) before commits are watched
     commit_levels.clear()
-    for _ in range(3):
-        assert shell.run_cell(TRIVIAL, store_history=True).success
-    nbmlops.flush(120)
-    # the user's own fluent MLflow calls in the kernel's thread, on the same store (MLflow's cached engine)
+    worker = threading.Thread(
+        target=store.deliver, args=(_records(request.node.name[:200], 3), {}, False), name="nbmlops-delivery"
+    )
+    worker.start()
+    worker.join()
+    # the user's own fluent MLflow calls in the main thread, on the same store (MLflow's cached engine)
     mlflow.set_tracking_uri(store_uri)
     mlflow.set_experiment(request.node.name[:200] + "-by-hand")
     with mlflow.start_run():
@@ -75,40 +97,46 @@ def test_delivery_commits_with_synchronous_normal_and_the_users_own_mlflow_calls
     path = os.path.realpath(_db(store_uri))
     mine = [(thread, level) for thread, file, level in commit_levels if file == path]
     users = {level for thread, level in mine if thread == threading.main_thread().name}
-    background = [level for thread, level in mine if thread != threading.main_thread().name]
+    delivery = [level for thread, level in mine if thread == "nbmlops-delivery"]
     assert users == {2}, mine  # FULL: MLflow's default durability for the user's own calls
-    # the three runs' creations, batches and ends (at least 3 x 3 commits) went with NORMAL
-    assert background.count(1) >= 9, mine
+    # the three runs' creations, batches and ends (at least 3 x 3 commits) went with NORMAL, and only with it
+    assert delivery.count(1) >= 9 and set(delivery) == {1}, mine
 
 
-def test_wal_is_fsynced_before_each_cursor_save(shell, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_delivery_settles_the_store_before_each_cursor_save(
+    shell, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live writer's records are applied by the delivery process; its settle (the WAL's fsync, there)
+    is answered before the journal's cursor is saved, every time."""
     import nbmlops
+    from nbmlops.backend.delivery_process import RemoteStore, delivery_process
 
     assert shell.run_cell(TRIVIAL, store_history=True).success  # the store is open, its WAL made
     nbmlops.flush(120)
-    synced: list[str] = []
-    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+    assert delivery_process().pid not in (None, os.getpid())
+    events: list[str] = []
+    real_fsync, real_settle = os.fsync, RemoteStore.settle
 
-    def logged(real):
-        def sync(fd) -> None:
-            number = fd if isinstance(fd, int) else fd.fileno()
-            synced.append(os.readlink(f"/proc/self/fd/{number}"))
-            real(fd)
+    def fsync(fd) -> None:
+        number = fd if isinstance(fd, int) else fd.fileno()
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{number}"))
+        real_fsync(fd)
 
-        return sync
+    def settle(self) -> None:
+        real_settle(self)
+        events.append("settled")
 
-    monkeypatch.setattr(os, "fsync", logged(real_fsync))
-    monkeypatch.setattr(os, "fdatasync", logged(real_fdatasync))
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(RemoteStore, "settle", settle)
     for _ in range(3):
         assert shell.run_cell(TRIVIAL, store_history=True).success
         nbmlops.flush(120)
     monkeypatch.undo()
-    wal = os.path.realpath(_db(store_uri)) + "-wal"
-    cursor_saves = [i for i, path in enumerate(synced) if path.endswith(f".tmp{os.getpid()}")]  # Cursor.save
-    assert len(cursor_saves) >= 3, synced
+    cursor_saves = [i for i, event in enumerate(events) if event.endswith(f".tmp{os.getpid()}")]  # Cursor.save
+    assert len(cursor_saves) >= 3, events
     previous = -1
     for index in cursor_saves:
-        assert wal in synced[previous + 1 : index], (index, synced)  # this batch's commits made durable first
+        assert "settled" in events[previous + 1 : index], (index, events)  # this batch made durable first
         previous = index
 
 

@@ -4,6 +4,8 @@
   call, and what MLflow raises classified into nbmlops' errors (an ``MlflowException`` never leaves the
   backend); runs found again by their key; :mod:`~nbmlops.backend.sqlite_schema`: a local sqlite store made
   safely by several processes; :mod:`~nbmlops.backend.addresses`: which stores a deliverer may write to.
+- :mod:`~nbmlops.backend.delivery_process`: a kernel's records applied by a child process of its own, off the
+  kernel's GIL (the same store code, each call one request over a private pipe);
 - :mod:`~nbmlops.backend.records`: journaled records applied through a table of handlers by record kind;
   :mod:`~nbmlops.backend.models`: a registration delivered (MLflow's scikit-learn flavor), model files read.
 - :mod:`~nbmlops.backend.runs`, :mod:`~nbmlops.backend.registry`: the reads and searches of runs, the registry's

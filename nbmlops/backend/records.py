@@ -266,12 +266,15 @@ def deliver(store: Store, records: Iterable[dict[str, Any]], runs: dict[str, str
 
 def _write_artifacts(folder: Path, records: list[dict[str, Any]]) -> None:
     """Write the artifact records' payloads under ``folder`` at their paths."""
+    made: set[Path] = set()
     for record in records:
         path = PurePosixPath(record["path"])
         if path.is_absolute() or ".." in path.parts:
             raise RecordRejected(f"artifact path {record['path']!r} leaves the run's artifact folder")
         local = folder.joinpath(*path.parts)
-        local.parent.mkdir(parents=True, exist_ok=True)
+        if local.parent not in made:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            made.add(local.parent)
         if "file" in record:
             _copy_checked(Path(record["file"]), local, record.get("sha256"))
         else:

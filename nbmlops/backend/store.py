@@ -118,7 +118,11 @@ class Store:
 
     @property
     def call_timeout(self) -> float:
-        """The budget of one call, in seconds (the ``call_timeout`` setting, read at each call)."""
+        """The budget of one call, in seconds (the ``call_timeout`` setting, read at each call; once per
+        :meth:`deliver`)."""
+        pinned = getattr(_limits, "budget", None)
+        if pinned is not None:
+            return float(pinned)
         from nbmlops.config import DEFAULT_CALL_TIMEOUT, resolve_settings
 
         try:
@@ -310,8 +314,13 @@ class Store:
 
         On a local sqlite store its commits are not each fsync'd (:mod:`nbmlops.backend.sqlite_commit`):
         call :meth:`settle` before the journal lets go of the records."""
-        with sqlite_commit.delivering():
-            deliver_records(self, records, runs, careful)
+        budget = self.call_timeout
+        outer, _limits.budget = getattr(_limits, "budget", None), budget
+        try:
+            with sqlite_commit.delivering():
+                deliver_records(self, records, runs, careful)
+        finally:
+            _limits.budget = outer
 
     def settle(self) -> None:
         """Make what :meth:`deliver` wrote durable: one fsync of a local sqlite store's WAL; nothing for a

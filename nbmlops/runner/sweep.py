@@ -98,6 +98,7 @@ def run_sweep(
         require_shared_store(settings)
     if objective and maximize is None:
         maximize = infer_maximize(objective)
+    get_session().deliver_here()  # the workers' journals are delivered here: the sweep's own records too
     started = time.monotonic()
     with open_backend(workers, dask, len(combos)) as (submit, as_completed):
         run = _start_sweep_run(source, settings, grid, fixed, random, seed, combos, objective, maximize, dask)

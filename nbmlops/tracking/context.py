@@ -88,6 +88,8 @@ def git_state(path: str | os.PathLike[str]) -> GitState | None:
     """
     directory = _directory(path)
     nearest = _nearest_git(directory)
+    if nearest is None:
+        return None  # no .git here or above: git would say so, at the cost of a process
     status = _git(directory, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
     if status is None:
         return None

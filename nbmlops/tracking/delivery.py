@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from nbmlops.backend.addresses import StoreAddresses
+from nbmlops.backend.delivery_process import StoreLike, delivery_process
 from nbmlops.exceptions import FlushTimeoutError, NbmlopsError, RecordRejected, StoreAuthError, StoreUnavailableError
 from nbmlops.journal import (
     CLAIM_SUFFIX,
@@ -43,18 +44,36 @@ class Deliverer:
     """Delivers one journal's records in order and keeps its cursor.
 
     ``journal_path`` is None for a live writer whose journal could not be made: the cursor then lives in
-    memory until :meth:`attach` names the journal. ``addresses`` are the stores it may deliver to (by default
+    memory until :meth:`attach` names the journal. With ``in_child`` the records are applied by this process's
+    delivery child (:mod:`nbmlops.backend.delivery_process`), off this process's GIL. ``addresses`` are the stores it may deliver to (by default
     those this process's settings and environment name: see :mod:`nbmlops.backend.addresses`).
     """
 
     def __init__(
-        self, journal_path: Path | None, on_run: RunListener | None = None, addresses: StoreAddresses | None = None
+        self,
+        journal_path: Path | None,
+        on_run: RunListener | None = None,
+        addresses: StoreAddresses | None = None,
+        in_child: bool = False,
     ) -> None:
         self.journal_path = journal_path
         self.addresses = addresses if addresses is not None else StoreAddresses.from_environment()
         self.cursor = Cursor.load(journal_path) if journal_path is not None else Cursor()
         self.run_stores: dict[str, tuple[str, str | None]] = {}
         self.on_run = on_run
+        self.in_child = in_child
+        self._touched: dict[int, StoreLike] = {}  # the stores written to by the group being delivered
+
+    def _open(self, uri: str, artifact_root: str | None, records: list[dict[str, Any]]) -> StoreLike:
+        """The store records go to: through this process's delivery child (``in_child``), but for a group
+        with a model registration (its staged model may name the user's own classes, known in this process
+        only), which is delivered here."""
+        if self.in_child and not any(record["t"] == "model" for record in records):
+            store: StoreLike = delivery_process().open(self.addresses.real(uri), artifact_root)
+        else:
+            store = self.addresses.open(uri, artifact_root)
+        self._touched.setdefault(id(store), store)
+        return store
 
     def attach(self, journal_path: Path) -> None:
         """Keep the cursor beside ``journal_path``, a journal made after records went without one."""
@@ -75,14 +94,15 @@ class Deliverer:
         refused: list[str] = []
         for group in _group_by_store(items, self.run_stores):
             uri, artifact_root = self.run_stores.get(group[0][1]["run"], (None, None))
+            self._touched.clear()
             try:
                 if uri is None:
                     raise RecordRejected(f"run {group[0][1]['run']} has no start record in this journal")
                 self._send(uri, artifact_root, group, careful)
             except RecordRejected:
                 refused += self._send_one_by_one(uri, artifact_root, group)
-            if uri is not None:
-                self.addresses.open(uri, artifact_root).settle()  # durable in the store before the cursor moves
+            for store in self._touched.values():
+                store.settle()  # durable in the store before the cursor moves
             self.cursor.offset = group[-1][0]
             self._save_cursor()
         return refused
@@ -96,9 +116,9 @@ class Deliverer:
             pass
 
     def _send(self, uri: str, artifact_root: str | None, group: list[Item], careful: bool) -> None:
-        store = self.addresses.open(uri, artifact_root)
         known = set(self.cursor.runs)
         records = [self._located(record) for _, record in group]
+        store = self._open(uri, artifact_root, records)
         # a start record journaled again (after records went without a journal) may be delivered already
         careful = careful or any(record.get("again") for record in records)
         store.deliver(records, self.cursor.runs, careful)
@@ -175,7 +195,9 @@ class _Waiting:
 
 
 class Writer:
-    """This process's background writer: drains the live journal into the store as records arrive.
+    """This process's background writer: drains the live journal into the store as records arrive, through the
+    process's delivery child (MLflow's work runs there, on another core than the user's cells), or with
+    ``in_child=False`` from this process.
 
     Records the journal could not take (a full disk; ``in_journal=False`` in :meth:`submit`) wait in memory
     only, within bounds: past :attr:`MEMORY_RECORDS` of them the oldest are dropped, metrics first, and past
@@ -183,7 +205,8 @@ class Writer:
     registration are never dropped. :attr:`dropped` counts what was, by record kind.
     """
 
-    #: how long the writer lets records gather before delivering them (unless a flush is waiting)
+    #: how long the writer lets records gather before delivering them (unless a flush is waiting); then, at
+    #: most as long again while capture work is under way (``capturing``), so a run's records go together
     LINGER_S = 0.025
     #: how many records may wait in memory only (the journal could not take them), and how many bytes
     MEMORY_RECORDS = 10_000
@@ -196,9 +219,12 @@ class Writer:
         on_run: RunListener | None = None,
         sync: Callable[[], None] | None = None,
         addresses: StoreAddresses | None = None,
+        capturing: Callable[[], bool] | None = None,
+        in_child: bool = True,
     ) -> None:
-        self.deliverer = Deliverer(journal_path, on_run, addresses)
+        self.deliverer = Deliverer(journal_path, on_run, addresses, in_child=in_child)
         self._sync = sync
+        self._capturing = capturing
         self._pending: deque[_Waiting] = deque()
         self._sending = 0  # the first records of _pending, being delivered
         self._in_memory = 0  # records kept in memory only, and their bytes
@@ -246,6 +272,11 @@ class Writer:
         """Keep the delivery cursor beside ``journal_path``, a journal made after records went without one."""
         with self._cond:
             self.deliverer.attach(journal_path)
+
+    def poke(self) -> None:
+        """Look again whether the capture work it waits for is done."""
+        with self._cond:
+            self._cond.notify_all()
 
     def kept_in_memory(self) -> list[dict[str, Any]]:
         """The waiting records kept in memory only, oldest first."""
@@ -351,6 +382,8 @@ class Writer:
                 if self._stopped:
                     return
                 self._cond.wait_for(lambda: self._wake, timeout=self.LINGER_S)
+                if self._capturing is not None and not self._wake:  # a run's capture records join its others
+                    self._cond.wait_for(self._gathered, timeout=self.LINGER_S)
                 self._wake = False
                 items = [(waiting.end, waiting.record) for waiting in self._pending]
                 self._sending = len(items)
@@ -394,6 +427,10 @@ class Writer:
                 self.last_error = None
                 self._warned = False
                 self._cond.notify_all()
+
+    def _gathered(self) -> bool:
+        """True once a flush waits or no capture work is under way (called holding the condition)."""
+        return self._wake or not (self._capturing is not None and self._capturing())
 
     def _outage(self, exc: Exception, count: int) -> None:
         """Note a failed delivery; warn once (per outage) on stderr.

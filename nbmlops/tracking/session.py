@@ -67,6 +67,7 @@ class Session:
         self._trouble_lock = threading.Lock()
         self._starts_not_journaled: dict[str, dict[str, Any]] = {}
         self._shared: dict[tuple[str, str], tuple[str, str]] = {}  # (store, folder) -> (digest, run key)
+        self._deliver_here = False
         if not handoff:
             self.background(self._recover)
 
@@ -189,7 +190,11 @@ class Session:
             return None
         if self._writer is None:
             path = self._journal.path if self._journal is not None else None
-            self._writer = Writer(path, on_run=self._run_created, sync=self._sync_journal, addresses=self.addresses)
+            self._writer = Writer(
+                path, on_run=self._run_created, sync=self._sync_journal, addresses=self.addresses,
+                capturing=lambda: bool(self._tasks),  # read without the lock: the writer asks holding its own
+                in_child=not self._deliver_here,
+            )
         return self._writer
 
     def _sync_journal(self) -> None:
@@ -201,6 +206,20 @@ class Session:
             journal.sync()
         except OSError as exc:
             self._journal_failed(journal.path, exc)
+
+    def deliver_here(self) -> None:
+        """Deliver this session's records from this process rather than through its delivery child
+        (:mod:`nbmlops.backend.delivery_process`): for a runner, which delivers its kernels' journals here with
+        a warm MLflow client anyway."""
+        with self._lock:
+            self._deliver_here = True
+            if self._writer is not None:
+                self._writer.deliverer.in_child = False
+
+    @property
+    def delivers_here(self) -> bool:
+        """True when this session's records are delivered from this process (see :meth:`deliver_here`)."""
+        return self._deliver_here
 
     @property
     def pending(self) -> int:
@@ -250,6 +269,9 @@ class Session:
     def _task_done(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._tasks.discard(future)
+            writer = self._writer
+        if writer is not None:
+            writer.poke()
         error = future.exception()
         if error is not None:
             sys.stderr.write(f"nbmlops: background capture failed: {type(error).__name__}: {error}\n")
