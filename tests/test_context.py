@@ -156,6 +156,7 @@ def test_a_hanging_git_is_killed_after_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_git(tmp_path, monkeypatch, f"exec {shutil.which('sleep')} 30\n")
+    (tmp_path / ".git").mkdir()  # a repository here: git is asked (and hangs)
     monkeypatch.setattr(context, "GIT_TIMEOUT", 0.3)
     started = time.monotonic()
     assert git_state(tmp_path) is None
@@ -170,9 +171,19 @@ def test_git_runs_without_locks_stdin_or_a_foreign_git_dir(
     log = tmp_path / "log"
     script = f'read -r line\necho "[$GIT_OPTIONAL_LOCKS][$GIT_DIR]" > {log}\nexit 1\n'
     fake_git(tmp_path, monkeypatch, script)
+    (tmp_path / ".git").mkdir()  # a repository here: git is asked
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
     assert git_state(tmp_path) is None
     assert log.read_text() == "[0][]\n"
+
+
+def test_no_git_process_outside_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log"
+    fake_git(tmp_path, monkeypatch, f'echo called > {log}\nexit 1\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    assert git_state(project) is None
+    assert not log.exists()
 
 
 def test_environment_reports_only_allow_listed_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,7 +86,7 @@ import nbmlops
 from nbmlops.backend.delivery_process import delivery_process
 assert shell.run_cell("%%track\\nalpha = 0.5", store_history=True).success
 nbmlops.flush(120)
-print(delivery_process().pid, flush=True)
+print("delivery process:", delivery_process().pid, flush=True)
 time.sleep(600)
 """
 
@@ -97,7 +97,11 @@ def test_the_delivery_process_ends_with_its_parent(project: Path, store_uri: str
     kernel = subprocess.Popen([sys.executable, "-c", CHILD], cwd=project, stdout=subprocess.PIPE, text=True)
     try:
         assert kernel.stdout is not None
-        child = int(kernel.stdout.readline())
+        line = ""
+        while not line.startswith("delivery process:"):
+            line = kernel.stdout.readline()
+            assert line, "the kernel ended early"
+        child = int(line.split(":")[1])
         assert psutil.Process(child).ppid() == kernel.pid
     finally:
         kernel.kill()

@@ -17,8 +17,8 @@ The child ends when this process does: its requests pipe closes, and a watchdog 
 this process be killed mid-request (so a recovery by another process never races a delivery still under way).
 A child that dies while a request is in flight is an outage of that request
 (:class:`~nbmlops.exceptions.StoreUnavailableError`: the writer retries it carefully, finding its runs by key)
-and is started again for the next one; a child that cannot be started at all (twice in a row) leaves delivery
-in this process (:meth:`DeliveryProcess.open` returns the in-process store), so tracking never depends on it.
+and is started again for the next one; a child that cannot be started (or ends before it answers) leaves delivery
+in this process from that request on (one line says so), so tracking never depends on it.
 
 Run as ``python -m nbmlops.backend.delivery_process`` by :class:`DeliveryProcess` only.
 """
@@ -47,8 +47,6 @@ _HEADER = struct.Struct("!Q")
 _WATCH_S = 0.02
 #: how long a starting child may take to answer (it imports nbmlops only: well under a second)
 _START_S = 60.0
-#: starts in a row that may fail (the child ended before it answered) before delivery stays in this process
-_STARTS = 2
 
 
 class StoreLike(Protocol):
@@ -74,7 +72,6 @@ class DeliveryProcess:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
-        self._failed_starts = 0
         self._broken: str | None = None  # why delivery stays in this process
         self._sent_context: tuple[Any, ...] | None = None
 
@@ -101,9 +98,17 @@ class DeliveryProcess:
         """
         with self._lock:
             try:
+                if self._broken is not None:
+                    raise _Unstartable(self._broken)
                 child = self._running()
-            except _Unstartable as exc:
-                raise StoreUnavailableError(display_uri, f"the delivery process could not start: {exc}") from None
+            except _Unstartable:  # delivered from this process, as from now on
+                runs: dict[str, str] = {}
+                try:
+                    return _handle(op, args, runs)
+                except Exception as exc:
+                    if runs:
+                        raise _PartlyDelivered(runs, exc) from None
+                    raise
             try:
                 _send(child.stdin, (op, self._context(), args))
                 reply = _receive(child.stdout)
@@ -154,15 +159,13 @@ class DeliveryProcess:
             child.wait()
             self._start_failed(f"it ended at start (exit code {child.returncode})")
             raise _Unstartable(f"it ended at start ({type(exc).__name__})") from None
-        self._child, self._failed_starts, self._sent_context = child, 0, None
+        self._child, self._sent_context = child, None
         return child
 
     def _start_failed(self, reason: str) -> None:
-        self._failed_starts += 1
-        if self._failed_starts >= _STARTS:
-            self._broken = reason
-            sys.stderr.write(f"nbmlops: the delivery process could not start ({reason}): records are delivered "
-                             "from this process instead.\n")
+        self._broken = reason
+        sys.stderr.write(f"nbmlops: the delivery process could not start ({reason}): records are delivered "
+                         "from this process instead.\n")
 
     def _child_ended(self, child: subprocess.Popen[bytes]) -> None:
         child.kill()
