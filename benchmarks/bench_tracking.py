@@ -681,7 +681,7 @@ def _profile_tracked(shell: Any, nbmlops: Any, cells: int = 20) -> str:
     stats.sort_stats("cumulative").print_stats(r"nbmlops|fdatasync|posix", 25)
     for key, title in (
         ("capture", "capture thread (code/history, git, environment)"),
-        ("writer", "writer thread (delivery to MLflow)"),
+        ("writer", "writer thread (hands records to the delivery process, waits for its answer)"),
     ):
         out.write(f"=== {title}: {wall[key] / cells * 1000:.1f} ms wall per cell (profiled)\n")
         stats = pstats.Stats(background[key], stream=out)
