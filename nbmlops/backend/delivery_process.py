@@ -76,13 +76,9 @@ class DeliveryProcess:
         self._sent_context: tuple[Any, ...] | None = None
 
     def open(self, uri: str, artifact_root: str | None) -> StoreLike:
-        """The store at ``uri`` (real, with its credentials) as delivered to by the child; the in-process store
-        when the child cannot be started."""
-        if self._broken is None:
-            return RemoteStore(self, uri, artifact_root)
-        from nbmlops.backend.store import open_store
-
-        return open_store(uri, artifact_root)
+        """The store at ``uri`` (real, with its credentials) as the child delivers to it (from this process
+        once the child could not be started: see :meth:`request`)."""
+        return RemoteStore(self, uri, artifact_root)
 
     @property
     def pid(self) -> int | None:

@@ -141,12 +141,12 @@ def run_notebook(
     effective = check_parameters(source, dict(parameters or {}), typed=True)
     settings = resolve_settings(experiment=experiment)
     target = _output_path(source, output, settings)
-    if not get_session().handoff:
-        get_session().deliver_here()  # its kernel's journal is delivered here (Handoff): its own records too
-    get_session().redactor.learn_namespace(effective)  # a secret-named parameter's value is scrubbed everywhere
+    session = get_session()
+    if not session.handoff:
+        session.deliver_here()  # its kernel's journal is delivered here (Handoff): its own records too
+    session.redactor.learn_namespace(effective)  # a secret-named parameter's value is scrubbed everywhere
     run = _start_run(source, settings, name, effective, tags, kernel_name)
     _log_data_parameters(run, effective, Path(cwd) if cwd else Path.cwd())
-    session = get_session()
     html = HtmlRender(session)
     # the kernel's records are delivered while it writes them (a sweep worker leaves them to the sweep)
     where = resolve_settings(Path(cwd) if cwd else None)
