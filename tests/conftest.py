@@ -21,6 +21,8 @@ from nbmlops.tracking.session import close_session
 #: tiers of the suite run as separate processes while the main suite runs: name -> (process, its log file)
 BACKGROUND = pytest.StashKey[dict[str, tuple[subprocess.Popen, Path]]]()
 #: the tests that wait for those tiers (they run last)
+#: the folders whose tests run in the background tier
+BACKGROUND_DIRS = {"reliability", "team"}
 TIER_TESTS = {"test_oldest_mlflow.py": "oldest-mlflow", "test_reliability_tier.py": "reliability"}
 
 
@@ -28,16 +30,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Run the slow, mostly waiting tiers beside the main suite instead of after it.
 
     - the smoke tests on the oldest supported MLflow (``tests/oldest_mlflow.py``) whenever their test is collected;
-    - ``tests/reliability/`` (fault injection: budgets, kills, outages), when it is collected with the rest of the
-      suite: its tests are handed to a second pytest process and ``test_reliability_tier.py`` reports its outcome.
-      Run on its own (``pytest tests/reliability``), or with ``NBMLOPS_TIERS_INLINE=1``, it runs here as usual.
+    - ``tests/reliability/`` (fault injection: budgets, kills, outages) and ``tests/team/`` (PostgreSQL, object
+      storage, an authenticating server, Dask workers), when collected with the rest of the suite: their tests are
+      handed to a second pytest process and ``test_reliability_tier.py`` reports its outcome. Run on their own
+      (``pytest tests/reliability``), or with ``NBMLOPS_TIERS_INLINE=1``, they run here as usual.
     """
     jobs: dict[str, tuple[subprocess.Popen, Path]] = {}
     names = {item.path.name for item in items}
     if "test_oldest_mlflow.py" in names:
         jobs["oldest-mlflow"] = _start_tier(config, "oldest-mlflow", [str(Path(__file__).with_name("oldest_mlflow.py"))])
-    reliability = [item for item in items if "reliability" in item.path.parts]
-    main = [item for item in items if "reliability" not in item.path.parts]
+    reliability = [item for item in items if BACKGROUND_DIRS & set(item.path.parts)]
+    main = [item for item in items if not BACKGROUND_DIRS & set(item.path.parts)]
     inline = os.environ.get("NBMLOPS_TIERS_INLINE", "") not in ("", "0")
     if reliability and any(item.path.name not in TIER_TESTS for item in main) and not inline:
         jobs["reliability"] = _start_tier(
