@@ -54,7 +54,7 @@ from typing import Any
 from nbmlops.exceptions import ConfigError
 from nbmlops.redact import strip_userinfo
 
-__all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "resolve_settings", "session_settings"]
+__all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "project_name", "resolve_settings", "session_settings"]
 
 ROOT_MARKERS = (".nbmlops", ".git", "pyproject.toml")
 CAPTURE_KINDS = ("params", "metrics", "data", "code", "git", "environment", "figures")
@@ -151,6 +151,47 @@ def _find_root(start: str) -> Path:
         if any((candidate / marker).exists() for marker in ROOT_MARKERS):
             return candidate
     return here
+
+
+@functools.lru_cache(maxsize=64)
+def project_name(root: Path) -> str:
+    """The project's name, which default experiment names start with: the repository name of the git remote
+    ``origin`` (else of the first remote) when ``root`` is in a git repository that has one, so that every clone of a
+    repository shares its experiments whatever its folder is called; else the name of the root folder."""
+    for candidate in (root, *root.parents):
+        marker = candidate / ".git"
+        if marker.exists():
+            remotes = _git_remotes(marker)
+            url = remotes.get("origin") or next(iter(remotes.values()), "")
+            name = re.sub(r"\.git$", "", url.rstrip("/").replace(":", "/").rsplit("/", 1)[-1])
+            if name:
+                return name
+            break
+    return root.name or "project"
+
+
+def _git_remotes(marker: Path) -> dict[str, str]:
+    """``{remote: url}`` read from a repository's config (``marker`` is its ``.git`` folder, or a worktree's
+    ``.git`` file naming it); empty when it cannot be read."""
+    try:
+        if marker.is_file():
+            pointer = marker.read_text().strip().removeprefix("gitdir:").strip()
+            git_dir = (marker.parent / pointer).resolve()
+            common = git_dir / "commondir"  # a worktree's config is its main repository's
+            marker = (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
+        text = (marker / "config").read_text(errors="replace")
+    except OSError:
+        return {}
+    remotes: dict[str, str] = {}
+    section = None
+    for line in text.splitlines():
+        line = line.strip()
+        header = re.fullmatch(r'\[remote\s+"([^"]+)"\]', line)
+        if header or line.startswith("["):
+            section = header.group(1) if header else None
+        elif section is not None and re.match(r"url\s*=", line):
+            remotes.setdefault(section, line.split("=", 1)[1].strip())
+    return remotes
 
 
 def configure(**values: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class NbmlopsMagics(Magics):
     @magic_arguments()
     @argument("-n", "--name", help="Run name shown in MLflow (default: 'cell <execution count>').")
     @argument(
-        "-e", "--experiment", help="MLflow experiment (default: the notebook's path relative to the project root)."
+        "-e", "--experiment", help="MLflow experiment (default: <project>/<the notebook's path relative to the project root>)."
     )
     @argument("--params", nargs="+", default=[], metavar="VAR", help="Variables to log as params after the cell.")
     @argument("--metrics", nargs="+", default=[], metavar="VAR", help="Variables to log as metrics after the cell.")

@@ -85,7 +85,7 @@ def test_script_run_records_script_source_git_state_and_environment(project: Pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
-    (run,) = runs_of(client, "train")  # the experiment is named after the script
+    (run,) = runs_of(client, f"{project.name}/train")  # the experiment is named after the project and the script
     tags = run.data.tags
     assert tags["mlflow.source.name"] == str(script.resolve())
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["nbmlops.git.dirty"] == "true"

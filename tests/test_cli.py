@@ -41,14 +41,14 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FINISHED: quickstart.ipynb" in result.stdout
     assert f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db" in result.stdout
-    assert "in experiment examples/quickstart" in result.stdout
+    assert f"in experiment {fresh.name}/examples/quickstart" in result.stdout  # <project>/<path>
     assert "nbmlops ui" in result.stdout
     assert "model: wine-classifier version 1" in result.stdout
 
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{fresh.resolve()}/.nbmlops/mlflow.db")
-    experiment = client.get_experiment_by_name("examples/quickstart")
+    experiment = client.get_experiment_by_name(f"{fresh.name}/examples/quickstart")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"quickstart", "split", "train", "regularisation-path"}
     parent = runs["quickstart"]

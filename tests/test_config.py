@@ -117,3 +117,30 @@ def test_data_store_is_local_for_a_local_store_and_mlflow_for_a_server(clean: Pa
     assert resolve_settings(tracking_uri="http://server:5000").data_store == "local"
     with pytest.raises(ConfigError, match="data_store"):
         configure(data_store=" ")
+
+
+def test_default_experiment_names_start_with_the_project(tmp_path: Path) -> None:
+    """Every project's train.ipynb used to land in one shared experiment `train`: the default now starts with the
+    project, the git remote's repository name when there is one (every clone shares it), else the root's name."""
+    import subprocess
+
+    from nbmlops.tracking.run import experiment_for
+
+    plain = tmp_path / "churn"
+    (plain / "notebooks").mkdir(parents=True)
+    assert experiment_for(str(plain / "notebooks" / "train.ipynb"), plain) == "churn/notebooks/train"
+    assert experiment_for("interactive", plain) == "churn/interactive"
+    assert experiment_for("/elsewhere/train.ipynb", plain) == "/elsewhere/train"
+
+    clone = tmp_path / "my-checkout"
+    clone.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=clone, check=True)
+    subprocess.run(["git", "remote", "add", "upstream", "https://git.example.com/team/other.git"], cwd=clone, check=True)
+    subprocess.run(["git", "remote", "add", "origin", "git@github.com:team/fraud-model.git"], cwd=clone, check=True)
+    (clone / "sub").mkdir()
+    assert experiment_for(str(clone / "sub" / "train.ipynb"), clone) == "fraud-model/sub/train"
+    worktree = tmp_path / "wt"
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=clone, check=True)
+    subprocess.run(["git", "worktree", "add", "-q", str(worktree)], cwd=clone, check=True)
+    assert experiment_for(str(worktree / "train.ipynb"), worktree) == "fraud-model/train"

@@ -141,7 +141,7 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
     assert re.fullmatch(r"[0-9a-f]{32}", digest), digest
 
     client = MlflowClient(kernel_store)
-    experiment = client.get_experiment_by_name("nb/demo")
+    experiment = client.get_experiment_by_name("project/nb/demo")
     assert experiment is not None
     (found,) = client.search_runs([experiment.experiment_id])
     run = client.get_run(found.info.run_id)

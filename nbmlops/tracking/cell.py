@@ -109,7 +109,7 @@ class TrackedCell:
             tags["nbmlops.execution_count"] = str(self.context.execution_count)
         experiment = self.options.experiment or self.settings.experiment
         if experiment is None:
-            experiment = experiment_for(notebook, self.settings.root) if notebook else "interactive"
+            experiment = experiment_for(notebook or "interactive", self.settings.root)
         capture = tuple(k for k in CAPTURE_KINDS if k in self.capture)
         settings = replace(self.settings, capture=capture)
         params = dict(self.analysis.literals) if "params" in self.capture else {}

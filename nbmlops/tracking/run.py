@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nbmlops.config import Settings, resolve_settings
+from nbmlops.config import Settings, project_name, resolve_settings
 from nbmlops.exceptions import TrackingError
 from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
 from nbmlops.tracking.session import Session, get_session
@@ -117,15 +117,18 @@ def default_source() -> tuple[str, str]:
 
 
 def experiment_for(source: str, root: Path) -> str:
-    """The default experiment of a notebook or script: its path relative to the root, without suffix."""
+    """The default experiment of a notebook or script: ``<project>/<its path relative to the root, without
+    suffix>``, ``<project>/interactive`` for cells of neither (see :func:`nbmlops.config.project_name`); a file
+    outside the root: its absolute path, without suffix."""
+    project = project_name(root)
     if source == "interactive":
-        return "interactive"
-    path = Path(source)
+        return f"{project}/interactive"
+    path = Path(source).resolve()
     try:
-        path = path.resolve().relative_to(root)
+        relative = path.relative_to(root)
     except ValueError:
-        pass
-    return str(path.with_suffix("")) if path.suffix in (".ipynb", ".py") else str(path)
+        return str(path.with_suffix("") if path.suffix in (".ipynb", ".py") else path)
+    return f"{project}/{(relative.with_suffix('') if relative.suffix in ('.ipynb', '.py') else relative).as_posix()}"
 
 
 def notebook_experiment(shell: Any = None) -> str:
@@ -138,7 +141,7 @@ def notebook_experiment(shell: Any = None) -> str:
 
         shell = get_ipython()
     notebook = notebook_path(shell.user_ns) if shell is not None else None
-    return experiment_for(notebook, settings.root) if notebook else "interactive"
+    return experiment_for(notebook or "interactive", settings.root)
 
 
 class Run:
