@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -197,7 +198,7 @@ def _warn(message: str) -> None:
 
 def _status() -> None:
     """Print whether the store answers now (asked within the ``call_timeout`` budget, however it misbehaves),
-    how the last delivery went, and how many records wait."""
+    how the last delivery went, and how many records wait (the count ``nbmlops.flush()`` reports)."""
     from nbmlops.backend.delivery_process import delivery_process
     from nbmlops.backend.store import open_store
     from nbmlops.redact import redact_uri
@@ -205,13 +206,30 @@ def _status() -> None:
     session = get_session()
     settings = resolve_settings()
     problem = open_store(settings.tracking_uri, settings.artifact_root).check()
-    error = session.store_error
     print(f"tracking store:  {redact_uri(settings.tracking_uri)} ({problem or 'answers'})")
-    print(f"last delivery:   {'failed: ' + error if error else 'ok'}")
-    print(f"waiting records: {session.pending}")
+    print(f"last delivery:   {_last_delivery(session, problem)}")
+    capturing = session.capturing
+    print(f"waiting records: {session.pending}" + (f" (and {capturing} capture task(s) still running)" if capturing else ""))
     child = delivery_process().pid
     where = f"delivery process {child}" if child else "a delivery process (started with the first run)"
-    print(f"delivered by:    {'this process' if session.delivers_here else where}")
+    print(f"delivered by:    {'the runner (headless run)' if session.handoff else 'this process' if session.delivers_here else where}")
+
+
+def _last_delivery(session: Any, problem: str | None) -> str:
+    """How this session's last delivery went, never "ok" alone while the store does not answer."""
+    writer = session.writer
+    if writer is None:
+        return "none: records are handed to the runner" if session.handoff else "none yet"
+    if writer.last_error is not None:
+        return f"failed at {_clock(writer.failed_at)}: {writer.last_error}"
+    waiting = "; records wait in the journal until it answers" if session.pending else ""
+    if writer.delivered_at is None:
+        return "none yet" + (f" (the store does not answer{waiting})" if problem else "")
+    return f"ok at {_clock(writer.delivered_at)}" + (f", before the store stopped answering{waiting}" if problem else "")
+
+
+def _clock(when: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when)) if when is not None else "?"
 
 
 def _config(args: list[str]) -> None:

@@ -235,6 +235,9 @@ class Writer:
         self._careful = False
         self._wake = False
         self.last_error: str | None = None
+        #: wall-clock times (``time.time()``) of the last delivery that went through, and of the last that failed
+        self.delivered_at: float | None = None
+        self.failed_at: float | None = None
         self._warned = False
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="nbmlops-writer", daemon=True)
@@ -425,6 +428,7 @@ class Writer:
                 if self.last_error is not None:
                     sys.stderr.write("nbmlops: the tracking store is reachable again; waiting records delivered.\n")
                 self.last_error = None
+                self.delivered_at = time.time()
                 self._warned = False
                 self._cond.notify_all()
 
@@ -441,6 +445,7 @@ class Writer:
         """
         self._careful = True
         self.last_error = str(exc)
+        self.failed_at = time.time()
         refused_before = getattr(self, "_auth_error", None) is not None
         self._auth_error = self.last_error if isinstance(exc, StoreAuthError) else None
         if isinstance(exc, StoreAuthError):

@@ -227,9 +227,21 @@ class Session:
         return self._writer.pending if self._writer else 0
 
     @property
+    def capturing(self) -> int:
+        """Capture tasks (code, data, environment of runs) still under way: their records are not journaled yet."""
+        with self._lock:
+            return len(self._tasks)
+
+    @property
     def store_error(self) -> str | None:
         """Why the store is not taking records right now, if it is not."""
         return self._writer.last_error if self._writer else None
+
+    @property
+    def writer(self) -> Writer | None:
+        """The background writer delivering this session's records (None before the first run, or in a hand-off
+        session)."""
+        return self._writer
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -286,7 +298,7 @@ class Session:
             tasks = list(self._tasks)
         _, not_done = concurrent.futures.wait(tasks, timeout=timeout)
         if not_done:
-            raise FlushTimeoutError(self.pending + len(not_done), "capture still running")
+            raise FlushTimeoutError(self.pending, f"{len(not_done)} capture task(s) still running")
         if self._writer is not None:
             self._writer.flush(timeout)
         if self.handoff:

@@ -104,9 +104,36 @@ def test_status_magic_names_the_last_delivery_failure_within_the_budget(
         shell.run_line_magic("nbmlops", "status")
         shown = capsys.readouterr().out
     assert re.search(r"tracking store: +http://127\.0\.0\.1:\d+ \(not answering: .*\)", shown), shown
-    assert re.search(rf"last delivery: +failed: .*no answer within {BUDGET:g} s", shown), shown
+    assert re.search(rf"last delivery: +failed at [\d:]+: .*no answer within {BUDGET:g} s", shown), shown
     waiting = re.search(r"waiting records: (\d+)", shown)
     assert waiting and int(waiting.group(1)) > 0, shown
+
+
+def test_status_magic_never_says_ok_while_the_store_is_down_and_counts_what_flush_counts(
+    server: str, shell, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store went down after a delivery that went through: status said "(ok)" and its waiting count disagreed
+    with flush's."""
+    from nbmlops import flush
+    from nbmlops.exceptions import FlushTimeoutError
+
+    with FaultProxy(server) as proxy:
+        monkeypatch.setenv("NBMLOPS_TRACKING_URI", proxy.uri)
+        monkeypatch.setenv("NBMLOPS_CALL_TIMEOUT", str(BUDGET))
+        shell.run_cell_magic("track", "--name before", "x = 1")
+        shell.run_line_magic("nbmlops", "flush 120")
+        proxy.add(Fault("hang", path="/api/"))
+        shell.run_cell_magic("track", "--name during", "y = 2\nscore = y * 2")
+        capsys.readouterr()
+        shell.run_line_magic("nbmlops", "status")
+        shown = capsys.readouterr().out
+        with pytest.raises(FlushTimeoutError) as flushed:
+            flush(0.5)
+    assert re.search(r"tracking store: +http://127\.0\.0\.1:\d+ \(not answering: .*\)", shown), shown
+    (delivery,) = re.findall(r"last delivery: +(.*)", shown)
+    assert delivery != "ok" and ("failed at" in delivery or "before the store stopped answering" in delivery), shown
+    waiting = re.search(r"waiting records: (\d+)", shown)
+    assert waiting and int(waiting.group(1)) == flushed.value.pending > 0, (shown, str(flushed.value))
 
 
 def test_status_magic_says_the_store_answers(shell, capsys: pytest.CaptureFixture[str]) -> None:
