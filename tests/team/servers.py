@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -203,15 +204,20 @@ def mlflow_team_server(
 
 
 def _wait_healthy(uri: str, process: subprocess.Popen, log: Path) -> None:
+    """Wait until ``/health`` answers, then for one answer of the API (its first request, which opens the
+    database, takes seconds on a loaded machine: longer than a client's call budget may be)."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{log.read_text()[-6000:]}") from None
-            time.sleep(0.25)
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}{path}", timeout=30):
+                    break
+            except urllib.error.HTTPError:  # an answer all the same (an authenticating server's 401)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mlflow server did not start:\n{log.read_text()[-6000:]}") from None
+                time.sleep(0.25)
 
 
 @dataclass(frozen=True)
