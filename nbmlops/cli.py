@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         help="run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); needs a tracking server",
     )
     _add_parameter_options(sweep)
+    sweep.add_argument(
+        "--ship", action="append", default=[], metavar="PATH",
+        help="with --dask: a file or folder under the notebook's project that the workers need, besides the files "
+        "the parameters and the notebook's code name (those travel by themselves); repeatable",
+    )
+    sweep.add_argument(
+        "--output-dir", metavar="DIR",
+        help="where to write the executed notebooks, <index>.ipynb each (default: .nbmlops/outputs/sweep-<key>/)",
+    )
     sweep.add_argument("--objective", metavar="METRIC", help="rank the runs by this metric and name the best")
     direction = sweep.add_mutually_exclusive_group()
     direction.add_argument("--maximize", dest="maximize", action="store_true", help="higher --objective is better")
@@ -541,6 +550,8 @@ def _sweep(settings: Settings, args: argparse.Namespace) -> int:
         timeout=args.timeout,
         kernel_name=args.kernel,
         progress=not args.no_progress,
+        output_dir=args.output_dir,
+        ship=args.ship,
     )
     _finish(settings, args, format_table(result), result.reports(), f"nbmlops sweep {Path(args.notebook).name}")
     return result.exit_code

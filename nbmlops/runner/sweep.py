@@ -5,6 +5,10 @@ process (a local process pool, or a Dask cluster for sweeps that outgrow one mac
 notebook run (``nbmlops.kind=notebook``, as ``nbmlops run`` records it) whose parent is the sweep run.
 A failing combination never stops the others. At the end the runs are ranked by an objective metric
 and the best one is recorded on the sweep run.
+
+On Dask, the workers share nothing with this process but the tracking server: each task carries the
+notebook and the project files it needs (:mod:`nbmlops.runner.workspace`), runs in a private directory of
+its worker, and sends the executed notebook back, written here at the run's output path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +35,7 @@ from nbmlops.runner.ranking import SweepResult, rank_runs
 from nbmlops.runner.retries import supersede_retries, task_name
 from nbmlops.runner.sweep_backends import AsCompleted, Submit, open_backend, require_shared_store
 from nbmlops.runner.sweep_worker import SweepJob, SweepRun
+from nbmlops.runner.workspace import Workspace, pack_workspace
 from nbmlops.tracking.delivery import sync_journals
 from nbmlops.tracking.run import Run, end_for
 from nbmlops.tracking.session import get_session
@@ -54,6 +60,8 @@ def run_sweep(
     timeout: float | None = None,
     kernel_name: str | None = None,
     progress: bool = True,
+    output_dir: str | os.PathLike[str] | None = None,
+    ship: Sequence[str | os.PathLike[str]] = (),
 ) -> SweepResult:
     """Execute ``notebook`` once per combination of ``grid``, in parallel, under one sweep run.
 
@@ -73,10 +81,15 @@ def run_sweep(
         timeout: seconds one cell may run before its notebook stops with status TIMEOUT.
         kernel_name: kernel to use (default: the notebook's).
         progress: show a progress bar.
+        output_dir: where the executed notebooks are written, ``<index>.ipynb`` each (default:
+            ``.nbmlops/outputs/sweep-<sweep run key>/``).
+        ship: with ``dask``, more files or folders under the notebook's project for the workers, besides
+            those the parameters and the notebook's code name (see :mod:`nbmlops.runner.workspace`).
 
     Raises:
         NbmlopsError: a usage problem found before anything ran (missing notebook, unknown parameter,
-            malformed gate, an empty grid, ``dask`` with a local store); nothing was recorded.
+            malformed gate, an empty grid, ``dask`` with a local store, a file to ship that cannot travel);
+            nothing was recorded.
     """
     source = Path(notebook).resolve()
     if not source.is_file():
@@ -94,15 +107,22 @@ def run_sweep(
     check_grid(source, grid, fixed)  # names and the type of every value, before any run
     parsed_gates = tuple(g if isinstance(g, Gate) else parse_gate(g) for g in gates)
     settings = resolve_settings(experiment=experiment)
+    if ship and dask is None:
+        raise SweepError("ship is for sweeps on Dask: local workers read the project where it is")
+    workspace: Workspace | None = None
+    rewrites: dict[str, str] = {}
     if dask is not None:
         require_shared_store(settings)
+        workspace, rewrites = pack_workspace(source, [fixed, *combos], ship, settings)
     if objective and maximize is None:
         maximize = infer_maximize(objective)
     get_session().deliver_here()  # the workers' journals are delivered here: the sweep's own records too
     started = time.monotonic()
     with open_backend(workers, dask, len(combos)) as (submit, as_completed):
         run = _start_sweep_run(source, settings, grid, fixed, random, seed, combos, objective, maximize, dask)
-        jobs = [_job(run, settings, source, index, combo, fixed, parsed_gates, timeout, kernel_name)
+        outputs = Path(output_dir).resolve() if output_dir else settings.state_dir / "outputs" / f"sweep-{run.key}"
+        jobs = [_job(run, settings, source, outputs / f"{index}.ipynb", index, combo, fixed, parsed_gates, timeout,
+                     kernel_name, workspace, rewrites)
                 for index, combo in enumerate(combos)]
         try:
             outcomes = _collect(jobs, submit, as_completed, f"sweep {source.stem}", progress, settings, run.key)
@@ -155,27 +175,38 @@ def _job(
     run: Run,
     settings: Settings,
     source: Path,
+    output: Path,
     index: int,
     combo: dict[str, Any],
     fixed: Mapping[str, Any],
     gates: tuple[Gate, ...],
     timeout: float | None,
     kernel_name: str | None,
+    workspace: Workspace | None,
+    rewrites: Mapping[str, str],
 ) -> SweepJob:
+    """One combination's job; with a ``workspace``, its parameters naming project files by absolute path are
+    rewritten (``rewrites``) and its run names this machine's notebook, not the worker's copy."""
+    tags = {"nbmlops.sweep": run.key, "nbmlops.sweep.index": str(index), TASK_TAG: task_name(run.key, index)}
+    parameters = {**fixed, **combo}
+    if workspace is not None:
+        tags.update({"nbmlops.notebook": str(source), "mlflow.source.name": str(source)})
+        parameters = {k: rewrites.get(v, v) if isinstance(v, str) else v for k, v in parameters.items()}
     return SweepJob(
         index=index,
         combination=combo,
         notebook=str(source),
-        output=str(settings.state_dir / "outputs" / f"sweep-{run.key}" / f"{index}.ipynb"),
-        parameters={**fixed, **combo},
+        output=str(output),
+        parameters=parameters,
         experiment=run.experiment,
         gates=gates,
         timeout=timeout,
         kernel_name=kernel_name,
-        tags={"nbmlops.sweep": run.key, "nbmlops.sweep.index": str(index), TASK_TAG: task_name(run.key, index)},
+        tags=tags,
         parent_key=run.key,
         tracking_uri=settings.tracking_uri,
         artifact_root=settings.artifact_root,
+        workspace=workspace,
     )
 
 
@@ -204,10 +235,25 @@ def _collect(
             except Exception as exc:  # the worker itself died or could not take the job
                 outcome = SweepRun(job.index, job.combination, "FAILED", output=job.output,
                                    error=f"the worker failed: {type(exc).__name__}: {exc}")
-            outcomes.append(_delivered(outcome, settings, known, sweep_key))
+            outcomes.append(_delivered(_written(outcome), settings, known, sweep_key))
             bar.set_postfix(failed=sum(o.status != "FINISHED" for o in outcomes), refresh=False)
             bar.update()
     return outcomes
+
+
+def _written(outcome: SweepRun) -> SweepRun:
+    """Write the executed notebook a worker sent back at the run's output path (a notebook that cannot be
+    written costs the file, with a warning, not the run)."""
+    if outcome.executed is None or outcome.output is None:
+        return outcome
+    target = Path(outcome.output)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(outcome.executed, encoding="utf-8")
+    except OSError as exc:
+        sys.stderr.write(f"nbmlops: the executed notebook of combination {outcome.index} not written: {exc}\n")
+        return dataclasses.replace(outcome, executed=None, output=None)
+    return dataclasses.replace(outcome, executed=None)
 
 
 def _delivered(outcome: SweepRun, settings: Settings, known: dict[str, str], sweep_key: str) -> SweepRun:

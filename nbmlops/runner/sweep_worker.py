@@ -1,12 +1,20 @@
 """What a sweep's worker process does: execute one combination as an ordinary notebook run and send back its
-outcome as plain, picklable data (the worker may be another machine's process)."""
+outcome as plain, picklable data (the worker may be another machine's process).
+
+A local worker runs the notebook where it is, in the sweep's working directory, as ``nbmlops run`` does. A
+job that carries a :class:`~nbmlops.runner.workspace.Workspace` (a Dask sweep's) runs in a private directory
+of the worker (:func:`~nbmlops.runner.workspace.open_workspace`), this process working there for the run (so
+that its own journal is the worker's, never in the directory the worker was started in), and sends the
+executed notebook back with its outcome.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +23,7 @@ from nbmlops.config import configure, session_settings
 from nbmlops.runner.execute import run_notebook, temporary_environment
 from nbmlops.runner.gates import Gate, GateResult
 from nbmlops.runner.reports import NotebookReport
+from nbmlops.runner.workspace import Placed, Workspace, open_workspace
 from nbmlops.tracking.run import PARENT_ENV
 from nbmlops.tracking.session import HANDOFF_ENV, close_session
 
@@ -39,6 +48,9 @@ class SweepRun:
     #: which run of the combination this is: 2 or more when its worker died and Dask ran it again (the
     #: earlier attempts' runs are KILLED, tagged ``nbmlops.superseded_by`` with this one's id)
     attempt: int = 1
+    #: the executed notebook (JSON), from a worker that may not share the sweep's filesystem; the sweep writes
+    #: it at ``output`` and drops it
+    executed: str | None = None
 
     @property
     def gates_passed(self) -> bool:
@@ -83,6 +95,9 @@ class SweepJob:
     parent_key: str
     tracking_uri: str
     artifact_root: str | None
+    #: the notebook and the project files it needs, for a worker that shares nothing with the sweep (Dask);
+    #: None: run ``notebook`` where it is and write ``output`` (a local worker)
+    workspace: Workspace | None = None
 
 
 _one_at_a_time = threading.Lock()
@@ -101,8 +116,8 @@ def run_combination(job: SweepJob) -> SweepRun:
     """Execute one combination in a worker process; never raises for a failed notebook.
 
     Notebook runs in one process are serialised (a Dask worker may run several tasks in threads, and a
-    run's parent, its environment and its journal are per process), and each gets a session, hence a
-    journal, of its own, closed when it ends.
+    run's parent, its environment, its journal and, for a job with a workspace, this process's working
+    directory are per process), and each gets a session, hence a journal, of its own, closed when it ends.
     """
     with _one_at_a_time:
         if _interrupted is not None and _interrupted.is_set():  # queued before the interrupt
@@ -110,27 +125,33 @@ def run_combination(job: SweepJob) -> SweepRun:
         previous = session_settings()
         configure(tracking_uri=job.tracking_uri, artifact_root=job.artifact_root)
         started = time.monotonic()
+        executed: str | None = None
         try:
-            with temporary_environment({PARENT_ENV: job.parent_key}):
-                result = run_notebook(
-                    job.notebook,
-                    job.output,
-                    job.parameters,
-                    experiment=job.experiment,
-                    name=f"{Path(job.notebook).stem} #{job.index}",
-                    gates=job.gates,
-                    kernel_name=job.kernel_name,
-                    timeout=job.timeout,
-                    tags=job.tags,
-                    progress_bar=False,
-                )
+            with _placed(job) as placed, temporary_environment({PARENT_ENV: job.parent_key}):
+                try:
+                    result = run_notebook(
+                        placed.notebook,
+                        placed.output,
+                        job.parameters,
+                        experiment=job.experiment,
+                        name=f"{Path(job.notebook).stem} #{job.index}",
+                        gates=job.gates,
+                        cwd=placed.cwd if job.workspace is not None else None,
+                        kernel_name=job.kernel_name,
+                        timeout=job.timeout,
+                        tags=job.tags,
+                        progress_bar=False,
+                    )
+                finally:
+                    close_session()  # in the workspace: its journal is the worker's
+                if job.workspace is not None and placed.output.is_file():
+                    executed = placed.output.read_text(encoding="utf-8")
         except Exception as exc:  # a kernel that cannot start, say: this combination fails, not the sweep
             return SweepRun(
                 job.index, job.combination, "FAILED", error=f"{type(exc).__name__}: {exc}", output=job.output,
                 duration_s=time.monotonic() - started,
             )
         finally:
-            close_session()
             configure(**{key: previous.get(key) for key in ("tracking_uri", "artifact_root")})
     return SweepRun(
         index=job.index,
@@ -141,7 +162,24 @@ def run_combination(job: SweepJob) -> SweepRun:
         run_id=result.run_id,
         url=result.url,
         error=result.error,
-        output=str(result.output),
+        output=job.output if job.workspace is not None else str(result.output),
         duration_s=result.duration_s,
         gates=result.gates,
+        executed=executed,
     )
+
+
+@contextlib.contextmanager
+def _placed(job: SweepJob) -> Iterator[Placed]:
+    """Where the job's notebook runs: where it is (a local worker), or its workspace unpacked in a private
+    directory that this process works in meanwhile."""
+    if job.workspace is None:
+        yield Placed(Path(job.notebook), Path.cwd(), Path(job.output))
+        return
+    with open_workspace(job.workspace, job.tracking_uri, job.artifact_root) as placed:
+        here = os.getcwd()
+        os.chdir(placed.cwd)
+        try:
+            yield placed
+        finally:
+            os.chdir(here)

@@ -38,10 +38,11 @@ from tests.test_runner import notebook
 
 ALPHAS = [1, 2, 3, 4, 5, 6]
 
-# the first notebook run on machine a tells the test who runs it, then waits to be killed
+# the first notebook run on machine a (its worker folder, where its journals are) tells the test who runs it,
+# then waits to be killed
 WAIT_TO_BE_KILLED = """\
 import os, pathlib, time
-if os.path.realpath(os.getcwd()) == first_on and not os.path.exists(flag):
+if os.environ.get("NBMLOPS_WORKER_DIR") == first_on and not os.path.exists(flag):
     pathlib.Path(flag + ".tmp").write_text(f"{os.getpid()} {alpha}")
     os.replace(flag + ".tmp", flag)
     time.sleep(600)"""
@@ -122,7 +123,9 @@ def _sweep_killing_a_worker(
     env = {**os.environ, "NBMLOPS_TRACKING_URI": uri}
     env_a = env if a_reaches_the_store else {**env, "http_proxy": f"http://127.0.0.1:{free_port()}",
                                               "HTTP_PROXY": f"http://127.0.0.1:{free_port()}"}
-    with dask_cluster(project, {"a": (machines["a"], env_a), "b": (machines["b"], env)}) as (address, workers):
+    homes = {name: {"NBMLOPS_WORKER_DIR": str(machines[name].resolve())} for name in machines}  # as on two machines
+    with dask_cluster(project, {"a": (machines["a"], {**env_a, **homes["a"]}), "b": (machines["b"], {**env, **homes["b"]})}
+                      ) as (address, workers):
         killed: dict[str, int] = {}
 
         def kill_worker_a_during_its_first_notebook() -> None:
@@ -205,7 +208,7 @@ def _one_live_run_per_combination(server: Any, experiment: str, result: SweepRes
 
 @pytest.fixture
 def machines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two directories, each its own project root (so each worker has its own journal), as on two machines."""
+    """Two directories, each a worker's folder (so each worker has its own journal), as on two machines."""
     found = {name: tmp_path_factory.mktemp(f"machine-{name}") for name in ("a", "b")}
     for folder in found.values():
         (folder / ".nbmlops").mkdir()

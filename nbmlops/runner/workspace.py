@@ -1,0 +1,282 @@
+"""A notebook and the project files it needs, packed to run on a machine that shares nothing but the tracking
+server (a Dask worker), and unpacked there into a private working directory.
+
+What travels (:func:`pack_workspace`, on the submitting machine), from the notebook's project (the nearest
+ancestor of the notebook's folder holding ``.nbmlops/``, ``.git`` or ``pyproject.toml``):
+
+- the notebook itself, and the project's ``pyproject.toml`` (its ``[tool.nbmlops]`` settings);
+- every existing file under the project that a string parameter (fixed or swept) or a string literal in the
+  notebook's code names, relative to the notebook's folder (``data/train.csv``, ``../shared/x.csv``) or as an
+  absolute path under the project; a parameter given as such an absolute path is passed on relative to the
+  notebook's folder, so that it names the shipped copy;
+- the files and folders named by ``ship`` (relative to the working directory, or absolute), which must be
+  under the project.
+
+Paths outside the project, and names of files that do not exist when the sweep starts (outputs), are left as
+they are: a worker reads or writes them at the same path, if it has one. A file of at most
+:data:`INLINE_MAX_BYTES` travels inside the task while the task's inline files stay within
+:data:`INLINE_TOTAL_BYTES`; a larger one is stored as a data snapshot in the tracking server's artifact store
+(content-addressed, verified by fingerprint on download) and fetched from there by each worker, which keeps it
+in its cache. A file larger than ``snapshot_max_bytes`` cannot travel: the sweep is refused before it starts.
+
+On the worker (:func:`open_workspace`), the files are laid out in a new private directory as they are under
+the project, and the kernel runs in the notebook's folder there, as Jupyter runs it. The worker's own state
+(``.nbmlops/``: journals, data snapshots) lives in one worker-wide folder, :func:`worker_home`, never in the
+worker's working directory; the private directory is removed after the run unless ``NBMLOPS_KEEP_WORKSPACE=1``.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
+
+from nbmlops.config import Settings, find_root
+from nbmlops.exceptions import NbmlopsError, SweepError
+
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "INLINE_TOTAL_BYTES",
+    "KEEP_ENV",
+    "WORKER_DIR_ENV",
+    "Placed",
+    "Workspace",
+    "open_workspace",
+    "pack_workspace",
+    "worker_home",
+]
+
+#: the largest file that travels inside the task (larger ones go through the snapshot store)
+INLINE_MAX_BYTES = 256 << 10
+#: the most bytes of files one task carries inside itself
+INLINE_TOTAL_BYTES = 1 << 20
+#: the worker-wide folder of a worker's state (default ``$XDG_CACHE_HOME/nbmlops/worker``)
+WORKER_DIR_ENV = "NBMLOPS_WORKER_DIR"
+#: set to 1 on a worker to keep each run's private directory (under ``<worker dir>/workspaces``) for debugging
+KEEP_ENV = "NBMLOPS_KEEP_WORKSPACE"
+#: never shipped: nbmlops' and git's own state, caches
+_SKIPPED_PARTS = frozenset({".nbmlops", ".git", "__pycache__", ".ipynb_checkpoints"})
+_MAX_PATH_TEXT = 4096
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A notebook and the project files it needs, as plain picklable data; paths are relative to the project
+    root, in POSIX form."""
+
+    notebook: str
+    notebook_text: str
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    #: files fetched from the tracking server's snapshot store: path -> fingerprint
+    snapshots: Mapping[str, str] = field(default_factory=dict)
+
+
+class Placed(NamedTuple):
+    """Where a workspace was unpacked: the notebook, the kernel's working directory, the executed notebook."""
+
+    notebook: Path
+    cwd: Path
+    output: Path
+
+
+def pack_workspace(
+    source: Path, parameters: Iterable[Mapping[str, Any]], ship: Sequence[str | os.PathLike[str]], settings: Settings
+) -> tuple[Workspace, dict[str, str]]:
+    """Pack the notebook ``source`` with the project files that ``parameters`` (every combination's), the
+    notebook's code and ``ship`` name (see the module docstring).
+
+    Returns the workspace and the rewrites of parameter values (an absolute path under the project -> the same
+    path relative to the notebook's folder).
+
+    Raises:
+        SweepError: a ``ship`` path that does not exist or is outside the project, or a file too large to
+            travel; SnapshotError when a large file cannot be stored in the tracking server's artifact store.
+    """
+    root = find_root(source.parent)
+    folder = source.parent
+    found: dict[str, Path] = {}
+    rewrites: dict[str, str] = {}
+    for values in parameters:
+        for value in values.values():
+            path = _project_file(value, folder, root)
+            if path is not None:
+                found[_relative(path, root)] = path
+                if Path(value).is_absolute():
+                    rewrites[value] = os.path.relpath(path, folder)
+    text = source.read_text(encoding="utf-8")
+    for literal in _code_literals(text):
+        path = _project_file(literal, folder, root)
+        if path is not None:
+            found[_relative(path, root)] = path
+    for item in ship:
+        for path in _shipped(Path(item), root):
+            found[_relative(path, root)] = path
+    if (root / "pyproject.toml").is_file():
+        found.setdefault("pyproject.toml", root / "pyproject.toml")
+    found.pop(_relative(source, root), None)
+    files, snapshots = _split(found, settings)
+    return Workspace(_relative(source, root), text, files, snapshots), rewrites
+
+
+def worker_home() -> Path:
+    """The worker-wide folder of this machine's sweep workers: ``$NBMLOPS_WORKER_DIR``, else
+    ``$XDG_CACHE_HOME/nbmlops/worker`` (``~/.cache/nbmlops/worker``). Its ``.nbmlops/`` holds the journals of the
+    runs (``nbmlops sync`` there delivers what a dead worker left) and the data snapshots fetched."""
+    configured = os.environ.get(WORKER_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(cache) / "nbmlops" / "worker").resolve()
+
+
+@contextlib.contextmanager
+def open_workspace(workspace: Workspace, tracking_uri: str, artifact_root: str | None) -> Iterator[Placed]:
+    """Unpack ``workspace`` into a new private directory under :func:`worker_home`, with the worker's ``.nbmlops``
+    as its project state; yields where the notebook, the kernel's working directory and the executed notebook
+    are. The directory is removed afterwards unless ``NBMLOPS_KEEP_WORKSPACE=1``.
+
+    Raises:
+        SnapshotError: a large file could not be fetched from the tracking server's snapshot store.
+    """
+    home = worker_home()
+    state = home / ".nbmlops"
+    (home / "workspaces").mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=home / "workspaces"))
+    try:
+        project = private / "project"
+        project.mkdir()
+        (project / ".nbmlops").symlink_to(state, target_is_directory=True)  # the project's state: the worker's
+        for name, content in workspace.files.items():
+            _write(project, name, content)
+        if workspace.snapshots:
+            _fetch(project, workspace.snapshots, state / "data", tracking_uri, artifact_root)
+        notebook = _write(project, workspace.notebook, workspace.notebook_text.encode("utf-8"))
+        yield Placed(notebook, notebook.parent, private / "executed.ipynb")
+    finally:
+        if os.environ.get(KEEP_ENV, "") in ("", "0"):
+            shutil.rmtree(private, ignore_errors=True)
+        else:
+            sys.stderr.write(f"nbmlops: kept the workspace {private} ({KEEP_ENV})\n")
+
+
+def _project_file(value: Any, folder: Path, root: Path) -> Path | None:
+    """The existing file under ``root`` that ``value`` names, relative to ``folder`` or absolute; else None."""
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_PATH_TEXT or "\n" in value:
+        return None
+    try:
+        path = (folder / value).resolve()
+        if not path.is_file():
+            return None
+        relative = path.relative_to(root)
+    except (OSError, ValueError):  # not a path (a NUL byte, a label), or outside the project
+        return None
+    return None if _SKIPPED_PARTS & set(relative.parts) else path
+
+
+def _code_literals(text: str) -> set[str]:
+    """The string literals of the notebook's code cells (magics turned into Python first, as IPython does)."""
+    import nbformat
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    transformer = TransformerManager()
+    found: set[str] = set()
+    for cell in nbformat.reads(text, as_version=4).cells:
+        if cell.get("cell_type") != "code":
+            continue
+        try:
+            tree = ast.parse(transformer.transform_cell(cell.source))
+        except (SyntaxError, ValueError):  # a cell that does not parse names no file we can see
+            continue
+        found.update(node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str))
+    return found
+
+
+def _shipped(item: Path, root: Path) -> list[Path]:
+    """The files of ``item`` (a file, or a folder's files at any depth), which must be under ``root``."""
+    path = item.expanduser().resolve()
+    if not path.exists():
+        raise SweepError(f"cannot ship {item}: no such file or folder")
+    try:
+        path.relative_to(root)
+    except ValueError:
+        raise SweepError(
+            f"cannot ship {item}: it is outside the project {root} (workers read paths outside the project as "
+            "they are: give them as absolute paths every worker can read)"
+        ) from None
+    if path.is_file():
+        return [path]
+    return sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and not _SKIPPED_PARTS & set(p.relative_to(root).parts)
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.resolve().relative_to(root).as_posix()
+
+
+def _split(found: Mapping[str, Path], settings: Settings) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Small files inline (smallest first, within the task's budget); the others stored as snapshots."""
+    files: dict[str, bytes] = {}
+    large: dict[str, Path] = {}
+    total = 0
+    for name, path in sorted(found.items(), key=lambda item: item[1].stat().st_size):
+        size = path.stat().st_size
+        if size <= INLINE_MAX_BYTES and total + size <= INLINE_TOTAL_BYTES:
+            files[name] = path.read_bytes()
+            total += size
+        else:
+            large[name] = path
+    return files, (_store_snapshots(large, settings) if large else {})
+
+
+def _store_snapshots(large: Mapping[str, Path], settings: Settings) -> dict[str, str]:
+    """Store each file as a snapshot and share it through the tracking server's artifact store."""
+    from nbmlops.backend.snapshot_remote import MlflowSnapshotRemote
+    from nbmlops.data.snapshots import SnapshotStore
+
+    store = SnapshotStore(settings.data_dir, remote=MlflowSnapshotRemote(settings.tracking_uri, settings.artifact_root))
+    stored: dict[str, str] = {}
+    for name, path in large.items():
+        snapshot = store.save(path, settings.snapshot_max_bytes)
+        if snapshot is None:
+            raise SweepError(
+                f"cannot ship {name} ({path.stat().st_size} bytes) to the workers: it is larger than "
+                f"snapshot_max_bytes ({settings.snapshot_max_bytes}); raise it (NBMLOPS_SNAPSHOT_MAX_BYTES) or pass "
+                "the file as an absolute path every worker can read"
+            )
+        store.push(snapshot.fingerprint)
+        stored[name] = snapshot.fingerprint
+    return stored
+
+
+def _write(project: Path, name: str, content: bytes) -> Path:
+    """Write a shipped file at its place under ``project`` (a name that would leave it is refused)."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise NbmlopsError(f"refusing to unpack {name!r}: outside the workspace")
+    target = project.joinpath(*relative.parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return target
+
+
+def _fetch(
+    project: Path, snapshots: Mapping[str, str], cache: Path, tracking_uri: str, artifact_root: str | None
+) -> None:
+    """Write each snapshot at its place under ``project``, from the worker's cache or the tracking server."""
+    from nbmlops.backend.snapshot_remote import MlflowSnapshotRemote
+    from nbmlops.data.snapshots import SnapshotStore
+
+    store = SnapshotStore(cache, remote=MlflowSnapshotRemote(tracking_uri, artifact_root))
+    for name, fingerprint in snapshots.items():
+        target = _write(project, name, b"")
+        store.get(fingerprint, target)

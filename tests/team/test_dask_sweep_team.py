@@ -1,0 +1,242 @@
+"""Sweeps on Dask workers that share nothing with the submitter but the tracking server (issue 13).
+
+A real ``dask scheduler`` and two real ``dask worker --nthreads 1`` processes (no nanny: a killed worker stays
+dead, as a lost machine does), started in temporary directories unrelated to the project, each with a worker
+folder of its own (``NBMLOPS_WORKER_DIR``) and no ``NBMLOPS_*``/``MLFLOW_*`` setting; a real ``mlflow server``
+storing the artifacts; ``nbmlops sweep --dask`` run as a process from the project root on a notebook in a
+subfolder that reads ``data/train.csv`` (a code literal, relative to itself), ``../shared/weights.csv`` (a
+parameter) and ``data/big.bin`` (too large to travel inside the task: fetched from the snapshot store).
+
+The notebooks wait at a barrier (a ``go`` file outside the project) once the sweep has submitted them: the first
+test then moves the project away, so that a worker reading the submitter's paths would fail; the second SIGKILLs
+worker ``a`` during its first notebook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tests.conftest import mlflow_server, runs_of
+from tests.reliability.faults import clean_env
+from tests.reliability.test_dask_retry import _stat, dask_cluster
+from tests.test_runner import notebook
+
+ALPHAS = [1, 2, 3, 4]
+TRAIN = "x\n" + "\n".join(str(i) for i in range(1, 11)) + "\n"  # sum 55
+WEIGHTS = "w\n2\n3\n"  # sum 5
+BIG = bytes(range(256)) * 1200  # 300 KiB: above the inline limit, it travels as a snapshot
+
+BARRIER = """\
+import os, pathlib, time
+pathlib.Path(ready, str(os.getpid())).touch()
+deadline = time.monotonic() + 600
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.1)"""
+
+READ = """\
+import pandas as pd
+train = pd.read_csv("data/train.csv")
+w = pd.read_csv(weights)
+big = open("data/big.bin", "rb").read()
+assert sum(big) == big_sum, "data/big.bin is not the submitter's"
+print("kernel cwd:", os.getcwd())"""
+
+
+def _expected_score(alpha: int) -> float:
+    return alpha * 55 + 5 + len(BIG)
+
+
+@pytest.fixture
+def layout(project: Path) -> Path:
+    """The project: ``sub/train.ipynb`` with its ``sub/data/``, and ``shared/weights.csv`` beside ``sub``."""
+    (project / "sub" / "data").mkdir(parents=True)
+    (project / "shared").mkdir()
+    (project / "sub" / "data" / "train.csv").write_text(TRAIN)
+    (project / "sub" / "data" / "big.bin").write_bytes(BIG)
+    (project / "shared" / "weights.csv").write_text(WEIGHTS)
+    return notebook(
+        project / "sub" / "train.ipynb",
+        "%load_ext nbmlops",
+        BARRIER,
+        READ,
+        "%%track --name fit\nscore = alpha * int(train['x'].sum()) + int(w['w'].sum()) + len(big)",
+        parameters="alpha = 1\nweights = '../shared/weights.csv'\nready = ''\ngo = ''\nbig_sum = 0",
+    )
+
+
+@pytest.fixture
+def server(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (sqlite, artifacts proxied) that the submitter tracks to; yields its URI."""
+    monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT")
+    with mlflow_server(tmp_path_factory.mktemp("server")) as uri:
+        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture
+def machines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """Per worker: the directory it is started in and its worker folder, both outside the project."""
+    return {
+        name: {"cwd": tmp_path_factory.mktemp(f"worker-{name}-cwd"), "home": tmp_path_factory.mktemp(f"worker-{name}-home")}
+        for name in ("a", "b")
+    }
+
+
+@contextlib.contextmanager
+def _cluster(machines: dict[str, dict[str, Path]], folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    workers = {
+        name: (where["cwd"], clean_env(NBMLOPS_WORKER_DIR=str(where["home"]))) for name, where in machines.items()
+    }
+    with dask_cluster(folder, workers) as cluster:
+        yield cluster
+
+
+def _start_sweep(project: Path, address: str, ready: Path, go: Path, outputs: Path) -> subprocess.Popen:
+    """``nbmlops sweep --dask`` from the project root, as a process of its own."""
+    command = [
+        str(Path(sys.executable).with_name("nbmlops")), "sweep", "sub/train.ipynb",
+        "--grid", f"alpha={','.join(map(str, ALPHAS))}",
+        "-p", "ready", str(ready), "-p", "go", str(go), "-p", "big_sum", str(sum(BIG)),
+        "--dask", address, "--objective", "score", "--output-dir", str(outputs), "--no-progress",
+    ]
+    return subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_kernels(ready: Path, sweep: subprocess.Popen) -> list[int]:
+    """The pids of the kernels waiting at the barrier, once one is."""
+    deadline = time.monotonic() + 600
+    while not (found := list(ready.iterdir())):
+        assert sweep.poll() is None, f"the sweep ended before any notebook ran:\n{sweep.communicate()[0]}"
+        assert time.monotonic() < deadline, "no notebook reached the barrier"
+        time.sleep(0.2)
+    return [int(p.name) for p in found]
+
+
+def _finished(sweep: subprocess.Popen) -> str:
+    output, _ = sweep.communicate(timeout=900)
+    assert sweep.returncode == 0, output
+    assert "4 run(s), 0 failed" in output, output
+    return output
+
+
+def _notebook_runs(uri: str, experiment: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    return [run for run in runs_of(MlflowClient(uri), experiment) if run.data.tags["nbmlops.kind"] == "notebook"]
+
+
+def _check_live_runs(uri: str, experiment: str, source: Path) -> list[Any]:
+    """One FINISHED run per combination, children of the sweep run, with the metric the shipped data give; the
+    runs name the submitter's notebook. Returns every notebook run."""
+    from mlflow import MlflowClient
+
+    runs = _notebook_runs(uri, experiment)
+    live = [run for run in runs if run.info.status != "KILLED"]
+    assert sorted(int(run.data.tags["nbmlops.sweep.index"]) for run in live) == list(range(len(ALPHAS)))
+    (sweep,) = [r for r in runs_of(MlflowClient(uri), experiment) if r.data.tags["nbmlops.kind"] == "sweep"]
+    for run in live:
+        alpha = ALPHAS[int(run.data.tags["nbmlops.sweep.index"])]
+        assert run.info.status == "FINISHED", run.data.tags.get("nbmlops.error.message")
+        assert run.data.metrics["score"] == _expected_score(alpha)
+        assert run.data.tags["mlflow.parentRunId"] == sweep.info.run_id
+        assert run.data.tags["nbmlops.notebook"] == str(source)
+    assert sweep.data.metrics["best_score"] == _expected_score(ALPHAS[-1])
+    return runs
+
+
+def _check_outputs(outputs: Path, project: Path, machines: dict[str, dict[str, Path]]) -> None:
+    """The executed notebooks are written here; their kernels ran in the workers' private directories."""
+    assert sorted(p.name for p in outputs.iterdir()) == [f"{i}.ipynb" for i in range(len(ALPHAS))]
+    homes = [str(where["home"].resolve()) for where in machines.values()]
+    for path in outputs.iterdir():
+        executed = nbformat.read(path, as_version=4)
+        printed = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
+        cwd = printed.split("kernel cwd: ", 1)[1].split()[0]
+        assert any(cwd.startswith(home) for home in homes) and not cwd.startswith(str(project)), cwd
+        assert cwd.endswith("/project/sub")
+    for where in machines.values():
+        assert not (where["cwd"] / ".nbmlops").exists()  # nothing in the directory a worker was started in
+        assert (where["home"] / ".nbmlops" / "journal").is_dir()
+        assert list((where["home"] / "workspaces").iterdir()) == []  # private directories removed after the run
+
+
+def test_dask_sweep_runs_from_shipped_files_on_workers_that_share_only_the_tracking_server(
+    project: Path, layout: Path, server: str, machines: dict[str, dict[str, Path]],
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+):
+    outside = tmp_path_factory.mktemp("outside")
+    ready, go, outputs, moved = outside / "ready", outside / "go", outside / "outputs", project.with_name("moved")
+    ready.mkdir()
+    with _cluster(machines, outside) as (address, _):
+        sweep = _start_sweep(project, address, ready, go, outputs)
+        try:
+            _wait_for_kernels(ready, sweep)
+            project.rename(moved)  # from now on, no worker can read the submitter's files
+            go.touch()
+            _finished(sweep)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+            if moved.exists():
+                moved.rename(project)
+    _check_live_runs(server, request.node.name, layout)
+    assert all(run.info.status == "FINISHED" for run in _notebook_runs(server, request.node.name))
+    _check_outputs(outputs, project, machines)
+
+
+def test_dask_sweep_completes_without_duplicates_when_a_worker_is_killed_mid_sweep(
+    project: Path, layout: Path, server: str, machines: dict[str, dict[str, Path]],
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+):
+    from mlflow import MlflowClient
+
+    outside = tmp_path_factory.mktemp("outside")
+    ready, go, outputs = outside / "ready", outside / "go", outside / "outputs"
+    ready.mkdir()
+    client = MlflowClient(server)
+    with _cluster(machines, outside) as (address, workers):
+        sweep = _start_sweep(project, address, ready, go, outputs)
+        try:
+            deadline = time.monotonic() + 600
+            while not (on_a := [k for k in _wait_for_kernels(ready, sweep) if int(_stat(k)[1]) == workers["a"].pid]):
+                assert time.monotonic() < deadline, "worker a ran no notebook"
+                time.sleep(0.2)
+            experiment = client.get_experiment_by_name(request.node.name)
+            while not client.search_runs(  # the attempt on a is in the store when a dies
+                [experiment.experiment_id],
+                f"tags.`nbmlops.pid` = '{workers['a'].pid}' and attributes.status = 'RUNNING'",
+            ):
+                assert time.monotonic() < deadline, "worker a's run never reached the store"
+                time.sleep(0.2)
+            os.kill(workers["a"].pid, signal.SIGKILL)
+            assert workers["a"].wait(timeout=30) == -signal.SIGKILL
+            go.touch()
+            _finished(sweep)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(on_a[0], signal.SIGKILL)  # the dead worker's kernel, still at the barrier or past it
+    runs = _check_live_runs(server, request.node.name, layout)
+    killed = [run for run in runs if run.info.status == "KILLED"]
+    assert len(runs) == len(ALPHAS) + 1 and len(killed) == 1, [(r.data.tags["nbmlops.sweep.index"], r.info.status)
+                                                                for r in runs]
+    successor = client.get_run(killed[0].data.tags["nbmlops.superseded_by"])
+    assert successor.data.tags["nbmlops.sweep.index"] == killed[0].data.tags["nbmlops.sweep.index"]
+    assert successor.info.status == "FINISHED" and successor.data.tags["nbmlops.pid"] == str(workers["b"].pid)
+    assert sorted(p.name for p in outputs.iterdir()) == [f"{i}.ipynb" for i in range(len(ALPHAS))]
+    for where in machines.values():
+        assert not (where["cwd"] / ".nbmlops").exists()
+    # the dead worker's journal waits in its worker folder, for `nbmlops sync` there (or its next run)
+    assert list((machines["a"]["home"] / ".nbmlops" / "journal").iterdir())
