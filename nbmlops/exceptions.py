@@ -11,6 +11,7 @@ The whole tree is defined here; the module that raises a class imports it from h
     ├── StoreUnavailableError                       1 503  the tracking store could not be reached (an outage)
     ├── StoreAuthError                              1 502  the tracking server answered 401/403 (never an outage)
     ├── RecordRejected                              1 500  the store refused a request for good
+    │   └── PermissionRefused                       3 403  an authenticating server refused the user this
     ├── RunNotFoundError                            2 404  no run with this id
     ├── SearchError                                 2 400  a filter or ordering the store cannot read
     ├── UnsupportedDataError                        1 500  data nbmlops cannot fingerprint or profile (a TypeError)
@@ -98,6 +99,7 @@ __all__ = [
     "ParameterTypeError",
     "PathError",
     "PathNotFoundError",
+    "PermissionRefused",
     "PromotionRefused",
     "RecordRejected",
     "RecordTooLarge",
@@ -620,3 +622,38 @@ class UnsupportedModelError(RegistryError, TypeError):
 
 class FilterError(NbmlopsError, ValueError):
     """A filter, sort column or page that cannot be applied; the message says why."""
+
+
+class PermissionRefused(RecordRejected):
+    """An authenticating tracking server (``mlflow server --app-name basic-auth``) knows the user and refused them
+    this: their MLflow permission on the experiment or registered model is not enough (HTTP 403). Not an outage
+    and not a credentials problem: retrying cannot help until someone grants the permission.
+
+    Attributes:
+        uri: the tracking URI, with any credentials removed.
+        user: the MLflow user the server authenticated.
+        action: what was refused, as a verb phrase (``set an alias of``, ``create runs in``).
+        permission: the least MLflow permission that allows it (``READ``, ``EDIT``, ``MANAGE``), or a phrase.
+        kind: the kind of resource (``registered model``, ``experiment``), or None when not known.
+        resource: the resource's name, or None when not known.
+    """
+
+    exit_code = EXIT_REFUSED
+    http_status = 403
+
+    def __init__(self, uri: str, user: str, action: str, permission: str, kind: str | None = None,
+                 resource: str | None = None) -> None:
+        self.uri, self.user, self.action, self.permission = uri, user, action, permission
+        self.kind, self.resource = kind, resource
+        target = f"{kind} {resource!r}" if kind and resource else f"this {kind}" if kind else "this"
+        super().__init__(
+            f"MLflow user {user!r} may not {action} {target} on {uri}: that needs {permission} permission on it "
+            "(the server answered 403); ask its owner or an MLflow admin to grant it",
+            "PERMISSION_DENIED",
+        )
+
+    def naming(self, kind: str, resource: str) -> PermissionRefused:
+        """The same refusal naming ``resource`` when it concerns a ``kind`` and names none yet, else itself."""
+        if self.resource is not None or self.kind != kind:
+            return self
+        return PermissionRefused(self.uri, self.user, self.action, self.permission, kind, resource)

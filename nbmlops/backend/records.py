@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from nbmlops.backend.identity import naming
 from nbmlops.backend.models import deliver_model
 from nbmlops.backend.tags import PARENT_KEY_TAG, RUN_KEY_TAG
 from nbmlops.exceptions import RecordRejected
@@ -165,7 +166,8 @@ def _start_run(store: Store, record: dict[str, Any], runs: dict[str, str], caref
         return run
 
     # a run found after a create whose reply was lost was made by that create: with these tags
-    return store.create_run_once(experiment_id, key, create), True
+    with naming("experiment", record["experiment"]):
+        return store.create_run_once(experiment_id, key, create), True
 
 
 def _params(delivery: _Delivery, record: dict[str, Any]) -> None:
@@ -211,7 +213,8 @@ def _dataset(delivery: _Delivery, record: dict[str, Any]) -> None:
 def _model(delivery: _Delivery, record: dict[str, Any]) -> None:
     delivery.send_batch()
     store = delivery.store
-    store._call(functools.partial(deliver_model, store.client, delivery.runs[record["run"]], record))
+    with naming("registered model", record["name"]):
+        store._call(functools.partial(deliver_model, store.client, delivery.runs[record["run"]], record))
 
 
 def _end(delivery: _Delivery, record: dict[str, Any]) -> None:

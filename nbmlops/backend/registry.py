@@ -3,13 +3,17 @@
 ``client`` is the backend's client of a store (:attr:`nbmlops.backend.store.Store.client`): every call is
 bounded by the call budget and raises nbmlops' errors, never MLflow's (:class:`RecordRejected` carries MLflow's
 code: ``RESOURCE_DOES_NOT_EXIST``, ``RESOURCE_ALREADY_EXISTS``, ...). Versions and models come back as MLflow's
-entities; :mod:`nbmlops.registry.models` reads them into its own types.
+entities; :mod:`nbmlops.registry.models` reads them into its own types. A call the server refuses the user
+(:class:`PermissionRefused`) names the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from nbmlops.backend.identity import naming
+from nbmlops.exceptions import PermissionRefused
 
 __all__ = [
     "all_registered_models", "all_versions", "create_registered_model", "delete_registered_model",
@@ -18,16 +22,21 @@ __all__ = [
 ]
 
 _PAGE = 1000
+_MODEL = "registered model"
 
 
 def version(client: Any, name: str, number: int) -> Any:
     """Version ``number`` of model ``name``."""
-    return client.get_model_version(name, str(number))
+    with naming(_MODEL, name):
+        return client.get_model_version(name, str(number))
 
 
 def version_by_alias(client: Any, name: str, alias: str) -> Any:
     """The version of model ``name`` that ``alias`` points to."""
-    return client.get_model_version_by_alias(name, alias)
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except PermissionRefused as refused:  # the same endpoint as setting an alias, read with GET
+        raise PermissionRefused(refused.uri, refused.user, "read", "READ", _MODEL, name) from None
 
 
 def search_versions(client: Any, filter_string: str, limit: int | None = None, newest_first: bool = False) -> list[Any]:
@@ -51,7 +60,8 @@ def all_versions(client: Any, filter_string: str) -> Iterator[Any]:
 
 def get_registered_model(client: Any, name: str) -> Any:
     """Registered model ``name`` (its aliases, tags, latest versions)."""
-    return client.get_registered_model(name)
+    with naming(_MODEL, name):
+        return client.get_registered_model(name)
 
 
 def all_registered_models(client: Any) -> Iterator[Any]:
@@ -68,22 +78,26 @@ def all_registered_models(client: Any) -> Iterator[Any]:
 def create_registered_model(client: Any, name: str, tags: Mapping[str, str] | None = None,
                             description: str | None = None) -> None:
     """Create registered model ``name`` (atomic in every MLflow store: a second create is RESOURCE_ALREADY_EXISTS)."""
-    client.create_registered_model(name, tags=dict(tags or {}), description=description)
+    with naming(_MODEL, name):
+        client.create_registered_model(name, tags=dict(tags or {}), description=description)
 
 
 def delete_registered_model(client: Any, name: str) -> None:
     """Delete registered model ``name`` and its versions."""
-    client.delete_registered_model(name)
+    with naming(_MODEL, name):
+        client.delete_registered_model(name)
 
 
 def set_alias(client: Any, name: str, alias: str, number: int) -> None:
     """Point ``alias`` of model ``name`` at version ``number``."""
-    client.set_registered_model_alias(name, alias, str(number))
+    with naming(_MODEL, name):
+        client.set_registered_model_alias(name, alias, str(number))
 
 
 def set_version_tag(client: Any, name: str, number: int, key: str, value: str) -> None:
     """Set tag ``key`` of version ``number`` of model ``name``."""
-    client.set_model_version_tag(name, str(number), key, value)
+    with naming(_MODEL, name):
+        client.set_model_version_tag(name, str(number), key, value)
 
 
 def get_run(client: Any, run_id: str) -> Any:

@@ -14,24 +14,24 @@ applied late), the one delivered to is kept and the others are marked KILLED and
 Every call has a budget, ``call_timeout`` (:mod:`nbmlops.config`): a tracking server that does not answer
 a call, retries included, within it is an outage, reported as :class:`StoreUnavailableError`; after one,
 further calls fail at once for one budget, so that a sync of many journals ends within about one budget.
-A 401 or 403 is :class:`StoreAuthError`, never retried. Credentials come from the URI
-(``http://user:password@host``) or MLflow's ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``.
+A 401 or 403 is :class:`StoreAuthError`, never retried; but a 403 of a server that knows the user (MLflow's
+basic-auth app) is that user's missing permission, :class:`PermissionRefused` (:mod:`nbmlops.backend.identity`).
+Credentials come from the URI (``http://user:password@host``) or MLflow's
+``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``.
 
 A new sqlite store is made as :mod:`nbmlops.backend.sqlite_schema` says. What MLflow raises never leaves the
-backend: it becomes :class:`RecordRejected` (with MLflow's error code), :class:`StoreAuthError` or
-:class:`StoreUnavailableError`.
+backend: it becomes :class:`RecordRejected` (with MLflow's error code; :class:`PermissionRefused` is one),
+:class:`StoreAuthError` or :class:`StoreUnavailableError`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import math
 import os
 import re
 import sqlite3
-import ssl
 import threading
 import time
 import urllib.error
@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.backend import sqlite_commit, sqlite_schema
+from nbmlops.backend.identity import naming, permission_refused, server_credentials, tls_context
 from nbmlops.backend.records import deliver as deliver_records
 from nbmlops.backend.tags import (
     ATTEMPT_TAG,
@@ -53,7 +54,7 @@ from nbmlops.backend.tags import (
     SUPERSEDES_TAG,
     TASK_TAG,
 )
-from nbmlops.exceptions import ConfigError, RecordRejected, StoreAuthError, StoreUnavailableError
+from nbmlops.exceptions import ConfigError, PermissionRefused, RecordRejected, StoreAuthError, StoreUnavailableError
 from nbmlops.redact import redact_uri
 
 __all__ = [
@@ -194,8 +195,9 @@ class Store:
         ``MLFLOW_TRACKING_PASSWORD``, else ``MLFLOW_TRACKING_TOKEN``); a refused connection is retried
         within the budget, a 401 or 403 is :class:`StoreAuthError`.
         """
-        url, headers = _health_request(self.uri)
-        context = _tls_context() if url.startswith("https://") else None
+        credentials = server_credentials(self.uri)
+        url, headers = credentials.base_url + "/health", credentials.headers
+        context = tls_context() if url.startswith("https://") else None
 
         def probe() -> None:
             request = urllib.request.Request(url, headers=headers)
@@ -263,6 +265,10 @@ class Store:
         try:
             return fn()
         except MlflowException as exc:
+            if exc.error_code == "PERMISSION_DENIED":  # a refusal of this user, if the server knows the user
+                refused = permission_refused(self.uri, self.display_uri, str(exc), self._ask_timeout())
+                if refused is not None:
+                    raise refused from None
             if exc.error_code in _AUTH:
                 said = re.search(r"Response body: '(.*)'", str(exc), re.DOTALL)  # MLflow quotes a non-JSON answer
                 reason = self._clean(said.group(1) if said else exc.message)
@@ -279,6 +285,10 @@ class Store:
         if _TRANSIENT.search(reason):
             raise _Transient(reason)
         raise StoreUnavailableError(self.display_uri, reason)
+
+    def _ask_timeout(self) -> float:
+        """How long one more request of the call in progress may wait."""
+        return float(getattr(_limits, "timeout", None) or self.call_timeout)
 
     def _clean(self, text: str) -> str:
         """One line of an error, without the credentials of the URI (MLflow's messages quote the URL)."""
@@ -340,6 +350,12 @@ class Store:
         """The id of experiment ``name``, created (with an artifact location under ours) if needed."""
         if name in self._experiments:
             return self._experiments[name]
+        with naming("experiment", name):
+            experiment_id = self._experiment_id(name)
+        self._experiments[name] = experiment_id
+        return experiment_id
+
+    def _experiment_id(self, name: str) -> str:
         client = self.client
         experiment = self._call(lambda: client.get_experiment_by_name(name))
         if experiment is None:
@@ -349,6 +365,8 @@ class Store:
                 location = Path(self.artifact_root, slug).resolve().as_uri()
             try:
                 self._call(lambda: client.create_experiment(name, artifact_location=location))
+            except PermissionRefused:
+                raise
             except RecordRejected:
                 pass  # another process created it first
             except StoreUnavailableError as exc:
@@ -359,8 +377,7 @@ class Store:
                 raise RecordRejected(f"experiment {name!r} could not be created")
         if experiment.lifecycle_stage == "deleted":
             self._call(lambda: client.restore_experiment(experiment.experiment_id))
-        self._experiments[name] = experiment.experiment_id
-        return experiment.experiment_id
+        return str(experiment.experiment_id)
 
     def creation_uncertain(self, key: str) -> bool:
         """True when an attempt to create run ``key`` got no answer (the server may have applied it)."""
@@ -666,32 +683,6 @@ def _close_window() -> None:
             if os.environ.get(name) == value:
                 del os.environ[name]
         _set_by_us.clear()
-
-
-def _health_request(uri: str) -> tuple[str, dict[str, str]]:
-    """The URL of a tracking server's ``/health`` (credentials taken out of it) and the headers that carry
-    the credentials MLflow would send."""
-    parts = urllib.parse.urlsplit(uri.rstrip("/"))
-    headers: dict[str, str] = {}
-    user = password = None
-    if parts.username is not None:
-        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
-        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
-    elif os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
-        user, password = os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
-    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
-    if user is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    return urllib.parse.urlunsplit(parts) + "/health", headers
-
-
-def _tls_context() -> ssl.SSLContext:
-    """Certificate checks as MLflow makes them: ``MLFLOW_TRACKING_INSECURE_TLS`` skips them,
-    ``MLFLOW_TRACKING_SERVER_CERT_PATH`` names the CA bundle."""
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
-        return ssl._create_unverified_context()
-    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
 
 
 def _one_line(text: str) -> str:

@@ -15,6 +15,11 @@ registered model named ``nbmlops-lock.<name>.<alias>``, which works on any MLflo
 is read again inside it: of two promotions racing for one alias, exactly one wins and the other gets
 :class:`AliasChangedError`. Each decision, accepted or refused, is a tag ``nbmlops.decision.<ns>`` on
 the candidate version holding who, when, the alias, every check with its values, and the reason.
+
+Who is the MLflow user an authenticating tracking server (``mlflow server --app-name basic-auth``) knows the
+credentials as, else the user they name, else ``user@host`` of this machine. Such a server's permissions hold:
+a user who may not read the model, or change it (``EDIT``, to set an alias and record a decision), gets
+:class:`PermissionRefused` naming the user, the model and the permission, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from nbmlops.backend import identity as mlflow_identity
 from nbmlops.backend import registry as mlflow_registry
-from nbmlops.config import Settings
-from nbmlops.exceptions import AliasChangedError, PromotionRefused, RecordRejected
+from nbmlops.config import Settings, resolve_settings
+from nbmlops.exceptions import AliasChangedError, PermissionRefused, PromotionRefused, RecordRejected
 from nbmlops.registry.models import (
     DECISION_TAG_PREFIX,
     LOCK_PREFIX,
@@ -142,6 +148,8 @@ def promote(
         ModelNotFoundError: no such version.
         PromotionRefused: a check failed (the registry is unchanged; the decision is recorded).
         AliasChangedError: another promotion moved the alias first (unchanged; recorded).
+        PermissionRefused: the tracking server refused the user (their MLflow permission on the model or its
+            source run is not enough); nothing was changed.
     """
     ref = parse_reference(model, bare=False) if isinstance(model, str) else model
     if ref.version is None:
@@ -149,12 +157,14 @@ def promote(
     check_alias(alias)
     parsed_gates = [parse_gate(g) for g in gates]
     beats = [parse_beat(b) if isinstance(b, str) else b for b in beat]
+    settings = settings or resolve_settings()
     client = registry_client(settings)
     candidate = get_version(ref, client=client)
+    who = _who(settings)
     holders = {a: _holder(client, ref.name, a) for a in dict.fromkeys([alias, *(b.alias for b in beats)])}
     previous = holders[alias]
     if previous is not None and previous.version == candidate.version:
-        return _decision(candidate, alias, True, (), previous, f"@{alias} already points at version {ref.version}")
+        return _decision(candidate, alias, True, (), previous, f"@{alias} already points at version {ref.version}", who)
     candidate_run = _run(client, candidate)
     checks = [_run_check(candidate, candidate_run)]
     metrics = dict(candidate_run.data.metrics) if candidate_run is not None else {}
@@ -166,22 +176,22 @@ def promote(
     checks += _data_checks(candidate, holders, allow_new_evaluation_data)
     failed = [c for c in checks if not c.passed]
     if failed:
-        promotion = _decision(candidate, alias, False, checks, previous, "; ".join(c.message for c in failed))
+        promotion = _decision(candidate, alias, False, checks, previous, "; ".join(c.message for c in failed), who)
         _record(client, promotion)
         raise PromotionRefused(promotion)
-    with _AliasLock(client, ref.name, alias):
+    with _AliasLock(client, ref.name, alias, who):
         now = {a: _holder(client, ref.name, a) for a in holders}
         moved = [a for a in holders if _number(now[a]) != _number(holders[a])]
         if moved:
             changes = ", ".join(f"@{a} {_shown(holders[a])} -> {_shown(now[a])}" for a in moved)
             promotion = _decision(
                 candidate, alias, False, checks, previous,
-                f"alias changed while the checks ran ({changes}): nothing was changed; run the promotion again",
+                f"alias changed while the checks ran ({changes}): nothing was changed; run the promotion again", who,
             )
             _record(client, promotion)
             raise AliasChangedError(promotion)
         mlflow_registry.set_alias(client, ref.name, alias, candidate.version)
-        promotion = _decision(candidate, alias, True, checks, previous, "every check passed")
+        promotion = _decision(candidate, alias, True, checks, previous, "every check passed", who)
         _record(client, promotion)
     return promotion
 
@@ -206,6 +216,8 @@ def _run(client: Any, version: ModelVersionInfo) -> Any:
         return None
     try:
         return mlflow_registry.get_run(client, version.run_id)
+    except PermissionRefused:
+        raise  # the user may not read the run: say so, rather than that it is missing
     except RecordRejected:
         return None
 
@@ -282,11 +294,11 @@ def _data_checks(candidate: ModelVersionInfo, holders: dict[str, ModelVersionInf
 
 
 def _decision(candidate: ModelVersionInfo, alias: str, accepted: bool, checks: Sequence[Check],
-              previous: ModelVersionInfo | None, reason: str) -> Promotion:
+              previous: ModelVersionInfo | None, reason: str, by: str) -> Promotion:
     return Promotion(
         name=candidate.name, version=candidate.version, alias=alias, accepted=accepted, checks=tuple(checks),
         previous=_number(previous), reason=reason,
-        decided_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), decided_by=_who(),
+        decided_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), decided_by=by,
     )
 
 
@@ -300,7 +312,12 @@ def _record(client: Any, promotion: Promotion) -> None:
     )
 
 
-def _who() -> str:
+def _who(settings: Settings) -> str:
+    """Who decides: the MLflow user an authenticating tracking server knows (or the one the credentials name),
+    else ``user@host`` of this machine."""
+    user = mlflow_identity.recorded_user(settings.tracking_uri, settings.call_timeout)
+    if user is not None:
+        return user
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -311,9 +328,10 @@ def _who() -> str:
 class _AliasLock:
     """A cross-process lock on one alias: creating a registered model is atomic in every MLflow store."""
 
-    def __init__(self, client: Any, name: str, alias: str) -> None:
+    def __init__(self, client: Any, name: str, alias: str, who: str) -> None:
         self.client = client
         self.lock = f"{LOCK_PREFIX}{name}.{alias}"
+        self.who = who
 
     def __enter__(self) -> None:
         deadline = time.monotonic() + LOCK_TIMEOUT_S
@@ -322,7 +340,7 @@ class _AliasLock:
             try:
                 mlflow_registry.create_registered_model(
                     self.client, self.lock, tags={"nbmlops.lock": "true", "nbmlops.lock.at": str(time.time()),
-                                     "nbmlops.lock.by": _who()},
+                                     "nbmlops.lock.by": self.who},
                     description="nbmlops: a promotion in progress holds this lock; it is deleted when done",
                 )
                 return

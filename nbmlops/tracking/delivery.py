@@ -63,6 +63,7 @@ class Deliverer:
         self.on_run = on_run
         self.in_child = in_child
         self._touched: dict[int, StoreLike] = {}  # the stores written to by the group being delivered
+        self.refused_runs: dict[str, str] = {}  # run key -> why the store refused its start record
 
     def _open(self, uri: str, artifact_root: str | None, records: list[dict[str, Any]]) -> StoreLike:
         """The store records go to: through this process's delivery child (``in_child``), but for a group
@@ -131,14 +132,24 @@ class Deliverer:
                     sys.stderr.write(f"nbmlops: could not update the run summary: {exc}\n")
 
     def _send_one_by_one(self, uri: str | None, artifact_root: str | None, group: list[Item]) -> list[str]:
+        """Send each record alone; set aside those the store refuses, and the later records of a run whose start
+        it refused (such as a run the user may not create in its experiment: said once, for the whole run)."""
         refused = []
         for offset, record in group:
+            key = record["run"]
+            if key in self.refused_runs:
+                _keep_refused(self.journal_path, record, f"the start record of its run was refused: {self.refused_runs[key]}")
+                continue
             try:
                 if uri is None:
-                    raise RecordRejected(f"run {record['run']} has no start record in this journal")
+                    raise RecordRejected(f"run {key} has no start record in this journal")
                 self._send(uri, artifact_root, [(offset, record)], careful=True)
             except RecordRejected as exc:
-                refused.append(f"{record['t']} record of run {record['run']}: {str(exc).splitlines()[0][:300]}")
+                reason = str(exc).splitlines()[0][:500]
+                if record["t"] == "start":
+                    self.refused_runs[key] = reason
+                    reason += "; the run's later records are set aside with it"
+                refused.append(f"{record['t']} record of run {key}: {reason}")
                 _keep_refused(self.journal_path, record, str(exc))
         return refused
 

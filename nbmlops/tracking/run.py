@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nbmlops.backend.identity import claimed_user
 from nbmlops.config import Settings, project_name, resolve_settings
 from nbmlops.exceptions import TrackingError
 from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
@@ -182,6 +183,8 @@ class Run:
         self.ended: int | None = None
         self.datasets: dict[str, str] = {}  # inputs: name -> fingerprint
         self.outputs: dict[str, str] = {}  # data the run made (context "output"): name -> fingerprint
+        self.contexts: dict[str, str] = {}  # every dataset logged: name -> its context
+        self._training: dict[str, Any] = {}  # data logged with context "training", kept until the run ends
         self.parent: Run | None = None
         self._steps: dict[str, int] = {}
         self._initial_params = dict(params or {})
@@ -203,7 +206,7 @@ class Run:
         tags = {
             "mlflow.source.name": self.source,
             "mlflow.source.type": self.source_type,
-            "mlflow.user": _user(),
+            "mlflow.user": _user(self.settings.tracking_uri),
             "nbmlops.host": socket.gethostname(),
             "nbmlops.pid": str(os.getpid()),
             "nbmlops.process_start": process_start_time() or "",
@@ -308,6 +311,7 @@ class Run:
             tags["nbmlops.failure_reason"] = reason
         records.insert(0, {"t": "tags", "run": self.key, "tags": tags})
         records.append({"t": "end", "run": self.key, "status": status, "ts": self.ended})
+        self._training.clear()
         with _stack_lock:
             if self in _stack:
                 _stack.remove(self)
@@ -431,8 +435,16 @@ class Run:
             obj = Path(obj).resolve()  # the background work must not depend on a later working directory
         label = name or "dataset"
         (self.outputs if context == "output" else self.datasets)[label] = digest
+        self.contexts[label] = context
+        if context == "training":
+            self._training[label] = obj
         self.session.background(self._emit_dataset, obj, label, digest, context)
         return digest
+
+    def training_data(self) -> dict[str, Any]:
+        """The data this run logged with context ``training`` (name -> object), while the run is open: what
+        :func:`nbmlops.register` registers a model with when it is given no ``training_data``."""
+        return dict(self._training)
 
     def _emit_dataset(self, obj: Any, name: str, digest: str, context: str) -> None:
         from nbmlops.data import mlflow_schema, profile
@@ -524,8 +536,12 @@ def end_for(run: Run, exc: BaseException | None) -> None:
         run.end("FAILED", error=exc)
 
 
-@functools.lru_cache(maxsize=1)
-def _user() -> str:
+def _user(tracking_uri: str) -> str:
+    """``mlflow.user`` as MLflow records it: the user name the credentials for a tracking server give (the one
+    an authenticating server knows them as), else the OS user. Asks no one: a run starts at once."""
+    claimed = claimed_user(tracking_uri)
+    if claimed:
+        return claimed
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -1,0 +1,207 @@
+"""Identity and permissions on an authenticating tracking server (issue 13, "Identity").
+
+A real ``mlflow server --app-name basic-auth`` (:mod:`tests.team.auth_server`; ``default_permission = READ``) with
+two users made through MLflow's auth REST API: alice trains and registers a model, bob promotes it. Each user is a
+process of its own with its credentials in ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``. What is recorded names the
+MLflow user, not the OS user; what MLflow's permissions forbid is refused by the server and shown as one line
+naming the user, the model or experiment and the permission needed (exit 3), never a traceback; a tracking write
+the server refuses never breaks the script, is reported, set aside, and does not hold up the records after it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import textwrap
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.faults import nbmlops_cli, project_folder, run_python
+from tests.team.auth_server import AuthServer, auth_server
+
+TRAIN = textwrap.dedent("""
+    import sys
+    import nbmlops
+    from sklearn.dummy import DummyClassifier
+    name = sys.argv[1]
+    model = DummyClassifier().fit([[0, 1], [1, 0]], [0, 1])
+    with nbmlops.track("train") as run:
+        run.log_metrics({"accuracy": 0.95})
+        version = nbmlops.register(model, name, timeout=120)
+    nbmlops.flush(120)
+    print("registered", version.version, run.key)
+""")
+
+REGISTER = textwrap.dedent("""
+    import sys
+    import nbmlops
+    from sklearn.dummy import DummyClassifier
+    model = DummyClassifier().fit([[0, 1], [1, 0]], [0, 1])
+    try:
+        nbmlops.register(model, sys.argv[1], timeout=120)
+        print("registered")
+    except nbmlops.exceptions.NbmlopsError as exc:
+        print("not registered:", type(exc).__name__)
+""")
+
+#: a run into an experiment the user may only read, then one into the user's own experiment
+TRACK_TWO = textwrap.dedent("""
+    import sys, time
+    import nbmlops
+    from nbmlops.exceptions import FlushTimeoutError
+    with nbmlops.track("refused", experiment=sys.argv[1], params={"a": 1}) as refused:
+        nbmlops.log_metric("m", 1.0)
+    with nbmlops.track("mine", experiment=sys.argv[2], params={"a": 2}) as mine:
+        nbmlops.log_metric("m", 2.0)
+    start = time.monotonic()
+    try:
+        nbmlops.flush(120)
+        print("flushed", refused.key, mine.key)
+    except FlushTimeoutError as exc:
+        print(f"flush returned after {time.monotonic() - start:.1f} s:", exc.reason)
+    print("cell went on")
+""")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """One basic-auth server for the module (``default_permission = READ``), users alice and bob."""
+    with auth_server(tmp_path_factory.mktemp("auth-server"), default_permission="READ") as started:
+        started.add_user("alice")
+        started.add_user("bob")
+        yield started
+
+
+def model_name() -> str:
+    return f"identity-{uuid.uuid4().hex[:8]}"
+
+
+def train(server: AuthServer, folder: Path, name: str, user: str = "alice") -> tuple[int, str]:
+    """``user`` trains and registers a version of ``name`` in a process of its own; its number and run key."""
+    result = run_python(project_folder(folder), "-c", TRAIN, name, env=server.env(user, NBMLOPS_EXPERIMENT=name),
+                        timeout=400)
+    found = re.search(r"registered (\d+) ([0-9a-f]{32})", result.stdout)
+    assert result.returncode == 0 and found, result.stdout + result.stderr
+    return int(found.group(1)), found.group(2)
+
+
+def version(server: AuthServer, name: str, number: int) -> dict:
+    return server.call("GET", "/api/2.0/mlflow/model-versions/get", query=f"name={name}&version={number}")[
+        "model_version"]
+
+
+def decisions(server: AuthServer, name: str, number: int) -> list[dict]:
+    tags = {t["key"]: t["value"] for t in version(server, name, number).get("tags", [])}
+    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("nbmlops.decision.")]
+
+
+def aliases(server: AuthServer, name: str) -> dict[str, str]:
+    model = server.call("GET", "/api/2.0/mlflow/registered-models/get", query=f"name={name}")["registered_model"]
+    return {a["alias"]: a["version"] for a in model.get("aliases", [])}
+
+
+def promote(server: AuthServer, folder: Path, user: str, name: str, number: int):
+    """``nbmlops models promote NAME NUMBER --alias champion`` as ``user``, a process of its own."""
+    return nbmlops_cli(project_folder(folder), "models", "promote", name, str(number), "--alias", "champion",
+                       "--gate", "accuracy >= 0.9", env=server.env(user), timeout=400)
+
+
+def test_bob_granted_edit_promotes_alices_model_and_the_records_name_alice_and_bob(
+    server: AuthServer, tmp_path: Path
+) -> None:
+    name = model_name()
+    number, run_key = train(server, tmp_path / "alice", name)
+    server.grant("bob", "registered_model", name, "EDIT")
+    result = promote(server, tmp_path / "bob", "bob", name, number)
+    assert result.returncode == 0 and "PROMOTED" in result.stdout, result.stdout + result.stderr
+    assert aliases(server, name) == {"champion": str(number)}
+    [decision] = decisions(server, name, number)
+    assert decision["accepted"] and decision["by"] == "bob", decision
+    run = server.call("GET", "/api/2.0/mlflow/runs/get", query=f"run_id={version(server, name, number)['run_id']}")
+    tags = {t["key"]: t["value"] for t in run["run"]["data"]["tags"]}
+    assert tags["nbmlops.run_key"] == run_key
+    assert tags["mlflow.user"] == "alice" and getpass.getuser() != "alice"  # not the OS user
+    assert run["run"]["info"]["user_id"] == "alice"
+
+
+def test_alice_promoting_her_own_model_is_recorded_as_alice(server: AuthServer, tmp_path: Path) -> None:
+    name = model_name()
+    number, _ = train(server, tmp_path / "alice", name)
+    result = promote(server, tmp_path / "alice2", "alice", name, number)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [decision] = decisions(server, name, number)
+    assert decision["by"] == "alice", decision
+
+
+def test_bob_with_read_only_is_refused_in_one_line_naming_him_the_model_and_edit_exit_3(
+    server: AuthServer, tmp_path: Path
+) -> None:
+    name = model_name()
+    number, _ = train(server, tmp_path / "alice", name)
+    result = promote(server, tmp_path / "bob", "bob", name, number)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(
+        rf"nbmlops: MLflow user 'bob' may not set an alias of registered model '{name}' on http://127\.0\.0\.1:\d+: "
+        r"that needs EDIT permission on it .*", lines[0]), lines[0]
+    assert server.passwords["bob"] not in result.stderr + result.stdout
+    assert aliases(server, name) == {}  # nothing changed
+    assert decisions(server, name, number) == []
+    locks = server.call("GET", "/api/2.0/mlflow/registered-models/search", query="max_results=100")
+    assert not [m for m in locks.get("registered_models", []) if m["name"].startswith("nbmlops-lock.")]
+
+
+def test_bob_registering_a_version_of_alices_model_is_refused_and_reported(server: AuthServer, tmp_path: Path) -> None:
+    name = model_name()
+    train(server, tmp_path / "alice", name)
+    result = run_python(project_folder(tmp_path / "bob"), "-c", REGISTER, name,
+                        env=server.env("bob", NBMLOPS_EXPERIMENT=f"bob-{name}"), timeout=400)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "not registered" in result.stdout, result.stdout
+    assert re.search(rf"MLflow user 'bob' may not register a version of registered model '{name}' .*"
+                     r"needs EDIT permission", result.stderr), result.stderr
+    versions = server.call("GET", "/api/2.0/mlflow/model-versions/search",
+                           query=urllib.parse.urlencode({"filter": f"name = '{name}'"}))
+    assert len(versions["model_versions"]) == 1  # alice's only
+
+
+def test_bobs_run_into_alices_experiment_is_refused_reported_set_aside_and_holds_nothing_up(
+    server: AuthServer, tmp_path: Path
+) -> None:
+    experiment = f"alice-{uuid.uuid4().hex[:8]}"
+    server.call("POST", "/api/2.0/mlflow/experiments/create", {"name": experiment}, user="alice")
+    bobs = f"bob-{uuid.uuid4().hex[:8]}"
+    project = project_folder(tmp_path / "bob")
+    result = run_python(project, "-c", TRACK_TWO, experiment, bobs, env=server.env("bob"), timeout=400)
+    assert result.returncode == 0 and "cell went on" in result.stdout, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    said = re.findall(rf"MLflow user 'bob' may not create runs in experiment '{experiment}' .*needs EDIT permission",
+                      result.stderr)
+    assert len(said) == 1, result.stderr  # reported once, not once per record or per attempt
+    flushed = re.search(r"flushed ([0-9a-f]{32}) ([0-9a-f]{32})", result.stdout)
+    assert flushed, result.stdout + result.stderr  # nothing waits on a refusal
+    # the run bob may write was delivered, with bob as its user
+    found = server.call("POST", "/api/2.0/mlflow/runs/search", {
+        "experiment_ids": [server.call("GET", "/api/2.0/mlflow/experiments/get-by-name",
+                                       query=f"experiment_name={bobs}")["experiment"]["experiment_id"]]})
+    [run] = found["runs"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["nbmlops.run_key"] == flushed.group(2) and tags["mlflow.user"] == "bob"
+    # the refused run's records are kept beside the journal, with the reason
+    refused = [json.loads(line) for line in (project / ".nbmlops" / "journal" / "refused.jsonl").read_text().splitlines()]
+    assert {r["record"]["run"] for r in refused} == {flushed.group(1)}
+    assert {r["record"]["t"] for r in refused} >= {"start", "end"}
+    assert all("may not create runs in experiment" in r["reason"] for r in refused)
+    alices = server.call("GET", "/api/2.0/mlflow/experiments/get-by-name", query=f"experiment_name={experiment}")
+    assert server.call("POST", "/api/2.0/mlflow/runs/search", {
+        "experiment_ids": [alices["experiment"]["experiment_id"]]}).get("runs", []) == []
+    # a later sync does not try it again forever
+    sync = nbmlops_cli(project, "sync", env=server.env("bob"), timeout=400)
+    assert "Traceback" not in sync.stderr and "may not create runs" not in sync.stderr, sync.stderr
