@@ -281,6 +281,7 @@ def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:
         tags["nbmlops.parent_run_id"] = parent
     if run_tags.get("nbmlops.parent_key"):  # a headless kernel's cell: the key of the notebook's run
         tags["nbmlops.parent_key"] = run_tags["nbmlops.parent_key"]
+    tags.update({str(k): str(v) for k, v in (record.get("tags") or {}).items()})  # e.g. nbmlops.reproduction_of
     return {k: v for k, v in tags.items() if v}
 
 

@@ -23,7 +23,7 @@ from nbmlops.registry.models import (
     registry_client,
     version_info,
 )
-from nbmlops.tracking.staging import UnsupportedModelError, check_model, stage_model
+from nbmlops.tracking.staging import UnsupportedModelError, check_model, features_of, stage_model
 
 __all__ = ["UnsupportedModelError", "find_registration", "register"]
 
@@ -43,11 +43,15 @@ def register(
     active, a run named ``register <name>`` is recorded for it. The model is logged in MLflow's
     scikit-learn flavor with skops serialization; ``training_data`` (the features it was fitted on:
     a DataFrame or array) gives its signature and input example, and is fingerprinted and logged as
-    the run's training dataset, as ``evaluation_data`` is as its evaluation dataset.
+    the run's training dataset, as ``evaluation_data`` is as its evaluation dataset. Without them, the
+    datasets the run logged with the context ``training`` (``nbmlops.log_dataset(X, "X_train",
+    context="training")``, or the training data a ``%%track`` cell reads) and ``evaluation`` are the
+    version's lineage, and the one of them the model was fitted on gives the signature and input example.
 
     Returns the new version once it is in the registry (waiting up to ``timeout`` seconds), or None
-    with ``wait=False``, in a kernel run headlessly by ``nbmlops run`` (whose runner registers it), and
-    inside a ``%%track`` cell (the version is created when the cell ends, with the run's git state).
+    with ``wait=False``, in a kernel run headlessly by ``nbmlops run`` (whose runner registers it),
+    inside a ``%%track`` cell (the version is created when the cell ends, with the run's git state), and
+    in a notebook ``nbmlops reproduce`` re-executes without ``--register`` (nothing is registered then).
 
     Raises:
         ModelReferenceError: a name MLflow would refuse.
@@ -67,13 +71,18 @@ def register(
         run.start()
     error: BaseException | None = None
     try:
-        training: dict[str, str] = {}
-        evaluation: dict[str, str] = {}
+        features = training_data
         if training_data is not None:
-            training["training_data"] = run.log_dataset(training_data, "training_data", context="training")
+            training = {"training_data": run.log_dataset(training_data, "training_data", context="training")}
+        else:  # the data the run logged as training data (nbmlops.log_dataset(..., context="training"))
+            training = _logged(run, "training")
+            found = features_of(model, run.training_data())
+            features = found[1] if found else None
         if evaluation_data is not None:
-            evaluation["evaluation_data"] = run.log_dataset(evaluation_data, "evaluation_data", context="evaluation")
-        key = stage_model(model, name, run, features=training_data, training=training, evaluation=evaluation)
+            evaluation = {"evaluation_data": run.log_dataset(evaluation_data, "evaluation_data", context="evaluation")}
+        else:
+            evaluation = _logged(run, "evaluation")
+        key = stage_model(model, name, run, features=features, training=training, evaluation=evaluation)
     except BaseException as exc:
         error = exc
         raise
@@ -81,7 +90,7 @@ def register(
         if own:
             end_for(run, error)
     session = run.session
-    if not wait or session.handoff or session.holding:
+    if key is None or not wait or session.handoff or session.holding:
         return None
     session.flush(timeout)
     found = find_registration(name, key)
@@ -91,6 +100,11 @@ def register(
             f"{resolve_settings().journal_dir / 'refused.jsonl'})"
         )
     return found
+
+
+def _logged(run: Any, context: str) -> dict[str, str]:
+    """``{name: fingerprint}`` of the datasets ``run`` logged with ``context``."""
+    return {n: run.datasets[n] for n, c in run.contexts.items() if c == context and n in run.datasets}
 
 
 def find_registration(name: str, key: str, client: Any = None) -> ModelVersionInfo | None:

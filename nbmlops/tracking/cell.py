@@ -207,18 +207,25 @@ class TrackedCell:
         if variable not in self.namespace:
             sys.stderr.write(f"nbmlops: --register {variable}: no such variable after the cell; nothing registered\n")
             return None
-        roles = {n: dataset_context(n) for n in run.datasets}
-        evaluation = {n: fp for n, fp in run.datasets.items() if roles[n] == "evaluation"}
+        ns = self.namespace
+        evaluation = {n: fp for n, fp in run.datasets.items() if dataset_context(n) == "evaluation"}
         training = {n: fp for n, fp in run.datasets.items() if n not in evaluation}
-        model = self.namespace[variable]
-        found = features_of(model, {n: self.namespace[n] for n in training if n in self.namespace})
+        # data the cell made itself (it read a file, say): named as training or evaluation data, it is that
+        made = {n: fp for n, fp in run.outputs.items() if n not in run.datasets}
+        for n, fp in made.items():
+            {"training": training, "evaluation": evaluation}.get(dataset_context(n), {})[n] = fp
+        model = ns[variable]
+        candidates = {n: ns[n] for n in [*training, *made] if n in ns and n not in evaluation}
+        found = features_of(model, candidates)
+        if found is not None and found[0] in made:  # the cell made the data the model was fitted on
+            training.setdefault(found[0], made[found[0]])
         try:
-            stage_model(model, name, run, features=found[1] if found else None, training=training,
-                        evaluation=evaluation)
+            key = stage_model(model, name, run, features=found[1] if found else None, training=training,
+                              evaluation=evaluation)
         except Exception as exc:  # the cell's work stands even when its model cannot be registered
             sys.stderr.write(f"nbmlops: --register {variable} {name}: {type(exc).__name__}: {exc}\n")
             return None
-        return name
+        return name if key is not None else None
 
     def previous_from_store(self, run_id: str, experiment_id: str) -> dict[str, float] | None:
         """Metrics of the previous finished run of this cell in the store (say, before a kernel restart)."""

@@ -5,12 +5,18 @@ training features are copied, so later changes to the objects do not change what
 carries the serialized model's SHA-256 and the types it holds, read from the live object. In the background
 both are written under ``.nbmlops/models/`` and a ``model`` record is journaled, which the delivery turns into a
 registry version (:func:`nbmlops.backend.models.deliver_model`).
+
+In a kernel ``nbmlops reproduce`` runs (:data:`REPRODUCTION_ENV`), nothing is staged unless the reproduction was
+asked to register: the run is tagged :data:`REGISTRATION_SKIPPED_TAG` instead; a version it does register is tagged
+:data:`REPRODUCTION_OF_TAG` with the original's version (``NAME/VERSION``), else the original run id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,38 @@ from typing import Any
 from nbmlops.backend.models import check_model_name
 from nbmlops.exceptions import UnsupportedModelError
 
-__all__ = ["UnsupportedModelError", "check_model", "features_of", "stage_model"]
+__all__ = [
+    "REGISTRATION_SKIPPED_TAG", "REPRODUCTION_ENV", "REPRODUCTION_OF_TAG", "UnsupportedModelError", "check_model",
+    "features_of", "reproduction_environment", "stage_model",
+]
 
 _EXAMPLE_ROWS = 5
+#: set by ``nbmlops reproduce`` for the kernel it runs: JSON ``{"run": <original run id>, "register": <bool>,
+#: "versions": {<model name>: "<NAME>/<VERSION>" the original registered}}``
+REPRODUCTION_ENV = "NBMLOPS_REPRODUCTION"
+#: tag of a run of a reproduction whose model was not registered: the model names, comma-separated
+REGISTRATION_SKIPPED_TAG = "nbmlops.registration_skipped"
+#: tag of a model version a reproduction registered (``reproduce --register``): the original's ``NAME/VERSION``,
+#: or the original run id when the original registered no version of that name
+REPRODUCTION_OF_TAG = "nbmlops.reproduction_of"
+_skipped: dict[str, list[str]] = {}  # run key -> the models a reproduction did not register in it
+
+
+def reproduction_environment(run_id: str, register: bool, versions: dict[str, str]) -> dict[str, str]:
+    """The environment telling a kernel that it re-executes run ``run_id`` (see :data:`REPRODUCTION_ENV`)."""
+    return {REPRODUCTION_ENV: json.dumps({"run": run_id, "register": bool(register), "versions": versions})}
+
+
+def _reproduction() -> dict[str, Any] | None:
+    """What ``nbmlops reproduce`` told this kernel, or None outside a reproduction."""
+    text = os.environ.get(REPRODUCTION_ENV)
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    return found if isinstance(found, dict) and isinstance(found.get("run"), str) else {"run": "", "register": False}
 
 
 def _model_class(model: Any) -> str:
@@ -73,7 +108,8 @@ def stage_model(
     """Stage ``model`` for registration as ``name`` from ``run`` (a started :class:`~nbmlops.tracking.run.Run`).
 
     ``features`` is the data the model was fitted on (for its signature and input example);
-    ``training`` and ``evaluation`` map variable names to fingerprints. Returns the registration key.
+    ``training`` and ``evaluation`` map variable names to fingerprints. Returns the registration key, or None
+    in a reproduction that does not register (the run is tagged :data:`REGISTRATION_SKIPPED_TAG`).
 
     Raises:
         ModelReferenceError: a name MLflow would refuse.
@@ -83,6 +119,13 @@ def stage_model(
 
     check_model_name(name)
     check_model(model)
+    reproduction = _reproduction()
+    if reproduction is not None and not reproduction.get("register"):
+        skipped = _skipped.setdefault(run.key, [])
+        skipped += [name] if name not in skipped else []
+        run.set_tags({REGISTRATION_SKIPPED_TAG: ",".join(skipped)})
+        sys.stderr.write(f"nbmlops: reproduction: model {name!r} not registered (nbmlops reproduce --register does)\n")
+        return None
     data = skops.io.dumps(model)
     trusted = skops.io.get_untrusted_types(data=data)  # the types of our own model, listed for loading it back
     example = _example(features)
@@ -100,6 +143,9 @@ def stage_model(
         "training": dict(training or {}),
         "evaluation": dict(evaluation or {}),
     }
+    if reproduction is not None:
+        original = (reproduction.get("versions") or {}).get(name) or reproduction["run"]
+        record["tags"] = {REPRODUCTION_OF_TAG: original}
     run.session.background(_write_staged, run.session, folder, key, data, example, features, record)
     return key
 
