@@ -23,16 +23,20 @@ On the worker (:func:`open_workspace`), the files are laid out in a new private 
 the project, and the kernel runs in the notebook's folder there, as Jupyter runs it. The worker's own state
 (``.nbmlops/``: journals, data snapshots) lives in one worker-wide folder, :func:`worker_home`, never in the
 worker's working directory; the private directory is removed after the run unless ``NBMLOPS_KEEP_WORKSPACE=1``.
+A run holds a lock on its private directory: one left by a worker that died is removed by the next run on that
+machine.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import fcntl
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -64,6 +68,8 @@ KEEP_ENV = "NBMLOPS_KEEP_WORKSPACE"
 #: never shipped: nbmlops' and git's own state, caches
 _SKIPPED_PARTS = frozenset({".nbmlops", ".git", "__pycache__", ".ipynb_checkpoints"})
 _MAX_PATH_TEXT = 4096
+#: a private directory younger than this is never taken for abandoned (its run may not hold its lock yet)
+_ABANDONED_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -149,8 +155,11 @@ def open_workspace(workspace: Workspace, tracking_uri: str, artifact_root: str |
     state = home / ".nbmlops"
     (home / "workspaces").mkdir(parents=True, exist_ok=True)
     state.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(home / "workspaces")
     private = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=home / "workspaces"))
+    lock = os.open(private, os.O_RDONLY)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         project = private / "project"
         project.mkdir()
         (project / ".nbmlops").symlink_to(state, target_is_directory=True)  # the project's state: the worker's
@@ -164,7 +173,28 @@ def open_workspace(workspace: Workspace, tracking_uri: str, artifact_root: str |
         if os.environ.get(KEEP_ENV, "") in ("", "0"):
             shutil.rmtree(private, ignore_errors=True)
         else:
+            (private / "kept").touch()
             sys.stderr.write(f"nbmlops: kept the workspace {private} ({KEEP_ENV})\n")
+        os.close(lock)
+
+
+def _remove_abandoned(workspaces: Path) -> None:
+    """Remove the private directories that no run holds (their worker died), except those kept on purpose."""
+    for folder in workspaces.iterdir():
+        try:
+            if (folder / "kept").exists() or time.time() - folder.stat().st_mtime < _ABANDONED_AFTER_S:
+                continue
+            lock = os.open(folder, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not a directory of ours
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live run holds it
+            continue
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 def _project_file(value: Any, folder: Path, root: Path) -> Path | None:

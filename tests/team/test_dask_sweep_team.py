@@ -212,10 +212,12 @@ def test_dask_sweep_completes_without_duplicates_when_a_worker_is_killed_mid_swe
             while not (on_a := [k for k in _wait_for_kernels(ready, sweep) if int(_stat(k)[1]) == workers["a"].pid]):
                 assert time.monotonic() < deadline, "worker a ran no notebook"
                 time.sleep(0.2)
-            experiment = client.get_experiment_by_name(request.node.name)
-            while not client.search_runs(  # the attempt on a is in the store when a dies
-                [experiment.experiment_id],
-                f"tags.`nbmlops.pid` = '{workers['a'].pid}' and attributes.status = 'RUNNING'",
+            while not (  # the attempt on a is in the store when a dies
+                (experiment := client.get_experiment_by_name(request.node.name)) is not None
+                and client.search_runs(
+                    [experiment.experiment_id],
+                    f"tags.`nbmlops.pid` = '{workers['a'].pid}' and attributes.status = 'RUNNING'",
+                )
             ):
                 assert time.monotonic() < deadline, "worker a's run never reached the store"
                 time.sleep(0.2)
@@ -240,3 +242,71 @@ def test_dask_sweep_completes_without_duplicates_when_a_worker_is_killed_mid_swe
         assert not (where["cwd"] / ".nbmlops").exists()
     # the dead worker's journal waits in its worker folder, for `nbmlops sync` there (or its next run)
     assert list((machines["a"]["home"] / ".nbmlops" / "journal").iterdir())
+
+
+# -- what travels, and the private directory (no cluster) -------------------------------------------------------
+
+
+def test_files_named_by_parameters_or_code_under_the_project_travel_and_paths_outside_it_do_not(
+    project: Path, layout: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    from nbmlops.config import resolve_settings
+    from nbmlops.runner.workspace import pack_workspace
+
+    (project / "other").mkdir()
+    (project / "other" / "o.csv").write_text("o\n1\n")
+    (project / ".nbmlops").mkdir(exist_ok=True)
+    (project / ".nbmlops" / "secret.txt").write_text("state")
+    outside = tmp_path_factory.mktemp("elsewhere") / "far.csv"
+    outside.write_text("far\n")
+    (project / "sub" / "data" / "big.bin").write_bytes(b"small now")  # all inline: no store needed
+    values = [{"weights": "../shared/weights.csv", "o": str(project / "other" / "o.csv"), "far": str(outside),
+               "out": "results/new.csv", "label": "fast", "state": "../.nbmlops/secret.txt"}]
+    workspace, rewrites = pack_workspace(layout, values, [], resolve_settings())
+    assert workspace.notebook == "sub/train.ipynb" and "read_csv" in workspace.notebook_text
+    assert sorted(workspace.files) == ["other/o.csv", "pyproject.toml", "shared/weights.csv", "sub/data/big.bin",
+                                       "sub/data/train.csv"]
+    assert workspace.files["sub/data/train.csv"] == TRAIN.encode() and workspace.snapshots == {}
+    assert rewrites == {str(project / "other" / "o.csv"): "../other/o.csv"}  # names the shipped copy
+
+
+def test_shipping_a_path_outside_the_project_or_a_missing_one_is_refused(
+    project: Path, layout: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    from nbmlops.config import resolve_settings
+    from nbmlops.exceptions import SweepError
+    from nbmlops.runner.workspace import pack_workspace
+
+    outside = tmp_path_factory.mktemp("elsewhere")
+    with pytest.raises(SweepError, match="outside the project"):
+        pack_workspace(layout, [], [outside], resolve_settings())
+    with pytest.raises(SweepError, match="no such file"):
+        pack_workspace(layout, [], [project / "missing"], resolve_settings())
+    (project / "extra" / "deep").mkdir(parents=True)
+    (project / "extra" / "deep" / "e.txt").write_text("e")
+    workspace, _ = pack_workspace(layout, [], [project / "extra"], resolve_settings())
+    assert "extra/deep/e.txt" in workspace.files
+
+
+def test_private_directory_mirrors_the_project_is_removed_after_and_abandoned_ones_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from nbmlops.runner.workspace import Workspace, open_workspace
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NBMLOPS_WORKER_DIR", str(home))
+    abandoned = home / "workspaces" / "1-dead"
+    abandoned.mkdir(parents=True)
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+    workspace = Workspace("sub/train.ipynb", "{}", {"sub/data/train.csv": b"x\n1\n", "shared/w.csv": b"w\n"})
+    with open_workspace(workspace, "http://127.0.0.1:1", None) as placed:
+        assert not abandoned.exists()  # no run held it: its worker died
+        assert placed.cwd == placed.notebook.parent and placed.notebook.read_text() == "{}"
+        assert (placed.cwd / "data" / "train.csv").read_bytes() == b"x\n1\n"
+        assert (placed.cwd / ".." / "shared" / "w.csv").read_bytes() == b"w\n"
+        assert (placed.cwd.parent / ".nbmlops").resolve() == (home / ".nbmlops").resolve()
+        private = placed.cwd.parent.parent
+        os.utime(private, (time.time() - 3600, time.time() - 3600))
+        with open_workspace(workspace, "http://127.0.0.1:1", None):
+            assert private.exists()  # held by its live run
+    assert list((home / "workspaces").iterdir()) == [] and (home / ".nbmlops").is_dir()
