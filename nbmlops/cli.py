@@ -148,7 +148,16 @@ def _parser() -> argparse.ArgumentParser:
         "re-execute), 4 not reproduced (a metric or output differs or is missing, or the execution failed), "
         "6 nothing to compare (the original run recorded no metric and no output dataset).",
     )
-    reproduce.add_argument("run_id", metavar="RUN_ID", help="MLflow run id of a notebook run or a %%%%track cell run")
+    reproduce.add_argument(
+        "run_id", metavar="RUN_ID",
+        help="MLflow run id of a notebook run or a %%%%track cell run; or a model version (NAME/VERSION, NAME@ALIAS): "
+        "the run that registered it (its notebook run when it ran headlessly)",
+    )
+    reproduce.add_argument(
+        "--register", action="store_true",
+        help="register the models the notebook registers (each new version tagged nbmlops.reproduction_of); "
+        "by default a reproduction registers nothing (its runs are tagged nbmlops.registration_skipped)",
+    )
     reproduce.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance per number (default 1e-9)")
     reproduce.add_argument("--atol", type=float, default=0.0, help="absolute tolerance per number (default 0)")
     reproduce.add_argument("--output", help="where to write the executed notebook (default: .nbmlops/outputs/)")
@@ -569,16 +578,18 @@ def _finish(settings: Settings, args: argparse.Namespace, text: str, reports: li
 
 
 def _reproduce(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.registry.lineage import run_to_reproduce
     from nbmlops.runner.reproduce import format_report, reproduce
 
     result = reproduce(
-        args.run_id,
+        run_to_reproduce(args.run_id, settings),
         rtol=args.rtol,
         atol=args.atol,
         settings=settings,
         output=args.output,
         timeout=args.timeout,
         progress_bar=not args.no_progress,
+        register=args.register,
     )
     print(format_report(result))
     print(_where(settings))

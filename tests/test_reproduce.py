@@ -237,6 +237,65 @@ def test_a_cell_run_whose_source_file_is_gone_is_reproduced_from_the_input_snaps
     assert any(o.get("ename") == "FileNotFoundError" for o in executed.cells[2].outputs)
 
 
+def test_a_cell_run_whose_training_data_file_is_gone_is_reproduced_from_the_training_inputs_snapshots(
+    shell, client, request, project
+):
+    (project / "data.csv").write_text("x,y\n1,2.0\n2,4.1\n3,5.9\n4,8.2\n")
+    original = _cell_run(
+        shell, client, request,
+        "import pandas as pd\nfrom sklearn.linear_model import LinearRegression",
+        "df = pd.read_csv('data.csv')\nX_train, y_train = df[['x']], df['y']",
+        "%%track\nmodel = LinearRegression().fit(X_train, y_train)\nscore = model.score(X_train, y_train)",
+    )
+    contexts = {d.dataset.name: [t.value for t in d.tags] for d in original.inputs.dataset_inputs}
+    assert contexts == {"X_train": ["training"], "y_train": ["training"]}
+    (project / "data.csv").unlink()
+
+    result = reproduce(original.info.run_id)
+
+    assert result.reproduced, format_report(result)
+    assert [m for _, m, _, ok in _metrics(result) if ok] == ["score"]
+    assert sorted(note.split(";")[0] for note in result.notes) == ["X_train is missing", "y_train is missing"]
+    assert result.data == ()  # the same data fingerprints
+
+
+_REGISTERING = (
+    "from sklearn.datasets import load_iris\nfrom sklearn.linear_model import LogisticRegression\n"
+    "from sklearn.model_selection import train_test_split\nX, y = load_iris(return_X_y=True, as_frame=True)\n"
+    "X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)"
+)
+
+
+def test_reproducing_a_registering_cell_registers_nothing_unless_asked_and_tags_what_it_registers(
+    shell, client, request
+):
+    name = f"m-{request.node.name[:30]}-{np.random.default_rng().integers(1 << 30)}"
+    original = _cell_run(
+        shell, client, request, _REGISTERING,
+        f"%%track --register model {name}\nmodel = LogisticRegression(max_iter=1000).fit(X_train, y_train)\n"
+        "accuracy = model.score(X_test, y_test)",
+    )
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [1]
+
+    result = reproduce(original.info.run_id)
+
+    assert result.reproduced, format_report(result)
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [1]  # no new version
+    assert result.registration_skipped == (name,) and result.registered == ()
+    assert client.get_run(result.run_id).data.tags["nbmlops.registration_skipped"] == name
+    assert f"registration skipped: {name}" in format_report(result)
+
+    asked = reproduce(original.info.run_id, register=True)
+
+    assert asked.reproduced, format_report(asked)
+    versions = {int(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == [1, 2] and asked.registered == (f"{name}/2",)
+    assert versions[2].run_id == asked.run_id
+    assert versions[2].tags["nbmlops.reproduction_of"] == f"{name}/1"
+    assert "nbmlops.reproduction_of" not in versions[1].tags
+    assert "nbmlops.registration_skipped" not in client.get_run(asked.run_id).data.tags
+
+
 # -- the comparison: cell by cell, every step, outputs by content, timings left out ---------------------------------
 
 _PLAIN = "--no-capture metrics data"  # the tests log what they compare themselves

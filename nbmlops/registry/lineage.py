@@ -12,7 +12,7 @@ from nbmlops.backend import registry as mlflow_registry
 from nbmlops.config import Settings, resolve_settings
 from nbmlops.registry.models import ModelVersionInfo, get_version, parse_reference, registry_client
 
-__all__ = ["DatasetLink", "Lineage", "format_lineage", "lineage"]
+__all__ = ["DatasetLink", "Lineage", "format_lineage", "lineage", "run_to_reproduce"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -88,6 +88,28 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
         parameters=dict(parent.params) if parent else {},
         datasets=links,
     )
+
+
+def run_to_reproduce(target: str, settings: Settings | None = None) -> str:
+    """The run that ``nbmlops reproduce TARGET`` re-executes: a run id as it is; for ``NAME/VERSION``,
+    ``NAME@alias`` or ``NAME``, the run that registered the version, or the headless notebook run its cell ran in
+    (re-executed from its logged input notebook with the same parameters).
+
+    Raises:
+        ModelNotFoundError: no such model, version or alias; RunNotFoundError: no such run.
+    """
+    from nbmlops.tracking.query import load_run
+
+    if _RUN_ID.fullmatch(target.strip()):
+        return target.strip()
+    settings = settings or resolve_settings()
+    version = get_version(parse_reference(target), client=registry_client(settings))
+    run = load_run(settings.tracking_uri, version.run_id or "")
+    if run.parent_run_id:
+        parent = load_run(settings.tracking_uri, run.parent_run_id)
+        if parent.tags.get("nbmlops.kind") == "notebook":
+            return parent.run_id
+    return run.run_id
 
 
 def _snapshot(tags: Mapping[str, str], digest: str, snapshots: Any) -> bool:

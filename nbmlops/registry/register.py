@@ -76,8 +76,8 @@ def register(
             training = {"training_data": run.log_dataset(training_data, "training_data", context="training")}
         else:  # the data the run logged as training data (nbmlops.log_dataset(..., context="training"))
             training = _logged(run, "training")
-            found = features_of(model, run.training_data())
-            features = found[1] if found else None
+            fitted_on = features_of(model, run.training_data())
+            features = fitted_on[1] if fitted_on else None
         if evaluation_data is not None:
             evaluation = {"evaluation_data": run.log_dataset(evaluation_data, "evaluation_data", context="evaluation")}
         else:

@@ -10,6 +10,11 @@ differing cell and quantity, and the likely cause (:mod:`nbmlops.runner.causes`)
 COMPARE when the original recorded no metric and no output. Params, input data fingerprints and
 environment differences are listed too.
 
+A reproduction registers no model unless asked (``register=True``, ``nbmlops reproduce --register``): the cells
+still run and train, and a run whose registration was skipped is tagged ``nbmlops.registration_skipped``; a
+version it does register is tagged ``nbmlops.reproduction_of`` with the original's ``NAME/VERSION``
+(:mod:`nbmlops.tracking.staging`, told through the kernel's environment).
+
 Data snapshots stand in for data that changed or disappeared since the run
 (:mod:`nbmlops.runner.restore`): a data file a notebook run's parameter names, the input
 variables of a cell run; when every input of a cell run has a snapshot, history cells that fail
@@ -24,7 +29,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +45,14 @@ from nbmlops.runner.compare import (
     compare_run,
     match_cells,
 )
-from nbmlops.runner.execute import PARAMETERS_ARTIFACT, NotebookRun, run_notebook
+from nbmlops.runner.execute import PARAMETERS_ARTIFACT, NotebookRun, run_notebook, temporary_environment
 from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.restore import restore_cell, restore_data_parameters, restore_notes, snapshotted_inputs
 from nbmlops.runner.tolerance import show
 from nbmlops.tracking.artifact_snapshots import open_snapshot_store
 from nbmlops.tracking.query import child_runs, download_artifact, kernel_history, load_run
 from nbmlops.tracking.search import RunRow
+from nbmlops.tracking.staging import REGISTRATION_SKIPPED_TAG, REPRODUCTION_OF_TAG, reproduction_environment
 
 __all__ = [
     "NOTHING_TO_COMPARE",
@@ -74,7 +80,8 @@ class Reproduction:
     compares each cell run of the original (then, for a notebook run, its own metrics) with its
     counterpart; ``causes`` name the likely causes of the first difference. ``params``, ``data``
     and ``environment`` list the differences found, one line each; ``notes`` say what could not be
-    compared exactly.
+    compared exactly. ``registered`` names the versions the re-execution registered (``NAME/VERSION``, only with
+    ``register=True``), ``registration_skipped`` the models it did not register.
     """
 
     original: RunRow
@@ -88,6 +95,8 @@ class Reproduction:
     notes: tuple[str, ...]
     rtol: float
     atol: float
+    registered: tuple[str, ...] = ()
+    registration_skipped: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -136,6 +145,7 @@ def reproduce(
     output: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     progress_bar: bool = False,
+    register: bool = False,
 ) -> Reproduction:
     """Re-execute run ``run_id`` headlessly and compare the new run with it.
 
@@ -152,6 +162,8 @@ def reproduce(
         output: where to write the executed notebook (default: ``.nbmlops/outputs/``).
         timeout: seconds one cell may run.
         progress_bar: show papermill's progress bar.
+        register: let the re-execution register the models its cells register (each new version tagged
+            ``nbmlops.reproduction_of``); by default nothing is registered.
 
     Raises:
         ConfigError: a negative tolerance.
@@ -181,28 +193,67 @@ def reproduce(
         parameters = {k: v for k, v in {**parameters, **restored}.items() if repr(defaults[k]) != repr(v)}
     else:
         notebook, parameters = _rebuilt_notebook(settings.tracking_uri, original, workdir, store, notes), {}
-    execution = run_notebook(
-        notebook,
-        output,
-        parameters,
-        experiment=original.experiment,
-        name=f"reproduce {original.name or run_id}",
-        cwd=cwd,
-        timeout=timeout,
-        tags={REPRODUCES_TAG: run_id},
-        progress_bar=progress_bar,
-    )
+    versions = _registered_by(settings, [original, *(_cell_runs(settings.tracking_uri, original) if kind == "notebook" else [])])
+    with temporary_environment(reproduction_environment(run_id, register, versions)):  # the kernel inherits it
+        execution = run_notebook(
+            notebook,
+            output,
+            parameters,
+            experiment=original.experiment,
+            name=f"reproduce {original.name or run_id}",
+            cwd=cwd,
+            timeout=timeout,
+            tags={REPRODUCES_TAG: run_id},
+            progress_bar=progress_bar,
+        )
     if kind == "cell":
         notes += restore_notes(execution.output)
     new_uri = resolve_settings().tracking_uri  # where run_notebook recorded the new run
     new = load_run(new_uri, execution.run_id) if execution.run_id else None
+    new_runs = [new, *_cell_runs(new_uri, new)] if new is not None else []
+    registered, skipped = _registrations(new_uri, new_runs, notes)
     if new is None:
         notes.append("the new run has not reached the tracking store (see the warnings above)")
     elif kind == "cell":
         new = _reproduced_cell(new_uri, new.run_id, run_id)
         if new is None:
             notes.append("the rebuilt notebook recorded no run of the tracked cell")
-    return _compared(settings.tracking_uri, original, new_uri, new, execution, store, set(restored), notes, rtol, atol)
+    result = _compared(settings.tracking_uri, original, new_uri, new, execution, store, set(restored), notes, rtol, atol)
+    return replace(result, registered=registered, registration_skipped=skipped)
+
+
+def _registered_by(settings: Settings, runs: list[RunRow]) -> dict[str, str]:
+    """``{model name: "NAME/VERSION"}`` of the versions ``runs`` registered (the latest, per name)."""
+    from nbmlops.backend.registry import search_versions
+    from nbmlops.backend.store import open_store
+
+    client = open_store(settings.tracking_uri, settings.artifact_root).client
+    found: dict[str, int] = {}
+    for run in runs:
+        for version in search_versions(client, f"run_id = '{run.run_id}'"):
+            found[version.name] = max(found.get(version.name, 0), int(version.version))
+    return {name: f"{name}/{number}" for name, number in sorted(found.items())}
+
+
+def _registrations(uri: str, runs: list[RunRow], notes: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the re-execution's ``runs`` registered (``NAME/VERSION``) and the models they did not; a note each."""
+    skipped = sorted({name for run in runs for name in run.tags.get(REGISTRATION_SKIPPED_TAG, "").split(",") if name})
+    if skipped:
+        notes.append(f"registration skipped: {', '.join(skipped)} (nbmlops reproduce --register registers them)")
+    if not runs:
+        return (), tuple(skipped)
+    from nbmlops.backend.registry import search_versions
+    from nbmlops.backend.store import open_store
+
+    client = open_store(uri, resolve_settings().artifact_root).client
+    registered = []
+    for run in runs:
+        for version in search_versions(client, f"run_id = '{run.run_id}'"):
+            reference = f"{version.name}/{version.version}"
+            registered.append(reference)
+            of = (version.tags or {}).get(REPRODUCTION_OF_TAG)
+            notes.append(f"registered {reference}" + (f" ({REPRODUCTION_OF_TAG}={of})" if of else ""))
+    return tuple(registered), tuple(skipped)
 
 
 def format_report(reproduction: Reproduction) -> str:

@@ -70,9 +70,10 @@ def restore_data_parameters(
 
 
 def snapshotted_inputs(original: RunRow, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
-    """The cell run's input variables that have a usable snapshot (name -> fingerprint), fetched into
-    the local store if need be; and whether every input has one."""
-    inputs = {name: digest for name, digest, context in original.datasets if context == "input"}
+    """The cell run's input variables (the data it read: training, evaluation or other input data) that have a
+    usable snapshot (name -> fingerprint), fetched into the local store if need be; and whether every input has
+    one."""
+    inputs = {name: digest for name, digest, context in original.datasets if context != "output"}
     usable: dict[str, str] = {}
     for name, digest in inputs.items():
         state = snapshot_state(original.tags, digest)

@@ -104,7 +104,7 @@ def stage_model(
     features: Any = None,
     training: dict[str, str] | None = None,
     evaluation: dict[str, str] | None = None,
-) -> str:
+) -> str | None:
     """Stage ``model`` for registration as ``name`` from ``run`` (a started :class:`~nbmlops.tracking.run.Run`).
 
     ``features`` is the data the model was fitted on (for its signature and input example);
