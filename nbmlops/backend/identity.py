@@ -117,8 +117,8 @@ _known_lock = threading.Lock()
 def authenticated_user(uri: str, timeout: float) -> str | None:
     """The user an authenticating tracking server at ``uri`` authenticated these credentials as (its
     ``users/current`` answer), or None: not a tracking server, no such endpoint (nothing there authenticates
-    users by name), credentials refused, or no answer within ``timeout`` s. Remembered for the process (but a
-    failure to ask)."""
+    users by name), credentials refused, or no answer within ``timeout`` s. Remembered for the process, by
+    server and credentials (but a failure to ask: no answer, a 5xx)."""
     if not uri.startswith(("http://", "https://")):
         return None
     credentials = server_credentials(uri)
@@ -134,9 +134,9 @@ def authenticated_user(uri: str, timeout: float) -> str | None:
             name = json.loads(reply.read().decode())["user"]["username"]
         found: str | None = str(name) if name else None
     except urllib.error.HTTPError as exc:
-        if exc.code != 404:
-            return None  # credentials refused, or the server failed: not known
-        found = None
+        if exc.code not in (401, 403, 404):
+            return None  # the server failed: ask again next time
+        found = None  # no such endpoint, or these credentials are not let in: the same answer next time
     except (OSError, ValueError, KeyError, TypeError):
         return None
     with _known_lock:

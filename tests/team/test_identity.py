@@ -205,3 +205,30 @@ def test_bobs_run_into_alices_experiment_is_refused_reported_set_aside_and_holds
     # a later sync does not try it again forever
     sync = nbmlops_cli(project, "sync", env=server.env("bob"), timeout=400)
     assert "Traceback" not in sync.stderr and "may not create runs" not in sync.stderr, sync.stderr
+
+
+def test_bob_without_any_permission_is_refused_reading_the_model_in_one_line_exit_3(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    with auth_server(tmp_path_factory.mktemp("closed-server"), default_permission="NO_PERMISSIONS") as closed:
+        closed.add_user("alice")
+        closed.add_user("bob")
+        name = model_name()
+        number, _ = train(closed, tmp_path / "alice", name)
+        result = promote(closed, tmp_path / "bob", "bob", name, number)
+        assert result.returncode == 3 and "Traceback" not in result.stderr, result.stdout + result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert re.fullmatch(rf"nbmlops: MLflow user 'bob' may not read registered model '{name}' on \S+: "
+                            r"that needs READ permission on it .*", line), line
+        assert aliases(closed, name) == {}
+        closed.grant("bob", "registered_model", name, "MANAGE")
+        closed.grant("bob", "experiment", _experiment_of(closed, name, number), "READ")  # the source run's gates
+        granted = promote(closed, tmp_path / "bob", "bob", name, number)
+        assert granted.returncode == 0, granted.stdout + granted.stderr
+        [decision] = decisions(closed, name, number)
+        assert decision["by"] == "bob"
+
+
+def _experiment_of(server: AuthServer, name: str, number: int) -> str:
+    run_id = version(server, name, number)["run_id"]
+    return str(server.call("GET", "/api/2.0/mlflow/runs/get", query=f"run_id={run_id}")["run"]["info"]["experiment_id"])
