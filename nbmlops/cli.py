@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "run_id", metavar="RUN_ID",
-        help="MLflow run id of a notebook run or a %%%%track cell run; or a model version (NAME/VERSION, NAME@ALIAS): "
+        help="MLflow run id of a notebook run or a %%%%track cell run; or a model version (NAME/VERSION or NAME@ALIAS): "
         "the run that registered it (its notebook run when it ran headlessly)",
     )
     reproduce.add_argument(

@@ -91,8 +91,8 @@ def lineage(target: str, settings: Settings | None = None) -> Lineage:
 
 
 def run_to_reproduce(target: str, settings: Settings | None = None) -> str:
-    """The run that ``nbmlops reproduce TARGET`` re-executes: a run id as it is; for ``NAME/VERSION``,
-    ``NAME@alias`` or ``NAME``, the run that registered the version, or the headless notebook run its cell ran in
+    """The run that ``nbmlops reproduce TARGET`` re-executes: a run id as it is; for ``NAME/VERSION`` or
+    ``NAME@alias``, the run that registered the version, or the headless notebook run its cell ran in
     (re-executed from its logged input notebook with the same parameters).
 
     Raises:
@@ -100,7 +100,7 @@ def run_to_reproduce(target: str, settings: Settings | None = None) -> str:
     """
     from nbmlops.tracking.query import load_run
 
-    if _RUN_ID.fullmatch(target.strip()):
+    if _RUN_ID.fullmatch(target.strip()) or not any(mark in target for mark in "/@"):
         return target.strip()
     settings = settings or resolve_settings()
     version = get_version(parse_reference(target), client=registry_client(settings))
