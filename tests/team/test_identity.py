@@ -232,3 +232,19 @@ def test_bob_without_any_permission_is_refused_reading_the_model_in_one_line_exi
 def _experiment_of(server: AuthServer, name: str, number: int) -> str:
     run_id = version(server, name, number)["run_id"]
     return str(server.call("GET", "/api/2.0/mlflow/runs/get", query=f"run_id={run_id}")["run"]["info"]["experiment_id"])
+
+
+def test_credentials_in_mlflows_credentials_file_name_the_user_who_promotes(server: AuthServer, tmp_path: Path) -> None:
+    name = model_name()
+    number, _ = train(server, tmp_path / "alice", name)
+    server.grant("bob", "registered_model", name, "EDIT")
+    home = tmp_path / "home"
+    (home / ".mlflow").mkdir(parents=True)
+    (home / ".mlflow" / "credentials").write_text(
+        f"[mlflow]\nmlflow_tracking_username = bob\nmlflow_tracking_password = {server.passwords['bob']}\n")
+    env = {k: v for k, v in server.env("bob").items() if not k.startswith("MLFLOW_TRACKING_")} | {"HOME": str(home)}
+    result = nbmlops_cli(project_folder(tmp_path / "bob"), "models", "promote", name, str(number), "--alias",
+                         "champion", env=env, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [decision] = decisions(server, name, number)
+    assert decision["by"] == "bob", decision
