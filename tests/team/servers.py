@@ -101,12 +101,14 @@ def postgres(folder: Path) -> Iterator[str]:
             for path in (home, socket_dir, password_file):
                 os.chown(path, account.pw_uid, account.pw_gid)
         with open(folder / "postgres.log", "w") as log:
-            subprocess.run(
+            made = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={password_file}",
                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=START_TIMEOUT_S, cwd=home,
+                env=env, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=START_TIMEOUT_S, cwd=home,
                 **_as(account),
             )
+        if made.returncode != 0:
+            raise AssertionError(f"initdb failed:\n{(folder / 'postgres.log').read_text()[-4000:]}")
         port = free_port()
         with open(folder / "postgres.log", "a") as log:
             process = subprocess.Popen(
