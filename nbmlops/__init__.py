@@ -37,11 +37,16 @@ _LAZY = {
 }
 
 
+#: subpackages reachable as attributes after a plain ``import nbmlops`` (``nbmlops.data.load(fp)``)
+_SUBPACKAGES = ("data",)
+
+
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name in _LAZY or name in _SUBPACKAGES:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(f"nbmlops.{name}" if name in _SUBPACKAGES else _LAZY[name])
+        value = module if name in _SUBPACKAGES else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'nbmlops' has no attribute {name!r}")

@@ -179,3 +179,15 @@ def test_a_team_shares_snapshots_through_the_mlflow_server(tmp_path, monkeypatch
         assert out.stdout.split("\n") == ["x", "1", "2", "3", "", "6", ""]
     stored = {p.name for p in (two / ".nbmlops" / "data").rglob("*") if p.is_file()}
     assert stored == {f"{file_fp}.bin", f"{file_fp}.json", f"{frame_fp}.parquet", f"{frame_fp}.json"}
+
+
+def test_nbmlops_data_load_works_after_a_plain_import_of_nbmlops(project):
+    """The README's `nbmlops.data.load(fp)` raised AttributeError after `import nbmlops` alone."""
+    script = (
+        "import sys, nbmlops\n"
+        "assert 'nbmlops.data' not in sys.modules  # importing nbmlops stays cheap\n"
+        "print(nbmlops.data.load.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=project, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nbmlops.data.snapshots"
