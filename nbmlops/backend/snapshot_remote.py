@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nbmlops.backend.downloads import quiet_downloads
 from nbmlops.backend.store import open_store
 from nbmlops.data.snapshots import SnapshotError
 from nbmlops.redact import redact_uri
@@ -67,9 +68,10 @@ class MlflowSnapshotRemote:
                 if f"{fingerprint}.json" not in names:
                     continue
                 wanted = sorted(n for n in names if n.startswith(f"{fingerprint}."))
-                return [
-                    Path(client.download_artifacts(run_id, f"{prefix}/{name}", str(folder))) for name in wanted
-                ]
+                with quiet_downloads():
+                    return [
+                        Path(client.download_artifacts(run_id, f"{prefix}/{name}", str(folder))) for name in wanted
+                    ]
             return []
 
     # -- the data run --------------------------------------------------------------------------
