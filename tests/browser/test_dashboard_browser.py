@@ -19,7 +19,7 @@ pytest.importorskip("playwright.sync_api", reason="browser tests need the test e
 from playwright.sync_api import Page, expect
 
 HOSTILE_NAME = "<img src=x onerror=alert(1)>"
-EXPERIMENT = "dashboard"  # the example notebook's default experiment: its path relative to the project root
+EXPERIMENT = "project/dashboard"  # the example notebook's default experiment: <project folder>/<its path in it>
 FILTER = "accuracy > 0.9"
 RENDER_TIMEOUT_MS = 120_000  # kernel start, imports, six small fits, delivery to a new sqlite store
 ROUND_TRIP_MS = 30_000  # a widget event to the kernel and the redrawn widgets back, on a busy 2-core machine
