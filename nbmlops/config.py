@@ -54,7 +54,7 @@ from typing import Any
 from nbmlops.exceptions import ConfigError
 from nbmlops.redact import strip_userinfo
 
-__all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "project_name", "resolve_settings", "session_settings"]
+__all__ = ["SETTING_NAMES", "Settings", "configure", "find_root", "git_remote", "project_name", "resolve_settings", "session_settings"]
 
 ROOT_MARKERS = (".nbmlops", ".git", "pyproject.toml")
 CAPTURE_KINDS = ("params", "metrics", "data", "code", "git", "environment", "figures")
@@ -156,18 +156,30 @@ def _find_root(start: str) -> Path:
 @functools.lru_cache(maxsize=64)
 def project_name(root: Path) -> str:
     """The project's name, which default experiment names start with: the repository name of the git remote
-    ``origin`` (else of the first remote) when ``root`` is in a git repository that has one, so that every clone of a
-    repository shares its experiments whatever its folder is called; else the name of the root folder."""
-    for candidate in (root, *root.parents):
-        marker = candidate / ".git"
-        if marker.exists():
-            remotes = _git_remotes(marker)
-            url = remotes.get("origin") or next(iter(remotes.values()), "")
-            name = re.sub(r"\.git$", "", url.rstrip("/").replace(":", "/").rsplit("/", 1)[-1])
-            if name:
-                return name
-            break
+    (``origin``, else the first) when ``root`` is in a git repository that has one, so that every clone shares its
+    experiments whatever its folder is called, followed by the root's path in the repository when the root is
+    below its top (``monorepo/churn``); else the name of the root folder."""
+    remote = git_remote(root)
+    if remote is not None:
+        top, url = remote
+        name = re.sub(r"\.git$", "", url.rstrip("/").replace(":", "/").rsplit("/", 1)[-1])
+        if name:
+            below = root.resolve().relative_to(top.resolve()).as_posix()
+            return name if below == "." else f"{name}/{below}"
     return root.name or "project"
+
+
+def git_remote(start: Path) -> tuple[Path, str] | None:
+    """``(folder holding .git, URL of its remote origin, else of its first remote)`` of the nearest git repository
+    at or above ``start``, read from the repository's config file (no git process); None without one."""
+    start = Path(os.path.abspath(start))
+    for candidate in (start, *start.parents):
+        marker = candidate / ".git"
+        if os.path.lexists(marker):
+            remotes = _git_remotes(marker)
+            url = remotes.get("origin") or next(iter(remotes.values()), None)
+            return (candidate, url) if url else None
+    return None
 
 
 def _git_remotes(marker: Path) -> dict[str, str]:

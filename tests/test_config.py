@@ -144,3 +144,6 @@ def test_default_experiment_names_start_with_the_project(tmp_path: Path) -> None
                    cwd=clone, check=True)
     subprocess.run(["git", "worktree", "add", "-q", str(worktree)], cwd=clone, check=True)
     assert experiment_for(str(worktree / "train.ipynb"), worktree) == "fraud-model/train"
+    # a project below the top of its repository (a monorepo of projects, each with its pyproject.toml)
+    (clone / "churn").mkdir()
+    assert experiment_for(str(clone / "churn" / "train.ipynb"), clone / "churn") == "fraud-model/churn/train"

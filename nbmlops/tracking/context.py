@@ -19,8 +19,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import IO, cast
 
+from nbmlops.config import git_remote
 from nbmlops.redact import redact_uri
 
 __all__ = [
@@ -186,13 +188,8 @@ def _root_and_remote(directory: str, nearest: str | None) -> tuple[str, str | No
 
 def _remote_url(directory: str) -> str | None:
     """The URL of ``origin``, else of the first remote configured, credentials removed."""
-    output = _git(directory, "config", "--get-regexp", r"^remote\..*\.url$")
-    urls: dict[str, str] = {}
-    for line in (output or b"").decode(errors="replace").splitlines():
-        key, _, value = line.partition(" ")
-        urls.setdefault(key, value)
-    url = urls.get("remote.origin.url") or next(iter(urls.values()), None)
-    return redact_uri(url) if url else None
+    remote = git_remote(Path(directory))
+    return redact_uri(remote[1]) if remote else None
 
 
 def _git(directory: str, *args: str, limit: int | None = None) -> bytes | None:
