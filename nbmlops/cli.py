@@ -297,7 +297,7 @@ def _add_gate_options(parser: argparse.ArgumentParser, junit: str) -> None:
 
 
 def _add_execution_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", help="MLflow experiment (default: the notebook's path)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: <project>/<the notebook's path in the project>)")
     parser.add_argument(
         "--timeout", type=_seconds, metavar="SECONDS",
         help="stop with status TIMEOUT when a cell runs longer (its kernel is interrupted, then shut down)",

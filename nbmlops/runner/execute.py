@@ -122,7 +122,7 @@ def run_notebook(
         parameters: values for the notebook's ``parameters`` cell (papermill's convention); names the
             notebook does not declare, and values of the wrong type for their parameter (see
             :mod:`nbmlops.runner.parameters`), are refused before any kernel starts.
-        experiment: MLflow experiment (default: the notebook's path relative to the project root).
+        experiment: MLflow experiment (default: ``<project>/<the notebook's path in the project>``, see :func:`~nbmlops.tracking.run.experiment_for`).
         name: run name (default: the notebook's name).
         gates: conditions such as ``"accuracy >= 0.9"`` on the rolled-up metrics.
         cwd: working directory of the kernel (default: this process's).

@@ -77,7 +77,7 @@ def run_sweep(
         gates: conditions on each run's metrics (see :func:`nbmlops.runner.gates.parse_gate`).
         objective: the metric that ranks the runs and names the best.
         maximize: whether higher is better (default: :func:`infer_maximize` of ``objective``).
-        experiment: MLflow experiment of the sweep and its runs (default: the notebook's path).
+        experiment: MLflow experiment of the sweep and its runs (default: ``<project>/<the notebook's path in the project>``).
         timeout: seconds one cell may run before its notebook stops with status TIMEOUT.
         kernel_name: kernel to use (default: the notebook's).
         progress: show a progress bar.
