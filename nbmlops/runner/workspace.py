@@ -43,7 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from nbmlops.config import Settings, find_root
-from nbmlops.exceptions import NbmlopsError, SweepError
+from nbmlops.exceptions import SweepError
 
 __all__ = [
     "INLINE_MAX_BYTES",
@@ -289,11 +289,20 @@ def _store_snapshots(large: Mapping[str, Path], settings: Settings) -> dict[str,
 
 
 def _write(project: Path, name: str, content: bytes) -> Path:
-    """Write a shipped file at its place under ``project`` (a name that would leave it is refused)."""
+    """Write a shipped file at its place under ``project``.
+
+    Raises:
+        SweepError: a name that would leave ``project`` or land in a folder that never travels (``.nbmlops``,
+            the link to the worker's own state, ``.git``, ...).
+    """
     relative = PurePosixPath(name)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise NbmlopsError(f"refusing to unpack {name!r}: outside the workspace")
+    if not relative.parts or relative.is_absolute() or ".." in relative.parts:
+        raise SweepError(f"refusing to unpack {name!r}: outside the workspace")
+    if _SKIPPED_PARTS & set(relative.parts):
+        raise SweepError(f"refusing to unpack {name!r}: {', '.join(sorted(_SKIPPED_PARTS))} never travel")
     target = project.joinpath(*relative.parts)
+    if not target.parent.resolve().is_relative_to(project.resolve()):
+        raise SweepError(f"refusing to unpack {name!r}: it leads outside the workspace")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
     return target
