@@ -21,6 +21,7 @@ from nbmlops.tracking.search import RunRow
 
 __all__ = [
     "RESTORE_TAG",
+    "read_data",
     "restore_cell",
     "restore_data_parameters",
     "restore_inputs",
@@ -40,7 +41,7 @@ def restore_data_parameters(
     ``folder``. Each change is a line of ``notes``."""
     from nbmlops.data import fingerprint
 
-    recorded = {name: digest for name, digest, context in original.datasets if context == "input"}
+    recorded = read_data(original)
     restored: dict[str, str] = {}
     for name, value in parameters.items():
         digest = recorded.get(name)
@@ -69,11 +70,16 @@ def restore_data_parameters(
     return restored
 
 
+def read_data(original: RunRow) -> dict[str, str]:
+    """The datasets ``original`` read (input, training or evaluation data; not its outputs): name -> fingerprint."""
+    return {name: digest for name, digest, context in original.datasets if context != "output"}
+
+
 def snapshotted_inputs(original: RunRow, store: SnapshotStore, notes: list[str]) -> tuple[dict[str, str], bool]:
     """The cell run's input variables (the data it read: training, evaluation or other input data) that have a
     usable snapshot (name -> fingerprint), fetched into the local store if need be; and whether every input has
     one."""
-    inputs = {name: digest for name, digest, context in original.datasets if context != "output"}
+    inputs = read_data(original)
     usable: dict[str, str] = {}
     for name, digest in inputs.items():
         state = snapshot_state(original.tags, digest)
