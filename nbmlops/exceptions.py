@@ -633,27 +633,31 @@ class PermissionRefused(RecordRejected):
         uri: the tracking URI, with any credentials removed.
         user: the MLflow user the server authenticated.
         action: what was refused, as a verb phrase (``set an alias of``, ``create runs in``).
-        permission: the least MLflow permission that allows it (``READ``, ``EDIT``, ``MANAGE``), or a phrase.
+        permission: the least MLflow permission that allows it (``READ``, ``EDIT``, ``MANAGE``, or a phrase
+            such as ``EDIT (upload) or READ (download)``), or None when not known.
         kind: the kind of resource (``registered model``, ``experiment``), or None when not known.
         resource: the resource's name, or None when not known.
+        unnamed: how the message speaks of the resource while its name is not known (default ``this <kind>``).
     """
 
     exit_code = EXIT_REFUSED
     http_status = 403
 
-    def __init__(self, uri: str, user: str, action: str, permission: str, kind: str | None = None,
-                 resource: str | None = None) -> None:
+    def __init__(self, uri: str, user: str, action: str, permission: str | None, kind: str | None = None,
+                 resource: str | None = None, unnamed: str | None = None) -> None:
         self.uri, self.user, self.action, self.permission = uri, user, action, permission
-        self.kind, self.resource = kind, resource
-        target = f"{kind} {resource!r}" if kind and resource else f"this {kind}" if kind else "this"
-        super().__init__(
-            f"MLflow user {user!r} may not {action} {target} on {uri}: that needs {permission} permission on it "
-            "(the server answered 403); ask its owner or an MLflow admin to grant it",
-            "PERMISSION_DENIED",
-        )
+        self.kind, self.resource, self.unnamed = kind, resource, unnamed
+        if permission is None:
+            message = (f"MLflow user {user!r} may not {action} on {uri} (the server answered 403); ask an MLflow "
+                       "admin which permission that needs and to grant it")
+        else:
+            target = f"{kind} {resource!r}" if kind and resource else unnamed or (f"this {kind}" if kind else "this")
+            message = (f"MLflow user {user!r} may not {action} {target} on {uri}: that needs {permission} "
+                       "permission on it (the server answered 403); ask its owner or an MLflow admin to grant it")
+        super().__init__(message, "PERMISSION_DENIED")
 
-    def naming(self, kind: str, resource: str) -> PermissionRefused:
+    def about(self, kind: str, resource: str) -> PermissionRefused:
         """The same refusal naming ``resource`` when it concerns a ``kind`` and names none yet, else itself."""
         if self.resource is not None or self.kind != kind:
             return self
-        return PermissionRefused(self.uri, self.user, self.action, self.permission, kind, resource)
+        return PermissionRefused(self.uri, self.user, self.action, self.permission, kind, resource, self.unnamed)

@@ -70,3 +70,29 @@ def test_the_whole_tree_is_defined_in_exceptions_and_drawn_in_its_docstring():
     for cls in errors:
         assert cls.__module__ == "nbmlops.exceptions", cls
         assert drawn[cls.__name__] == (cls.exit_code, cls.http_status), cls
+
+
+def test_a_permission_refusal_named_about_its_resource_keeps_everything_else():
+    from nbmlops.exceptions import PermissionRefused
+
+    refused = PermissionRefused("http://h", "bob", "create runs in", "EDIT", "experiment")
+    named = refused.about("experiment", "churn")
+    assert (named.user, named.action, named.permission, named.resource) == ("bob", "create runs in", "EDIT", "churn")
+    assert "MLflow user 'bob' may not create runs in experiment 'churn' on http://h: that needs EDIT" in str(named)
+    assert refused.about("registered model", "churn") is refused  # about another kind: unchanged
+    assert named.about("experiment", "other") is named  # already named
+
+
+def test_a_refusal_whose_permission_is_not_known_reads_as_one_plain_sentence():
+    from nbmlops.exceptions import PermissionRefused
+
+    refused = PermissionRefused("http://h", "bob", "call /api/2.0/mlflow/traces/x", None)
+    assert str(refused).startswith(
+        "MLflow user 'bob' may not call /api/2.0/mlflow/traces/x on http://h (the server answered 403); ")
+    assert " for this" not in str(refused) and "more permission" not in str(refused)
+
+
+def test_permission_refused_has_one_import_path():
+    from nbmlops.backend import identity
+
+    assert "PermissionRefused" not in identity.__all__

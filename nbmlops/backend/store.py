@@ -279,6 +279,12 @@ class Store:
         except (StoreUnavailableError, StoreAuthError, RecordRejected, _Transient):
             raise
         except Exception as exc:  # network errors, sqlalchemy errors, OSError from artifact copies
+            request = getattr(exc, "request", None)
+            if getattr(getattr(exc, "response", None), "status_code", None) == 403:  # an artifact request refused
+                refused = permission_refused(self.uri, self.display_uri, str(exc), self._ask_timeout(),
+                                             getattr(request, "method", None))
+                if refused is not None:
+                    raise refused from None
             reason = self._clean(f"{type(exc).__name__}: {exc}")
         finally:
             _limits.classifying = outer

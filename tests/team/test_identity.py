@@ -10,10 +10,13 @@ the server refuses never breaks the script, is reported, set aside, and does not
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
+import os
 import re
 import textwrap
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.faults import nbmlops_cli, project_folder, run_python
+from nbmlops.backend import identity
+from tests.reliability.faults import Fault, FaultProxy, nbmlops_cli, project_folder, run_python
 from tests.team.auth_server import AuthServer, auth_server
 
 TRAIN = textwrap.dedent("""
@@ -248,3 +252,136 @@ def test_credentials_in_mlflows_credentials_file_name_the_user_who_promotes(serv
     assert result.returncode == 0, result.stdout + result.stderr
     [decision] = decisions(server, name, number)
     assert decision["by"] == "bob", decision
+
+
+@pytest.fixture
+def no_mlflow_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No ``MLFLOW_TRACKING_*`` variables, and a home of its own (no ``~/.mlflow/credentials`` yet); the home."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    (home / ".mlflow").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_server_credentials_print_no_password_nor_its_base64(no_mlflow_credentials: None) -> None:
+    password = "S3cret-Pw-4711"
+    token = base64.b64encode(f"bob:{password}".encode()).decode()
+    credentials = identity.server_credentials(f"http://bob:{password}@127.0.0.1:5000")
+    assert credentials.headers["Authorization"] == f"Basic {token}"  # what is sent
+    for shown in (repr(credentials), str(credentials), f"{credentials}", f"{[credentials]}"):
+        assert password not in shown and token not in shown and "Authorization" not in shown, shown
+        assert "bob" in shown and "127.0.0.1:5000" in shown
+
+
+def test_a_404_of_users_current_while_the_server_restarts_is_forgotten_after_a_while(
+    server: AuthServer, monkeypatch: pytest.MonkeyPatch, no_mlflow_credentials: None
+) -> None:
+    monkeypatch.setattr(identity, "NEGATIVE_ANSWER_TTL_S", 2.0)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.passwords["bob"])
+    with FaultProxy(server.uri) as proxy:
+        proxy.add(Fault("status", path="users/current", status=404, body=b"restarting", times=1))
+        assert identity.authenticated_user(proxy.uri, 30) is None  # the proxy's one 404
+        assert identity.authenticated_user(proxy.uri, 30) is None  # believed for a while: not asked again
+        assert proxy.count("users/current") == 1
+        time.sleep(2.5)
+        assert identity.authenticated_user(proxy.uri, 30) == "bob"  # asked again, and the server knows bob
+        assert identity.authenticated_user(proxy.uri, 30) == "bob"
+        assert proxy.count("users/current") == 2  # a user, once known, is kept
+
+
+def test_a_user_name_without_a_password_is_not_claimed_on_a_server_as_mlflow_sends_no_credentials(
+    server: AuthServer, monkeypatch: pytest.MonkeyPatch, no_mlflow_credentials: None
+) -> None:
+    from nbmlops.tracking.run import _user
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    assert identity.server_credentials(server.uri).headers == {}  # nothing authenticates bob
+    assert identity.claimed_user(server.uri) is None
+    assert identity.recorded_user(server.uri, 30) is None
+    assert _user(server.uri) == getpass.getuser()
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.passwords["bob"])
+    assert identity.claimed_user(server.uri) == "bob" == _user(server.uri)
+
+
+@pytest.mark.parametrize("source", ["env", "file", "none"])
+def test_the_user_recorded_for_a_local_store_is_the_one_mlflow_records(
+    source: str, monkeypatch: pytest.MonkeyPatch, no_mlflow_credentials: Path, tmp_path: Path
+) -> None:
+    from mlflow.tracking.context.default_context import DefaultRunContext
+
+    from nbmlops.tracking.run import _user
+
+    if source == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")
+    elif source == "file":
+        (no_mlflow_credentials / ".mlflow" / "credentials").write_text("[mlflow]\nmlflow_tracking_username = dave\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    expected = {"env": "carol", "file": "dave", "none": getpass.getuser()}[source]
+    assert DefaultRunContext().tags()["mlflow.user"] == expected  # what MLflow itself records
+    assert _user(uri) == expected
+
+
+def test_the_credentials_file_is_read_again_only_when_it_changes(no_mlflow_credentials: Path, tmp_path: Path) -> None:
+    from nbmlops.tracking.run import _user
+
+    file = no_mlflow_credentials / ".mlflow" / "credentials"
+    file.write_text("[mlflow]\nmlflow_tracking_username = ann\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert _user(uri) == "ann"
+    written = os.stat(file)
+    file.write_text("[mlflow]\nmlflow_tracking_username = bob\n")  # same size, mtime put back: not parsed again
+    os.utime(file, ns=(written.st_atime_ns, written.st_mtime_ns))
+    assert _user(uri) == "ann"
+    os.utime(file, ns=(written.st_atime_ns, written.st_mtime_ns + 1_000_000))
+    assert _user(uri) == "bob"
+    file.unlink()
+    assert _user(uri) == getpass.getuser()
+
+
+def test_bobs_refused_artifact_upload_names_him_the_run_and_edit_on_its_experiment(
+    server: AuthServer, monkeypatch: pytest.MonkeyPatch, no_mlflow_credentials: None, tmp_path: Path
+) -> None:
+    from nbmlops.backend.store import Store
+    from nbmlops.exceptions import PermissionRefused
+
+    experiment = server.call("POST", "/api/2.0/mlflow/experiments/create", {"name": f"alice-{uuid.uuid4().hex[:8]}"},
+                             user="alice")["experiment_id"]
+    run_id = server.call("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}, user="alice")["run"][
+        "info"]["run_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.passwords["bob"])
+    store = Store(server.uri, None)
+    client = store.client
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("bob's")
+    with pytest.raises(PermissionRefused) as refused:
+        store._call(lambda: client.log_artifact(run_id, str(artifact)))
+    assert str(refused.value).startswith(
+        f"MLflow user 'bob' may not upload artifacts to run {run_id}'s experiment (id {experiment}) on {server.uri}: "
+        "that needs EDIT permission on it (the server answered 403)"), str(refused.value)
+    with pytest.raises(PermissionRefused) as named, identity.naming("experiment", "alices"):
+        store._call(lambda: client.log_artifact(run_id, str(artifact)))
+    assert f"may not upload artifacts to experiment 'alices' on {server.uri}: that needs EDIT" in str(named.value)
+
+
+def test_a_refusal_of_an_endpoint_nbmlops_does_not_know_is_one_plain_sentence_naming_it(
+    server: AuthServer, monkeypatch: pytest.MonkeyPatch, no_mlflow_credentials: None
+) -> None:
+    from nbmlops.backend.store import Store
+    from nbmlops.exceptions import PermissionRefused
+
+    experiment = server.call("POST", "/api/2.0/mlflow/experiments/create", {"name": f"alice-{uuid.uuid4().hex[:8]}"},
+                             user="alice")["experiment_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.passwords["bob"])
+    store = Store(server.uri, None)
+    client = store.client
+    with pytest.raises(PermissionRefused) as refused:
+        store._call(lambda: client.delete_traces(experiment, max_timestamp_millis=int(time.time() * 1000)))
+    assert re.fullmatch(
+        rf"MLflow user 'bob' may not call /api/\d\.0/mlflow/traces/\S+ on {re.escape(server.uri)} "
+        r"\(the server answered 403\); ask an MLflow admin which permission that needs and to grant it",
+        str(refused.value)), str(refused.value)
