@@ -213,9 +213,12 @@ class TrackedCell:
         # data the cell made itself (it read a file, say): named as training or evaluation data, it is that
         made = {n: fp for n, fp in run.outputs.items() if n not in run.datasets}
         for n, fp in made.items():
-            {"training": training, "evaluation": evaluation}.get(dataset_context(n), {})[n] = fp
+            if dataset_context(n) == "training":
+                training[n] = fp
+            elif dataset_context(n) == "evaluation":
+                evaluation[n] = fp
         model = ns[variable]
-        candidates = {n: ns[n] for n in [*training, *made] if n in ns and n not in evaluation}
+        candidates = {n: ns[n] for n in {**training, **made} if n in ns and n not in evaluation}
         found = features_of(model, candidates)
         if found is not None and found[0] in made:  # the cell made the data the model was fitted on
             training.setdefault(found[0], made[found[0]])
