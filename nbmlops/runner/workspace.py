@@ -12,12 +12,17 @@ ancestor of the notebook's folder holding ``.nbmlops/``, ``.git`` or ``pyproject
 - the files and folders named by ``ship`` (relative to the working directory, or absolute), which must be
   under the project.
 
-Paths outside the project, and names of files that do not exist when the sweep starts (outputs), are left as
-they are: a worker reads or writes them at the same path, if it has one. A file of at most
-:data:`INLINE_MAX_BYTES` travels inside the task while the task's inline files stay within
-:data:`INLINE_TOTAL_BYTES`; a larger one is stored as a data snapshot in the tracking server's artifact store
-(content-addressed, verified by fingerprint on download) and fetched from there by each worker, which keeps it
-in its cache. A file larger than ``snapshot_max_bytes`` cannot travel: the sweep is refused before it starts.
+A file travels under the name it is reached by (a symlink under its own name, not its target's), if its target
+is under the project too: a link to a file outside it is left behind, said on stderr. Folders that never travel:
+``.nbmlops``, ``.git``, caches, virtual environments (``.venv``, ``venv``) and ``node_modules``. Paths outside the
+project, and names of files that do not exist when the sweep starts (outputs), are left as they are: a worker
+reads or writes them at the same path, if it has one. A file of at most :data:`INLINE_MAX_BYTES` travels inside
+the task while the task's inline files stay within :data:`INLINE_TOTAL_BYTES`; a larger one is stored as a data
+snapshot in the tracking server's artifact store (content-addressed, verified by fingerprint on download) and
+fetched from there by each worker, which keeps it in its cache. A file larger than ``snapshot_max_bytes`` cannot
+travel: the sweep is refused before it starts. A file that only a string literal of the code names (which may be
+no path at all) travels inside the task or not at all, never refusing the sweep nor reaching the store, and never
+if its name looks like a secret's (:data:`_SECRET_NAMES`): one left behind is said on stderr, ``ship`` sends it.
 
 On the worker (:func:`open_workspace`), the files are laid out in a new private directory as they are under
 the project, and the kernel runs in the notebook's folder there, as Jupyter runs it. The worker's own state
@@ -32,6 +37,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import fnmatch
 import os
 import shutil
 import sys
@@ -66,7 +72,11 @@ WORKER_DIR_ENV = "NBMLOPS_WORKER_DIR"
 #: set to 1 on a worker to keep each run's private directory (under ``<worker dir>/workspaces``) for debugging
 KEEP_ENV = "NBMLOPS_KEEP_WORKSPACE"
 #: never shipped: nbmlops' and git's own state, caches
-_SKIPPED_PARTS = frozenset({".nbmlops", ".git", "__pycache__", ".ipynb_checkpoints"})
+_SKIPPED_PARTS = frozenset(
+    {".nbmlops", ".git", "__pycache__", ".ipynb_checkpoints", ".venv", "venv", "node_modules"}
+)
+#: files found only through the notebook's code that are never shipped (``ship`` sends them): secrets' names
+_SECRET_NAMES = (".env", ".env.*", "*.pem", "*.key", "credentials*", "*secret*", "id_rsa*", ".netrc", ".pypirc")
 _MAX_PATH_TEXT = 4096
 #: a private directory younger than this is never taken for abandoned (its run may not hold its lock yet)
 _ABANDONED_AFTER_S = 60.0
@@ -99,36 +109,49 @@ def pack_workspace(
     notebook's code and ``ship`` name (see the module docstring).
 
     Returns the workspace and the rewrites of parameter values (an absolute path under the project -> the same
-    path relative to the notebook's folder).
+    path relative to the notebook's folder). What is left behind on purpose (a file named only in the code that
+    is too large or looks like a secret, a link to a file outside the project) is said on stderr, one line each.
 
     Raises:
-        SweepError: a ``ship`` path that does not exist or is outside the project, or a file too large to
-            travel; SnapshotError when a large file cannot be stored in the tracking server's artifact store.
+        SweepError: a ``ship`` path that does not exist, is outside the project or in a folder that never
+            travels, a file too large to travel, or one that cannot be read any more; SnapshotError when a large
+            file cannot be stored in the tracking server's artifact store.
     """
     root = find_root(source.parent)
     folder = source.parent
-    found: dict[str, Path] = {}
+    outside: list[str] = []  # links under the project to files outside it
+    named: dict[str, Path] = {}  # by a parameter, ship, or the project itself: inline or through the store
     rewrites: dict[str, str] = {}
     for values in parameters:
         for value in values.values():
-            path = _project_file(value, folder, root)
-            if path is not None:
-                found[_relative(path, root)] = path
+            name = _project_file(value, folder, root, outside)
+            if name is not None:
+                named[name] = root / name
                 if Path(value).is_absolute():
-                    rewrites[value] = os.path.relpath(path, folder)
-    text = source.read_text(encoding="utf-8")
-    for literal in _code_literals(text):
-        path = _project_file(literal, folder, root)
-        if path is not None:
-            found[_relative(path, root)] = path
+                    rewrites[value] = os.path.relpath(root / name, folder)
     for item in ship:
-        for path in _shipped(Path(item), root):
-            found[_relative(path, root)] = path
+        named.update((name, root / name) for name in _shipped(Path(item), root, outside))
     if (root / "pyproject.toml").is_file():
-        found.setdefault("pyproject.toml", root / "pyproject.toml")
-    found.pop(_relative(source, root), None)
-    files, snapshots = _split(found, settings)
-    return Workspace(_relative(source, root), text, files, snapshots), rewrites
+        named.setdefault("pyproject.toml", root / "pyproject.toml")
+    text = source.read_text(encoding="utf-8")
+    from_code: dict[str, Path] = {}  # by the code only: inline, or left behind
+    for literal in _code_literals(text):
+        name = _project_file(literal, folder, root, outside)
+        if name is None or name in named:
+            continue
+        if _secret(root / name):
+            _warn(f"not shipped: {name}, named in the notebook's code, looks like a secret "
+                  f"(--ship {_shown(root / name)} sends it)")
+        else:
+            from_code[name] = root / name
+    if outside:
+        _warn(f"not shipped: {len(outside)} link(s) under the project to files outside it ({_some(outside)}); "
+              "workers read paths outside the project as they are")
+    notebook = source.relative_to(root).as_posix()
+    named.pop(notebook, None)
+    from_code.pop(notebook, None)
+    files, snapshots = _split(named, from_code, settings)
+    return Workspace(notebook, text, files, snapshots), rewrites
 
 
 def worker_home() -> Path:
@@ -197,18 +220,46 @@ def _remove_abandoned(workspaces: Path) -> None:
             os.close(lock)
 
 
-def _project_file(value: Any, folder: Path, root: Path) -> Path | None:
-    """The existing file under ``root`` that ``value`` names, relative to ``folder`` or absolute; else None."""
+def _project_file(value: Any, folder: Path, root: Path, outside: list[str]) -> str | None:
+    """The name under ``root`` (see :func:`_member`) of the existing file that ``value`` names, relative to
+    ``folder`` or absolute; else None."""
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_PATH_TEXT or "\n" in value:
         return None
     try:
-        path = (folder / value).resolve()
-        if not path.is_file():
-            return None
-        relative = path.relative_to(root)
-    except (OSError, ValueError):  # not a path (a NUL byte, a label), or outside the project
+        return _member(folder / value, root, outside)
+    except (OSError, ValueError):  # not a path (a NUL byte, a label)
         return None
-    return None if _SKIPPED_PARTS & set(relative.parts) else path
+
+
+def _member(path: Path, root: Path, outside: list[str]) -> str | None:
+    """The name under ``root`` of the file ``path``, as written (a symlink keeps its own name, ``..`` is folded),
+    in POSIX form; None when it is no file, is outside ``root``, or it or its target is in a folder that never
+    travels. A symlink to a file outside ``root`` is added to ``outside``."""
+    name = _lexical(path, root)
+    if name is None or not path.is_file():
+        return None
+    try:
+        target = path.resolve().relative_to(root)
+    except ValueError:
+        outside.append(name.as_posix())
+        return None
+    return None if _SKIPPED_PARTS & {*name.parts, *target.parts} else name.as_posix()
+
+
+def _lexical(path: Path, root: Path) -> PurePosixPath | None:
+    """``path`` relative to ``root`` without resolving its symlinks (only its folder's when ``root`` is reached
+    through a link, such as ``/tmp`` on macOS); None when it is outside."""
+    absolute = Path(os.path.normpath(path.expanduser().absolute()))
+    for candidate in (absolute, absolute.parent.resolve() / absolute.name):
+        with contextlib.suppress(ValueError):
+            return PurePosixPath(candidate.relative_to(root).as_posix())
+    return None
+
+
+def _secret(path: Path) -> bool:
+    """Whether ``path`` or its target has a name that secrets usually have."""
+    names = {path.name.lower(), path.resolve().name.lower()}
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in _SECRET_NAMES)
 
 
 def _code_literals(text: str) -> set[str]:
@@ -229,43 +280,93 @@ def _code_literals(text: str) -> set[str]:
     return found
 
 
-def _shipped(item: Path, root: Path) -> list[Path]:
-    """The files of ``item`` (a file, or a folder's files at any depth), which must be under ``root``."""
-    path = item.expanduser().resolve()
-    if not path.exists():
+def _shipped(item: Path, root: Path, outside: list[str]) -> list[str]:
+    """The names under ``root`` (see :func:`_member`) of the files of ``item`` (a file, or a folder's files at
+    any depth), which must be under ``root`` and in no folder that never travels."""
+    if not item.expanduser().exists():
         raise SweepError(f"cannot ship {item}: no such file or folder")
+    name = _lexical(item, root)
     try:
-        path.relative_to(root)
+        item.expanduser().resolve().relative_to(root)
     except ValueError:
+        name = None
+    if name is None:
         raise SweepError(
             f"cannot ship {item}: it is outside the project {root} (workers read paths outside the project as "
             "they are: give them as absolute paths every worker can read)"
-        ) from None
-    if path.is_file():
-        return [path]
-    return sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and not _SKIPPED_PARTS & set(p.relative_to(root).parts)
-    )
+        )
+    if _SKIPPED_PARTS & set(name.parts):
+        raise SweepError(f"cannot ship {item}: {', '.join(sorted(_SKIPPED_PARTS))} never travel")
+    start = root.joinpath(*name.parts)
+    if start.is_file():
+        return [name.as_posix()]
+    names: list[str] = []
+    for here, folders, files in os.walk(start):
+        folders[:] = sorted(f for f in folders if f not in _SKIPPED_PARTS)
+        for file in sorted(files):
+            member = _member(Path(here, file), root, outside)
+            if member is not None:
+                names.append(member)
+    return names
 
 
-def _relative(path: Path, root: Path) -> str:
-    return path.resolve().relative_to(root).as_posix()
-
-
-def _split(found: Mapping[str, Path], settings: Settings) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Small files inline (smallest first, within the task's budget); the others stored as snapshots."""
+def _split(
+    named: Mapping[str, Path], from_code: Mapping[str, Path], settings: Settings
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The files that travel inside the task, smallest first within the task's budget, those named only by the
+    notebook's code first (they travel inline or not at all: one left behind is said on stderr); the others
+    ``named`` are stored as snapshots."""
     files: dict[str, bytes] = {}
     large: dict[str, Path] = {}
     total = 0
-    for name, path in sorted(found.items(), key=lambda item: item[1].stat().st_size):
-        size = path.stat().st_size
-        if size <= INLINE_MAX_BYTES and total + size <= INLINE_TOTAL_BYTES:
-            files[name] = path.read_bytes()
-            total += size
-        else:
-            large[name] = path
+    for group in (from_code, named):
+        sizes = {name: _size(name, path) for name, path in group.items()}
+        for name in sorted(group, key=lambda n: (sizes[n], n)):
+            if sizes[name] <= INLINE_MAX_BYTES and total + sizes[name] <= INLINE_TOTAL_BYTES:
+                files[name] = _read(name, group[name])
+                total += len(files[name])
+            elif group is named:
+                large[name] = group[name]
+            else:
+                _warn(
+                    f"not shipped: {name} ({sizes[name]} bytes), named in the notebook's code, does not fit in the "
+                    f"task (files of up to {INLINE_MAX_BYTES >> 10} KiB, {INLINE_TOTAL_BYTES >> 10} KiB in all); "
+                    f"--ship {_shown(group[name])} sends it"
+                )
     return files, (_store_snapshots(large, settings) if large else {})
+
+
+def _size(name: str, path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise _unreadable(name, exc) from None
+
+
+def _read(name: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(name, exc) from None
+
+
+def _unreadable(name: str, exc: OSError) -> SweepError:
+    return SweepError(f"cannot ship {name}: {exc.strerror or exc} (did it change while the sweep started?)")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as to give it to ``--ship``: relative to the working directory when under it."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"nbmlops: {message}\n")
 
 
 def _store_snapshots(large: Mapping[str, Path], settings: Settings) -> dict[str, str]:
@@ -276,10 +377,13 @@ def _store_snapshots(large: Mapping[str, Path], settings: Settings) -> dict[str,
     store = SnapshotStore(settings.data_dir, remote=MlflowSnapshotRemote(settings.tracking_uri, settings.artifact_root))
     stored: dict[str, str] = {}
     for name, path in large.items():
-        snapshot = store.save(path, settings.snapshot_max_bytes)
+        try:
+            snapshot = store.save(path, settings.snapshot_max_bytes)
+        except OSError as exc:
+            raise _unreadable(name, exc) from None
         if snapshot is None:
             raise SweepError(
-                f"cannot ship {name} ({path.stat().st_size} bytes) to the workers: it is larger than "
+                f"cannot ship {name} ({_size(name, path)} bytes) to the workers: it is larger than "
                 f"snapshot_max_bytes ({settings.snapshot_max_bytes}); raise it (NBMLOPS_SNAPSHOT_MAX_BYTES) or pass "
                 "the file as an absolute path every worker can read"
             )

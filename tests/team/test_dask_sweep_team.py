@@ -5,7 +5,8 @@ dead, as a lost machine does), started in temporary directories unrelated to the
 folder of its own (``NBMLOPS_WORKER_DIR``) and no ``NBMLOPS_*``/``MLFLOW_*`` setting; a real ``mlflow server``
 storing the artifacts; ``nbmlops sweep --dask`` run as a process from the project root on a notebook in a
 subfolder that reads ``data/train.csv`` (a code literal, relative to itself), ``../shared/weights.csv`` (a
-parameter) and ``data/big.bin`` (too large to travel inside the task: fetched from the snapshot store).
+parameter) and ``data/big.bin`` (shipped with ``--ship``, too large to travel inside the task: fetched from the
+snapshot store).
 
 The notebooks wait at a barrier (a ``go`` file outside the project) once the sweep has submitted them: the first
 test then moves the project away, so that a worker reading the submitter's paths would fail; the second SIGKILLs
@@ -108,7 +109,7 @@ def _start_sweep(project: Path, address: str, ready: Path, go: Path, outputs: Pa
         str(Path(sys.executable).with_name("nbmlops")), "sweep", "sub/train.ipynb",
         "--grid", f"alpha={','.join(map(str, ALPHAS))}",
         "-p", "ready", str(ready), "-p", "go", str(go), "-p", "big_sum", str(sum(BIG)),
-        "--dask", address, "--objective", "score", "--output-dir", str(outputs), "--no-progress",
+        "--dask", address, "--ship", "sub/data/big.bin", "--objective", "score", "--output-dir", str(outputs), "--no-progress",
     ]
     return subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -310,3 +311,104 @@ def test_private_directory_mirrors_the_project_is_removed_after_and_abandoned_on
         with open_workspace(workspace, "http://127.0.0.1:1", None):
             assert private.exists()  # held by its live run
     assert list((home / "workspaces").iterdir()) == [] and (home / ".nbmlops").is_dir()
+
+
+def test_unpacking_refuses_names_that_reach_the_worker_state_or_leave_the_private_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from nbmlops.exceptions import SweepError
+    from nbmlops.runner.workspace import Workspace, _write, open_workspace
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NBMLOPS_WORKER_DIR", str(home))
+    for name in (".nbmlops/journal/x.journal", "sub/.nbmlops/data/ab12", ".git/config", "../x", ""):
+        workspace = Workspace("sub/train.ipynb", "{}", {name: b"planted"})
+        with pytest.raises(SweepError, match="refusing to unpack"):
+            with open_workspace(workspace, "http://127.0.0.1:1", None):
+                pass
+    with pytest.raises(SweepError, match="refusing to unpack"):
+        with open_workspace(Workspace(".nbmlops/journal/n.ipynb", "{}"), "http://127.0.0.1:1", None):
+            pass
+    assert not (home / ".nbmlops" / "journal").exists() and not list((home / ".nbmlops").iterdir())
+    assert not (home / "x").exists()
+    # whatever the name, nothing is written through a link that leaves the directory
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "linked").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(SweepError, match="refusing to unpack"):
+        _write(project, "linked/deep/x.csv", b"planted")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_symlinks_travel_under_their_own_names_and_links_leaving_the_project_are_skipped_with_a_warning(
+    project: Path, layout: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+):
+    from nbmlops.config import resolve_settings
+    from nbmlops.runner.workspace import pack_workspace
+
+    far = tmp_path_factory.mktemp("elsewhere") / "far.csv"
+    far.write_text("far\n")
+    (project / "sub" / "data" / "big.bin").write_bytes(b"small now")
+    data = project / "sub" / "data"
+    (data / "link.csv").symlink_to("train.csv")
+    (data / "far.csv").symlink_to(far)
+    (data / "state.csv").symlink_to(project / ".nbmlops" / "x")
+    (project / ".nbmlops").mkdir(exist_ok=True)
+    (project / ".nbmlops" / "x").write_text("state")
+    notebook(project / "sub" / "train.ipynb", "open('data/link.csv').read()")
+    workspace, _ = pack_workspace(layout, [], [], resolve_settings())
+    assert sorted(workspace.files) == ["pyproject.toml", "sub/data/link.csv"]  # the code names the link
+    assert workspace.files["sub/data/link.csv"] == TRAIN.encode()
+    workspace, _ = pack_workspace(layout, [], [data], resolve_settings())
+    assert sorted(workspace.files) == [
+        "pyproject.toml", "sub/data/big.bin", "sub/data/link.csv", "sub/data/train.csv"
+    ]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "far.csv" in line]
+    assert len(warnings) == 1 and "outside the project" in warnings[0], warnings
+
+
+def test_files_named_only_in_the_code_travel_inline_or_not_at_all_and_secrets_need_ship(
+    project: Path, layout: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from nbmlops.config import resolve_settings
+    from nbmlops.exceptions import SweepError
+    from nbmlops.runner.workspace import pack_workspace
+
+    monkeypatch.setenv("NBMLOPS_SNAPSHOT_MAX_BYTES", "1000")  # big.bin could not even be stored: no refusal
+    secrets = [".env", "keys/server.pem", "tls.key", "credentials.json", "my_secret.txt", "id_rsa", ".netrc",
+               ".pypirc"]
+    for name in secrets:
+        (project / "sub" / name).parent.mkdir(exist_ok=True)
+        (project / "sub" / name).write_text("hush")
+    (project / ".venv" / "lib").mkdir(parents=True)
+    (project / ".venv" / "lib" / "site.py").write_text("")
+    (project / "node_modules").mkdir()
+    (project / "node_modules" / "m.js").write_text("")
+    notebook(layout, "\n".join(f"open({name!r})" for name in [*secrets, "data/big.bin", "data/train.csv"]))
+    workspace, _ = pack_workspace(layout, [], [], resolve_settings())
+    assert sorted(workspace.files) == ["pyproject.toml", "sub/data/train.csv"] and workspace.snapshots == {}
+    err = capsys.readouterr().err
+    (big,) = [line for line in err.splitlines() if "big.bin" in line]
+    assert "--ship sub/data/big.bin" in big
+    assert "hush" not in err
+    (project / "sub" / "data" / "big.bin").write_bytes(b"small now")  # shipped on purpose, it would be refused
+    workspace, _ = pack_workspace(layout, [], [project / "sub" / ".env", project], resolve_settings())
+    assert "sub/.env" in workspace.files  # shipped on purpose
+    assert not [name for name in workspace.files if name.startswith((".venv/", "node_modules/"))]
+    with pytest.raises(SweepError, match="never travel"):
+        pack_workspace(layout, [], [project / ".venv" / "lib"], resolve_settings())
+
+
+def test_a_file_that_vanishes_or_turns_into_a_folder_while_packing_is_a_one_line_sweep_error(project: Path):
+    from nbmlops.config import resolve_settings
+    from nbmlops.exceptions import SweepError
+    from nbmlops.runner.workspace import _split
+
+    gone, folder = project / "gone.csv", project / "folder.csv"
+    folder.mkdir()
+    with pytest.raises(SweepError, match=r"cannot ship gone\.csv") as caught:
+        _split({"gone.csv": gone}, {}, resolve_settings())
+    assert "\n" not in str(caught.value)
+    with pytest.raises(SweepError, match=r"cannot ship folder\.csv"):
+        _split({}, {"folder.csv": folder}, resolve_settings())
