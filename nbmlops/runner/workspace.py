@@ -119,7 +119,7 @@ def pack_workspace(
     """
     root = find_root(source.parent)
     folder = source.parent
-    outside: list[str] = []  # links under the project to files outside it
+    outside: set[str] = set()  # links under the project to files outside it
     named: dict[str, Path] = {}  # by a parameter, ship, or the project itself: inline or through the store
     rewrites: dict[str, str] = {}
     for values in parameters:
@@ -220,7 +220,7 @@ def _remove_abandoned(workspaces: Path) -> None:
             os.close(lock)
 
 
-def _project_file(value: Any, folder: Path, root: Path, outside: list[str]) -> str | None:
+def _project_file(value: Any, folder: Path, root: Path, outside: set[str]) -> str | None:
     """The name under ``root`` (see :func:`_member`) of the existing file that ``value`` names, relative to
     ``folder`` or absolute; else None."""
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_PATH_TEXT or "\n" in value:
@@ -231,19 +231,19 @@ def _project_file(value: Any, folder: Path, root: Path, outside: list[str]) -> s
         return None
 
 
-def _member(path: Path, root: Path, outside: list[str]) -> str | None:
+def _member(path: Path, root: Path, outside: set[str]) -> str | None:
     """The name under ``root`` of the file ``path``, as written (a symlink keeps its own name, ``..`` is folded),
     in POSIX form; None when it is no file, is outside ``root``, or it or its target is in a folder that never
     travels. A symlink to a file outside ``root`` is added to ``outside``."""
     name = _lexical(path, root)
-    if name is None or not path.is_file():
+    if name is None or _SKIPPED_PARTS & set(name.parts) or not path.is_file():
         return None
     try:
         target = path.resolve().relative_to(root)
     except ValueError:
-        outside.append(name.as_posix())
+        outside.add(name.as_posix())
         return None
-    return None if _SKIPPED_PARTS & {*name.parts, *target.parts} else name.as_posix()
+    return None if _SKIPPED_PARTS & set(target.parts) else name.as_posix()
 
 
 def _lexical(path: Path, root: Path) -> PurePosixPath | None:
@@ -280,7 +280,7 @@ def _code_literals(text: str) -> set[str]:
     return found
 
 
-def _shipped(item: Path, root: Path, outside: list[str]) -> list[str]:
+def _shipped(item: Path, root: Path, outside: set[str]) -> list[str]:
     """The names under ``root`` (see :func:`_member`) of the files of ``item`` (a file, or a folder's files at
     any depth), which must be under ``root`` and in no folder that never travels."""
     if not item.expanduser().exists():
@@ -360,9 +360,10 @@ def _shown(path: Path) -> str:
     return path.as_posix() if relative.startswith("..") else relative
 
 
-def _some(names: Sequence[str], shown: int = 3) -> str:
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
+def _some(names: Iterable[str], shown: int = 3) -> str:
+    ordered = sorted(names)
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more
 
 
 def _warn(message: str) -> None:
