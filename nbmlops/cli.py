@@ -114,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--ship", action="append", default=[], metavar="PATH",
         help="with --dask: a file or folder under the notebook's project that the workers need, besides the files "
-        "the parameters and the notebook's code name (those travel by themselves); repeatable",
+        "the parameters name (those travel by themselves, and so do small files the notebook's code names, but "
+        "not one over 256 KiB or named like a secret); repeatable",
     )
     sweep.add_argument(
         "--output-dir", metavar="DIR",
