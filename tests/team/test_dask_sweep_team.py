@@ -28,9 +28,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.conftest import mlflow_server, runs_of
+from tests.conftest import runs_of
 from tests.reliability.faults import clean_env
 from tests.reliability.test_dask_retry import _stat, dask_cluster
+from tests.team.servers import TeamServer, query
 from tests.test_runner import notebook
 
 ALPHAS = [1, 2, 3, 4]
@@ -58,6 +59,16 @@ def _expected_score(alpha: int) -> float:
     return alpha * 55 + 5 + len(BIG)
 
 
+#: the experiment's active runs as PostgreSQL holds them: (kind, status, sweep index)
+PG_RUNS = """
+    SELECT k.value, r.status, i.value FROM runs r
+    JOIN experiments e ON e.experiment_id = r.experiment_id
+    JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'nbmlops.kind'
+    LEFT JOIN tags i ON i.run_uuid = r.run_uuid AND i.key = 'nbmlops.sweep.index'
+    WHERE e.name = %s AND r.lifecycle_stage = 'active' AND k.value IN ('sweep', 'notebook')
+"""
+
+
 @pytest.fixture
 def layout(project: Path) -> Path:
     """The project: ``sub/train.ipynb`` with its ``sub/data/``, and ``shared/weights.csv`` beside ``sub``."""
@@ -77,12 +88,11 @@ def layout(project: Path) -> Path:
 
 
 @pytest.fixture
-def server(project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` (sqlite, artifacts proxied) that the submitter tracks to; yields its URI."""
+def server(project: Path, monkeypatch: pytest.MonkeyPatch, team_server: TeamServer) -> Iterator[str]:
+    """The team's ``mlflow server`` (PostgreSQL, artifacts proxied) that the submitter tracks to; yields its URI."""
     monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT")
-    with mlflow_server(tmp_path_factory.mktemp("server")) as uri:
-        monkeypatch.setenv("NBMLOPS_TRACKING_URI", uri)
-        yield uri
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", team_server.uri)
+    yield team_server.uri
 
 
 @pytest.fixture
@@ -197,7 +207,7 @@ def test_dask_sweep_runs_from_shipped_files_on_workers_that_share_only_the_track
 
 
 def test_dask_sweep_completes_without_duplicates_when_a_worker_is_killed_mid_sweep(
-    project: Path, layout: Path, server: str, machines: dict[str, dict[str, Path]],
+    project: Path, layout: Path, server: str, team_server: TeamServer, machines: dict[str, dict[str, Path]],
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
 ):
     from mlflow import MlflowClient
@@ -239,6 +249,10 @@ def test_dask_sweep_completes_without_duplicates_when_a_worker_is_killed_mid_swe
     assert successor.data.tags["nbmlops.sweep.index"] == killed[0].data.tags["nbmlops.sweep.index"]
     assert successor.info.status == "FINISHED" and successor.data.tags["nbmlops.pid"] == str(workers["b"].pid)
     assert sorted(p.name for p in outputs.iterdir()) == [f"{i}.ipynb" for i in range(len(ALPHAS))]
+    # counted in PostgreSQL itself: one sweep run, one live FINISHED run per combination, the dead attempt KILLED
+    rows = query(team_server.backend_uri, PG_RUNS, request.node.name)
+    assert sorted(rows) == sorted([("sweep", "FINISHED", None)] + [("notebook", "FINISHED", str(i)) for i in
+                                  range(len(ALPHAS))] + [("notebook", "KILLED", killed[0].data.tags["nbmlops.sweep.index"])]), rows
     for where in machines.values():
         assert not (where["cwd"] / ".nbmlops").exists()
     # the dead worker's journal waits in its worker folder, for `nbmlops sync` there (or its next run)
