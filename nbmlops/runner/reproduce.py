@@ -193,7 +193,10 @@ def reproduce(
         parameters = {k: v for k, v in {**parameters, **restored}.items() if repr(defaults[k]) != repr(v)}
     else:
         notebook, parameters = _rebuilt_notebook(settings.tracking_uri, original, workdir, store, notes), {}
-    versions = _registered_by(settings, [original, *(_cell_runs(settings.tracking_uri, original) if kind == "notebook" else [])])
+    versions = (
+        _registered_by(settings, [original, *(_cell_runs(settings.tracking_uri, original) if kind == "notebook" else [])])
+        if register else {}
+    )
     with temporary_environment(reproduction_environment(run_id, register, versions)):  # the kernel inherits it
         execution = run_notebook(
             notebook,
@@ -211,7 +214,7 @@ def reproduce(
     new_uri = resolve_settings().tracking_uri  # where run_notebook recorded the new run
     new = load_run(new_uri, execution.run_id) if execution.run_id else None
     new_runs = [new, *_cell_runs(new_uri, new)] if new is not None else []
-    registered, skipped = _registrations(new_uri, new_runs, notes)
+    registered, skipped = _registrations(new_uri, new_runs, register, notes)
     if new is None:
         notes.append("the new run has not reached the tracking store (see the warnings above)")
     elif kind == "cell":
@@ -224,36 +227,38 @@ def reproduce(
 
 def _registered_by(settings: Settings, runs: list[RunRow]) -> dict[str, str]:
     """``{model name: "NAME/VERSION"}`` of the versions ``runs`` registered (the latest, per name)."""
-    from nbmlops.backend.registry import search_versions
-    from nbmlops.backend.store import open_store
-
-    client = open_store(settings.tracking_uri, settings.artifact_root).client
     found: dict[str, int] = {}
-    for run in runs:
-        for version in search_versions(client, f"run_id = '{run.run_id}'"):
-            found[version.name] = max(found.get(version.name, 0), int(version.version))
+    for version in _versions_of(settings.tracking_uri, settings.artifact_root, runs):
+        found[version.name] = max(found.get(version.name, 0), int(version.version))
     return {name: f"{name}/{number}" for name, number in sorted(found.items())}
 
 
-def _registrations(uri: str, runs: list[RunRow], notes: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the re-execution's ``runs`` registered (``NAME/VERSION``) and the models they did not; a note each."""
+def _registrations(
+    uri: str, runs: list[RunRow], register: bool, notes: list[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the re-execution's ``runs`` registered (``NAME/VERSION``; only asked with ``register``) and the models
+    they did not; a note each."""
     skipped = sorted({name for run in runs for name in run.tags.get(REGISTRATION_SKIPPED_TAG, "").split(",") if name})
     if skipped:
         notes.append(f"registration skipped: {', '.join(skipped)} (nbmlops reproduce --register registers them)")
+    registered = []
+    for version in _versions_of(uri, resolve_settings().artifact_root, runs) if register else []:
+        reference = f"{version.name}/{version.version}"
+        registered.append(reference)
+        of = (version.tags or {}).get(REPRODUCTION_OF_TAG)
+        notes.append(f"registered {reference}" + (f" ({REPRODUCTION_OF_TAG}={of})" if of else ""))
+    return tuple(registered), tuple(skipped)
+
+
+def _versions_of(uri: str, artifact_root: str | None, runs: list[RunRow]) -> list[Any]:
+    """The registered model versions made by ``runs``."""
     if not runs:
-        return (), tuple(skipped)
+        return []
     from nbmlops.backend.registry import search_versions
     from nbmlops.backend.store import open_store
 
-    client = open_store(uri, resolve_settings().artifact_root).client
-    registered = []
-    for run in runs:
-        for version in search_versions(client, f"run_id = '{run.run_id}'"):
-            reference = f"{version.name}/{version.version}"
-            registered.append(reference)
-            of = (version.tags or {}).get(REPRODUCTION_OF_TAG)
-            notes.append(f"registered {reference}" + (f" ({REPRODUCTION_OF_TAG}={of})" if of else ""))
-    return tuple(registered), tuple(skipped)
+    client = open_store(uri, artifact_root).client
+    return [version for run in runs for version in search_versions(client, f"run_id = '{run.run_id}'")]
 
 
 def format_report(reproduction: Reproduction) -> str:
