@@ -122,9 +122,9 @@ def test_later_runs_in_a_repository_ask_git_only_its_status(tmp_path: Path, monk
     assert log.read_text().split() == ["status"] * 3
     subprocess.run([real_git, "-C", str(root), "remote", "set-url", "origin", "https://example.com/y.git"], check=True)
     log.write_text("")
-    changed = git_state(root)  # the repository's config changed: asked again
+    changed = git_state(root)  # the repository's config changed: asked again (its remote read from the file)
     assert changed is not None and changed.remote == "https://example.com/y.git"
-    assert sorted(log.read_text().split()) == ["config", "rev-parse", "status"]
+    assert sorted(log.read_text().split()) == ["rev-parse", "status"]
 
 
 def test_consecutive_tracked_cells_share_one_heartbeat_thread(shell) -> None:
