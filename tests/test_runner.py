@@ -49,8 +49,11 @@ def kernels_of(pid: int | None = None) -> list[psutil.Process]:
     return kernels
 
 
-def kernels_of_this_process() -> list[psutil.Process]:
-    return kernels_of()
+def kernels_of_this_process(grace: float = 30.0) -> list[psutil.Process]:
+    """The kernels below this process that are still alive ``grace`` seconds from now at most: a kernel being shut
+    down as the run returns (its process exiting) is no kernel left behind; one that never exits is."""
+    _, alive = psutil.wait_procs(kernels_of(), timeout=grace)
+    return alive
 
 
 def test_unknown_or_malformed_parameters_are_refused_before_any_kernel_starts(project, client, request):
