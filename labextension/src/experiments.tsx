@@ -3,8 +3,6 @@
  * details, two runs compared, the notebook's headless runs, and the model registry.
  */
 
-import { showErrorMessage } from '@jupyterlab/apputils';
-import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { ReactWidget, UseSignal, refreshIcon } from '@jupyterlab/ui-components';
 import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
@@ -20,17 +18,15 @@ import {
   formatValue,
   groupLabel,
   IDiffRow,
-  jobProgress,
-  jobRunning,
-  jobSummary,
   keyMetrics,
   safeHref,
   statusKind,
   toggleCompareSelection
 } from './model';
+import { JobsSection } from './jobs';
 import { ModelsView } from './models';
 import { ExperimentsState } from './state';
-import { IJob, IRunDetails, IRunSummary } from './types';
+import { IRunDetails, IRunSummary } from './types';
 
 export const PANEL_ID = 'nbmlops-experiments';
 
@@ -153,18 +149,11 @@ function RunsView(props: { state: ExperimentsState; commands: CommandRegistry })
         </button>
       </div>
       {state.error && <div className="nbmlops-lab-error">Runs unavailable: {state.error}</div>}
-      {state.jobs.length > 0 && (
-        <section className="nbmlops-lab-jobs">
-          <h3>Jobs</h3>
-          {state.jobs.map(job => (
-            <JobItem key={job.job_id} job={job} commands={commands} />
-          ))}
-        </section>
-      )}
+      <JobsSection jobs={state.jobs} commands={commands} />
       {compared.length === 2 && (
         <Comparison a={compared[0]} b={compared[1]} onClose={() => setCompare([])} />
       )}
-      {state.groups.length === 0 && !state.loading && !state.error && (
+      {state.groups.length === 0 && state.jobs.length === 0 && !state.loading && !state.error && (
         <div className="nbmlops-lab-empty">
           No runs yet. Load the extension with <code>%load_ext nbmlops</code> and start a cell with{' '}
           <code>%%track</code>.
@@ -406,53 +395,5 @@ function Comparison(props: { a: IRunSummary; b: IRunSummary; onClose: () => void
         </tbody>
       </table>
     </section>
-  );
-}
-
-/** The lab URL of a file, for a link that also works when opened in a new tab. */
-function labUrl(path: string): string {
-  return URLExt.join(PageConfig.getBaseUrl(), 'lab', 'tree', ...path.split('/').map(encodeURIComponent));
-}
-
-function JobItem(props: { job: IJob; commands: CommandRegistry }): JSX.Element {
-  const { job, commands } = props;
-  const progress = jobProgress(job);
-  const open = (event: React.MouseEvent) => {
-    event.preventDefault();
-    commands.execute('docmanager:open', { path: job.output }).catch(error =>
-      showErrorMessage('Open executed notebook', `${job.output}: ${(error as Error).message || error}`)
-    );
-  };
-  return (
-    <div className="nbmlops-lab-job" data-job-id={job.job_id} data-status={job.status}>
-      <div className="nbmlops-lab-job-header">
-        <span className={`nbmlops-lab-dot nbmlops-lab-status-${statusKind(job.status)}`} />
-        <span className="nbmlops-lab-job-summary">{jobSummary(job)}</span>
-        {jobRunning(job) && (
-          <button
-            className="nbmlops-lab-link-button"
-            onClick={() => void commands.execute('nbmlops:cancel-job', { jobId: job.job_id })}
-          >
-            Cancel
-          </button>
-        )}
-      </div>
-      {jobRunning(job) && (
-        <progress className="nbmlops-lab-progress" max={1} value={progress ?? undefined} />
-      )}
-      <div className="nbmlops-lab-job-meta">
-        {formatTime(job.started)}
-        {Object.keys(job.parameters).length > 0 &&
-          ' \u00b7 ' +
-            Object.entries(job.parameters)
-              .map(([key, value]) => `${key}=${formatValue(value)}`)
-              .join(', ')}
-      </div>
-      {job.output && job.status !== 'running' && (
-        <a className="nbmlops-lab-job-output" href={labUrl(job.output)} onClick={open} title={job.output}>
-          Open executed notebook ({basename(job.output)})
-        </a>
-      )}
-    </div>
   );
 }
