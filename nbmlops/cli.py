@@ -18,6 +18,7 @@ import gc
 import math
 import os
 import select
+import shlex
 import signal
 import sys
 import traceback
@@ -530,8 +531,56 @@ def _registered_text(run_id: str, run_key: str, settings: Settings) -> str:
     lines = [f"\n  model: {v.name} version {v.version}" for v in versions]
     if versions:
         first = versions[0]
-        lines.append(f"\n  promote: nbmlops models promote {first.name} {first.version} --alias champion --gate ...")
+        gate = _example_gate(first.run_id, settings)
+        command = f"{_self_command()} models promote {shlex.quote(first.name)} {first.version} --alias champion"
+        lines.append(f"\n  promote: {command}" + (f" --gate {shlex.quote(gate)}" if gate else ""))
     return "".join(lines)
+
+
+#: metrics a promotion gate most often names, in the order a hint prefers them
+_GATE_METRICS = ("accuracy", "f1", "roc_auc", "auc", "r2", "precision", "recall")
+_LOWER_IS_BETTER = ("loss", "error", "mse", "rmse", "mae", "mape", "logloss")
+
+
+def _example_gate(run_id: str | None, settings: Settings) -> str | None:
+    """A gate that holds for the version registered by ``run_id`` (its main metric, rounded the safe way), so
+    the printed promote command can be copied as it is; None when the run has no metric a gate can name."""
+    import re
+
+    from nbmlops.tracking.search import get_rows
+
+    if not run_id:
+        return None
+    try:
+        rows = get_rows(settings.tracking_uri, [run_id])
+    except NbmlopsError:
+        return None
+    metrics = {k: v for k, v in (rows[0].metrics if rows else {}).items()
+               if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) and math.isfinite(v)}
+    if not metrics:
+        return None
+    name = next((m for m in _GATE_METRICS if m in metrics), min(metrics))
+    value = metrics[name]
+    if any(word in name.lower() for word in _LOWER_IS_BETTER):
+        return f"{name} <= {math.ceil(value * 100) / 100:g}"
+    return f"{name} >= {math.floor(value * 100) / 100:g}"
+
+
+def _self_command() -> str:
+    """How this shell runs nbmlops: ``nbmlops`` when that name finds this very script on PATH, else the script's
+    path (``.venv/bin/nbmlops`` from the project folder), so a printed hint can be copied as it is."""
+    import shutil
+    from pathlib import Path
+
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "nbmlops" or not script.exists():
+        return "nbmlops"
+    found = shutil.which("nbmlops")
+    if found and Path(found).resolve() == script.resolve():
+        return "nbmlops"
+    with contextlib.suppress(ValueError):
+        return shlex.quote(str(script.resolve().relative_to(Path.cwd().resolve())))
+    return shlex.quote(str(script.resolve()))
 
 
 def _sweep(settings: Settings, args: argparse.Namespace) -> int:
@@ -711,7 +760,7 @@ def _where(settings: Settings) -> str:
     if settings.tracking_uri.startswith(("http://", "https://")):
         lines.append(f"open the MLflow UI: {strip_userinfo(settings.ui_url)}")
     else:
-        lines.append("open the MLflow UI: nbmlops ui   (then browse http://127.0.0.1:5000)")
+        lines.append(f"open the MLflow UI: {_self_command()} ui   (then browse http://127.0.0.1:5000)")
     return "\n".join(lines)
 
 

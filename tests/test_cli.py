@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -65,6 +66,14 @@ def test_run_quickstart_end_to_end_on_the_embedded_store(fresh: Path) -> None:
     [version] = client.search_model_versions("name = 'wine-classifier'")
     assert version.run_id == train.info.run_id and version.tags["nbmlops.data.features"]
     assert len(client.get_metric_history(runs["regularisation-path"].info.run_id, "path_accuracy")) == 4
+
+    # the closing hint is a command that runs as printed (it once ended in a literal "--gate ...": exit 2)
+    [hint] = [line.split("promote:", 1)[1] for line in result.stdout.splitlines() if "promote:" in line]
+    program, *words = shlex.split(hint)
+    assert program == "nbmlops" and "--gate" in words, hint
+    promoted = nbmlops(*words, cwd=fresh)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert str(client.get_model_version_by_alias("wine-classifier", "champion").version) == "1"
 
 
 def test_failing_notebook_exits_1(fresh: Path) -> None:
