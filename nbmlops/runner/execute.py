@@ -64,6 +64,7 @@ class NotebookRun:
     error: str | None = None
     failure: str | None = None
     html: str | None = None  # the HTML render's artifact path in the run; None when there is none
+    experiment_id: str | None = None  # the run's experiment in the store, where the runner learnt it
 
     @property
     def gates_passed(self) -> bool:

@@ -105,7 +105,7 @@ def run_notebook_forked(
     except NbmlopsError:
         return dataclasses.replace(result, run_id=run_id)
     run_id, url = link_children(settings, result.run_key, run_id, experiment_id)
-    return dataclasses.replace(result, run_id=run_id, url=url)
+    return dataclasses.replace(result, run_id=run_id, url=url, experiment_id=experiment_id)
 
 
 def _work(

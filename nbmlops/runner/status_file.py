@@ -6,7 +6,8 @@ cells (papermill's count: markdown and the injected-parameters cell included), t
 MLflow id and experiment id as soon as the store has the run (also when it is interrupted), its experiment's
 name, the executed notebook and the artifact path of its HTML render in the run, start and end times (epoch milliseconds), the exit code, and for a failure one
 line naming the cell and its error (never a traceback; secrets the parameters or the environment hold, and
-token shapes, redacted).
+token shapes, redacted); once it ended, its final metrics (the notebook run's, rolled up from its cells: at
+most 200, NaN and infinite values as null) and each gate's outcome (gate, passed, one-line message).
 
 Each change replaces the whole file (a temporary file written, fsynced, then renamed over it), so a reader
 never sees half of one. The runner's worker process (cell progress) and the process that delivers its records
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sys
 import tempfile
@@ -44,6 +46,7 @@ _EXIT_INTERRUPTED = 130
 _EXIT_INTERNAL = 70
 _ERROR_CHARS = 1000
 _BY_OUTCOME = {"FINISHED": "finished", "FAILED": "failed", "TIMEOUT": "timeout", "KILLED": "killed"}
+_MAX_METRICS = 200
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
@@ -126,12 +129,17 @@ class RunStatus:
             "state": state, "experiment": result.experiment, "output": str(result.output), "html": result.html,
             "ended": _now_ms(),
             "exit_code": result.exit_code, "error": self._one_line(error) if state != "finished" else None,
+            "metrics": _finite(dict(list(result.metrics.items())[:_MAX_METRICS])),
+            "gates": [{"gate": gate.gate.text, "passed": gate.passed, "message": self._one_line(gate.message)}
+                      for gate in result.gates],
         }
 
         def change(status: dict[str, Any]) -> None:
             status.update(fields)
             if result.run_id is not None:  # None: not in the store in time (`nbmlops sync` delivers it later)
                 status["run_id"] = result.run_id
+            if result.experiment_id is not None:
+                status["experiment_id"] = result.experiment_id
             cells = status.get("cells", {})
             if state == "finished" and cells.get("total") is not None:  # markdown cells after the last code cell
                 status["cells"] = {**cells, "done": cells["total"]}
@@ -231,6 +239,11 @@ def write_whole(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """``metrics`` with NaN and infinite values as None (JSON has no spelling for them)."""
+    return {name: value if math.isfinite(value) else None for name, value in metrics.items()}
 
 
 def _now_ms() -> int:

@@ -33,11 +33,19 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from nbmlops.config import Settings, resolve_settings
-from nbmlops.exceptions import BodyTooLargeError, NbmlopsError, RequestError
+from nbmlops.exceptions import (
+    BodyTooLargeError,
+    GateSyntaxError,
+    NbmlopsError,
+    RequestError,
+    StoreAuthError,
+    StoreUnavailableError,
+)
 from nbmlops.redact import redact_text, redact_uri
 from nbmlops.server import payloads
-from nbmlops.server.jobs import JobManager, notebook_parameters
+from nbmlops.server.jobs import Job, JobManager, notebook_parameters
 from nbmlops.server.paths import resolve_notebook
+from nbmlops.server.store_guard import StoreGuard, bounded
 
 __all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "RequestError", "routes"]
 
@@ -46,7 +54,6 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 MAX_ARTIFACTS = 500
-PROBE_TIMEOUT_S = 20.0  # the first call imports mlflow and may create the sqlite schema
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -108,6 +115,23 @@ class NbmlopsHandler(APIHandler):
         """``fn(*args, **kwargs)`` in the extension's thread pool, awaited without blocking the server."""
         executor: ThreadPoolExecutor = self.settings["nbmlops_executor"]
         return await asyncio.wrap_future(executor.submit(functools.partial(fn, *args, **kwargs)))
+
+    @property
+    def store_guard(self) -> StoreGuard:
+        """This server's record of the stores it reads (which answered, which failed lately)."""
+        guard = self.settings.get("nbmlops_store_guard")
+        if guard is None:
+            guard = self.settings.setdefault("nbmlops_store_guard", StoreGuard())
+        return guard
+
+    async def store_call(self, settings: Settings, fn: Callable[..., T], *args: Any, recheck: bool = False,
+                         **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, a call to the tracking store of ``settings``, in the thread pool: its answer
+        within a few seconds, else :class:`StoreUnavailableError` (503) saying in one line why (see
+        :mod:`nbmlops.server.store_guard`). Every handler that reads or writes a store calls it this way."""
+        return await self.store_guard.call(
+            settings.tracking_uri, lambda: self.in_thread(bounded(fn, *args, **kwargs)), recheck=recheck
+        )
 
     def notebook(self, required: bool = True) -> tuple[str, Path] | None:
         """The ``notebook`` query argument, resolved under the root (``None`` when absent and optional)."""
@@ -171,7 +195,8 @@ class NbmlopsHandler(APIHandler):
 
 
 class StatusHandler(NbmlopsHandler):
-    """``GET /nbmlops/api/status``: where runs are stored, whether the store answers, the MLflow UI."""
+    """``GET /nbmlops/api/status``: where runs are stored, whether the store answers (asked now, within a few
+    seconds; ``error`` says why not in one line), the MLflow UI."""
 
     @web.authenticated
     @authorized
@@ -182,11 +207,11 @@ class StatusHandler(NbmlopsHandler):
         count: int | None = None
         error: str | None = None
         try:
-            count = await asyncio.wait_for(self.in_thread(count_experiments, settings.tracking_uri), PROBE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            error = f"the tracking store did not answer within {PROBE_TIMEOUT_S:.0f} s"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            count = await self.store_call(settings, count_experiments, settings.tracking_uri, recheck=True)
+        except StoreUnavailableError as exc:
+            error = str(exc)
+        except StoreAuthError as exc:
+            error = str(exc)
         self.reply({
             "tracking_uri": redact_uri(settings.tracking_uri),
             "reachable": error is None,
@@ -212,7 +237,7 @@ class RunsHandler(NbmlopsHandler):
             relative, path = found
             paths = [str(path), str(self.root.absolute() / relative)]  # the kernel may see the root unresolved
         settings = self.store_settings(found[1] if found else None)
-        rows = await self.in_thread(runs_for_notebook, settings.tracking_uri, paths, limit)
+        rows = await self.store_call(settings, runs_for_notebook, settings.tracking_uri, paths, limit)
         self.reply({"runs": [payloads.run_row(row) for row in rows], "notebook": relative})
 
     def limit(self) -> int:
@@ -234,7 +259,7 @@ class RunHandler(NbmlopsHandler):
             raise RequestError(f"run id {run_id!r}: expected 32 lowercase hexadecimal characters")
         found = self.notebook(required=False)
         settings = self.store_settings(found[1] if found else None)
-        detail = await self.in_thread(run_detail, settings.tracking_uri, run_id, MAX_ARTIFACTS)
+        detail = await self.store_call(settings, run_detail, settings.tracking_uri, run_id, MAX_ARTIFACTS)
         self.reply(payloads.run_detail(detail, settings.ui_url))
 
 
@@ -264,20 +289,21 @@ class ModelsHandler(NbmlopsHandler):
     async def get(self) -> None:
         from nbmlops.registry import list_models
 
-        models = await self.in_thread(list_models, self.store_settings())
+        settings = self.store_settings()
+        models = await self.store_call(settings, list_models, settings)
         self.reply({"models": [payloads.model(m) for m in models]})
 
 
 class ModelHandler(NbmlopsHandler):
-    """``GET /nbmlops/api/models/<name>``: a model's versions, aliases and promotion decisions."""
+    """``GET /nbmlops/api/models/<name>``: a model's versions, newest first, each with its aliases, promotion
+    decisions, lineage and its source run's name, status, metrics and address in the MLflow UI."""
 
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        from nbmlops.registry import list_versions
-
-        versions = await self.in_thread(list_versions, name, self.store_settings())
-        self.reply(payloads.model_versions(name, versions))
+        settings = self.store_settings()
+        versions, runs = await self.store_call(settings, _versions_and_runs, name, settings)
+        self.reply(payloads.model_versions(name, versions, runs, settings.ui_url))
 
 
 class PromoteHandler(NbmlopsHandler):
@@ -308,6 +334,9 @@ class PromoteHandler(NbmlopsHandler):
                 promote, ModelReference(name, version=version), alias, gates=gates, beat=beat,
                 allow_new_evaluation_data=allow_new, settings=self.store_settings(),
             )
+        except GateSyntaxError as malformed:
+            self.reply(payloads.gate_syntax_error(malformed), 400)
+            return
         except PromotionRefused as refused:
             self.reply({"accepted": False, "error": str(refused), "promotion": payloads.promotion(refused.promotion)},
                        409)
@@ -315,40 +344,70 @@ class PromoteHandler(NbmlopsHandler):
         self.reply({"accepted": True, "promotion": payloads.promotion(outcome)})
 
 
-class JobsHandler(NbmlopsHandler):
-    """``GET /nbmlops/api/jobs``: every job, newest first; ``POST`` ``{"notebook": PATH, "parameters": {...}}``
-    starts one (202) once the path and the parameters' names, types and sizes are checked (400 or 413 else).
+class JobsView(NbmlopsHandler):
+    """What the job handlers share: a job as the API shows it, with its run's address in the MLflow UI."""
+
+    def shown(self, job: Job, ui_urls: dict[Path, str] | None = None) -> dict[str, Any]:
+        """``job.describe`` and ``run_url``: the run in the MLflow UI of the notebook's settings (None until the
+        store has the run). ``ui_urls`` caches the UI address per notebook folder over one answer."""
+        described = job.describe(self.root)
+        described["run_url"] = None
+        if described["run_id"] and described["experiment_id"]:
+            folder = (self.root / job.notebook).parent
+            cache = ui_urls if ui_urls is not None else {}
+            if folder not in cache:
+                cache[folder] = resolve_settings(folder).ui_url
+            described["run_url"] = payloads.run_link(cache[folder], described["experiment_id"], described["run_id"])
+        return described
+
+
+class JobsHandler(JobsView):
+    """``GET /nbmlops/api/jobs``: every job, newest first; ``POST`` ``{"notebook": PATH, "parameters": {...},
+    "gates": [EXPR], "timeout": SECONDS}`` starts one (202) once the path, the parameters' names, types and
+    sizes, the gates' grammar and the timeout are checked (400 or 413 else; a gate that does not parse is
+    ``{"error": line, "gate_error": {"gate", "position", "expected"}}``).
 
     Jobs show their parameters shortened and with secrets redacted (see :func:`nbmlops.server.jobs.echoed`)."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply({"jobs": [job.describe(self.root) for job in self.jobs.list()]})
+        ui_urls: dict[Path, str] = {}
+        self.reply({"jobs": [self.shown(job, ui_urls) for job in self.jobs.list()]})
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.body({"notebook", "parameters"})
+        body = self.body({"notebook", "parameters", "gates", "timeout"})
         relative, path = self.resolve(body.get("notebook"))
         parameters = body.get("parameters", {})
         if not isinstance(parameters, dict):
             raise RequestError("parameters must be a JSON object of name: value")
-        job = await self.in_thread(self.jobs.start, relative, path, parameters)
+        gates = [gate for gate in _strings(body, "gates") if gate.strip()]
+        timeout = body.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise RequestError(f"timeout must be a number of seconds > 0 or null, got {timeout!r}")
+        try:
+            job = await self.in_thread(self.jobs.start, relative, path, parameters, gates,
+                                       float(timeout) if timeout is not None else None)
+        except GateSyntaxError as malformed:
+            self.reply(payloads.gate_syntax_error(malformed), 400)
+            return
         self.set_header("Location", self.request.path.rstrip("/") + f"/{job.job_id}")
-        self.reply(job.describe(self.root), 202)
+        self.reply(self.shown(job), 202)
 
 
-class JobHandler(NbmlopsHandler):
-    """``GET /nbmlops/api/jobs/<job_id>``: a job's status, progress, run id, output and errors."""
+class JobHandler(JobsView):
+    """``GET /nbmlops/api/jobs/<job_id>``: a job's status, progress, run id and link, output, errors, metrics,
+    gate outcomes and duration."""
 
     @web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.reply(self.jobs.get(_job_id(job_id)).describe(self.root))
+        self.reply(self.shown(self.jobs.get(_job_id(job_id))))
 
 
-class CancelHandler(NbmlopsHandler):
+class CancelHandler(JobsView):
     """``POST /nbmlops/api/jobs/<job_id>/cancel``: interrupt the job; answers once it ended or after a few seconds."""
 
     @web.authenticated
@@ -359,7 +418,7 @@ class CancelHandler(NbmlopsHandler):
             if not job.running:
                 break
             await asyncio.sleep(0.1)
-        self.reply(job.describe(self.root))
+        self.reply(self.shown(job))
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:
@@ -367,6 +426,17 @@ def _strings(body: dict[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise RequestError(f"{key} must be a list of strings")
     return value
+
+
+def _versions_and_runs(name: str, settings: Settings) -> tuple[list[Any], dict[str, Any]]:
+    """Model ``name``'s versions and their source runs (run id -> run), read together in the thread pool."""
+    from nbmlops.registry import list_versions
+    from nbmlops.tracking.search import get_rows
+
+    versions = list_versions(name, settings)
+    run_ids = list(dict.fromkeys(v.run_id for v in versions if v.run_id))
+    rows = get_rows(settings.tracking_uri, run_ids) if run_ids else []
+    return versions, {row.run_id: row for row in rows}
 
 
 def _job_id(job_id: str) -> str:

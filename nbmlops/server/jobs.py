@@ -5,10 +5,15 @@ before anything starts; they reach ``nbmlops run`` through a file only its owner
 the run has read them (its status file exists) or it ended, and a job shows them shortened and with secrets
 redacted (:func:`echoed`).
 
+A job may carry gates (``nbmlops run --gate``, checked on the run's metrics: a gate that fails ends the job
+``failed`` with the gate's reason) and a timeout (``--timeout``: a cell running longer ends it ``timeout``); a
+gate that does not parse is refused before anything starts.
+
 A job's files live in ``<root>/.nbmlops/jobs/``: ``<job_id>.json``, its record (notebook, shown parameters,
-pid and the process's start time, start time, output, whether it was cancelled), ``<job_id>.status.json``,
-the status ``nbmlops run --status-file`` keeps (state, cells done, run id, output, error: see
-:mod:`nbmlops.runner.status_file`), which is where everything a job shows about its run comes from, and
+gates, timeout, pid and the process's start time, start time, output, whether it was cancelled),
+``<job_id>.status.json``, the status ``nbmlops run --status-file`` keeps (state, cells done, run id, output,
+error, final metrics and gate outcomes: see :mod:`nbmlops.runner.status_file`), which is where everything a
+job shows about its run comes from, and
 ``<job_id>.log``, the run's standard error, for the user to read. A new server on the same root lists the
 jobs an earlier one started: one still running is followed through its status file and can be cancelled;
 one whose process ended without a final status shows as failed, saying so.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -31,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,7 @@ from nbmlops.exceptions import (
     JobNotFoundError,
     NotebookUnreadableError,
     ParameterTooLargeError,
+    RequestError,
 )
 from nbmlops.redact import Redactor
 from nbmlops.runner.status_file import ENDED, read_status, write_whole
@@ -105,6 +112,8 @@ class Job:
     started: float = field(default_factory=time.time)
     cancel_requested: bool = False
     killed: bool = False  # SIGTERM or SIGKILL followed the cancel's SIGINT
+    gates: tuple[str, ...] = ()  # as given to ``nbmlops run --gate``
+    timeout: float | None = None  # ``nbmlops run --timeout``: seconds one cell may run
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)  # None: an earlier server's job
     returncode: int | None = None  # this server's child, once reaped
     gone: float | None = None  # when this server saw the process end
@@ -150,7 +159,8 @@ class Job:
         return self._outcome(running, read_status(self.status_path) or {})[0]
 
     def describe(self, root: Path) -> dict[str, Any]:
-        """The job as the API shows it; state, progress, run id, output and error come from its status file."""
+        """The job as the API shows it; state, progress, run id, output, error, metrics and gate outcomes come
+        from its status file. ``duration_ms`` is from the job's start to its end (None while it runs)."""
         running = self.running  # before the status is read: a process that ended has written its last one
         report = read_status(self.status_path) or {}
         state = report.get("state")
@@ -173,8 +183,14 @@ class Job:
             "experiment": report.get("experiment"),
             "output": _inside(root, output) if output else None,
             "error": error,
+            "experiment_id": report.get("experiment_id"),
+            "gates": list(self.gates),
+            "timeout": self.timeout,
+            "metrics": report.get("metrics") if state in ENDED else None,
+            "gate_results": report.get("gates") if state in ENDED else None,
             "started": int(self.started * 1000),
             "ended": ended,
+            "duration_ms": max(0, ended - int(self.started * 1000)) if ended is not None else None,
         }
 
     def _outcome(self, running: bool, report: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -204,7 +220,7 @@ class Job:
             "format": _RECORD_FORMAT, "job_id": self.job_id, "notebook": self.notebook,
             "parameters": dict(self.parameters), "output": str(self.output), "pid": self.pid,
             "pid_started": self.pid_started, "started": self.started, "cancel_requested": self.cancel_requested,
-            "killed": self.killed,
+            "killed": self.killed, "gates": list(self.gates), "timeout": self.timeout,
         }
 
     @classmethod
@@ -215,6 +231,8 @@ class Job:
             folder=folder, output=Path(record["output"]), pid=int(record["pid"]),
             pid_started=record.get("pid_started"), started=float(record["started"]),
             cancel_requested=bool(record.get("cancel_requested")), killed=bool(record.get("killed")),
+            gates=tuple(str(gate) for gate in record.get("gates") or ()),
+            timeout=float(record["timeout"]) if record.get("timeout") is not None else None,
         )
 
     def save(self) -> None:
@@ -242,10 +260,14 @@ class JobManager:
             self._jobs[job.job_id] = job
         self._forget_oldest()
 
-    def start(self, notebook: str, path: Path, parameters: Mapping[str, Any]) -> Job:
-        """Check ``parameters`` against the notebook's declared ones, then start ``nbmlops run`` on ``path``.
+    def start(self, notebook: str, path: Path, parameters: Mapping[str, Any], gates: Sequence[str] = (),
+              timeout: float | None = None) -> Job:
+        """Check ``parameters`` against the notebook's declared ones and parse ``gates``, then start
+        ``nbmlops run`` on ``path`` with them (``--gate`` each, ``--timeout`` when given: seconds > 0).
 
         Raises:
+            GateSyntaxError: a gate that does not parse, with its position (nothing was started).
+            RequestError: a timeout that is not a number of seconds > 0 (nothing was started).
             ParameterTooLargeError: a value above :data:`MAX_VALUE_BYTES` (nothing was started).
             ParameterError: a name the notebook does not declare (nothing was started).
             ParameterTypeError: a value of the wrong type for its parameter (nothing was started).
@@ -254,8 +276,13 @@ class JobManager:
         """
         import yaml
 
+        from nbmlops.runner.gates import parse_gate
         from nbmlops.runner.parameters import ParameterError, ParameterTypeError, check_parameters
 
+        for gate in gates:
+            parse_gate(gate)
+        if timeout is not None and not 0 < timeout < math.inf:
+            raise RequestError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         for name, value in parameters.items():
             size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
             if size > MAX_VALUE_BYTES:
@@ -273,11 +300,15 @@ class JobManager:
             self.folder.mkdir(parents=True, exist_ok=True)
             # the executed notebook goes where JupyterLab can open it (it does not serve hidden folders)
             output = self.root / OUTPUT_FOLDER / f"{path.stem}-{job_id[:8]}.ipynb"
-            job = Job(job_id, notebook, echoed(parameters), self.folder, output, pid=0, pid_started=None)
+            job = Job(job_id, notebook, echoed(parameters), self.folder, output, pid=0, pid_started=None,
+                      gates=tuple(gates), timeout=timeout)
             with os.fdopen(os.open(job.parameters_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
                 yaml.safe_dump(dict(parameters), handle, allow_unicode=True)
             command = [sys.executable, "-m", "nbmlops.cli", "run", str(path), "-f", str(job.parameters_path),
                        "--output", str(output), "--status-file", str(job.status_path), "--no-progress"]
+            command += [f"--gate={gate}" for gate in gates]  # "=": a gate starting with "-" is no option
+            if timeout is not None:
+                command.append(f"--timeout={timeout!r}")
             with open(job.log_path, "wb") as log:
                 job.process = subprocess.Popen(
                     command, cwd=path.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,

@@ -7,14 +7,17 @@ Times are epoch milliseconds (decisions keep their ISO 8601 text); NaN and infin
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nbmlops.registry.models import ModelVersionInfo, RegisteredModelInfo
+from nbmlops.exceptions import GateSyntaxError
+from nbmlops.redact import redact_text
+from nbmlops.registry.models import FEATURES_TAG, ModelVersionInfo, RegisteredModelInfo
 from nbmlops.registry.promote import Promotion
 from nbmlops.tracking.notebook_runs import ListedRun, RunDetail
+from nbmlops.tracking.search import RunRow
 
-__all__ = ["json_safe", "model", "model_versions", "promotion", "run_detail", "run_row"]
+__all__ = ["gate_syntax_error", "json_safe", "model", "model_versions", "promotion", "run_detail", "run_link", "run_row"]
 
 _DETAIL_TAG_PREFIXES = ("nbmlops.", "mlflow.source.")
 
@@ -78,8 +81,13 @@ def model(info: RegisteredModelInfo) -> dict[str, Any]:
     return {"name": info.name, "latest_version": info.latest_version, "aliases": dict(info.aliases)}
 
 
-def model_versions(name: str, versions: Sequence[ModelVersionInfo]) -> dict[str, Any]:
-    """A model's versions, newest first, each with its aliases and promotion decisions (oldest first)."""
+def model_versions(
+    name: str, versions: Sequence[ModelVersionInfo], runs: Mapping[str, RunRow] | None = None, ui_url: str = ""
+) -> dict[str, Any]:
+    """A model's versions, newest first, each with its aliases, promotion decisions (oldest first), lineage
+    (from the version's tags) and source run (from ``runs``, by run id: its name, status, times, metrics and
+    address in the MLflow UI; None when the store no longer has it)."""
+    runs = runs or {}
     return {
         "name": name,
         "versions": [
@@ -94,9 +102,59 @@ def model_versions(name: str, versions: Sequence[ModelVersionInfo]) -> dict[str,
                      "previous": d.previous, "checks": list(d.checks)}
                     for d in v.decisions
                 ],
+                "lineage": _lineage(v),
+                "run": _source_run(runs[v.run_id], ui_url) if v.run_id in runs else None,
             }
             for v in versions
         ],
+    }
+
+
+def _lineage(version: ModelVersionInfo) -> dict[str, Any]:
+    """Where a version comes from, as its registration tagged it: notebook, cell, commit, model class, the
+    headless run its cell ran in, and the fingerprints of its training features and evaluation data."""
+    tags = version.tags
+    return {
+        "notebook": tags.get("nbmlops.notebook") or None,
+        "cell_id": tags.get("nbmlops.cell_id") or None,
+        "git_commit": tags.get("nbmlops.git_commit") or None,
+        "model_class": tags.get("nbmlops.model_class") or None,
+        "parent_run_id": tags.get("nbmlops.parent_run_id") or None,
+        "features": tags.get(FEATURES_TAG) or None,
+        "training": version.datasets("training"),
+        "evaluation": version.datasets("evaluation"),
+    }
+
+
+def _source_run(row: RunRow, ui_url: str) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "name": row.name or None,
+        "status": row.status,
+        "start_time": row.start_time or None,
+        "end_time": row.end_time,
+        "metrics": dict(row.metrics),
+        "ui_url": run_link(ui_url, row.experiment_id, row.run_id) if ui_url else None,
+    }
+
+
+def run_link(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The address of a run in the MLflow UI at ``ui_url`` (never with credentials)."""
+    from nbmlops.tracking.summary import run_url
+
+    return run_url(ui_url, experiment_id, run_id)
+
+
+def gate_syntax_error(error: GateSyntaxError) -> dict[str, Any]:
+    """A gate that does not parse: ``error`` is one line; ``gate_error`` says where, so a page can put a caret
+    under the gate's text (in a monospace font: ``position`` counts characters, 0 based)."""
+    line = f'gate "{error.text}": expected {error.expected} at position {error.position}'
+    shown = redact_text(line)
+    return {
+        "error": shown,
+        # a gate that held a token shape is not echoed (its redacted text would no longer line up)
+        "gate_error": {"gate": error.text, "position": error.position, "expected": error.expected}
+        if shown == line else None,
     }
 
 
