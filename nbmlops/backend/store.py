@@ -59,7 +59,7 @@ from nbmlops.redact import redact_uri
 
 __all__ = [
     "ATTEMPT_TAG", "DUPLICATE_TAG", "PARENT_KEY_TAG", "RUN_KEY_TAG", "SUPERSEDED_TAG", "SUPERSEDES_TAG", "TASK_TAG",
-    "Attempt", "RecordRejected", "Store", "open_store",
+    "Attempt", "RecordRejected", "Store", "call_budget", "open_store",
 ]
 
 _TRANSIENT = re.compile(
@@ -98,6 +98,18 @@ def open_store(uri: str, artifact_root: str | None) -> Store:
         if key not in _stores:
             _stores[key] = Store(uri, artifact_root)
         return _stores[key]
+
+
+@contextlib.contextmanager
+def call_budget(seconds: float) -> Iterator[None]:
+    """Within the block, this thread's store calls have a budget of ``seconds`` instead of the ``call_timeout``
+    setting: each request waits at most that long, retries included (the Jupyter server's API answers within a
+    few seconds whatever the store does)."""
+    outer, _limits.budget = getattr(_limits, "budget", None), seconds
+    try:
+        yield
+    finally:
+        _limits.budget = outer
 
 
 class Store:
