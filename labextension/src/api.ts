@@ -62,9 +62,17 @@ export async function promote(name: string, request: IPromotionRequest): Promise
   }
 }
 
-/** Start `nbmlops run` on a notebook; only the given parameters override its defaults. */
-export function startJob(notebook: string, parameters: Record<string, unknown>): Promise<IJob> {
-  return requestAPI<IJob>('jobs', post({ notebook, parameters }));
+/**
+ * Start `nbmlops run` on a notebook; only the given parameters override its defaults. `gates` and `timeout`
+ * (seconds a cell may run) are its `--gate` and `--timeout`; a gate that does not parse is an `ApiError` whose
+ * body carries `gate_error`.
+ */
+export function startJob(
+  notebook: string,
+  parameters: Record<string, unknown>,
+  options: { gates?: string[]; timeout?: number | null } = {}
+): Promise<IJob> {
+  return requestAPI<IJob>('jobs', post({ notebook, parameters, ...options }));
 }
 
 export function getJob(jobId: string): Promise<IJob> {

@@ -149,7 +149,7 @@ function RunsView(props: { state: ExperimentsState; commands: CommandRegistry })
         </button>
       </div>
       {state.error && <div className="nbmlops-lab-error">Runs unavailable: {state.error}</div>}
-      <JobsSection jobs={state.jobs} commands={commands} />
+      <JobsSection jobs={state.jobs} commands={commands} onSelectRun={setSelected} />
       {compared.length === 2 && (
         <Comparison a={compared[0]} b={compared[1]} onClose={() => setCompare([])} />
       )}

@@ -1,7 +1,7 @@
 /**
  * Run headlessly: a dialog listing the active notebook's declared parameters with their
- * defaults, which starts `nbmlops run` on the server; the Experiments panel then follows the
- * run's progress and links to the executed notebook.
+ * defaults, gates and a timeout, which starts `nbmlops run` on the server; the Experiments panel
+ * then follows the run's progress and shows its result (see `jobs.tsx`).
  */
 
 import { JupyterFrontEnd } from '@jupyterlab/application';
@@ -12,26 +12,51 @@ import * as React from 'react';
 
 import { cancelJob, getParameters, startJob } from './api';
 import { PANEL_ID } from './experiments';
-import { IParameterField, changedParameters, jobSummary, parameterFields } from './model';
+import { GateErrorView } from './gateError';
+import { IParameterField, changedParameters, parameterFields } from './model';
+import { ApiError } from './request';
+import {
+  basename,
+  gateSyntaxError,
+  jobErrorLine,
+  jobHeadline,
+  keyMetricsFirst,
+  metricText,
+  parseTimeout,
+  splitGates
+} from './results';
 import { ExperimentsState } from './state';
-import { IDeclaredParameter } from './types';
+import { IDeclaredParameter, IGateSyntaxError, IJob } from './types';
 
 export const RUN_HEADLESS = 'nbmlops:run-headless';
 export const CANCEL_JOB = 'nbmlops:cancel-job';
 
-/** The dialog's body: one input per declared parameter; `getValue()` gives the texts typed. */
-class ParametersForm extends ReactWidget implements Dialog.IBodyWidget<Record<string, string>> {
-  constructor(notebook: string, fields: IParameterField[], texts: Record<string, string>, errors: string[]) {
+/** What the dialog holds: the parameters' texts, the gates and the timeout as typed. */
+interface IRunForm {
+  texts: Record<string, string>;
+  gates: string;
+  timeout: string;
+}
+
+/** Why the last Start was refused: lines, and a gate that does not parse (with where). */
+interface IRefusal {
+  errors: string[];
+  gate: { message: string; error: IGateSyntaxError | null } | null;
+}
+
+/** The dialog's body: one input per declared parameter, gates and a timeout; `getValue()` gives the texts. */
+class ParametersForm extends ReactWidget implements Dialog.IBodyWidget<IRunForm> {
+  constructor(notebook: string, fields: IParameterField[], form: IRunForm, refusal: IRefusal) {
     super();
     this.addClass('nbmlops-ParametersForm');
     this._notebook = notebook;
     this._fields = fields;
-    this._texts = { ...texts };
-    this._errors = errors;
+    this._form = { ...form, texts: { ...form.texts } };
+    this._refusal = refusal;
   }
 
-  getValue(): Record<string, string> {
-    return { ...this._texts };
+  getValue(): IRunForm {
+    return { ...this._form, texts: { ...this._form.texts } };
   }
 
   protected render(): JSX.Element {
@@ -39,38 +64,39 @@ class ParametersForm extends ReactWidget implements Dialog.IBodyWidget<Record<st
       <ParameterInputs
         notebook={this._notebook}
         fields={this._fields}
-        initial={this._texts}
-        errors={this._errors}
-        onChange={texts => (this._texts = texts)}
+        initial={this._form}
+        refusal={this._refusal}
+        onChange={form => (this._form = form)}
       />
     );
   }
 
   private _notebook: string;
   private _fields: IParameterField[];
-  private _texts: Record<string, string>;
-  private _errors: string[];
+  private _form: IRunForm;
+  private _refusal: IRefusal;
 }
 
 function ParameterInputs(props: {
   notebook: string;
   fields: IParameterField[];
-  initial: Record<string, string>;
-  errors: string[];
-  onChange: (texts: Record<string, string>) => void;
+  initial: IRunForm;
+  refusal: IRefusal;
+  onChange: (form: IRunForm) => void;
 }): JSX.Element {
-  const [texts, setTexts] = React.useState(props.initial);
-  const set = (name: string, value: string) => {
-    const next = { ...texts, [name]: value };
-    setTexts(next);
+  const [form, setForm] = React.useState(props.initial);
+  const texts = form.texts;
+  const update = (next: IRunForm) => {
+    setForm(next);
     props.onChange(next);
   };
+  const set = (name: string, value: string) => update({ ...form, texts: { ...texts, [name]: value } });
   return (
     <div className="nbmlops-lab-parameters">
       <p>
         Executes <code>{props.notebook}</code> with <code>nbmlops run</code> on the server, as its own MLflow run.
       </p>
-      {props.errors.map(error => (
+      {props.refusal.errors.map(error => (
         <div key={error} className="nbmlops-lab-error">
           {error}
         </div>
@@ -122,35 +148,109 @@ function ParameterInputs(props: {
           </tbody>
         </table>
       )}
+      <fieldset className="nbmlops-lab-run-options">
+        <legend>When it runs</legend>
+        <label htmlFor="nbmlops-lab-gates">Gates</label>
+        <div>
+          <input
+            id="nbmlops-lab-gates"
+            name="gates"
+            className="jp-mod-styled nbmlops-lab-gate-input"
+            type="text"
+            spellCheck={false}
+            placeholder="accuracy >= 0.9 and loss < 0.5"
+            value={form.gates}
+            onChange={event => update({ ...form, gates: event.target.value })}
+          />
+          <div className="nbmlops-lab-option-help">
+            conditions on the run&apos;s metrics (<code>nbmlops run --gate</code>); several separated by{' '}
+            <code>;</code>. A gate that fails fails the run.
+          </div>
+          {props.refusal.gate && (
+            <GateErrorView message={props.refusal.gate.message} error={props.refusal.gate.error} />
+          )}
+        </div>
+        <label htmlFor="nbmlops-lab-timeout">Timeout</label>
+        <div>
+          <input
+            id="nbmlops-lab-timeout"
+            name="timeout"
+            className="jp-mod-styled nbmlops-lab-timeout-input"
+            type="text"
+            inputMode="decimal"
+            placeholder="none"
+            value={form.timeout}
+            onChange={event => update({ ...form, timeout: event.target.value })}
+          />{' '}
+          seconds
+          <div className="nbmlops-lab-option-help">
+            a cell that runs longer stops the run as timed out (<code>nbmlops run --timeout</code>).
+          </div>
+        </div>
+      </fieldset>
     </div>
   );
 }
 
-/** Ask for the parameters until they are valid; null if the dialog was cancelled. */
-async function askParameters(
-  notebook: string,
-  declared: IDeclaredParameter[]
-): Promise<Record<string, unknown> | null> {
+const NO_REFUSAL: IRefusal = { errors: [], gate: null };
+
+/**
+ * Ask for the parameters, gates and timeout and start the run, until the server takes it; the job, or null if
+ * the dialog was cancelled. A refusal (a parameter of the wrong type, a gate that does not parse) opens the
+ * dialog again with what was typed and why.
+ */
+async function startFromDialog(notebook: string, declared: IDeclaredParameter[]): Promise<IJob | null> {
   const fields = parameterFields(declared);
-  let texts: Record<string, string> = Object.fromEntries(fields.map(field => [field.name, field.initial]));
-  let errors: string[] = [];
+  let form: IRunForm = {
+    texts: Object.fromEntries(fields.map(field => [field.name, field.initial])),
+    gates: '',
+    timeout: ''
+  };
+  let refusal = NO_REFUSAL;
   for (;;) {
     const result = await showDialog({
       title: 'Run Notebook Headlessly',
-      body: new ParametersForm(notebook, fields, texts, errors),
+      body: new ParametersForm(notebook, fields, form, refusal),
       buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Start' })],
       focusNodeSelector: 'input'
     });
     if (!result.button.accept || !result.value) {
       return null;
     }
-    texts = result.value;
-    const checked = changedParameters(fields, texts);
-    if (checked.errors.length === 0) {
-      return checked.values;
+    form = result.value;
+    const checked = changedParameters(fields, form.texts);
+    const timeout = parseTimeout(form.timeout);
+    const errors = [...checked.errors, ...(timeout.ok ? [] : [timeout.error])];
+    if (errors.length > 0 || !timeout.ok) {
+      refusal = { errors, gate: null };
+      continue;
     }
-    errors = checked.errors;
+    try {
+      return await startJob(notebook, checked.values, { gates: splitGates(form.gates), timeout: timeout.value });
+    } catch (error) {
+      if (!(error instanceof ApiError) || (error.status !== 400 && error.status !== 413)) {
+        throw error;
+      }
+      const gate = gateSyntaxError(error.body);
+      refusal = gate
+        ? { errors: [], gate: { message: error.reason, error: gate } }
+        : { errors: [error.reason], gate: null };
+    }
   }
+}
+
+/** `Headless run of train.ipynb finished in 12 s: accuracy 0.93` (the notification when it ends). */
+function endedText(job: IJob): string {
+  const metrics = keyMetricsFirst(job.metrics, job.gates ?? [], 2).shown.map(([name, value]) =>
+    metricText(name, value)
+  );
+  const error = jobErrorLine(job);
+  const gates = (job.gate_results ?? []).filter(gate => !gate.passed).map(gate => gate.message);
+  return (
+    `Headless run of ${basename(job.notebook)} ${jobHeadline(job)}` +
+    (metrics.length ? `: ${metrics.join(', ')}` : '') +
+    [...gates, ...(error ? [error] : [])].map(line => `. ${line}`).join('')
+  );
 }
 
 export function addHeadlessCommands(app: JupyterFrontEnd, tracker: INotebookTracker, state: ExperimentsState): void {
@@ -171,11 +271,10 @@ export function addHeadlessCommands(app: JupyterFrontEnd, tracker: INotebookTrac
         }
         const notebook = panel.context.path;
         const declared = await getParameters(notebook);
-        const parameters = await askParameters(notebook, declared.parameters);
-        if (parameters === null) {
+        const job = await startFromDialog(notebook, declared.parameters);
+        if (job === null) {
           return;
         }
-        const job = await startJob(notebook, parameters);
         state.addJob(job);
         app.shell.activateById(PANEL_ID);
       } catch (error) {
@@ -200,7 +299,6 @@ export function addHeadlessCommands(app: JupyterFrontEnd, tracker: INotebookTrac
   });
 
   state.jobEnded.connect((_, job) => {
-    const name = job.notebook.split('/').pop();
     const actions: Notification.IAction[] = job.output
       ? [
           {
@@ -209,7 +307,7 @@ export function addHeadlessCommands(app: JupyterFrontEnd, tracker: INotebookTrac
           }
         ]
       : [];
-    const text = `Headless run of ${name}: ${jobSummary(job)}`;
+    const text = endedText(job);
     if (job.status === 'finished') {
       Notification.success(text, { actions, autoClose: 8000 });
     } else {

@@ -106,6 +106,43 @@ export interface IModelVersion {
   aliases: string[];
   status: string | null;
   decisions: IDecision[];
+  /** where the version comes from, as its registration tagged it (absent from older servers) */
+  lineage?: IVersionLineage;
+  /** the run that registered it; null when the store no longer has it (absent from older servers) */
+  run?: IVersionRun | null;
+}
+
+export interface IVersionLineage {
+  notebook: string | null;
+  cell_id: string | null;
+  git_commit: string | null;
+  model_class: string | null;
+  /** the headless notebook run the registering cell ran in */
+  parent_run_id: string | null;
+  /** fingerprint of the training features */
+  features: string | null;
+  /** variable -> fingerprint */
+  training: Record<string, string>;
+  evaluation: Record<string, string>;
+}
+
+/** A version's source run. */
+export interface IVersionRun {
+  run_id: string;
+  name: string | null;
+  status: string;
+  start_time: Time;
+  end_time: Time;
+  metrics: Record<string, number | null>;
+  /** the run in the MLflow UI */
+  ui_url: string | null;
+}
+
+/** Where a gate does not follow the grammar: `position` counts characters of `gate`, 0 based. */
+export interface IGateSyntaxError {
+  gate: string;
+  position: number;
+  expected: string;
 }
 
 export interface IModelDetails {
@@ -130,6 +167,13 @@ export interface IPromotionResult {
 /** `queued` until its kernel is up, `running`, then how it ended. */
 export type JobStatus = 'queued' | 'running' | 'finished' | 'failed' | 'timeout' | 'killed' | 'cancelled';
 
+/** One gate's outcome on a finished headless run. */
+export interface IGateOutcome {
+  gate: string;
+  passed: boolean;
+  message: string;
+}
+
 /** `GET /nbmlops/api/jobs/<id>` */
 export interface IJob {
   job_id: string;
@@ -146,4 +190,18 @@ export interface IJob {
   error: string | null;
   started: Time;
   ended: Time;
+  /** the fields below are absent from servers older than the gates and results */
+  experiment_id?: string | null;
+  /** the gates it was started with (`nbmlops run --gate`) */
+  gates?: string[];
+  /** seconds one cell may run (`nbmlops run --timeout`) */
+  timeout?: number | null;
+  /** the run's final metrics (rolled up from its cells), once it ended */
+  metrics?: Record<string, number | null> | null;
+  /** each gate's outcome, once it ended */
+  gate_results?: IGateOutcome[] | null;
+  /** from its start to its end, once it ended */
+  duration_ms?: number | null;
+  /** the run in the MLflow UI, once the store has it */
+  run_url?: string | null;
 }
