@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,7 +21,7 @@ from nbmlops.config import CAPTURE_KINDS, SETTING_NAMES, configure, resolve_sett
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.tracking.cell import CellContext, CellOptions, TrackedCell
 from nbmlops.tracking.run import cell_id_in_notebook, notebook_experiment, notebook_path
-from nbmlops.tracking.session import HANDOFF_ENV, get_session
+from nbmlops.tracking.session import get_session
 from nbmlops.tracking.summary import Summary, run_url
 
 __all__ = ["NbmlopsMagics"]
@@ -132,20 +134,26 @@ class NbmlopsMagics(Magics):
                         _warn(f"recording the end of this cell failed: {type(exc).__name__}: {exc}")
 
     def _show(self, summary: Summary, tracked: TrackedCell) -> None:
-        widget = _summary_widget(self.shell, summary)
-        handle = display(summary.mimebundle() if widget is None else widget.mimebundle(), raw=True, display_id=True)
-        if handle is None or not getattr(self.shell, "kernel", None):
+        """Display the summary as plain HTML (and text), and update it in place once the run is in the store:
+        its link, and the previous run's values when this kernel had none."""
+        handle = display(summary.mimebundle(), raw=True, display_id=True)
+        if handle is None or self.shell is None or not getattr(self.shell, "kernel", None):
             return
         ui_url = tracked.settings.ui_url
+        publisher = self.shell.display_pub
+        cell = getattr(publisher, "parent_header", None)  # the request of the cell that shows the summary
 
         def update(run_id: str, experiment_id: str) -> None:
             summary.url = run_url(ui_url, experiment_id, run_id)
             if summary.previous is None:
                 try:
-                    summary.previous = tracked.previous_from_store(run_id, experiment_id)
+                    found = tracked.previous_from_store(run_id, experiment_id)
                 except Exception:
-                    summary.previous = None
-            handle.update(summary.mimebundle() if widget is None else widget.update(summary), raw=True)
+                    found = None
+                if found is not None:
+                    summary.previous, summary.previous_params = found
+            with _replying_to(publisher, cell):
+                handle.update(summary.mimebundle(), raw=True)
 
         assert tracked.run is not None
         get_session().on_run_created(tracked.run.key, update)
@@ -181,15 +189,19 @@ class NbmlopsMagics(Magics):
         raise UsageError(f"unknown %nbmlops command {command!r}; try: config, status, flush, dashboard")
 
 
-def _summary_widget(shell: Any, summary: Summary) -> Any:
-    """A widget showing ``summary`` when a widget frontend is likely (a kernel, not a headless run), else None."""
-    if not getattr(shell, "kernel", None) or os.environ.get(HANDOFF_ENV) == "1":
-        return None
+@contextlib.contextmanager
+def _replying_to(publisher: Any, parent: Any) -> Iterator[None]:
+    """Within the block, this thread's displays answer the request ``parent`` (the cell that showed the summary):
+    JupyterLab and Notebook 7 apply a display update only in the output area of the request it answers, and a
+    delivery thread would otherwise send it as an answer to whatever cell runs at that moment."""
+    if not parent or not hasattr(publisher, "set_thread_parent"):
+        yield
+        return
+    token = publisher.set_thread_parent(parent)
     try:
-        from nbmlops.widgets.summary import SummaryWidget
-    except ImportError:  # ipywidgets missing: the HTML summary says it all
-        return None
-    return SummaryWidget(summary)
+        yield
+    finally:
+        publisher.reset_thread_parent(token)
 
 
 def _warn(message: str) -> None:

@@ -4,6 +4,7 @@ and recovery of the runs of a kernel killed with SIGKILL in the middle of a cell
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -69,6 +70,23 @@ class Kernel:
         content, outputs = self.run(code, timeout)
         assert content["status"] == "ok", (content.get("ename"), content.get("evalue"), content.get("traceback"))
         return outputs
+
+    def ok_all(self, code: str, timeout: float = KERNEL_TIMEOUT) -> list[dict[str, Any]]:
+        """Execute ``code``; return every iopub message until it is done, also those answering earlier requests
+        (a display update a background thread sends for the cell that showed the display)."""
+        msg_id = self.kc.execute(code)
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not any(m["msg_type"] == "status" and m["parent_header"].get("msg_id") == msg_id
+                      and m["content"]["execution_state"] == "idle" for m in messages):
+            assert time.monotonic() < deadline, [m["msg_type"] for m in messages]
+            try:
+                messages.append(self.kc.get_iopub_msg(timeout=1))
+            except queue.Empty:
+                continue
+        reply = self.kc.get_shell_msg(timeout=timeout)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok", reply["content"]
+        return messages
 
     def stdout(self, code: str) -> str:
         outputs = self.ok(code)
@@ -136,7 +154,7 @@ def test_tracked_cell_in_a_real_kernel_records_params_metrics_data_code_and_show
         and "text/plain" in m["content"].get("data", {})
     ]
     assert any("FINISHED" in text and "alpha=0.1" in text for text in summaries), summaries
-    flushed = kernel.ok("import nbmlops\nnbmlops.flush(60)")
+    flushed = kernel.ok_all("import nbmlops\nnbmlops.flush(60)")
     digest = kernel.stdout("print(nbmlops.fingerprint(df))").strip()
     assert re.fullmatch(r"[0-9a-f]{32}", digest), digest
 

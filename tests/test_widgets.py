@@ -28,7 +28,6 @@ from nbmlops.widgets.charts import ChartsView
 from nbmlops.widgets.live import Live
 from nbmlops.widgets.models import ModelsView
 from nbmlops.widgets.runs import FilterError, RunsView, metric_filter
-from nbmlops.widgets.summary import SummaryWidget
 
 EVIL = "<img src=x onerror=alert(1)>"
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
@@ -281,7 +280,7 @@ def test_html_in_run_names_params_and_tags_shows_as_text_everywhere(project, req
     assert dashboard.wait_loaded(60)
     assert any(EVIL in label for label, _ in dashboard.cell_filter.options)  # plain-text labels: shown as is
     summary = Summary(name=EVIL, experiment=EVIL, status="FINISHED", duration_s=0.1, params={"p": EVIL})
-    assert "<img" not in SummaryWidget(summary).value
+    assert "<img" not in summary.to_html()
 
 
 # -- compare ----------------------------------------------------------------------------------------------
@@ -524,39 +523,7 @@ def test_live_poll_counts_instead_of_reading_when_nothing_changed(bulk, store_ur
     assert view.stats["runs_read"] == before["runs_read"] and view.stats["counts"] == before["counts"] + 1
 
 
-# -- the %%track summary, the magic, the package --------------------------------------------------------------
-
-
-def test_summary_widget_keeps_html_text_and_run_payload_and_updates_in_place():
-    summary = Summary(name="train", experiment="exp", status="FINISHED", duration_s=0.5, params={"alpha": "0.5"},
-                      metrics={"acc": 0.9}, run_key="0" * 32)
-    widget = SummaryWidget(summary)
-    bundle = widget.mimebundle()
-    assert {"text/plain", "text/html", "application/vnd.nbmlops.run+json",
-            "application/vnd.jupyter.widget-view+json"} <= set(bundle)
-    assert bundle["text/html"] == widget.value == summary.to_html()
-    assert bundle["text/plain"] == summary.to_text()
-    summary.url = "http://127.0.0.1:5000/#/experiments/1/runs/abc"
-    updated = widget.update(summary)
-    assert "open in MLflow" in widget.value and updated["text/html"] == widget.value
-    assert updated["application/vnd.jupyter.widget-view+json"]["model_id"] == widget.model_id
-    widget.close()
-
-
-def test_summary_is_a_widget_only_in_a_kernel_that_is_not_headless(shell, monkeypatch):
-    from nbmlops.magics import _summary_widget
-
-    summary = Summary(name="x", experiment="e", status="FINISHED", duration_s=0.0)
-    assert _summary_widget(shell, summary) is None  # a terminal shell has no widget frontend
-
-    class Kernelled:
-        kernel = object()
-
-    widget = _summary_widget(Kernelled(), summary)
-    assert isinstance(widget, SummaryWidget)
-    widget.close()
-    monkeypatch.setenv("NBMLOPS_HANDOFF", "1")
-    assert _summary_widget(Kernelled(), summary) is None
+# -- the magic, the package ---------------------------------------------------------------------------------
 
 
 def test_magic_and_api_open_the_dashboard_of_this_notebook_by_default(shell, project, request, dashboards):

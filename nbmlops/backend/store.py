@@ -586,8 +586,11 @@ class Store:
             rows.append((experiment.experiment_id, experiment.name, len(runs)))
         return rows
 
-    def previous_metrics(self, experiment_id: str, cell_key: str, run_id: str) -> dict[str, float] | None:
-        """Metrics of the latest FINISHED run of the same cell before ``run_id`` (None when there is none)."""
+    def previous_values(
+        self, experiment_id: str, cell_key: str, run_id: str
+    ) -> tuple[dict[str, float], dict[str, str]] | None:
+        """Metrics and params of the latest FINISHED run of the same cell before ``run_id`` (None when there
+        is none)."""
         if "'" in cell_key or "\\" in cell_key:
             return None
         client = self.client
@@ -600,7 +603,7 @@ class Store:
             )
         )
         earlier = [run for run in runs if run.info.run_id != run_id]
-        return dict(earlier[0].data.metrics) if earlier else None
+        return (dict(earlier[0].data.metrics), dict(earlier[0].data.params)) if earlier else None
 
     def _pages(self, fetch: Callable[[str | None], Any]) -> list[Any]:
         """Every item of a paged MLflow search: ``fetch(page_token)`` page after page."""

@@ -30,6 +30,7 @@ from nbmlops.runner.parameters import check_parameters
 from nbmlops.runner.render import HtmlRender
 from nbmlops.runner.reports import NotebookReport
 from nbmlops.runner.status_file import chain_hooks
+from nbmlops.runner.summaries import finish_summaries
 from nbmlops.tracking.delivery import Handoff, sync_journals
 from nbmlops.tracking.run import PARENT_ENV, Run, experiment_for
 from nbmlops.tracking.scraps import metric_number, read_payloads
@@ -172,6 +173,8 @@ def run_notebook(
     results = tuple(evaluate_gates(parsed_gates, metrics)) if status == "FINISHED" else ()
     _end_run(run, status, failure, error, results, duration)
     run_id, url = deliver(run, settings, cwd, handoff)
+    if handoff is not None and executed is not None:  # this process delivered the kernel's runs
+        finish_summaries(target, settings, run_id, session.redactor.scrub)
     return NotebookRun(
         notebook=source,
         output=target,

@@ -34,6 +34,7 @@ from nbmlops.runner.execute import (
     share_snapshots,
 )
 from nbmlops.runner.parameters import ParameterError
+from nbmlops.runner.summaries import finish_summaries, parameter_scrubber
 from nbmlops.tracking.delivery import Handoff, RunListener, new_tag
 from nbmlops.tracking.session import HANDOFF_ENV, HANDOFF_TAG_ENV, close_session
 
@@ -97,6 +98,7 @@ def run_notebook_forked(
     if settings.data_store == "mlflow":
         share_snapshots(settings, cwd, started_ms)
     if run_id is None:
+        finish_summaries(result.output, settings, None, parameter_scrubber(result.parameters))
         return result  # not in the store yet: the warnings say why; `nbmlops sync` delivers it
     from nbmlops.backend.store import open_store
 
@@ -105,6 +107,7 @@ def run_notebook_forked(
     except NbmlopsError:
         return dataclasses.replace(result, run_id=run_id)
     run_id, url = link_children(settings, result.run_key, run_id, experiment_id)
+    finish_summaries(result.output, settings, run_id, parameter_scrubber(result.parameters))
     return dataclasses.replace(result, run_id=run_id, url=url, experiment_id=experiment_id)
 
 

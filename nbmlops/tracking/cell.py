@@ -22,7 +22,9 @@ from nbmlops.tracking.values import dataset_context, is_data, is_metric_value, n
 
 __all__ = ["CellContext", "CellOptions", "TrackedCell"]
 
-_previous_metrics: dict[str, dict[str, float]] = {}
+#: per cell key, the metrics and params of this kernel's last finished run of that cell (the summary's
+#: deltas and changed params)
+_previous_runs: dict[str, tuple[dict[str, float], dict[str, str]]] = {}
 #: per tracking store, which run holds this kernel's history so far, up to which execution count, and a digest
 #: of that history (see ``TrackedCell._log_code``)
 _stored_history: dict[str, dict[str, Any]] = {}
@@ -90,7 +92,6 @@ class TrackedCell:
         self.cell_key = context.cell_id or options.name or hashlib.sha1(source.encode()).hexdigest()[:16]
         self.run: Run | None = None
         self._figures_before: set[int] = set()
-        self._series: dict[str, list[float]] = {}
         self._nondeterministic: list[str] = []
 
     def start(self) -> Run:
@@ -178,6 +179,7 @@ class TrackedCell:
         finally:
             end_for(run, exc)
         session = get_session()
+        previous = _previous_runs.get(self.cell_key)
         summary = Summary(
             name=run.name or "cell",
             experiment=run.experiment,
@@ -185,8 +187,10 @@ class TrackedCell:
             duration_s=((run.ended or run.started) - run.started) / 1000,
             params=dict(run.params),
             metrics=dict(run.metrics),
-            series=dict(self._series),
-            previous=_previous_metrics.get(self.cell_key),
+            series={k: list(s.values) for k, s in run.series.items() if s.count > 1},
+            steps={k: s.count for k, s in run.series.items() if s.count > 1},
+            previous=previous[0] if previous else None,
+            previous_params=previous[1] if previous else None,
             datasets=dict(run.datasets),
             outputs=dict(run.outputs),
             nondeterministic=list(self._nondeterministic),
@@ -197,7 +201,7 @@ class TrackedCell:
             registered=registered,
         )
         if run.status == "FINISHED":
-            _previous_metrics[self.cell_key] = dict(run.metrics)
+            _previous_runs[self.cell_key] = (dict(run.metrics), dict(run.params))
         return summary
 
     def _register(self, run: Run, variable: str, name: str) -> str | None:
@@ -230,12 +234,13 @@ class TrackedCell:
             return None
         return name if key is not None else None
 
-    def previous_from_store(self, run_id: str, experiment_id: str) -> dict[str, float] | None:
-        """Metrics of the previous finished run of this cell in the store (say, before a kernel restart)."""
+    def previous_from_store(self, run_id: str, experiment_id: str) -> tuple[dict[str, float], dict[str, str]] | None:
+        """Metrics and params of the previous finished run of this cell in the store (say, before a kernel
+        restart), or None when there is none."""
         from nbmlops.backend.store import open_store
 
         store = open_store(self.settings.tracking_uri, self.settings.artifact_root)
-        return store.previous_metrics(experiment_id, self.cell_key, run_id)
+        return store.previous_values(experiment_id, self.cell_key, run_id)
 
     def _capture_results(self, run: Run) -> None:
         """Params, metrics, series, output data, nondeterminism and figures, read after the body."""
@@ -262,7 +267,6 @@ class TrackedCell:
         for key, values in found.series.items():
             if key not in run.metrics:
                 run.log_metric_series(key, values)
-                self._series[key] = values
         for name in found.not_data:
             _not_data[name] = id(ns[name])
         for name in dict.fromkeys([*self.options.data, *found.outputs]):

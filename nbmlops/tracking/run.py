@@ -25,6 +25,7 @@ from nbmlops.backend.identity import claimed_user
 from nbmlops.config import Settings, project_name, resolve_settings
 from nbmlops.exceptions import TrackingError
 from nbmlops.tracking.heartbeat import beat_for, process_start_time, stop_beating
+from nbmlops.tracking.series import MetricSeries
 from nbmlops.tracking.session import Session, get_session
 
 __all__ = [
@@ -178,6 +179,7 @@ class Run:
         )
         self.params: dict[str, str] = {}
         self.metrics: dict[str, float] = {}
+        self.series: dict[str, MetricSeries] = {}  # every metric's values as logged, bounded (the summary's curves)
         self.status: str | None = None
         self.started = _now_ms()
         self.ended: int | None = None
@@ -388,6 +390,7 @@ class Run:
             at = self._steps.get(key, -1) + 1 if step is None else int(step)
             self._steps[key] = max(at, self._steps.get(key, -1))
             self.metrics[key] = number
+            self.series.setdefault(key, MetricSeries()).add(number)
             rows.append([str(key), number, at, ts])
         if rows:
             self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
@@ -400,6 +403,9 @@ class Run:
         if rows:
             self._steps[key] = len(rows) - 1
             self.metrics[key] = numbers[-1]
+            self.series[key] = series = MetricSeries()
+            for number in numbers:
+                series.add(number)
             self.session.emit([{"t": "metrics", "run": self.key, "metrics": rows}])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
