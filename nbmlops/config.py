@@ -30,6 +30,11 @@ journal), and ``nbmlops sync`` and ``%nbmlops status`` end within about one budg
 misbehaves. An upload that keeps making progress may take longer; a local sqlite store waits on another
 local process's lock for up to a minute (progress, not an outage).
 
+MLflow UI: ``ui_url`` is where run links point. By default: a tracking server's own UI; in a process started by
+Jupyter Server with the nbmlops extension (a kernel, a terminal, a headless run), for the local store that server
+serves, ``<base_url>mlflow/`` (origin-relative: the same Jupyter behind its login, JupyterHub's ``/user/NAME/``
+included); elsewhere ``http://127.0.0.1:5000``, where ``nbmlops ui`` serves it.
+
 Models: ``trusted_models`` (``NBMLOPS_TRUSTED_MODELS="a,b"``, a list in ``pyproject.toml``) names the
 registered models nbmlops may load although they use pickle, types outside its skops trust list, or have no
 recorded SHA-256 (see :mod:`nbmlops.registry.safe_load`); default none.
@@ -73,6 +78,11 @@ SETTING_NAMES = (
     "heartbeat_interval",
     "heartbeat_timeout",
 )
+#: set by the nbmlops server extension for the processes Jupyter Server starts (kernels, terminals, headless runs):
+#: the origin-relative address (``<base_url>mlflow/``) at which it serves the MLflow UI of the store named by
+#: :data:`SERVED_UI_STORE_VARIABLE`; ``ui_url``'s default for that store (see :mod:`nbmlops.server.ui_proxy`)
+SERVED_UI_URL_VARIABLE = "NBMLOPS_SERVED_UI_URL"
+SERVED_UI_STORE_VARIABLE = "NBMLOPS_SERVED_UI_STORE"
 DEFAULT_SNAPSHOT_MAX_BYTES = 256 << 20  # 256 MiB: see the module docstring
 #: seconds nbmlops waits for the tracking store to answer one call (``call_timeout``)
 DEFAULT_CALL_TIMEOUT = 10.0
@@ -254,9 +264,7 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
         values["artifact_root"] = str(state / "artifacts") if local else None
         sources["artifact_root"] = "default"
     if "ui_url" not in values:
-        uri = values["tracking_uri"]
-        values["ui_url"] = strip_userinfo(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        sources["ui_url"] = "default"
+        values["ui_url"], sources["ui_url"] = _default_ui_url(values["tracking_uri"])
     values.setdefault("experiment", None)
     values.setdefault("flush_timeout", 10.0)
     values.setdefault("call_timeout", DEFAULT_CALL_TIMEOUT)
@@ -266,6 +274,18 @@ def resolve_settings(root: Path | None = None, **overrides: Any) -> Settings:
         values["data_store"] = "mlflow" if values["tracking_uri"].startswith(("http://", "https://")) else "local"
         sources["data_store"] = "default"
     return Settings(root=root, sources=sources, **values)
+
+
+def _default_ui_url(tracking_uri: str) -> tuple[str, str]:
+    """``(ui_url, its source)`` when no setting names one: a tracking server's own UI; for the local store that the
+    Jupyter Server this process was started by serves at ``<base_url>mlflow/`` (it says so in
+    :data:`SERVED_UI_URL_VARIABLE` and :data:`SERVED_UI_STORE_VARIABLE`), that address; else ``nbmlops ui``'s."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return strip_userinfo(tracking_uri), "default"
+    served = os.environ.get(SERVED_UI_URL_VARIABLE)
+    if served and os.environ.get(SERVED_UI_STORE_VARIABLE) == tracking_uri:
+        return served, "default: the MLflow UI Jupyter Server serves"
+    return "http://127.0.0.1:5000", "default"
 
 
 def _read_environment() -> dict[str, str]:

@@ -121,13 +121,19 @@ export function formatValue(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** A link target that is safe to put in an `href`: http(s) URLs only, else null. */
-export function safeHref(url: string | null | undefined): string | null {
+/**
+ * A link target that is safe to put in an `href`: http(s) URLs only, else null. An origin-relative address
+ * (`/user/me/mlflow/#/...`: the MLflow UI that Jupyter serves) is made absolute on `base`, this page's address.
+ */
+export function safeHref(
+  url: string | null | undefined,
+  base: string | undefined = globalThis.location?.href
+): string | null {
   if (!url) {
     return null;
   }
   try {
-    const parsed = new URL(url);
+    const parsed = /^\/(?!\/)/.test(url) && base ? new URL(url, base) : new URL(url);
     return parsed.protocol === 'http:' || parsed.protocol === 'https:'
       ? parsed.href
       : null;

@@ -3,11 +3,13 @@
 Enabled on install by ``jupyter-config/server-config/nbmlops.json`` (installed into
 ``etc/jupyter/jupyter_server_config.d/``); jupyter_server finds this module through
 :func:`nbmlops._jupyter_server_extension_points`. Loading it registers the handlers of
-:mod:`nbmlops.server.handlers` and nothing else: mlflow and papermill are imported on first use.
+:mod:`nbmlops.server.handlers` and the MLflow UI at ``<base_url>mlflow/`` (:mod:`nbmlops.server.ui_proxy`, started
+on first request) and nothing else: mlflow and papermill are imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,3 +38,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         ".*$", [(url_path_join(base_url, API_PREFIX, pattern), handler) for pattern, handler in routes()]
     )
     serverapp.log.info("nbmlops: API at %s", url_path_join(base_url, API_PREFIX))
+    if importlib.util.find_spec("jupyter_server_proxy") is None:
+        serverapp.log.warning("nbmlops: jupyter-server-proxy is not installed, so Jupyter does not serve the MLflow UI "
+                              "(pip install jupyter-server-proxy); run links point to `nbmlops ui`'s address")
+    else:
+        from nbmlops.server.ui_proxy import serve_mlflow_ui
+
+        serve_mlflow_ui(serverapp)

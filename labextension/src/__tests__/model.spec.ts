@@ -375,6 +375,15 @@ describe('formatting', () => {
     expect(safeHref(null)).toBeNull();
   });
 
+  it('links to the MLflow UI that Jupyter serves, on the page\'s own server', () => {
+    const lab = 'https://hub.example.org/user/alice/lab/tree/train.ipynb';
+    expect(safeHref('/user/alice/mlflow/#/experiments/1/runs/abc', lab)).toBe(
+      'https://hub.example.org/user/alice/mlflow/#/experiments/1/runs/abc'
+    );
+    expect(safeHref('//evil.example/x', lab)).toBeNull();
+    expect(safeHref('/user/alice/mlflow/', undefined)).toBeNull();
+  });
+
   it('names a tracking store briefly', () => {
     expect(shortStoreName('sqlite:////tmp/p/.nbmlops/mlflow.db')).toBe('sqlite: mlflow.db');
     expect(shortStoreName('http://mlflow.internal:5000')).toBe('mlflow.internal:5000');
