@@ -211,7 +211,7 @@ def _last_line(path: Path) -> str:
     return "no output"
 
 
-class MlflowUIHandler(NamedLocalProxyHandler):  # type: ignore[misc]
+class MlflowUIHandler(NamedLocalProxyHandler):
     """``<base_url>mlflow/<path>``: authenticated (jupyter-server-proxy's ``prepare``), authorized as the nbmlops
     API is (resource ``nbmlops``: GET reads, other methods write), and proxied to the UI."""
 
