@@ -199,7 +199,7 @@ def test_dashboard_widgets_filter_page_sort_and_carry_dom_hooks(bulk, project, d
     dashboard.status_filter.value = ""
     dashboard.sort_column.value = "metrics.acc"
     dashboard.sort_descending.value = False
-    accs = [float(x) for x in re.findall(r"<td>(0\.9\d*)</td>", dashboard.table.value)]
+    accs = [float(x) for x in re.findall(r"<td class='nbmlops-metric-col'>(0\.9\d*)</td>", dashboard.table.value)]
     assert accs == sorted(accs)
 
     cell = dashboard.cell_filter.options[1][1]
@@ -222,8 +222,8 @@ def test_first_page_is_the_count_and_table_and_controls_used_at_once_are_built_o
         assert dashboard.status_filter.value == "FAILED" and dashboard.count_label.value == f"{len(failed)} runs"
         built = {key for key, value in vars(dashboard).items() if isinstance(value, ipywidgets.Widget)}
         assert built - {"error", "count_label", "table"} == _CONTROLS
-    with pytest.raises(AttributeError, match="no attribute 'metric_choice'"):
-        dashboard.metric_choice  # noqa: B018 (the Charts tab's widgets come when it is opened)
+    with pytest.raises(AttributeError, match="no attribute 'models_table'"):
+        dashboard.models_table  # noqa: B018 (the Models tab's widgets come when it is opened)
 
 
 def test_static_html_fallback_holds_the_current_page(bulk, project, dashboards):
@@ -253,14 +253,15 @@ def test_html_in_run_names_params_and_tags_shows_as_text_everywhere(project, req
     dashboard.select(*[row.run_id for row in dashboard.runs.rows()])
     comparison = dashboard.compare_selected()
     assert comparison is not None and comparison.field("params", "note").values == (EVIL, EVIL)
-    dashboard.tabs.selected_index = 2  # charts: built on first view
+    dashboard.tabs.selected_index = 2  # charts: drawn on first view
     dashboard.chart_mode.value = "steps"
     dashboard.metric_choice.value = "loss"
-    steps = dashboard.chart_figure.data
+    steps = _figure(dashboard.chart_output)["data"]
     dashboard.chart_mode.value = "runs"
     dashboard.metric_choice.value = "accuracy"
-    points = dashboard.chart_figure.data[0]
-    assert len(steps) == 2 and all(len(trace.y) == 2 for trace in steps)
+    figure = _figure(dashboard.chart_output)
+    points = figure["data"][0]
+    assert len(steps) == 2 and all(len(trace["y"]) == 2 for trace in steps)
 
     htmls = {
         "table": dashboard.table.value,
@@ -269,13 +270,14 @@ def test_html_in_run_names_params_and_tags_shows_as_text_everywhere(project, req
         "chart": dashboard.chart.to_html(),
     }
     texts = {
-        "hover": " ".join(points.text),
-        "steps": " ".join(t.name + " ".join(t.text) for t in steps),
-        "title": str(dashboard.chart_figure.layout.title.text),
+        "hover": " ".join(points["text"]),
+        "steps": " ".join(t["name"] + " ".join(t["text"]) for t in steps),
+        "title": figure["layout"]["title"]["text"],
+        "details": dashboard.show_details(dashboard.runs.rows()[0].run_id),
     }
     for where, text in {**htmls, **texts}.items():
         assert "<img" not in text, where
-    for where in ("table", "compare", "static", "hover", "steps"):
+    for where in ("table", "compare", "static", "hover", "steps", "details"):
         assert ESCAPED in {**htmls, **texts}[where], where
     assert dashboard.wait_loaded(60)
     assert any(EVIL in label for label, _ in dashboard.cell_filter.options)  # plain-text labels: shown as is
@@ -294,7 +296,7 @@ def test_compare_two_cell_runs_marks_param_metric_data_and_code_differences(shel
     nbmlops.flush(60)
     dashboard = dashboards(resolve_settings().experiment)
     first, second = sorted(dashboard.runs.rows(), key=lambda r: r.start_time)
-    dashboard.selector.value = (first.run_id, second.run_id)  # ticking both in the list
+    dashboard.table.selected = [first.run_id, second.run_id]  # ticking both in the table
     assert set(dashboard.runs.selected) == {first.run_id, second.run_id}
     assert not dashboard.compare_button.disabled
     dashboard.compare_button.click()
@@ -314,6 +316,7 @@ def test_compare_two_cell_runs_marks_param_metric_data_and_code_differences(shel
     assert ("+", "extra = 1") in code.lines
     html = dashboard.compare_view.value
     assert html.count("class='nbmlops-differs'") == len(comparison.differences())
+    assert html.count("class='nbmlops-key'") == len(comparison.differences())  # only the differences
     assert "<span class='nbmlops-del'>-alpha = 0.5</span>" in html
     assert "<span class='nbmlops-add'>+alpha = 0.7</span>" in html
 
@@ -355,13 +358,14 @@ def test_charts_plot_a_metric_over_runs_and_a_sweep_as_parallel_coordinates(proj
     dashboard = dashboards(name)
     dashboard.tabs.selected_index = 2
     assert dashboard.sweep_choice.value == sweep.info.run_id
-    [trace] = dashboard.parallel_figure.data
-    assert trace.type == "parcoords" and [d["label"] for d in trace.dimensions] == ["alpha", "criterion", "accuracy"]
+    [trace] = _figure(dashboard.parallel_output)["data"]
+    assert trace["type"] == "parcoords"
+    assert [d["label"] for d in trace["dimensions"]] == ["alpha", "criterion", "accuracy"]
     assert dashboard.metric_choice.value == "accuracy"
-    assert list(dashboard.chart_figure.data[0].y) == list(over.series[0].y)
+    assert _figure(dashboard.chart_output)["data"][0]["y"] == list(over.series[0].y)
     assert "nbmlops-parallel-table" in dashboard.to_html()
     dashboard.expression.value = "accuracy > 0.75"  # the charts follow the filter
-    assert list(dashboard.chart_figure.data[0].y) == [0.85]
+    assert _figure(dashboard.chart_output)["data"][0]["y"] == [0.85]
 
 
 def project_uri() -> str:
@@ -490,7 +494,7 @@ def test_live_thread_follows_a_sweep_with_progress_and_stops_when_it_ends(projec
         children.append(child.info.run_id)
         client.set_terminated(child.info.run_id, "FINISHED")
         _wait(lambda done=index + 1: dashboard.progress.value == done, f"progress {index + 1}/3")
-    assert dashboard.progress.description == "3/3" and dashboard.count_label.value == "4 runs"
+    assert dashboard.progress.description == "3/3" and dashboard.count_label.value == "1 run, 3 nested"
     assert "sweep live: 3/3 finished" in dashboard.live_label.value
 
     client.set_terminated(sweep.info.run_id, "FINISHED")
@@ -599,6 +603,14 @@ def test_search_pages_counts_and_points_agree_with_mlflow_search_runs(bulk, stor
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _figure(output) -> dict:
+    """The plotly figure (JSON) an Output widget of the Charts tab shows."""
+    from nbmlops.widgets.figures import MIME_TYPE
+
+    [shown] = output.outputs
+    return shown["data"][MIME_TYPE]
 
 
 def _all_widgets(widget) -> list:

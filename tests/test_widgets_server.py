@@ -130,8 +130,7 @@ def test_first_page_shows_while_the_cell_list_loads_then_the_cell_dropdown_fills
             assert dashboard.wait_loaded(HOLD_S) and dashboard.error.value == ""
             options = dashboard.cell_filter.options
             assert [key for _, key in options] == ["", "cell-2", "cell-1", "cell-0"]  # the latest run first
-            assert [label for label, _ in options[1:]] == ["run 8 · cell-2 (3)", "run 7 · cell-1 (3)",
-                                                           "run 6 · cell-0 (3)"]
+            assert [label for label, _ in options[1:]] == ["run 8 · 3 runs", "run 7 · 3 runs", "run 6 · 3 runs"]
             dashboard.cell_filter.value = "cell-0"  # runs 0, 3, 6, of which 0 and 6 FAILED
             assert dashboard.count_label.value == "2 runs"
             assert {row.name for row in dashboard.runs.rows()} == {"run 0", "run 6"}

@@ -30,9 +30,9 @@ from nbmlops.tracking.filter_grammar import Clause, OrderKey, parse_filter, pars
 from nbmlops.tracking.search_sql import Database, database_for
 
 __all__ = [
-    "CELL_KEY_TAG", "Cell", "MetricPoint", "RunPage", "RunRow", "SearchError", "cells", "count_runs",
-    "experiment_ids", "experiments", "get_rows", "metric_history", "metric_points", "quote_value",
-    "read_artifact_text", "row_of", "search_page",
+    "CELL_KEY_TAG", "TOP_LEVEL_FILTER", "Cell", "MetricPoint", "RunPage", "RunRow", "SearchError", "cells",
+    "count_runs", "experiment_ids", "experiments", "get_rows", "metric_histories", "metric_history", "metric_points",
+    "nested_rows", "quote_value", "read_artifact_text", "row_of", "run_lineage", "search_page",
 ]
 
 _PROBE_LIMIT = 1 << 40
@@ -210,6 +210,68 @@ def read_artifact_text(tracking_uri: str, run_id: str, path: str) -> str | None:
         if found is None or not Path(found).is_file():
             return None
         return Path(found).read_text(errors="replace")
+
+
+#: the runs that are nobody's child (the filter of a table that shows nested runs under their parents)
+TOP_LEVEL_FILTER = "tags.`mlflow.parentRunId` IS NULL"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def nested_rows(tracking_uri: str, experiment_ids: Sequence[str], parent_ids: Sequence[str], since: int = 0,
+                limit: int = 2000) -> list[RunRow]:
+    """The runs below ``parent_ids`` in these experiments: their children, the children's children, and so on
+    (at most ``limit``), parents before children.
+
+    One query per level on database stores. Elsewhere one search of the nested runs started at or after
+    ``since`` (epoch ms: a child starts after its parent), newest first, of which those below ``parent_ids``
+    are kept.
+    """
+    if not experiment_ids or not parent_ids:
+        return []
+    database = database_for(tracking_uri)
+    if database is not None:
+        found: list[str] = []
+        seen = set(parent_ids)
+        level = list(parent_ids)
+        while level and len(found) < limit:
+            level = [run_id for run_id, _ in database.children(experiment_ids, level) if run_id not in seen]
+            seen.update(level)
+            found += level
+        rows = database.rows(found[:limit])
+        return [_row_from_sql(rows[run_id]) for run_id in found[:limit] if run_id in rows]
+    filter_string = f"tags.`{PARENT_TAG}` IS NOT NULL" + (f" and attributes.start_time >= {int(since)}" if since else "")
+    nested = [row_of(run) for run in _search(_store(tracking_uri), experiment_ids, filter_string,
+                                             ["attributes.start_time DESC"], limit, None)]
+    below: dict[str, list[RunRow]] = {}
+    for row in nested:
+        below.setdefault(row.parent_run_id or "", []).append(row)
+    ordered: list[RunRow] = []
+    level = list(parent_ids)
+    while level:
+        children = [child for parent in level for child in below.pop(parent, [])]
+        ordered += children
+        level = [child.run_id for child in children]
+    return ordered
+
+
+def run_lineage(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+    """``(parent run id or None, nbmlops.kind or "")`` of each run ``run_ids`` that exists, by run id."""
+    database = database_for(tracking_uri)
+    if database is not None:
+        tags = database.tags_of(run_ids, [PARENT_TAG, "nbmlops.kind"])
+        return {run_id: (tags.get(run_id, {}).get(PARENT_TAG), tags.get(run_id, {}).get("nbmlops.kind", ""))
+                for run_id in run_ids}
+    return {row.run_id: (row.parent_run_id, row.tags.get("nbmlops.kind", "")) for row in get_rows(tracking_uri, run_ids)}
+
+
+def metric_histories(tracking_uri: str, run_id: str, keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """``(step, value)`` of every value of each metric ``keys`` the run logged, by step (one query on database
+    stores, one per metric elsewhere)."""
+    database = database_for(tracking_uri)
+    if database is not None:
+        found = database.histories(run_id)
+        return {key: found[key] for key in keys if key in found}
+    return {key: metric_history(tracking_uri, run_id, key) for key in keys}
 
 
 def _rows_by_id(store: Store, experiment_ids: Sequence[str], run_ids: Sequence[str]) -> list[RunRow]:

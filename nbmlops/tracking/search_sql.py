@@ -2,7 +2,8 @@
 public API cannot do without reading every run: counting a search, one page of run ids in MLflow's order, the
 latest value of one metric across runs, and the runs per tracked cell.
 
-Only the long-stable core of MLflow's schema is read (``runs``, ``tags``, ``params``, ``latest_metrics``), with
+Only the long-stable core of MLflow's schema is read (``runs``, ``tags``, ``params``, ``latest_metrics``,
+``metrics`` for one run's histories), with
 the filter and ordering rules of MLflow's own SQL store: every comparison is case-sensitive (MLflow sets sqlite's
 ``case_sensitive_like``), a NaN metric satisfies only ``!=``, ``run_name`` is the ``mlflow.runName`` tag, and
 missing values sort last (NaN metrics just before them), then by start time (newest first) and run id. The test
@@ -202,6 +203,52 @@ class Database:
         stmt = sa.select(per_run.c.key, per_run.c.name, per_run.c.start_time, per_run.c.runs).where(per_run.c.rank == 1)
         with self._connect() as connection:
             return [(key, name or "", latest or 0, count) for key, name, latest, count in connection.execute(stmt)]
+
+    def children(self, experiment_ids: Sequence[str], parent_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(run id, parent run id)`` of the active runs of the experiments whose ``mlflow.parentRunId`` is one of
+        ``parent_ids`` (one level)."""
+        import sqlalchemy as sa
+
+        runs, tags = self.runs.c, self.tables["tag"].c
+        found: list[tuple[str, str]] = []
+        with self._connect() as connection:
+            for start in range(0, len(parent_ids), 500):
+                stmt = (sa.select(runs.run_uuid, tags.value)
+                        .select_from(self.tables["tag"].join(self.runs, runs.run_uuid == tags.run_uuid))
+                        .where(tags.key == "mlflow.parentRunId", tags.value.in_(list(parent_ids[start:start + 500])),
+                               *self._where(experiment_ids, ())))
+                found += [(run_id, parent) for run_id, parent in connection.execute(stmt)]
+        return found
+
+    def tags_of(self, run_ids: Sequence[str], keys: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The tags ``keys`` of the runs ``run_ids`` (those they have), by run id."""
+        import sqlalchemy as sa
+
+        tags = self.tables["tag"].c
+        found: dict[str, dict[str, str]] = {}
+        with self._connect() as connection:
+            for start in range(0, len(run_ids), 500):
+                stmt = sa.select(tags.run_uuid, tags.key, tags.value).where(
+                    tags.run_uuid.in_(list(run_ids[start:start + 500])), tags.key.in_(list(keys)))
+                for run_id, key, value in connection.execute(stmt):
+                    found.setdefault(run_id, {})[key] = value
+        return found
+
+    def histories(self, run_id: str) -> dict[str, list[tuple[int, float]]]:
+        """Every value of every metric the run logged, ``(step, value)`` by metric (NaN as NaN), in step order."""
+        import sqlalchemy as sa
+
+        metrics = sa.table("metrics", sa.column("key", sa.String), sa.column("value", sa.Float),
+                           sa.column("step", sa.BigInteger), sa.column("timestamp", sa.BigInteger),
+                           sa.column("is_nan", sa.Boolean), sa.column("run_uuid", sa.String))
+        m = metrics.c
+        stmt = (sa.select(m.key, m.step, m.value, m.is_nan).where(m.run_uuid == run_id)
+                .order_by(m.key, m.step, m.timestamp))
+        found: dict[str, list[tuple[int, float]]] = {}
+        with self._connect() as connection:
+            for key, step, value, is_nan in connection.execute(stmt):
+                found.setdefault(key, []).append((int(step or 0), math.nan if is_nan else float(value)))
+        return found
 
     # -- pieces ---------------------------------------------------------------------------------------
 

@@ -7,22 +7,31 @@ What opening the dashboard waits for is the first page: the count of runs and th
 (and the error line). The rest loads after it on a background thread (``nbmlops-dashboard-load``): the header,
 the tabs and the runs tab's controls (the table and the count move into the Runs tab), the experiment list, the
 cell list (the cell dropdown shows "any cell" until then) and the first live poll; it starts once the first page
-is handed to the display. A control used before the thread built it is built at once on the caller's thread; :meth:`Dashboard.wait_loaded` waits for all of it. The
-Charts and Models tabs are built when first opened.
+is handed to the display. A control used before the thread built it is built at once on the caller's thread;
+:meth:`Dashboard.wait_loaded` waits for all of it. The Charts tab shows a loading line until it is first opened,
+then draws; the Models tab is built when first opened.
+
+The runs table (:class:`~nbmlops.widgets.runs_table.RunsTable`) has a checkbox per row (the selection), a toggle
+per parent run (its nested runs) and the run names, which open the run's details (a metric series as a curve)
+below the table. Charts are plotly's JSON in ``Output`` widgets (see :mod:`~nbmlops.widgets.figures`).
 
 DOM hooks (CSS classes) for browser tests. Widgets: ``nbmlops-dashboard`` (the app), ``nbmlops-experiment``,
 ``nbmlops-refresh``, ``nbmlops-live`` (``2 running; ...``), ``nbmlops-progress`` (a sweep's finished/size);
 runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expression), ``nbmlops-apply``,
 ``nbmlops-error``, ``nbmlops-sort``, ``nbmlops-descending``, ``nbmlops-prev``, ``nbmlops-page``,
-``nbmlops-next``, ``nbmlops-count`` (``12 runs``: the filtered count), ``nbmlops-runs`` (the table),
-``nbmlops-select``, ``nbmlops-selected``, ``nbmlops-compare-button``, ``nbmlops-clear``; compare:
-``nbmlops-compare``; charts: ``nbmlops-metric``, ``nbmlops-chart-mode``, ``nbmlops-sweep``; models:
-``nbmlops-models``, ``nbmlops-model``, ``nbmlops-versions``, ``nbmlops-version``, ``nbmlops-alias``,
-``nbmlops-gates``, ``nbmlops-beat``, ``nbmlops-allow-new-data``, ``nbmlops-promote``,
-``nbmlops-confirmation``, ``nbmlops-confirm``, ``nbmlops-cancel``, ``nbmlops-outcome``. Inside the HTML:
-``table.nbmlops-runs-table`` with a ``tr[data-run-id]`` per run, ``table.nbmlops-compare-table`` (rows
-``nbmlops-differs``), ``pre.nbmlops-code-diff`` (``nbmlops-add``/``nbmlops-del``), ``nbmlops-models-table``,
-``nbmlops-versions-table``, ``nbmlops-gate-history``.
+``nbmlops-next``, ``nbmlops-count`` (``12 runs``: the filtered count), ``nbmlops-columns`` (the column chooser),
+``nbmlops-default-columns``, ``nbmlops-runs`` (the table), ``nbmlops-selected``, ``nbmlops-compare-button``,
+``nbmlops-clear``, ``nbmlops-details``; compare: ``nbmlops-only-differences``, ``nbmlops-compare``; charts:
+``nbmlops-metric``, ``nbmlops-chart-mode``, ``nbmlops-chart-message`` (loading, or why there is no chart),
+``nbmlops-chart`` (the plotly outputs, with ``nbmlops-chart-metric`` and ``nbmlops-chart-sweep``),
+``nbmlops-sweep``, ``nbmlops-sweep-message``; models: ``nbmlops-models``, ``nbmlops-model``,
+``nbmlops-versions``, ``nbmlops-version``, ``nbmlops-alias``, ``nbmlops-gates``, ``nbmlops-beat``,
+``nbmlops-allow-new-data``, ``nbmlops-promote``, ``nbmlops-confirmation``, ``nbmlops-confirm``,
+``nbmlops-cancel``, ``nbmlops-outcome``. Inside the HTML: ``table.nbmlops-runs-table`` with a
+``tr[data-run-id]`` per run (``input[data-select]``, ``button[data-toggle]``, ``[data-detail]``),
+``table.nbmlops-compare-table`` (rows ``nbmlops-differs``), ``pre.nbmlops-code-diff``
+(``nbmlops-add``/``nbmlops-del``), ``.nbmlops-detail`` (``svg.nbmlops-curve``), ``nbmlops-models-table``,
+``nbmlops-versions-table``, ``nbmlops-gate-history``, ``.nbmlops-loading``, ``.nbmlops-empty``.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from nbmlops.widgets.format import STYLE, esc
 from nbmlops.widgets.live import Activity, Live, Ticker
 from nbmlops.widgets.models import ModelsView
 from nbmlops.widgets.runs import STATUSES, RunsView
+from nbmlops.widgets.runs_table import RunsTable
 
 __all__ = ["Dashboard"]
 
@@ -55,8 +65,15 @@ _SHOW_WAIT_S = 0.1  # how long the loader waits for the dashboard to be displaye
 _CONTROLS = frozenset({
     "experiment_choice", "refresh_button", "live_label", "progress", "tabs", "status_filter", "cell_filter",
     "expression", "apply_button", "sort_column", "sort_descending", "prev_button", "page_label", "next_button",
-    "selector", "selected_label", "compare_button", "clear_button", "compare_view",
+    "columns_choice", "default_columns_button", "selected_label", "compare_button", "clear_button", "details",
+    "only_differences", "compare_view", "metric_choice", "chart_mode", "chart_message", "chart_output",
+    "sweep_choice", "sweep_message", "parallel_output",
 })
+LOADING_CHARTS = (f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-loading'>Loading charts: reading the runs' "
+                  "metrics...</div></div>")
+NO_METRICS = ("No metrics to plot yet: a number a %%track cell computes, or nbmlops.log_metric(...), becomes one.")
+NO_SWEEP = ("No sweep here yet: nbmlops sweep NOTEBOOK --grid C=0.1,1,10 runs one (or nbmlops.track blocks nested "
+            "in a %%track cell), and its runs show here as parallel coordinates.")
 
 
 def _hooked(widget: Any, css_class: str) -> Any:
@@ -66,6 +83,10 @@ def _hooked(widget: Any, css_class: str) -> Any:
 
 def _error_html(exc: BaseException) -> str:
     return f"{STYLE}<div class='nbmlops-view'><pre class='nbmlops-error'>{esc(exc)}</pre></div>"
+
+
+def _sentence_html(text: str) -> str:
+    return f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-empty'>{esc(text)}</div></div>"
 
 
 class Dashboard(w.VBox):
@@ -113,7 +134,7 @@ class Dashboard(w.VBox):
         self._shown = threading.Event()  # set when the display has the first page (its mimebundle is made)
         self._local = threading.local()  # ``quiet`` while this thread sets widgets itself
         self._ticker = Ticker(self._tick, interval) if live else None
-        self._charts_box: w.VBox | None = None
+        self._charts_drawn = False  # the Charts tab has been drawn (it is drawn when first opened)
         self._charts_stale = False  # the filter or experiment changed since the charts were drawn
         self._models_box: w.VBox | None = None
         self._models_html = ""
@@ -121,7 +142,10 @@ class Dashboard(w.VBox):
         # The first page: the count and the runs table (and the error line); nothing else is built before it.
         self.error = _hooked(w.HTML(""), "nbmlops-error")
         self.count_label = _hooked(w.Label(""), "nbmlops-count")
-        self.table = _hooked(w.HTML(""), "nbmlops-runs")
+        self.table = _hooked(RunsTable(), "nbmlops-runs")
+        self.table.observe(self._on_table_selected, "selected")
+        self.table.observe(self._on_table_expanded, "expanded")
+        self.table.observe(self._on_table_detail, "detail")
         super().__init__(children=[self.error, self.count_label, self.table])
         self.add_class("nbmlops-dashboard")
         if not self.runs.experiment_ids:
@@ -210,7 +234,8 @@ class Dashboard(w.VBox):
             c.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
                                                layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
             header = w.HBox([c.experiment_choice, c.refresh_button, c.live_label, c.progress])
-            c.tabs = w.Tab(children=[self._runs_tab(c), self._compare_tab(c), w.VBox(), w.VBox()], titles=TABS)
+            c.tabs = w.Tab(children=[self._runs_tab(c), self._compare_tab(c), self._charts_tab(c), w.VBox()],
+                           titles=TABS)
             c.tabs.observe(self._on_tab, "selected_index")
             found = self.runs.experiment_ids
             with self._quiet():  # this experiment only, until the list of them is loaded
@@ -241,12 +266,17 @@ class Dashboard(w.VBox):
         c.page_label = _hooked(w.Label(""), "nbmlops-page")
         c.next_button = _hooked(w.Button(description="", icon="chevron-right", layout=w.Layout(width="40px")),
                                 "nbmlops-next")
-        c.selector = _hooked(w.SelectMultiple(options=[], rows=6, description="select",
-                                              layout=w.Layout(width="640px")), "nbmlops-select")
+        c.columns_choice = _hooked(w.TagsInput(value=[], allowed_tags=[], allow_duplicates=False,
+                                               placeholder="add a column: metrics.NAME or params.NAME",
+                                               layout=w.Layout(width="100%")), "nbmlops-columns")
+        c.default_columns_button = _hooked(w.Button(description="Default columns", icon="columns",
+                                                    tooltip="metrics first, then the params you set"),
+                                           "nbmlops-default-columns")
         c.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
-        c.compare_button = _hooked(w.Button(description="Compare selected", disabled=True),
+        c.compare_button = _hooked(w.Button(description="Compare selected", disabled=True, icon="columns"),
                                    "nbmlops-compare-button")
         c.clear_button = _hooked(w.Button(description="Clear selection"), "nbmlops-clear")
+        c.details = _hooked(w.HTML(""), "nbmlops-details")
 
         c.expression.observe(self._on_filter_choice, "value")
         c.apply_button.on_click(lambda _: self.apply_filter())
@@ -256,7 +286,8 @@ class Dashboard(w.VBox):
         c.sort_descending.observe(self._on_sort, "value")
         c.prev_button.on_click(lambda _: self.show_page(self.runs.page_number - 1))
         c.next_button.on_click(lambda _: self.show_page(self.runs.page_number + 1))
-        c.selector.observe(self._on_select, "value")
+        c.columns_choice.observe(self._on_columns, "value")
+        c.default_columns_button.on_click(lambda _: self.choose_columns(None))
         c.compare_button.on_click(lambda _: self.compare_selected())
         c.clear_button.on_click(lambda _: self.clear_selection())
         return w.VBox([
@@ -264,35 +295,39 @@ class Dashboard(w.VBox):
             self.error,
             w.HBox([c.sort_column, c.sort_descending, c.prev_button, c.page_label, c.next_button,
                     self.count_label]),
+            w.HBox([w.Label("columns", layout=w.Layout(width="60px")), c.columns_choice, c.default_columns_button]),
+            w.HBox([c.selected_label, c.compare_button, c.clear_button]),
             self.table,
-            w.HBox([c.selector, w.VBox([c.selected_label, c.compare_button, c.clear_button])]),
+            c.details,
         ])
 
     def _compare_tab(self, c: SimpleNamespace) -> w.VBox:
+        c.only_differences = _hooked(w.Checkbox(value=True, description="only differences", indent=False),
+                                     "nbmlops-only-differences")
         c.compare_view = _hooked(
-            w.HTML(f"{STYLE}<div class='nbmlops-view nbmlops-muted'>select two or more runs in the Runs tab, "
-                   "then Compare selected</div>"), "nbmlops-compare")
-        return w.VBox([c.compare_view])
+            w.HTML(f"{STYLE}<div class='nbmlops-view nbmlops-muted'>Tick two or more runs in the Runs tab, "
+                   "then Compare selected.</div>"), "nbmlops-compare")
+        c.only_differences.observe(lambda _: self._show_comparison(), "value")
+        return w.VBox([c.only_differences, c.compare_view])
 
-    def _build_charts(self) -> None:
-        from nbmlops.widgets.figures import chart_figure, parallel_figure
-
-        self.metric_choice = _hooked(w.Dropdown(options=[], description="metric"), "nbmlops-metric")
-        self.chart_mode = _hooked(w.ToggleButtons(options=[("over runs", "runs"), ("over steps (selected runs)", "steps")],
-                                                  value="runs"), "nbmlops-chart-mode")
-        self.chart_figure = chart_figure()
-        self.sweep_choice = _hooked(w.Dropdown(options=[], description="sweep", layout=w.Layout(width="420px")),
-                                    "nbmlops-sweep")
-        self.parallel_figure = parallel_figure()
-        self.chart_message = w.HTML("")
-        self.metric_choice.observe(self._on_chart_choice, "value")
-        self.chart_mode.observe(self._on_chart_choice, "value")
-        self.sweep_choice.observe(self._on_chart_choice, "value")
-        self._charts_box = self.tabs.children[CHARTS]
-        self._charts_box.children = [
-            w.HBox([self.metric_choice, self.chart_mode]), self.chart_message, self.chart_figure,
-            self.sweep_choice, self.parallel_figure,
-        ]
+    def _charts_tab(self, c: SimpleNamespace) -> w.VBox:
+        """The Charts tab's widgets, with its loading line: it is drawn when first opened."""
+        c.metric_choice = _hooked(w.Dropdown(options=[], description="metric"), "nbmlops-metric")
+        c.chart_mode = _hooked(w.ToggleButtons(options=[("over runs", "runs"), ("over steps (selected runs)", "steps")],
+                                               value="runs"), "nbmlops-chart-mode")
+        c.chart_message = _hooked(w.HTML(LOADING_CHARTS), "nbmlops-chart-message")
+        c.chart_output = _hooked(_hooked(w.Output(layout=w.Layout(display=_HIDDEN)), "nbmlops-chart"),
+                                 "nbmlops-chart-metric")
+        c.sweep_choice = _hooked(w.Dropdown(options=[], description="sweep", layout=w.Layout(width="420px",
+                                                                                             display=_HIDDEN)),
+                                 "nbmlops-sweep")
+        c.sweep_message = _hooked(w.HTML(""), "nbmlops-sweep-message")
+        c.parallel_output = _hooked(_hooked(w.Output(layout=w.Layout(display=_HIDDEN)), "nbmlops-chart"),
+                                    "nbmlops-chart-sweep")
+        for choice in (c.metric_choice, c.chart_mode, c.sweep_choice):
+            choice.observe(self._on_chart_choice, "value")
+        return w.VBox([w.HBox([c.metric_choice, c.chart_mode]), c.chart_message, c.chart_output, c.sweep_choice,
+                       c.sweep_message, c.parallel_output])
 
     def _build_models(self) -> None:
         self.models_table = _hooked(w.HTML(""), "nbmlops-models")
@@ -377,9 +412,78 @@ class Dashboard(w.VBox):
                 self.compare_view.value = _error_html(exc)
                 self.comparison = None
             else:
-                self.compare_view.value = self.comparison.to_html()
+                self._show_comparison()
             self.tabs.selected_index = COMPARE
             return self.comparison
+
+    def _show_comparison(self) -> None:
+        with self._lock:
+            if self.comparison is not None:
+                self.compare_view.value = self.comparison.to_html(only_differences=self.only_differences.value)
+
+    def choose_columns(self, columns: list[str] | None) -> bool:
+        """Show these metric and param columns (``metrics.NAME``, ``params.NAME``) in this order; None: the
+        defaults (metrics first, then the params the user set). A bad name is shown, not raised."""
+        with self._lock:
+            try:
+                self.runs.choose_columns(columns)
+            except (NbmlopsError, ValueError) as exc:
+                self.error.value = _error_html(exc)
+                return False
+            self.error.value = ""
+            self._render_runs()
+            return True
+
+    def show_details(self, run_id: str) -> str:
+        """Show the details of run ``run_id`` below the table (its metric series as curves); ``""`` hides them."""
+        from nbmlops.widgets.details import run_details
+
+        with self._lock:
+            if not run_id:
+                self.details.value = ""
+                return ""
+            row = next((r for r in self.runs.all_rows() if r.run_id == run_id), None)
+            try:
+                if row is None:
+                    found = search.get_rows(self.runs.tracking_uri, [run_id])
+                    if not found:
+                        raise NbmlopsError(f"no run {run_id!r} in the store")
+                    row = found[0]
+                self.details.value = run_details(self.runs.tracking_uri, row, self.runs.ui_url)
+            except Exception as exc:  # a store error is shown where the details would be
+                self.details.value = _error_html(NbmlopsError(f"could not read run {run_id}: "
+                                                              f"{type(exc).__name__}: {exc}"))
+            with self._quiet():
+                self.table.detail = run_id
+            return self.details.value
+
+    def _on_table_selected(self, change: dict[str, Any]) -> None:
+        """Rows ticked or unticked in the table."""
+        if self._is_quiet():
+            return
+        with self._lock:
+            chosen = set(change["new"])
+            try:
+                self.runs.deselect(*(run_id for run_id in list(self.runs.selected) if run_id not in chosen))
+                self.runs.select(*(run_id for run_id in change["new"] if run_id not in self.runs.selected))
+            except NbmlopsError as exc:
+                self.error.value = _error_html(exc)
+            self._render_runs()
+
+    def _on_table_expanded(self, change: dict[str, Any]) -> None:
+        """A parent run's toggle: the table already shows or hides its nested runs; remember it for redraws."""
+        if self._is_quiet():
+            return
+        with self._lock:
+            self.runs.expanded = set(change["new"])
+
+    def _on_table_detail(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet():
+            self.show_details(change["new"])
+
+    def _on_columns(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet():
+            self.choose_columns(list(change["new"]))
 
     def _on_filter_choice(self, change: dict[str, Any]) -> None:
         if not self._is_quiet():
@@ -397,16 +501,6 @@ class Dashboard(w.VBox):
                 self.error.value = _error_html(exc)
                 return
             self.sort_descending.description = "descending" if self.sort_descending.value else "ascending"
-            self._render_runs()
-
-    def _on_select(self, change: dict[str, Any]) -> None:
-        if self._is_quiet():
-            return
-        with self._lock:
-            chosen = set(change["new"])
-            page = [row.run_id for row in self.runs.rows()]
-            self.runs.deselect(*(run_id for run_id in page if run_id not in chosen))
-            self.runs.select(*(run_id for run_id in page if run_id in chosen))
             self._render_runs()
 
     def _on_experiment(self, change: dict[str, Any]) -> None:
@@ -435,8 +529,12 @@ class Dashboard(w.VBox):
             self._render_runs()
 
     def _fill_cells(self) -> None:
+        cells = self.runs.cells()
+        names = [cell.name or cell.key[:8] for cell in cells]
         options = [("any cell", "")] + [
-            (f"{cell.name or cell.key[:8]} · {cell.key[:8]} ({cell.runs})", cell.key) for cell in self.runs.cells()
+            (f"{name}{f' ({cell.key[:8]})' if names.count(name) > 1 else ''} · {cell.runs} "
+             f"run{'' if cell.runs == 1 else 's'}", cell.key)
+            for name, cell in zip(names, cells)
         ]
         current = self.runs.filter.cell
         if current and current not in {value for _, value in options}:
@@ -449,6 +547,8 @@ class Dashboard(w.VBox):
         runs = self.runs
         with self._quiet():
             self.table.value = runs.to_html()
+            self.table.selected = list(runs.selected)
+            self.table.expanded = sorted(runs.expanded)
             self.count_label.value = runs.describe()
             if not self._built:  # the first page: the controls come later
                 return
@@ -459,51 +559,65 @@ class Dashboard(w.VBox):
             if list(self.sort_column.options) != sortable:
                 self.sort_column.options = sortable
                 self.sort_column.value = runs.order[0]
-            rows = runs.rows()
-            self.selector.options = [(runs.label(row), row.run_id) for row in rows]
-            self.selector.value = tuple(row.run_id for row in rows if row.run_id in runs.selected)
+            self.columns_choice.allowed_tags = runs.column_choices()
+            self.columns_choice.value = runs.shown_columns()
             self.selected_label.value = f"{len(runs.selected)} selected"
             self.compare_button.disabled = len(runs.selected) < 2
 
     # -- charts --------------------------------------------------------------------------------------
 
     def plot_metric(self) -> Chart | None:
-        """Plot the chosen metric over runs, or over steps for the selected runs (or this page's first ten)."""
-        if self._charts_box is None or self._charts_stale:
+        """Plot the chosen metric over runs, or over steps for the selected runs (or the table's first ten)."""
+        if not self._charts_drawn or self._charts_stale:
             self._ensure_tab(CHARTS)  # draws both charts
             return self.chart
-        from nbmlops.widgets.figures import show_chart
+        from nbmlops.widgets.figures import chart_figure, output_of
 
         with self._lock:
             metric = self.metric_choice.value
             if not metric:
-                self.chart_message.value = f"{STYLE}<div class='nbmlops-view nbmlops-muted'>no metrics to plot</div>"
+                self.chart = None
+                self.chart_message.value = _sentence_html(NO_METRICS)
+                self.chart_output.layout.display = _HIDDEN
                 return None
             if self.chart_mode.value == "steps":
-                run_ids = list(self.runs.selected) or [row.run_id for row in self.runs.rows()[:10]]
+                run_ids = list(self.runs.selected) or [row.run_id for row in self.runs.all_rows()[:10]]
                 self.chart = self.charts.over_steps(metric, run_ids)
             else:
                 self.chart = self.charts.over_runs(metric)
+            if not self.chart.series:
+                self.chart_message.value = self.chart.to_html()
+                self.chart_output.layout.display = _HIDDEN
+                return self.chart
+            self.chart_output.outputs = (output_of(chart_figure(self.chart), self.chart.to_html()),)
+            self.chart_output.layout.display = None
             self.chart_message.value = ""
-            show_chart(self.chart_figure, self.chart)
             return self.chart
 
     def plot_sweep(self) -> Parallel | None:
-        """Draw the chosen sweep's runs as parallel coordinates."""
-        if self._charts_box is None or self._charts_stale:
+        """Draw the chosen sweep's runs as parallel coordinates (or say there is no sweep)."""
+        if not self._charts_drawn or self._charts_stale:
             self._ensure_tab(CHARTS)  # draws both charts
             return self.parallel
-        from nbmlops.widgets.figures import show_parallel
+        from nbmlops.widgets.figures import output_of, parallel_figure
 
         with self._lock:
             if not self.sweep_choice.value:
+                self.parallel = None
+                self.sweep_message.value = _sentence_html(NO_SWEEP)
+                self.parallel_output.layout.display = _HIDDEN
+                self.sweep_choice.layout.display = _HIDDEN
                 return None
+            self.sweep_choice.layout.display = None
             try:
                 self.parallel = self.charts.parallel(self.sweep_choice.value)
             except LookupError as exc:
-                self.chart_message.value = _error_html(exc)
+                self.sweep_message.value = _error_html(exc)
+                self.parallel_output.layout.display = _HIDDEN
                 return None
-            show_parallel(self.parallel_figure, self.parallel)
+            self.parallel_output.outputs = (output_of(parallel_figure(self.parallel), self.parallel.to_html()),)
+            self.parallel_output.layout.display = None
+            self.sweep_message.value = ""
             return self.parallel
 
     def _on_chart_choice(self, change: dict[str, Any]) -> None:
@@ -516,6 +630,8 @@ class Dashboard(w.VBox):
 
     def _fill_charts(self) -> None:
         metrics = self.charts.metrics()
+        if not metrics and self.runs.filter_string:  # nothing passes the filter: keep the metric, say so
+            metrics = list(self.metric_choice.options)
         sweeps = self.charts.sweeps()
         with self._quiet():
             self.metric_choice.options = metrics
@@ -609,13 +725,19 @@ class Dashboard(w.VBox):
             self._ensure_tab(change["new"])
 
     def _ensure_tab(self, index: int) -> None:
-        """Build the Charts or Models tab the first time it is needed (plotly and the registry cost time)."""
+        """Draw the Charts tab when it is first opened (or after the filter changed), showing its loading line
+        meanwhile; build the Models tab the first time it is needed (the registry costs time)."""
+        self._build_controls()
         with self._lock:
-            if index == CHARTS and (self._charts_box is None or self._charts_stale):
-                if self._charts_box is None:
-                    self._build_charts()
-                self._charts_stale = False
-                self._fill_charts()
+            if index == CHARTS and (not self._charts_drawn or self._charts_stale):
+                self.chart_message.value = LOADING_CHARTS
+                self._charts_drawn, self._charts_stale = True, False
+                try:
+                    self._fill_charts()
+                except Exception as exc:  # a store error is shown in the tab, which stays usable
+                    self._charts_stale = True
+                    self.chart_message.value = _error_html(NbmlopsError(
+                        f"could not draw the charts: {type(exc).__name__}: {exc}"))
             elif index == MODELS and self._models_box is None:
                 self._build_models()
                 self.show_models()
@@ -642,6 +764,9 @@ class Dashboard(w.VBox):
         self.activity = activity = self.live.poll()
         if activity.changed:
             self._render_runs()
+            self._charts_stale = True
+            if self.tabs.selected_index == CHARTS:  # the charts follow the runs while they are looked at
+                self._ensure_tab(CHARTS)
         self.live_label.value = activity.describe()
         finished, size = activity.progress()
         self.progress.layout.display = None if activity.sweeps else _HIDDEN
@@ -680,7 +805,7 @@ class Dashboard(w.VBox):
         header = (f"{STYLE}<div class='nbmlops-view nbmlops-dashboard-static'><b>nbmlops</b> &middot; "
                   f"{esc(self.experiment)} &middot; {esc(runs.describe())} &middot; "
                   f"{esc(', '.join(p for p in shown if p))}</div>")
-        parts = [header, self.table.value]  # the runs table as last rendered
+        parts = [header, runs.to_html(expand_all=True)]  # every nested run shown: nothing to click in a static page
         if self.comparison is not None:
             parts.append(self.comparison.to_html())
         if self.chart is not None:

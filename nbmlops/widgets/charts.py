@@ -2,6 +2,10 @@
 
 Labels and hover texts are escaped here (plotly renders them as a subset of HTML), so the figure builders
 in :mod:`nbmlops.widgets.figures` only copy them.
+
+Each metric value is counted once: a headless notebook run carries the metrics of its cell runs (rolled up), so
+a notebook run is left out of a chart where one of its own child runs brings the same metric; the cell run, which
+computed it, is the point. A chart with nothing to draw says why in :attr:`Chart.empty`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from nbmlops.tracking.search import RunRow
 from nbmlops.widgets.format import STYLE, esc, number, timestamp
 from nbmlops.widgets.runs import RunsView
 
-__all__ = ["Chart", "ChartsView", "Dimension", "Parallel", "Series"]
+__all__ = ["Chart", "ChartsView", "Dimension", "Parallel", "Series", "once_each"]
 
 SWEEP_FILTER = "tags.`nbmlops.kind` = 'sweep'"
 
@@ -39,9 +43,13 @@ class Chart:
     y_title: str
     series: tuple[Series, ...]
     mode: str = "markers"
+    empty: str = ""  # the sentence shown instead of empty axes when there is no point to draw
 
     def to_html(self) -> str:
-        """The plotted values as a static table (class ``nbmlops-chart-table``)."""
+        """The plotted values as a static table (class ``nbmlops-chart-table``), or the sentence saying why there
+        are none (class ``nbmlops-empty``)."""
+        if not self.series:
+            return f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-empty'>{self.empty}</div></div>"
         rows = "".join(
             f"<tr><td>{s.label}</td><td>{esc(x)}</td><td>{esc(number(y))}</td></tr>"
             for s in self.series
@@ -100,13 +108,16 @@ class ChartsView:
         self.limit = limit
 
     def metrics(self) -> list[str]:
-        """Metric names of the runs on the current page, sorted."""
-        return self.runs.columns()[1]
+        """Metric names of the runs on the table, those most runs have first."""
+        return self.runs.metric_keys()
 
     def over_runs(self, metric: str) -> Chart:
-        """``metric`` of each run (under the filter, the latest ``limit``) against its start time."""
+        """``metric`` of each run (under the filter, the latest ``limit``) against its start time; a notebook run
+        whose child run carries the same metric is left out (the child is the point)."""
         points = search.metric_points(self.runs.tracking_uri, self.runs.experiment_ids, self.runs.filter_string,
                                       metric, self.limit)
+        kept = set(once_each(self.runs.tracking_uri, [p.run_id for p in points]))
+        points = [p for p in points if p.run_id in kept]
         series = Series(
             esc(metric),
             tuple(timestamp(p.start_time) for p in points),
@@ -114,13 +125,17 @@ class ChartsView:
             tuple(f"{esc(p.name or p.run_id[:8])}<br>{esc(metric)} = {esc(number(p.value))}<br>{esc(p.status.lower())}"
                   for p in points),
         )
-        return Chart(f"{esc(metric)} over runs", "start", esc(metric), (series,), "markers")
+        empty = "" if points else (f"No run {'under this filter ' if self.runs.filter_string else ''}"
+                                   f"has logged {metric} yet.")
+        return Chart(f"{esc(metric)} over runs", "start", esc(metric), (series,) if points else (), "markers",
+                     esc(empty))
 
     def over_steps(self, metric: str, run_ids: Sequence[str]) -> Chart:
-        """The series of values of ``metric`` logged by each run, against the step."""
-        rows = {r.run_id: r for r in [*self.runs.selected.values(), *self.runs.rows()]}
+        """The series of values of ``metric`` logged by each run, against the step (a notebook run whose child
+        is among ``run_ids`` is left out: it repeats the child's values)."""
+        rows = {r.run_id: r for r in [*self.runs.selected.values(), *self.runs.all_rows()]}
         series = []
-        for run_id in run_ids:
+        for run_id in once_each(self.runs.tracking_uri, run_ids):
             history = search.metric_history(self.runs.tracking_uri, run_id, metric)
             if not history:
                 continue
@@ -132,13 +147,19 @@ class ChartsView:
                 tuple(value for _, value in history),
                 tuple(f"{esc(name)}<br>step {step}: {esc(number(value))}" for step, value in history),
             ))
-        return Chart(f"{esc(metric)} over steps", "step", esc(metric), tuple(series), "lines+markers")
+        empty = "" if series else f"None of these runs logged {metric}: select runs that did, in the Runs tab."
+        return Chart(f"{esc(metric)} over steps", "step", esc(metric), tuple(series), "lines+markers", esc(empty))
 
     def sweeps(self) -> list[RunRow]:
-        """The sweep runs of these experiments, newest first."""
+        """The sweep runs of these experiments (newest first), then the runs on the table with two or more runs
+        nested right under them (``nbmlops.track`` blocks in a loop of a ``%%track`` cell are a sweep too)."""
         page = search.search_page(self.runs.tracking_uri, self.runs.experiment_ids, SWEEP_FILTER,
                                   ["attributes.start_time DESC"], 0, 200)
-        return list(page.rows)
+        found = {row.run_id: row for row in page.rows}
+        for shown in self.runs.shown():
+            if shown.children >= 2 and shown.row.run_id not in found and shown.row.tags.get("nbmlops.kind") != "notebook":
+                found[shown.row.run_id] = shown.row
+        return list(found.values())
 
     def parallel(self, sweep_run_id: str) -> Parallel:
         """The runs of a sweep as parallel coordinates: the params that vary, then every metric."""
@@ -159,6 +180,15 @@ class ChartsView:
         if colour is None and metrics:
             colour = dimensions[len(params)]
         return Parallel(f"sweep {esc(sweep.name)}: {len(children)} runs", tuple(dimensions), colour, children)
+
+
+def once_each(tracking_uri: str, run_ids: Sequence[str]) -> list[str]:
+    """``run_ids`` without the notebook runs whose child runs are among them (in order): a notebook run's
+    metrics are its cell runs' metrics, rolled up, so each value is counted once, at the run that computed it."""
+    lineage = search.run_lineage(tracking_uri, list(run_ids))
+    parents = {parent for parent, _ in lineage.values() if parent}
+    return [run_id for run_id in run_ids
+            if not (run_id in parents and lineage.get(run_id, (None, ""))[1] == "notebook")]
 
 
 def _param_dimension(name: str, values: Sequence[str | None]) -> Dimension:

@@ -1,7 +1,9 @@
-"""Runs side by side: params, metrics, dataset fingerprints, environment and cell code, differences marked.
+"""Runs side by side: metrics, params, dataset fingerprints, environment and cell code, differences marked.
 
 Each field holds one value per run; a field whose values are not all equal is a difference. The code of
-each run (its ``code/cell.py``) is diffed against the first run's.
+each run (its ``code/cell.py``) is diffed against the first run's. The table answers first: metrics, then
+params, then data, the runs' own facts and the environment; by default only the fields that differ; each run's
+column is headed by its name, start time and short id.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from typing import Any
 from nbmlops.tracking import search
 from nbmlops.tracking.context import parse_packages
 from nbmlops.tracking.search import RunRow
-from nbmlops.tracking.summary import status_html
-from nbmlops.widgets.format import STYLE, duration, esc, number, timestamp
+from nbmlops.widgets.format import STYLE, cell_label, duration, esc, number, run_heading, status_badge, timestamp
 
 __all__ = ["CodeDiff", "Comparison", "Field", "compare_runs"]
 
@@ -28,7 +29,7 @@ _ENVIRONMENT_TAGS = {
     "git branch": "mlflow.source.git.branch",
     "git dirty": "nbmlops.git.dirty",
 }
-_SECTIONS = ("run", "params", "metrics", "data", "environment")
+_SECTIONS = ("metrics", "params", "data", "run", "environment")
 
 
 @dataclass(frozen=True)
@@ -85,29 +86,37 @@ class Comparison:
                 return candidate
         raise KeyError(f"{section}/{key}")
 
-    def to_html(self) -> str:
-        """An escaped HTML table (class ``nbmlops-compare-table``), differing rows marked ``nbmlops-differs``,
-        then the code diffs (class ``nbmlops-code-diff``)."""
+    def to_html(self, only_differences: bool = True) -> str:
+        """An escaped HTML table (class ``nbmlops-compare-table``): a column per run headed by its name, start
+        time and short id; metrics, then params, data, run and environment; differing rows marked
+        ``nbmlops-differs``, and with ``only_differences`` (the default) no other row. Then the code diffs
+        (class ``nbmlops-code-diff``)."""
         columns = len(self.runs) + 1
         head = "<th></th>" + "".join(
-            f"<th title='{esc(r.run_id)}'>{esc(r.name or r.run_id[:8])}</th>" for r in self.runs
+            f"<th title='{esc(r.run_id)}'>{run_heading(r.name, r.run_id, r.start_time)}</th>" for r in self.runs
         )
         body = []
         for section in _SECTIONS:
-            fields = [f for f in self.fields if f.section == section]
+            fields = [f for f in self.fields if f.section == section and (f.differs or not only_differences)]
             if not fields:
                 continue
             body.append(f"<tr><td class='nbmlops-section' colspan='{columns}'>{esc(section)}</td></tr>")
             for f in fields:
                 css = " class='nbmlops-differs'" if f.differs else ""
-                shown = [status_html(v) if (section, f.key) == ("run", "status") else esc(v) for v in f.values]
-                body.append(f"<tr{css}><td>{esc(f.key)}</td>" + "".join(f"<td>{v}</td>" for v in shown) + "</tr>")
+                shown = [status_badge(v) if (section, f.key) == ("run", "status") else esc(v) for v in f.values]
+                body.append(f"<tr{css}><td class='nbmlops-key'>{esc(f.key)}</td>"
+                            + "".join(f"<td>{v}</td>" for v in shown) + "</tr>")
+        differing = len(self.differences())
+        if not body:
+            body.append(f"<tr><td colspan='{columns}' class='nbmlops-empty'>These runs have the same metrics, params, "
+                        "data and environment.</td></tr>")
         diffs = "".join(_diff_html(diff) for diff in self.code)
-        summary = f"{len(self.differences())} of {len(self.fields)} fields differ"
+        summary = f"{differing} of {len(self.fields)} fields differ" + (
+            "; showing only those" if only_differences else "")
         return (
             f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-muted'>{esc(summary)}</div>"
-            f"<table class='nbmlops-compare-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            f"{diffs}</div>"
+            f"<div class='nbmlops-scroll'><table class='nbmlops-compare-table'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>{diffs}</div>"
         )
 
 
@@ -130,7 +139,7 @@ def _run_fields(runs: Sequence[RunRow]) -> list[Field]:
         "name": [r.name for r in runs],
         "status": [r.status for r in runs],
         "kind": [r.tags.get("nbmlops.kind", "") for r in runs],
-        "cell": [r.cell for r in runs],
+        "cell": [cell_label(r) or r.cell for r in runs],
         "start": [timestamp(r.start_time) for r in runs],
         "duration": [duration(r.duration_s()) for r in runs],
     }

@@ -1,6 +1,6 @@
 """Following runs in progress: what a poll asks the store, and the timer that polls while something runs.
 
-A poll reads only the RUNNING runs and counts: the runs under the filter (new or deleted runs change it)
+A poll reads only the RUNNING runs and counts: the runs the table pages over (new or deleted runs change it)
 and, for each sweep in progress, its finished children against the sweep's size. The current page is read
 again only when something changed (a run started, ended or appeared) or a run on it is still running.
 """
@@ -70,8 +70,8 @@ class Live:
                                      ["attributes.start_time DESC"], 0, _MAX_RUNNING).rows
         view.stats["runs_read"] += len(running)
         ids = frozenset(r.run_id for r in running)
-        total = view.count(view.filter_string)
-        on_page = {r.run_id for r in view.rows()}
+        total = view.count(view.page_filter)
+        on_page = {r.run_id for r in view.all_rows()}
         changed = total != view.total or (self._running is not None and ids != self._running) or bool(ids & on_page)
         self._running = ids
         if changed:

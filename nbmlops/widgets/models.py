@@ -26,9 +26,12 @@ from nbmlops.registry import (
 from nbmlops.registry.models import check_alias, registry_client
 from nbmlops.registry.promote import Promotion, parse_beat
 from nbmlops.runner.gates import parse_gate
-from nbmlops.widgets.format import STYLE, esc, table, timestamp
+from nbmlops.tracking import search
+from nbmlops.widgets.format import STYLE, esc, number, table, timestamp
 
 __all__ = ["ModelsView", "PromotionOutcome", "PromotionRequest"]
+
+VERSION_METRICS = 6  # metric columns in the versions table
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class PromotionOutcome:
     promotion: Promotion | None = None
 
     def to_html(self) -> str:
-        colour = "#1a7f37" if self.accepted else "#cf222e"
+        colour = "finished" if self.accepted else "failed"
         verdict = "PROMOTED" if self.accepted else "REFUSED"
         checks = ""
         if self.promotion is not None and self.promotion.checks:
@@ -70,7 +73,8 @@ class PromotionOutcome:
                 f"<li>{'ok' if c.passed else 'FAIL'}: {esc(c.message)}</li>" for c in self.promotion.checks
             )
             checks = f"<ul>{items}</ul>"
-        return (f"<div class='nbmlops-view nbmlops-verdict'><b style='color:{colour}'>{verdict}</b> "
+        return (f"{STYLE}<div class='nbmlops-view nbmlops-verdict'><b class='nbmlops-status nbmlops-status-{colour}'>"
+                f"{verdict}</b> "
                 f"<span class='nbmlops-reason'>{esc(self.message)}</span>{checks}</div>")
 
 
@@ -149,18 +153,27 @@ class ModelsView:
         return f"{STYLE}<div class='nbmlops-view'>{table(('model', 'latest', 'aliases', 'updated'), rows, 'nbmlops-models-table')}</div>"
 
     def versions_html(self, name: str, versions: Sequence[ModelVersionInfo] | None = None) -> str:
-        """A model's versions (by default, read now) and its gate history (every decision with its checks),
-        escaped."""
+        """A model's versions (by default, read now), each with the metrics of the run that made it (so a
+        promotion is not decided blind), and its gate history (every decision with its checks), escaped."""
         versions = self.versions(name) if versions is None else versions
+        runs = self.source_runs(versions)
+        counts: dict[str, int] = {}
+        for source in runs.values():
+            for key in source.metrics:
+                counts[key] = counts.get(key, 0) + 1
+        metrics = sorted(counts, key=lambda key: (-counts[key], key))[:VERSION_METRICS]
         rows = []
         for v in versions:
             last = v.decisions[-1] if v.decisions else None
+            run = runs.get(v.run_id or "")
+            run_cell = esc(f"{run.name} · {run.run_id[:8]}" if run is not None else (v.run_id or "-")[:8] or "-")
             rows.append((
                 esc(v.version), esc(timestamp(v.created)), esc(" ".join(f"@{a}" for a in v.aliases) or "-"),
-                esc(v.run_id or "-"), esc(v.status),
+                *(esc(number(run.metrics.get(m))) if run is not None else "" for m in metrics),
+                run_cell, esc(v.status),
                 esc(f"{'accepted' if last.accepted else 'refused'} @{last.alias}" if last else "-"),
             ))
-        header = ("version", "created", "aliases", "run", "status", "last decision")
+        header = ("version", "created", "aliases", *metrics, "run", "status", "last decision")
         history = sorted(((d.at, v.version, d) for v in versions for d in v.decisions), key=lambda item: item[0],
                          reverse=True)
         items = []
@@ -176,4 +189,17 @@ class ModelsView:
         gate_history = (f"<ul class='nbmlops-gate-history'>{''.join(items)}</ul>" if items
                         else "<div class='nbmlops-muted'>no promotion was attempted</div>")
         return (f"{STYLE}<div class='nbmlops-view'><b>{esc(name)}</b>: {len(versions)} version(s)"
-                f"{table(header, rows, 'nbmlops-versions-table')}<div><b>gate history</b></div>{gate_history}</div>")
+                f"<div class='nbmlops-scroll'>{table(header, rows, 'nbmlops-versions-table')}</div>"
+                f"<div><b>gate history</b></div>{gate_history}</div>")
+
+    def source_runs(self, versions: Sequence[ModelVersionInfo]) -> dict[str, search.RunRow]:
+        """The runs the versions came from (those still in the store), by run id: one read for all of them."""
+        run_ids = list(dict.fromkeys(v.run_id for v in versions if v.run_id))
+        if not run_ids:
+            return {}
+        return {row.run_id: row for row in search.get_rows(self._tracking_uri(), run_ids)}
+
+    def _tracking_uri(self) -> str:
+        from nbmlops.config import resolve_settings
+
+        return (self.settings or resolve_settings()).tracking_uri
