@@ -22,6 +22,8 @@ import asyncio
 import functools
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.client import responses
@@ -43,8 +45,10 @@ from nbmlops.exceptions import (
 )
 from nbmlops.redact import redact_text, redact_uri
 from nbmlops.server import payloads
+from nbmlops.server.artifacts import CSP as ARTIFACT_CSP
+from nbmlops.server.artifacts import served_as
 from nbmlops.server.jobs import Job, JobManager, notebook_parameters
-from nbmlops.server.paths import resolve_notebook
+from nbmlops.server.paths import artifact_path, resolve_notebook
 from nbmlops.server.store_guard import StoreGuard, bounded
 
 __all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "RequestError", "routes"]
@@ -54,6 +58,8 @@ T = TypeVar("T")
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 MAX_ARTIFACTS = 500
+ARTIFACT_DEADLINE_S = 120.0  # a download that keeps moving may take this long; a dead store fails within seconds
+ARTIFACT_CHUNK = 256 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ERROR_CHARS = 2000
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -125,12 +131,14 @@ class NbmlopsHandler(APIHandler):
         return guard
 
     async def store_call(self, settings: Settings, fn: Callable[..., T], *args: Any, recheck: bool = False,
-                         **kwargs: Any) -> T:
+                         deadline: float | None = None, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)``, a call to the tracking store of ``settings``, in the thread pool: its answer
-        within a few seconds, else :class:`StoreUnavailableError` (503) saying in one line why (see
-        :mod:`nbmlops.server.store_guard`). Every handler that reads or writes a store calls it this way."""
+        within a few seconds (``deadline``: longer, for a download), else :class:`StoreUnavailableError` (503)
+        saying in one line why (see :mod:`nbmlops.server.store_guard`). Every handler that reads or writes a
+        store calls it this way."""
         return await self.store_guard.call(
-            settings.tracking_uri, lambda: self.in_thread(bounded(fn, *args, **kwargs)), recheck=recheck
+            settings.tracking_uri, lambda: self.in_thread(bounded(fn, *args, **kwargs)), recheck=recheck,
+            deadline=deadline,
         )
 
     def notebook(self, required: bool = True) -> tuple[str, Path] | None:
@@ -261,6 +269,42 @@ class RunHandler(NbmlopsHandler):
         settings = self.store_settings(found[1] if found else None)
         detail = await self.store_call(settings, run_detail, settings.tracking_uri, run_id, MAX_ARTIFACTS)
         self.reply(payloads.run_detail(detail, settings.ui_url))
+
+
+class ArtifactHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/runs/<run_id>/artifact?path=P[&notebook=PATH][&download=1]``: one artifact file of the
+    run, streamed (404 when the run holds no file at P; P is checked by :func:`artifact_path`). Images and text
+    are shown inline, anything else (SVG, HTML as a file type of its own, binaries) is an attachment; every answer
+    is nosniff with a sandboxing Content-Security-Policy (:mod:`nbmlops.server.artifacts`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        from nbmlops.tracking.notebook_runs import fetch_artifact
+
+        if not _RUN_ID.match(run_id):
+            raise RequestError(f"run id {run_id!r}: expected 32 lowercase hexadecimal characters")
+        path = artifact_path(self.get_query_argument("path", None))
+        found = self.notebook(required=False)
+        settings = self.store_settings(found[1] if found else None)
+        shown = served_as(path, download=self.get_query_argument("download", "") not in ("", "0"))
+        folder = tempfile.mkdtemp(prefix="nbmlops-artifact-")
+        try:
+            local = await self.store_call(settings, fetch_artifact, settings.tracking_uri, run_id, path, folder,
+                                          deadline=ARTIFACT_DEADLINE_S)
+            self.set_header("Content-Type", shown.content_type)
+            self.set_header("Content-Disposition", shown.disposition)
+            self.set_header("Content-Security-Policy", ARTIFACT_CSP)
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Cache-Control", "private, no-cache")
+            self.set_header("Content-Length", str(local.stat().st_size))
+            with open(local, "rb") as source:
+                while chunk := source.read(ARTIFACT_CHUNK):
+                    self.write(chunk)
+                    await self.flush()
+            await self.finish(set_content_type=shown.content_type)
+        finally:
+            await self.in_thread(shutil.rmtree, folder, True)
 
 
 class ParametersHandler(NbmlopsHandler):
@@ -451,6 +495,7 @@ def routes() -> list[tuple[str, type[NbmlopsHandler]]]:
         ("status", StatusHandler),
         ("runs", RunsHandler),
         ("runs/([^/]+)", RunHandler),
+        ("runs/([^/]+)/artifact", ArtifactHandler),
         ("notebook/parameters", ParametersHandler),
         ("models", ModelsHandler),
         ("models/([^/]+)", ModelHandler),

@@ -1,4 +1,5 @@
-"""The one rule for paths a request names: relative to the server's root, and staying inside it.
+"""The one rule for paths a request names: relative to the server's root, and staying inside it (and its
+twin for the path of a run's artifact: relative to the run's artifacts, :func:`artifact_path`).
 
 A path is refused (:class:`PathError`, HTTP 400) when it is empty or absolute, has a ``..`` component,
 a backslash, a NUL or control character, still holds a ``%`` escape after the URL was decoded (double
@@ -10,12 +11,13 @@ resolves outside the root. A path that is well formed but names nothing is a :cl
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 from nbmlops.exceptions import PathError, PathNotFoundError
 
-__all__ = ["PathError", "PathNotFoundError", "resolve_notebook", "resolve_path"]
+__all__ = ["PathError", "PathNotFoundError", "artifact_path", "resolve_notebook", "resolve_path"]
 
 
 def resolve_path(root: str | os.PathLike[str], path: str | None, *, allow_hidden: bool = True) -> tuple[str, Path]:
@@ -66,3 +68,25 @@ def resolve_notebook(root: str | os.PathLike[str], path: str | None, *, allow_hi
     if not absolute.is_file():
         raise PathError(relative, "is not a file")
     return relative, absolute
+
+
+def artifact_path(path: str | None) -> str:
+    """``path``, an artifact of a run (``figures/loss.png``), checked and normalized: relative, no ``..``
+    component, no backslash, NUL, control character or leftover ``%`` escape (:class:`PathError`, HTTP 400).
+    Which run's artifacts it may name is the store's to say: a path the run does not hold is a 404."""
+    if not path:
+        raise PathError("", "an artifact path is required (path=...)")
+    if "\x00" in path or any(ord(c) < 32 for c in path):
+        raise PathError(path, "contains a NUL or control character")
+    if "\\" in path:
+        raise PathError(path, "contains a backslash; use '/' between folders")
+    if "%" in path:
+        raise PathError(path, "still contains a '%' escape after decoding (double encoding is refused)")
+    if path.startswith("/") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):
+        raise PathError(path, "is absolute; give a path relative to the run's artifacts")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PathError(path, "has a '..' component")
+    if not parts:
+        raise PathError(path, "names the run's artifact folder, not a file")
+    return "/".join(parts)

@@ -17,9 +17,14 @@ from nbmlops.registry.promote import Promotion
 from nbmlops.tracking.notebook_runs import ListedRun, RunDetail
 from nbmlops.tracking.search import RunRow
 
-__all__ = ["gate_syntax_error", "json_safe", "model", "model_versions", "promotion", "run_detail", "run_link", "run_row"]
+__all__ = [
+    "gate_syntax_error", "json_safe", "model", "model_versions", "promotion", "run_detail", "run_error", "run_link",
+    "run_row",
+]
 
 _DETAIL_TAG_PREFIXES = ("nbmlops.", "mlflow.source.")
+#: where nbmlops stores a failed run's traceback (:meth:`nbmlops.tracking.run.Run.end`)
+TRACEBACK_ARTIFACT = "error/traceback.txt"
 
 
 def json_safe(value: Any) -> Any:
@@ -72,7 +77,27 @@ def run_detail(detail: RunDetail, ui_url: str) -> dict[str, Any]:
         "datasets": [{"name": name, "digest": digest, "context": context} for name, digest, context in row.datasets],
         "artifacts": list(detail.artifacts),
         "artifacts_truncated": detail.artifacts_truncated,
+        "series": {key: [[step, value] for step, value in points] for key, points in detail.series.items()},
+        "series_truncated": detail.series_truncated,
+        "error": run_error(row, detail.artifacts),
         "ui_url": run_url(ui_url, row.experiment_id, row.run_id),
+    }
+
+
+def run_error(row: RunRow, artifacts: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Why a run failed, as nbmlops recorded it: the exception's type and message (tags ``nbmlops.error.type``
+    and ``.message``, the traceback in the artifact ``error/traceback.txt``), or the failure nbmlops found
+    (``nbmlops.failure``: ``kernel_died``, ``heartbeat_lost``, with ``nbmlops.failure_reason``). None for a run
+    with neither."""
+    tags = row.tags
+    kind, message = tags.get("nbmlops.error.type"), tags.get("nbmlops.error.message")
+    failure, reason = tags.get("nbmlops.failure"), tags.get("nbmlops.failure_reason")
+    if not (kind or message or failure or reason):
+        return None
+    return {
+        "type": kind or failure or None,
+        "message": message if message is not None else reason,
+        "traceback": TRACEBACK_ARTIFACT if TRACEBACK_ARTIFACT in artifacts else None,
     }
 
 

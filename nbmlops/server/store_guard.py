@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nbmlops.exceptions import StoreAuthError, StoreUnavailableError
+from nbmlops.exceptions import StoreUnavailableError
 from nbmlops.redact import redact_uri
 
 __all__ = ["ANSWER_S", "OPENING_S", "RECHECK_S", "REQUEST_S", "Outage", "StoreGuard", "outage"]
@@ -51,7 +51,7 @@ _RESET = re.compile(r"connection reset|remote ?disconnected|connection aborted|b
 @dataclass(frozen=True)
 class Outage:
     """Why a store could not be read: ``kind`` is ``refused``, ``no-answer``, ``error-status``, ``no-host``,
-    ``disconnected``, ``auth`` or ``other``; ``reason`` is one line (no credentials); ``store`` the URI shown."""
+    ``disconnected`` or ``other``; ``reason`` is one line (no credentials); ``store`` the URI shown."""
 
     kind: str
     reason: str
@@ -93,8 +93,11 @@ class StoreGuard:
             return None
         return found[1]
 
-    async def call(self, uri: str, run: Callable[[], Awaitable[T]], *, recheck: bool = False) -> T:
-        """``await run()`` (a call to store ``uri`` in a thread, bounded by :func:`bounded`) within the deadline.
+    async def call(self, uri: str, run: Callable[[], Awaitable[T]], *, recheck: bool = False,
+                   deadline: float | None = None) -> T:
+        """``await run()`` (a call to store ``uri`` in a thread, bounded by :func:`bounded`) within the deadline
+        (:data:`ANSWER_S`, or ``deadline`` for a call that moves much data while the store answers, such as a
+        download).
 
         Raises :class:`StoreUnavailableError` with the :func:`outage` reason when the store fails, did not answer
         in time, or failed less than :data:`RECHECK_S` seconds ago (unless ``recheck``: ask it now all the same).
@@ -105,20 +108,28 @@ class StoreGuard:
             if recent is not None:
                 raise StoreUnavailableError(shown, recent.reason)
         with self._lock:
-            deadline = ANSWER_S if uri in self._answered else OPENING_S
+            deadline = max(deadline or ANSWER_S, ANSWER_S if uri in self._answered else OPENING_S)
         try:
-            result = await asyncio.wait_for(run(), deadline)
+            result = await asyncio.wait_for(self._asked(shown, run), deadline)
         except asyncio.TimeoutError:
             raise self._failure(uri, Outage("no-answer", f"no answer within {deadline:g} s", shown)) from None
-        except StoreAuthError as exc:
-            self._failure(uri, Outage("auth", str(exc), shown))
-            raise
         except StoreUnavailableError as exc:
             raise self._failure(uri, outage(shown, exc.reason)) from None
         with self._lock:
             self._answered.add(uri)
             self._failed.pop(uri, None)
         return result
+
+    @staticmethod
+    async def _asked(shown: str, run: Callable[[], Awaitable[T]]) -> T:
+        """``await run()``; asked once more when the store closed a connection without an answer (a server that
+        just died does so on a kept-alive connection: a new one then says what is really there)."""
+        try:
+            return await run()
+        except StoreUnavailableError as exc:
+            if outage(shown, exc.reason).kind != "disconnected":
+                raise
+        return await run()
 
     def _failure(self, uri: str, found: Outage) -> StoreUnavailableError:
         with self._lock:

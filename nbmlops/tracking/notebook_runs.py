@@ -1,5 +1,5 @@
 """Runs as a notebook's sidebar lists them: the runs of one notebook (or of every notebook), one run in
-detail with its artifact tree, and a quick count of the store's experiments.
+detail with its artifact tree and metric series, and a quick count of the store's experiments.
 
 A notebook's runs are those whose ``nbmlops.notebook`` tag (what ``%%track`` records) or
 ``mlflow.source.name`` (what ``nbmlops run`` records) is its absolute path. Runs are read with
@@ -9,18 +9,32 @@ A notebook's runs are those whose ``nbmlops.notebook`` tag (what ``%%track`` rec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from nbmlops.backend.runs import list_artifacts
 from nbmlops.backend.store import Store, open_store
+from nbmlops.exceptions import PathNotFoundError, RecordRejected
 from nbmlops.redact import redact_uri
-from nbmlops.tracking.query import RunNotFoundError
-from nbmlops.tracking.search import RunRow, SearchError, experiments, get_rows, quote_value, search_page
+from nbmlops.tracking.query import RunNotFoundError, download_artifact
+from nbmlops.tracking.search import (
+    RunRow,
+    SearchError,
+    experiments,
+    get_rows,
+    metric_history,
+    quote_value,
+    search_page,
+)
 
-__all__ = ["ListedRun", "RunDetail", "count_experiments", "run_detail", "runs_for_notebook"]
+__all__ = ["MAX_SERIES", "SERIES_POINTS", "ListedRun", "RunDetail", "count_experiments", "fetch_artifact",
+           "run_detail", "runs_for_notebook"]
 
 NOTEBOOK_TAGS = ("nbmlops.notebook", "mlflow.source.name")
 _EXPERIMENTS_PER_SEARCH = 50
+#: the most metrics whose series a run's detail reads (by name), and the most points kept of each
+MAX_SERIES = 24
+SERIES_POINTS = 300
 
 
 @dataclass(frozen=True)
@@ -33,12 +47,15 @@ class ListedRun:
 
 @dataclass(frozen=True)
 class RunDetail:
-    """A run, its experiment's name and its artifact files (recursive, cut at a limit)."""
+    """A run, its experiment's name, its artifact files (recursive, cut at a limit) and the series of its
+    metrics logged more than once (``(step, value)`` by step, thinned to :data:`SERIES_POINTS`)."""
 
     run: RunRow
     experiment: str
     artifacts: tuple[str, ...] = ()
     artifacts_truncated: bool = False
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    series_truncated: bool = False
 
 
 def runs_for_notebook(tracking_uri: str, path: str | Sequence[str] | None, limit: int = 200) -> list[ListedRun]:
@@ -75,7 +92,49 @@ def run_detail(tracking_uri: str, run_id: str, max_artifacts: int = 500) -> RunD
     names = dict(experiments(tracking_uri))
     artifacts: list[str] = []
     truncated = _list_artifacts(open_store(tracking_uri, None), run_id, None, artifacts, max_artifacts)
-    return RunDetail(row, names.get(row.experiment_id, ""), tuple(artifacts), truncated)
+    keys = sorted(row.metrics)
+    series = {}
+    for key in keys[:MAX_SERIES]:
+        points = metric_history(tracking_uri, run_id, key)
+        if len(points) > 1:
+            series[key] = thin_points(points, SERIES_POINTS)
+    return RunDetail(row, names.get(row.experiment_id, ""), tuple(artifacts), truncated, series,
+                     len(keys) > MAX_SERIES)
+
+
+def thin_points(points: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
+    """At most about ``limit`` of ``points``: the first, the last, and the lowest and highest value of each
+    bucket between them, in step order (a curve keeps its shape and its extremes)."""
+    if len(points) <= max(limit, 2):
+        return list(points)
+    middle = points[1:-1]
+    size = -(-len(middle) // max(1, (limit - 2) // 2))
+    kept = [points[0]]
+    for start in range(0, len(middle), size):
+        bucket = [point for point in middle[start : start + size] if point[1] == point[1]]  # NaN left out
+        if bucket:
+            low, high = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
+            kept += sorted({low, high})
+    kept.append(points[-1])
+    return kept
+
+
+def fetch_artifact(tracking_uri: str, run_id: str, path: str, folder: str) -> Path:
+    """Download run ``run_id``'s artifact file ``path`` into ``folder``; its local path.
+
+    Raises:
+        RunNotFoundError: the store has no such run.
+        PathNotFoundError: the run holds no file at ``path`` (a folder is not a file).
+    """
+    try:
+        found = download_artifact(tracking_uri, run_id, path, folder)
+    except RecordRejected as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise RunNotFoundError(run_id, redact_uri(tracking_uri)) from None
+        raise
+    if found is None or not found.is_file():
+        raise PathNotFoundError(path)
+    return found
 
 
 def count_experiments(tracking_uri: str) -> int:

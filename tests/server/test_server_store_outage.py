@@ -24,7 +24,7 @@ from tests.reliability.faults import Fault, FaultProxy, clean_env, silent_server
 #: the issue's bound: every answer within a few seconds (generous for a loaded 2-core machine; the store's own
 #: call budget, 10 s, is what a call waited before)
 ANSWER_BOUND_S = 9.0
-ROUTES = (("runs",), ("runs", "0" * 32), ("models",), ("models", "some-model"))
+ROUTES = (("runs",), ("runs", "0" * 32), ("runs", "0" * 32, "artifact"), ("models",), ("models", "some-model"))
 
 
 def start_mlflow(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -75,7 +75,7 @@ def use_store(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
 
 async def timed(api, *route: str) -> tuple[int, dict, float]:
     start = time.monotonic()
-    code, body = await api("GET", *route)
+    code, body = await api("GET", *route, params={"path": "figures/loss.png"} if route[-1] == "artifact" else None)
     return code, body, time.monotonic() - start
 
 
