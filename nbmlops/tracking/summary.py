@@ -196,7 +196,7 @@ class Summary:
         header = (
             f"<div style='display:flex;flex-wrap:wrap;align-items:baseline;gap:0 10px;line-height:18px'>"
             f"<b class='nbmlops-summary-name' style='font-size:13px'>{esc(self.name)}</b>{status_html(self.status)}"
-            f"<span style='opacity:.75'>{self.duration_s:.2f} s</span>"
+            f"<span style='opacity:.75'>{_duration(self.duration_s)}</span>"
             f"<span style='opacity:.75' title='experiment'>{esc(self.experiment)}</span>{link}</div>"
         )
         note = self._nondeterminism_note()
@@ -404,6 +404,16 @@ def _lowest(values: list[float]) -> float | None:
     return None if low in (values[0], values[-1]) else low
 
 
+def _duration(seconds: float) -> str:
+    """``340 ms``, ``2.41 s``, ``3 min 5 s``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
 def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
@@ -444,7 +454,8 @@ def _param_row(key: str, value: str, changed: bool, before: str | None, removed:
     elif changed:
         value_html = (f"<span style='text-decoration:line-through;opacity:.65' title='{esc(before or '', quote=True)}'>"
                       f"{_shown(before or '')}</span> &#8594; <b title='{esc(value, quote=True)}'>{_shown(value)}</b>")
-        flag = f"<span class='nbmlops-changed' style='color:{_CHANGED};font-weight:600'>&#9670;&#8201;changed</span>"
+        flag = (f"<span class='nbmlops-changed' style='font-weight:600'><span style='color:{_CHANGED}'>&#9670;</span>"
+                "&#8201;changed</span>")
     row = (f"<td style='{_TD};font-family:{_MONO}'>{esc(key)}</td>"
            f"<td style='{_TD};font-family:{_MONO}'>{value_html}</td><td style='{_TD}'>{flag}</td><td style='{_TD}'></td>")
     return row, changed and before is not None and not removed
