@@ -2,7 +2,7 @@
  * The server extension's routes as typed calls (see `types.ts` for the bodies).
  */
 
-import { ApiError, query, requestAPI } from './request';
+import { ApiError, apiUrl, query, requestAPI } from './request';
 import {
   IJob,
   IModelDetails,
@@ -35,6 +35,14 @@ export function listRuns(notebook: string, limit = 200): Promise<IRunList> {
 /** One run in full; `notebook` (the notebook it belongs to) picks the store that notebook's project uses. */
 export function getRun(runId: string, notebook?: string | null): Promise<IRunDetails> {
   return requestAPI<IRunDetails>(`${path('runs', runId)}${query({ notebook })}`);
+}
+
+/**
+ * The address of a run's artifact file as the server extension serves it (authenticated by Jupyter's login
+ * cookie, so it works as a link and as an `<img>` source); `download` makes it an attachment.
+ */
+export function artifactUrl(runId: string, artifact: string, notebook?: string | null, download = false): string {
+  return apiUrl(`${path('runs', runId, 'artifact')}${query({ path: artifact, notebook, download: download ? 1 : null })}`);
 }
 
 export function getParameters(notebook: string): Promise<INotebookParameters> {

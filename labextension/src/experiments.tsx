@@ -1,6 +1,8 @@
 /**
  * The Experiments panel (left sidebar): the active notebook's runs grouped by cell, a run's
- * details, two runs compared, the notebook's headless runs, and the model registry.
+ * details (its exception when it failed, curves of its metric series, artifacts as links with image
+ * previews), two runs compared, the notebook's headless runs, and the model registry. When the
+ * tracking store cannot be read, an error state says why, with a Retry button.
  */
 
 import { ReactWidget, UseSignal, refreshIcon } from '@jupyterlab/ui-components';
@@ -8,20 +10,29 @@ import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
-import { getRun } from './api';
+import { artifactUrl, getRun } from './api';
 import { experimentsIcon } from './icons';
 import {
+  ISeriesGroup,
   compareRuns,
+  curveGeometry,
   formatDuration,
   formatShortTime,
   formatTime,
   formatValue,
   groupLabel,
   IDiffRow,
+  isImageArtifact,
   keyMetrics,
+  keyParams,
+  orderMetrics,
+  orderParams,
+  runHeading,
   safeHref,
+  seriesGroups,
   statusKind,
-  toggleCompareSelection
+  toggleCompareSelection,
+  visibleRows
 } from './model';
 import { JobsSection } from './jobs';
 import { ModelsView } from './models';
@@ -29,6 +40,9 @@ import { ExperimentsState } from './state';
 import { IRunDetails, IRunSummary } from './types';
 
 export const PANEL_ID = 'nbmlops-experiments';
+
+/** The most image artifacts a run's details preview. */
+const MAX_PREVIEWS = 6;
 
 type Tab = 'runs' | 'models';
 
@@ -115,6 +129,23 @@ export function StatusBadge(props: { status: string }): JSX.Element {
   );
 }
 
+/** Why the runs cannot be shown, and a button that asks again. */
+function StoreError(props: { error: string; retrying: boolean; onRetry: () => void }): JSX.Element {
+  return (
+    <div className="nbmlops-lab-store-error" role="alert">
+      <div className="nbmlops-lab-store-error-title">Runs unavailable</div>
+      <div className="nbmlops-lab-store-error-reason">{props.error}</div>
+      <button
+        className="jp-mod-styled jp-mod-accept nbmlops-lab-retry"
+        disabled={props.retrying}
+        onClick={props.onRetry}
+      >
+        {props.retrying ? 'Retrying…' : 'Retry'}
+      </button>
+    </div>
+  );
+}
+
 function RunsView(props: { state: ExperimentsState; commands: CommandRegistry }): JSX.Element {
   const { state, commands } = props;
   const [selected, setSelected] = React.useState<string | null>(null);
@@ -134,7 +165,7 @@ function RunsView(props: { state: ExperimentsState; commands: CommandRegistry })
   const compared = compare.map(id => byId.get(id)).filter((run): run is IRunSummary => !!run);
 
   return (
-    <div className="nbmlops-lab-runs">
+    <div className="nbmlops-lab-runs" aria-busy={state.loading}>
       <div className="nbmlops-lab-toolbar">
         <span className="nbmlops-lab-notebook" title={path}>
           {basename(path)}
@@ -148,7 +179,9 @@ function RunsView(props: { state: ExperimentsState; commands: CommandRegistry })
           <refreshIcon.react tag="span" className={state.loading ? 'nbmlops-lab-spin' : ''} />
         </button>
       </div>
-      {state.error && <div className="nbmlops-lab-error">Runs unavailable: {state.error}</div>}
+      {state.error && (
+        <StoreError error={state.error} retrying={state.loading} onRetry={() => void state.refresh()} />
+      )}
       <JobsSection jobs={state.jobs} commands={commands} onSelectRun={setSelected} />
       {compared.length === 2 && (
         <Comparison a={compared[0]} b={compared[1]} onClose={() => setCompare([])} />
@@ -194,7 +227,7 @@ function RunItem(props: {
 }): JSX.Element {
   const { run } = props;
   const metrics = keyMetrics(run.metrics);
-  const params = Object.keys(run.params).sort().slice(0, 3);
+  const params = keyParams(run.params);
   const duration = formatDuration(run.start_time, run.end_time);
   return (
     <li
@@ -212,7 +245,9 @@ function RunItem(props: {
         />
         <button className="nbmlops-lab-run-title" onClick={props.onSelect} aria-expanded={props.selected}>
           <span className={`nbmlops-lab-dot nbmlops-lab-status-${statusKind(run.status)}`} title={run.status} />
-          <span className="nbmlops-lab-run-name">{run.name || run.run_id.slice(0, 8)}</span>
+          <span className="nbmlops-lab-run-name" title={run.name || run.run_id}>
+            {run.name || run.run_id.slice(0, 8)}
+          </span>
           <span className="nbmlops-lab-run-time" title={formatTime(run.start_time) + (duration ? ` (${duration})` : '')}>
             {formatShortTime(run.start_time)}
           </span>
@@ -221,13 +256,13 @@ function RunItem(props: {
       {(metrics.length > 0 || params.length > 0) && (
         <div className="nbmlops-lab-run-summary">
           {metrics.map(([name, value]) => (
-            <span key={`m-${name}`} className="nbmlops-lab-chip nbmlops-lab-chip-metric">
+            <span key={`m-${name}`} className="nbmlops-lab-chip nbmlops-lab-chip-metric" title={`metric ${name}`}>
               {name}={formatValue(value)}
             </span>
           ))}
-          {params.map(name => (
-            <span key={`p-${name}`} className="nbmlops-lab-chip nbmlops-lab-chip-param">
-              {name}={formatValue(run.params[name])}
+          {params.map(([label, name]) => (
+            <span key={`p-${name}`} className="nbmlops-lab-chip nbmlops-lab-chip-param" title={`param ${name}`}>
+              {label}={formatValue(run.params[name])}
             </span>
           ))}
         </div>
@@ -240,6 +275,7 @@ function RunItem(props: {
 function RunDetails(props: { runId: string; notebook: string }): JSX.Element {
   const [details, setDetails] = React.useState<IRunDetails | null>(null);
   const [error, setError] = React.useState<string | null>(null);
+  const [attempt, setAttempt] = React.useState(0);
 
   React.useEffect(() => {
     let live = true;
@@ -252,17 +288,38 @@ function RunDetails(props: { runId: string; notebook: string }): JSX.Element {
     return () => {
       live = false;
     };
-  }, [props.runId, props.notebook]);
+  }, [props.runId, props.notebook, attempt]);
 
   if (error) {
-    return <div className="nbmlops-lab-error">{error}</div>;
+    return (
+      <div className="nbmlops-lab-details">
+        <StoreError error={error} retrying={false} onRetry={() => setAttempt(attempt + 1)} />
+      </div>
+    );
   }
   if (!details) {
     return <div className="nbmlops-lab-details nbmlops-lab-loading">Loading…</div>;
   }
   const href = safeHref(details.ui_url);
+  const took = formatDuration(details.start_time, details.end_time);
   return (
     <div className="nbmlops-lab-details" data-run-id={details.run_id}>
+      {details.error && (
+        <div className="nbmlops-lab-run-error" role="note">
+          <span className="nbmlops-lab-run-error-type">{details.error.type ?? 'Error'}</span>
+          {details.error.message && <span className="nbmlops-lab-run-error-message">: {details.error.message}</span>}
+          {details.error.traceback && (
+            <a
+              className="nbmlops-lab-artifact-link nbmlops-lab-traceback-link"
+              href={artifactUrl(details.run_id, details.error.traceback, props.notebook)}
+              target="_blank"
+              rel="noopener noreferrer"
+            >
+              traceback
+            </a>
+          )}
+        </div>
+      )}
       <dl className="nbmlops-lab-facts">
         <dt>Status</dt>
         <dd>
@@ -280,10 +337,10 @@ function RunDetails(props: { runId: string; notebook: string }): JSX.Element {
         )}
         <dt>Started</dt>
         <dd>{formatTime(details.start_time)}</dd>
-        {formatDuration(details.start_time, details.end_time) && (
+        {took && (
           <>
             <dt>Took</dt>
-            <dd>{formatDuration(details.start_time, details.end_time)}</dd>
+            <dd>{took}</dd>
           </>
         )}
       </dl>
@@ -292,8 +349,9 @@ function RunDetails(props: { runId: string; notebook: string }): JSX.Element {
           Open in MLflow UI
         </a>
       )}
-      <KeyValueTable title="Params" values={details.params} />
-      <KeyValueTable title="Metrics" values={details.metrics} />
+      <Curves groups={seriesGroups(details.series)} />
+      <KeyValueTable title="Metrics" values={details.metrics} order={orderMetrics} />
+      <KeyValueTable title="Params" values={details.params} order={orderParams} />
       {details.datasets.length > 0 && (
         <>
           <h4>Datasets</h4>
@@ -312,36 +370,148 @@ function RunDetails(props: { runId: string; notebook: string }): JSX.Element {
           </table>
         </>
       )}
-      {details.artifacts.length > 0 && (
-        <>
-          <h4>Artifacts</h4>
-          <ul className="nbmlops-lab-artifacts">
-            {details.artifacts.map(artifact => (
-              <li key={artifact}>
-                <code>{artifact}</code>
-              </li>
-            ))}
-          </ul>
-        </>
-      )}
+      <Artifacts details={details} notebook={props.notebook} />
     </div>
   );
 }
 
-function KeyValueTable(props: { title: string; values: Record<string, unknown> }): JSX.Element | null {
-  const keys = Object.keys(props.values).sort();
+/** A run's metric series as small line charts, one per metric (its train/val/test splits together). */
+function Curves(props: { groups: ISeriesGroup[] }): JSX.Element | null {
+  if (props.groups.length === 0) {
+    return null;
+  }
+  return (
+    <>
+      <h4>Curves</h4>
+      <div className="nbmlops-lab-curves">
+        {props.groups.map(group => (
+          <Curve key={group.title} group={group} />
+        ))}
+      </div>
+    </>
+  );
+}
+
+const CURVE_WIDTH = 240;
+const CURVE_HEIGHT = 64;
+
+function Curve(props: { group: ISeriesGroup }): JSX.Element | null {
+  const { group } = props;
+  const geometry = curveGeometry(group.lines, CURVE_WIDTH, CURVE_HEIGHT);
+  if (!geometry) {
+    return null;
+  }
+  return (
+    <figure className="nbmlops-lab-curve" data-metric={group.title}>
+      <figcaption>
+        <span className="nbmlops-lab-curve-title">{group.title}</span>
+        <span className="nbmlops-lab-curve-range">
+          {formatValue(geometry.min)} – {formatValue(geometry.max)}
+        </span>
+      </figcaption>
+      <svg
+        viewBox={`0 0 ${CURVE_WIDTH} ${CURVE_HEIGHT}`}
+        preserveAspectRatio="none"
+        role="img"
+        aria-label={`${group.lines.map(line => line.name).join(', ')} over steps ${geometry.first} to ${geometry.last}`}
+      >
+        {geometry.paths.map((points, i) => (
+          <polyline
+            key={group.lines[i].name}
+            className={`nbmlops-lab-curve-line nbmlops-lab-curve-line-${i}`}
+            points={points}
+            fill="none"
+            vectorEffect="non-scaling-stroke"
+          />
+        ))}
+      </svg>
+      <div className="nbmlops-lab-curve-legend">
+        {group.lines.map((line, i) => {
+          const last = line.points[line.points.length - 1];
+          return (
+            <span key={line.name} className={`nbmlops-lab-curve-key nbmlops-lab-curve-key-${i}`}>
+              {line.name} {formatValue(last[1])}
+            </span>
+          );
+        })}
+        <span className="nbmlops-lab-curve-steps">
+          steps {geometry.first}–{geometry.last}
+        </span>
+      </div>
+    </figure>
+  );
+}
+
+/** The run's artifact files as links served by the server extension, with previews of its images. */
+function Artifacts(props: { details: IRunDetails; notebook: string }): JSX.Element | null {
+  const { details, notebook } = props;
+  if (details.artifacts.length === 0) {
+    return null;
+  }
+  const images = details.artifacts.filter(isImageArtifact).slice(0, MAX_PREVIEWS);
+  return (
+    <>
+      <h4>Artifacts</h4>
+      {images.length > 0 && (
+        <div className="nbmlops-lab-previews">
+          {images.map(artifact => (
+            <a
+              key={artifact}
+              href={artifactUrl(details.run_id, artifact, notebook)}
+              target="_blank"
+              rel="noopener noreferrer"
+              title={artifact}
+            >
+              <img
+                className="nbmlops-lab-preview"
+                src={artifactUrl(details.run_id, artifact, notebook)}
+                alt={artifact}
+                loading="lazy"
+              />
+            </a>
+          ))}
+        </div>
+      )}
+      <ul className="nbmlops-lab-artifacts">
+        {details.artifacts.map(artifact => (
+          <li key={artifact}>
+            <a
+              className="nbmlops-lab-artifact-link"
+              href={artifactUrl(details.run_id, artifact, notebook)}
+              target="_blank"
+              rel="noopener noreferrer"
+              title={artifact}
+            >
+              {artifact}
+            </a>
+          </li>
+        ))}
+        {details.artifacts_truncated && <li className="nbmlops-lab-empty">… more in the MLflow UI</li>}
+      </ul>
+    </>
+  );
+}
+
+function KeyValueTable(props: {
+  title: string;
+  values: Record<string, unknown>;
+  order: (names: readonly string[]) => string[];
+}): JSX.Element | null {
+  const keys = props.order(Object.keys(props.values));
   if (keys.length === 0) {
     return null;
   }
   return (
     <>
       <h4>{props.title}</h4>
-      <table className="nbmlops-lab-table">
+      <table className="nbmlops-lab-table nbmlops-lab-kv">
         <tbody>
           {keys.map(key => (
             <tr key={key}>
-              <td>{key}</td>
-              <td>{formatValue(props.values[key])}</td>
+              <td className="nbmlops-lab-key" title={key}>
+                {key}
+              </td>
+              <td title={formatValue(props.values[key])}>{formatValue(props.values[key])}</td>
             </tr>
           ))}
         </tbody>
@@ -350,50 +520,90 @@ function KeyValueTable(props: { title: string; values: Record<string, unknown> }
   );
 }
 
+function RunHeading(props: { run: IRunSummary }): JSX.Element {
+  const heading = runHeading(props.run);
+  return (
+    <th className="nbmlops-lab-compare-run" title={heading.title}>
+      <span className="nbmlops-lab-compare-name">{heading.name}</span>
+      <span className="nbmlops-lab-compare-meta">
+        {heading.time} · {heading.id}
+      </span>
+    </th>
+  );
+}
+
 function Comparison(props: { a: IRunSummary; b: IRunSummary; onClose: () => void }): JSX.Element {
+  const [onlyDifferences, setOnlyDifferences] = React.useState(true);
   const { params, metrics } = compareRuns(props.a, props.b);
-  const name = (run: IRunSummary) => run.name || run.run_id.slice(0, 8);
+  const shownMetrics = visibleRows(metrics, onlyDifferences);
+  const shownParams = visibleRows(params, onlyDifferences);
+  const hidden = shownMetrics.hidden + shownParams.hidden;
   const rows = (diff: IDiffRow[]) =>
     diff.map(row => (
       <tr key={row.key} className={row.changed ? 'nbmlops-lab-mod-changed' : ''}>
-        <td>{row.key}</td>
-        <td>{formatValue(row.a)}</td>
-        <td>{formatValue(row.b)}</td>
-        <td>{row.delta === null ? '' : (row.delta > 0 ? '+' : '') + formatValue(row.delta)}</td>
+        <td className="nbmlops-lab-key" title={row.key}>
+          {row.key}
+        </td>
+        <td title={formatValue(row.a)}>{formatValue(row.a)}</td>
+        <td title={formatValue(row.b)}>{formatValue(row.b)}</td>
+        <td className="nbmlops-lab-delta">
+          {row.delta === null || row.delta === 0 ? '' : (row.delta > 0 ? '+' : '') + formatValue(row.delta)}
+        </td>
       </tr>
     ));
+  const section = (title: string, diff: IDiffRow[]) =>
+    diff.length > 0 && (
+      <>
+        <tr className="nbmlops-lab-table-section">
+          <td colSpan={4}>{title}</td>
+        </tr>
+        {rows(diff)}
+      </>
+    );
   return (
     <section className="nbmlops-lab-compare">
       <h3>
         <span>Compare</span>
+        <label className="nbmlops-lab-compare-toggle">
+          <input
+            type="checkbox"
+            checked={onlyDifferences}
+            onChange={event => setOnlyDifferences(event.target.checked)}
+          />
+          only differences
+        </label>
         <button className="nbmlops-lab-link-button" onClick={props.onClose}>
           Close
         </button>
       </h3>
-      <table className="nbmlops-lab-table">
+      <table className="nbmlops-lab-table nbmlops-lab-compare-table">
+        <colgroup>
+          <col className="nbmlops-lab-col-key" />
+          <col />
+          <col />
+          <col className="nbmlops-lab-col-delta" />
+        </colgroup>
         <thead>
           <tr>
             <th />
-            <th>{name(props.a)}</th>
-            <th>{name(props.b)}</th>
+            <RunHeading run={props.a} />
+            <RunHeading run={props.b} />
             <th>Δ</th>
           </tr>
         </thead>
         <tbody>
-          {params.length > 0 && (
-            <tr className="nbmlops-lab-table-section">
-              <td colSpan={4}>Params</td>
-            </tr>
-          )}
-          {rows(params)}
-          {metrics.length > 0 && (
-            <tr className="nbmlops-lab-table-section">
-              <td colSpan={4}>Metrics</td>
-            </tr>
-          )}
-          {rows(metrics)}
+          {section('Metrics', shownMetrics.rows)}
+          {section('Params', shownParams.rows)}
         </tbody>
       </table>
+      {hidden > 0 && (
+        <div className="nbmlops-lab-compare-hidden">
+          {hidden} identical {hidden === 1 ? 'value' : 'values'} hidden
+        </div>
+      )}
+      {onlyDifferences && shownMetrics.rows.length + shownParams.rows.length === 0 && (
+        <div className="nbmlops-lab-empty">The two runs have the same params and metrics.</div>
+      )}
     </section>
   );
 }

@@ -1,10 +1,9 @@
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import flaskSvg from '../style/icons/flask.svg';
-import trackSvg from '../style/icons/track.svg';
 
-/** The Experiments panel's tab. */
+/** nbmlops' flask: the Experiments panel's tab and the cell toolbar's %%track toggle alike. */
 export const experimentsIcon = new LabIcon({ name: 'nbmlops:experiments', svgstr: flaskSvg });
 
-/** The cell toolbar's %%track toggle. */
-export const trackIcon = new LabIcon({ name: 'nbmlops:track', svgstr: trackSvg });
+/** The cell toolbar's %%track toggle: the panel's flask, so a tracked cell and its runs read as one thing. */
+export const trackIcon = experimentsIcon;

@@ -310,16 +310,95 @@ export function groupLabel(
   return hasCellId ? `Cell ${short} (not in notebook)` : `Cell ${short}`;
 }
 
-/** The first `limit` metrics by name, skipping empty ones. */
+/** Words of metric names that say how good a model is (what a person looks for first). */
+const QUALITY_WORDS = new Set([
+  'accuracy', 'acc', 'f1', 'auc', 'roc', 'rocauc', 'pr', 'ap', 'map', 'precision', 'recall', 'r2', 'score',
+  'mse', 'rmse', 'mae', 'mape', 'loss', 'error', 'logloss', 'nll', 'perplexity', 'iou', 'dice', 'bleu', 'rouge',
+  'ndcg', 'mrr', 'kappa', 'mcc', 'balanced'
+]);
+/** Words of metric names that describe the run rather than the model (shown last). */
+const BOOKKEEPING_WORDS = new Set([
+  'time', 'times', 'seconds', 'duration', 'epoch', 'epochs', 'step', 'steps', 'lr', 'learning', 'rate', 'count',
+  'n', 'size', 'memory', 'mem', 'samples', 'iter', 'iterations', 'batch'
+]);
+const HELD_OUT = new Set(['val', 'valid', 'validation', 'test', 'eval', 'holdout', 'dev', 'cv']);
+
+function words(name: string): string[] {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter(Boolean);
+}
+
+/**
+ * How early a metric is shown: quality metrics (accuracy, f1, loss, rmse, ...) first, those on held-out data
+ * (`val_`, `test_`) before those on training data, run bookkeeping (`fit_time`, `epoch`, `lr`) last.
+ */
+export function metricRank(name: string): number {
+  const found = words(name);
+  if (found.some(word => BOOKKEEPING_WORDS.has(word)) && !found.some(word => QUALITY_WORDS.has(word))) {
+    return 4;
+  }
+  const quality = found.some(word => QUALITY_WORDS.has(word) || /(loss|error|score)$/.test(word));
+  if (!quality) {
+    return 3;
+  }
+  if (found.some(word => HELD_OUT.has(word))) {
+    return 0;
+  }
+  return found.includes('train') || found.includes('training') ? 2 : 1;
+}
+
+/** Metric names in the order a person reads them: see `metricRank`, then by name. */
+export function orderMetrics(names: readonly string[]): string[] {
+  return [...names].sort((a, b) => metricRank(a) - metricRank(b) || a.localeCompare(b));
+}
+
+/** The `limit` metrics to show first (`orderMetrics`), skipping empty ones. */
 export function keyMetrics(
   metrics: Record<string, number | null>,
   limit = 3
 ): Array<[string, number]> {
-  return Object.keys(metrics)
-    .sort()
-    .filter(name => metrics[name] !== null && metrics[name] !== undefined)
+  return orderMetrics(Object.keys(metrics).filter(name => metrics[name] !== null && metrics[name] !== undefined))
     .slice(0, limit)
     .map(name => [name, metrics[name] as number]);
+}
+
+/**
+ * A param the user set (a plain name the cell assigned, or passed to `nbmlops.track`), not one read from an
+ * estimator (`model.C`, `clf.logisticregression__class_weight`) or a search (`grid.best_params.C`).
+ */
+export function isUserParam(key: string): boolean {
+  return !key.includes('.') && !key.includes('__');
+}
+
+/** The short name of an estimator's param: `clf.logisticregression__class_weight` -> `class_weight`. */
+export function shortParamName(key: string): string {
+  const last = key.split('.').pop() || key;
+  return last.split('__').pop() || last;
+}
+
+/** Param names, the user's own first, each group by name. */
+export function orderParams(names: readonly string[]): string[] {
+  const own = names.filter(isUserParam).sort();
+  return [...own, ...names.filter(name => !isUserParam(name)).sort()];
+}
+
+/**
+ * The params a run's chips show: the user's own (at most `limit`, by name); only when it has none, its
+ * estimators' params under their short names. `[label, full name]` pairs.
+ */
+export function keyParams(params: Record<string, Scalar>, limit = 3): Array<[string, string]> {
+  const names = Object.keys(params);
+  const own = names.filter(isUserParam).sort();
+  if (own.length > 0) {
+    return own.slice(0, limit).map(name => [name, name]);
+  }
+  return names
+    .sort()
+    .slice(0, limit)
+    .map(name => [shortParamName(name), name]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,12 +448,37 @@ function diff(
   });
 }
 
-/** Every param and metric of two runs side by side (a = the first selected), sorted by name. */
+/**
+ * Every metric and param of two runs side by side (a = the first selected): metrics in reading order
+ * (`orderMetrics`), params with the user's own first (`orderParams`).
+ */
 export function compareRuns(a: Comparable, b: Comparable): IRunComparison {
+  const order = (rows: IDiffRow[], sorted: string[]) => sorted.map(key => rows.find(row => row.key === key)!);
+  const metrics = diff(a.metrics, b.metrics);
+  const params = diff(a.params, b.params);
   return {
-    params: diff(a.params, b.params),
-    metrics: diff(a.metrics, b.metrics)
+    params: order(params, orderParams(params.map(row => row.key))),
+    metrics: order(metrics, orderMetrics(metrics.map(row => row.key)))
   };
+}
+
+/** The rows to show: all, or only those that differ; `hidden` counts the rows left out. */
+export function visibleRows(rows: readonly IDiffRow[], onlyDifferences: boolean): { rows: IDiffRow[]; hidden: number } {
+  const shown = onlyDifferences ? rows.filter(row => row.changed) : [...rows];
+  return { rows: shown, hidden: rows.length - shown.length };
+}
+
+/** A run as a column heading: its name (or short id), start time and short id; `title` says it all. */
+export function runHeading(run: Pick<IRunSummary, 'run_id' | 'name' | 'start_time'>): {
+  name: string;
+  time: string;
+  id: string;
+  title: string;
+} {
+  const id = run.run_id.slice(0, 8);
+  const name = run.name || id;
+  const time = formatShortTime(run.start_time);
+  return { name, time, id, title: `${name}\n${formatTime(run.start_time)}\nrun ${run.run_id}` };
 }
 
 /**
@@ -389,6 +493,84 @@ export function toggleCompareSelection(
     return selected.filter(id => id !== runId);
   }
   return [...selected, runId].slice(-2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metric series as curves
+
+export type SeriesPoint = [number, number | null];
+
+/** Metrics whose series are drawn together: `train_mse` and `val_mse` share the chart `mse`. */
+export interface ISeriesGroup {
+  title: string;
+  lines: Array<{ name: string; points: SeriesPoint[] }>;
+}
+
+const SPLIT_PREFIX = /^(train|training|val|valid|validation|test|eval|holdout|dev)[_./-]/i;
+const SPLIT_SUFFIX = /[_./-](train|training|val|valid|validation|test|eval|holdout|dev)$/i;
+
+/** The name of the chart a metric's series goes in: the metric's name without its data split. */
+export function seriesChartName(metric: string): string {
+  const stripped = metric.replace(SPLIT_PREFIX, '').replace(SPLIT_SUFFIX, '');
+  return stripped || metric;
+}
+
+/** A run's series grouped into charts (at most 4 lines each), in the order metrics are read (`orderMetrics`). */
+export function seriesGroups(series: Record<string, SeriesPoint[]> | null | undefined): ISeriesGroup[] {
+  const groups = new Map<string, ISeriesGroup>();
+  for (const name of orderMetrics(Object.keys(series ?? {}))) {
+    const points = series![name];
+    if (!points || points.length < 2) {
+      continue;
+    }
+    const title = seriesChartName(name);
+    let group = groups.get(title);
+    if (!group || group.lines.length >= 4) {
+      group = { title: group ? name : title, lines: [] };
+      groups.set(group.title, group);
+    }
+    group.lines.push({ name, points });
+  }
+  return Array.from(groups.values());
+}
+
+/** An SVG drawing of lines: a `points` attribute per line in a `width` x `height` box, and the value range. */
+export function curveGeometry(
+  lines: ReadonlyArray<{ points: SeriesPoint[] }>,
+  width: number,
+  height: number,
+  pad = 3
+): { paths: string[]; min: number; max: number; first: number; last: number } | null {
+  const all = lines.flatMap(line => line.points).filter(([step, value]) => Number.isFinite(step) && value !== null && Number.isFinite(value));
+  if (all.length < 2) {
+    return null;
+  }
+  const steps = all.map(([step]) => step);
+  const values = all.map(([, value]) => value as number);
+  const first = Math.min(...steps);
+  const last = Math.max(...steps);
+  const min = Math.min(...values);
+  const max = Math.max(...values);
+  const x = (step: number) => pad + ((step - first) / (last - first || 1)) * (width - 2 * pad);
+  const y = (value: number) =>
+    max === min ? height / 2 : height - pad - ((value - min) / (max - min)) * (height - 2 * pad);
+  const paths = lines.map(line =>
+    line.points
+      .filter(([step, value]) => Number.isFinite(step) && value !== null && Number.isFinite(value))
+      .map(([step, value]) => `${x(step).toFixed(1)},${y(value as number).toFixed(1)}`)
+      .join(' ')
+  );
+  return { paths, min, max, first, last };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Artifacts
+
+const IMAGE_SUFFIXES = /\.(png|jpe?g|gif|webp|svg)$/i;
+
+/** Whether an artifact is an image the details can preview (an `<img>` never runs an SVG's script). */
+export function isImageArtifact(path: string): boolean {
+  return IMAGE_SUFFIXES.test(path);
 }
 
 // ---------------------------------------------------------------------------------------------

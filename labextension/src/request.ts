@@ -1,5 +1,6 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import { ISignal, Signal } from '@lumino/signaling';
 
 /** The URL prefix of the server extension's routes, below the server's base URL. */
 export const API_ROOT = 'nbmlops/api';
@@ -21,6 +22,29 @@ export class ApiError extends ServerConnection.ResponseError {
   }
 }
 
+/** What a call to the server extension said about the tracking store behind it. */
+export interface IStoreOutcome {
+  /** false when the call answered 503 (the store could not be read) */
+  reachable: boolean;
+  /** the server's one-line reason when unreachable */
+  error: string | null;
+}
+
+const outcomes = new Signal<object, IStoreOutcome>({});
+
+/**
+ * Emitted after each call of a route that reads the tracking store (runs, models): whether the store
+ * answered. The status bar turns red at the first 503 instead of waiting for its next check.
+ */
+export const storeOutcomes: ISignal<object, IStoreOutcome> = outcomes;
+
+const STORE_ROUTES = /^(runs|models)(\/|\?|$)/;
+
+/** The absolute address of a route of the server extension (`runs/<id>/artifact?path=...`). */
+export function apiUrl(endPoint: string, settings: ServerConnection.ISettings = ServerConnection.makeSettings()): string {
+  return URLExt.join(settings.baseUrl, API_ROOT, endPoint);
+}
+
 /**
  * Call a route of the server extension and return its JSON body.
  *
@@ -33,7 +57,7 @@ export async function requestAPI<T>(
   init: RequestInit = {},
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
-  const url = URLExt.join(settings.baseUrl, API_ROOT, endPoint);
+  const url = apiUrl(endPoint, settings);
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, init, settings);
@@ -49,12 +73,19 @@ export async function requestAPI<T>(
       body = text;
     }
   }
+  const readsStore = STORE_ROUTES.test(endPoint) && (init.method ?? 'GET') === 'GET';
   if (!response.ok) {
     const reason =
       body && typeof body === 'object' && typeof body.error === 'string'
         ? body.error
         : `${response.status} ${response.statusText}`.trim();
+    if (readsStore && response.status === 503) {
+      outcomes.emit({ reachable: false, error: reason });
+    }
     throw new ApiError(response, reason, body);
+  }
+  if (readsStore) {
+    outcomes.emit({ reachable: true, error: null });
   }
   return body as T;
 }

@@ -59,7 +59,19 @@ export interface IRunDetails {
   tags: Record<string, string>;
   datasets: IDataset[];
   artifacts: string[];
+  artifacts_truncated?: boolean;
+  /** metrics logged more than once: `[step, value]` by step, thinned to a few hundred points */
+  series?: Record<string, Array<[number, number | null]>>;
+  series_truncated?: boolean;
+  /** why a FAILED run failed: its exception (or nbmlops' finding) and the traceback artifact, if any */
+  error?: IRunError | null;
   ui_url: string | null;
+}
+
+export interface IRunError {
+  type: string | null;
+  message: string | null;
+  traceback: string | null;
 }
 
 /** One declared parameter of `GET /nbmlops/api/notebook/parameters`: papermill's inspection. */
