@@ -16,6 +16,7 @@ import {
   ISeriesGroup,
   compareRuns,
   curveGeometry,
+  formatDelta,
   formatDuration,
   formatShortTime,
   formatTime,
@@ -525,9 +526,8 @@ function RunHeading(props: { run: IRunSummary }): JSX.Element {
   return (
     <th className="nbmlops-lab-compare-run" title={heading.title}>
       <span className="nbmlops-lab-compare-name">{heading.name}</span>
-      <span className="nbmlops-lab-compare-meta">
-        {heading.time} · {heading.id}
-      </span>
+      <span className="nbmlops-lab-compare-meta nbmlops-lab-compare-time">{heading.time}</span>
+      <code className="nbmlops-lab-compare-meta nbmlops-lab-compare-id">{heading.id}</code>
     </th>
   );
 }
@@ -546,8 +546,8 @@ function Comparison(props: { a: IRunSummary; b: IRunSummary; onClose: () => void
         </td>
         <td title={formatValue(row.a)}>{formatValue(row.a)}</td>
         <td title={formatValue(row.b)}>{formatValue(row.b)}</td>
-        <td className="nbmlops-lab-delta">
-          {row.delta === null || row.delta === 0 ? '' : (row.delta > 0 ? '+' : '') + formatValue(row.delta)}
+        <td className="nbmlops-lab-delta" title={row.delta === null ? '' : formatValue(row.delta)}>
+          {formatDelta(row.delta)}
         </td>
       </tr>
     ));
@@ -564,18 +564,18 @@ function Comparison(props: { a: IRunSummary; b: IRunSummary; onClose: () => void
     <section className="nbmlops-lab-compare">
       <h3>
         <span>Compare</span>
-        <label className="nbmlops-lab-compare-toggle">
-          <input
-            type="checkbox"
-            checked={onlyDifferences}
-            onChange={event => setOnlyDifferences(event.target.checked)}
-          />
-          only differences
-        </label>
         <button className="nbmlops-lab-link-button" onClick={props.onClose}>
           Close
         </button>
       </h3>
+      <label className="nbmlops-lab-compare-toggle">
+        <input
+          type="checkbox"
+          checked={onlyDifferences}
+          onChange={event => setOnlyDifferences(event.target.checked)}
+        />
+        only differences
+      </label>
       <table className="nbmlops-lab-table nbmlops-lab-compare-table">
         <colgroup>
           <col className="nbmlops-lab-col-key" />

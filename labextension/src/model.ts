@@ -462,6 +462,17 @@ export function compareRuns(a: Comparable, b: Comparable): IRunComparison {
   };
 }
 
+/** A difference between two values, short enough for a narrow column: `+0.045`, `-1.2e+3`; '' for none. */
+export function formatDelta(delta: number | null): string {
+  if (delta === null || delta === 0 || Number.isNaN(delta)) {
+    return '';
+  }
+  const magnitude = Math.abs(delta);
+  const text =
+    magnitude >= 1e5 || magnitude < 1e-3 ? delta.toExponential(1) : String(Number(delta.toPrecision(2)));
+  return delta > 0 ? `+${text}` : text;
+}
+
 /** The rows to show: all, or only those that differ; `hidden` counts the rows left out. */
 export function visibleRows(rows: readonly IDiffRow[], onlyDifferences: boolean): { rows: IDiffRow[]; hidden: number } {
   const shown = onlyDifferences ? rows.filter(row => row.changed) : [...rows];

@@ -14,7 +14,7 @@ import { IJob, IRunSummary } from './types';
 
 /** Refreshes after a cell runs: the run reaches the store a moment after the cell ends. */
 const AFTER_EXECUTION_MS = [800, 2500, 6000];
-const VISIBLE_POLL_MS = 5000;
+const VISIBLE_POLL_MS = 3000; // a dead store shows within seconds while the panel is on screen
 const JOB_POLL_MS = 1500;
 
 export class ExperimentsState implements IDisposable {

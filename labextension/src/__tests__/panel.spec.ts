@@ -3,6 +3,7 @@
 import {
   compareRuns,
   curveGeometry,
+  formatDelta,
   isImageArtifact,
   keyMetrics,
   keyParams,
@@ -69,6 +70,14 @@ describe('the comparison', () => {
     expect(visibleRows(metrics, true)).toEqual({ rows: [metrics[0], metrics[2]], hidden: 1 });
     expect(visibleRows(params, true).rows.map(row => row.key)).toEqual(['C']);
     expect(visibleRows(params, false)).toEqual({ rows: params, hidden: 0 });
+  });
+
+  it('writes differences briefly, never +0', () => {
+    expect(formatDelta(-0.04500001)).toBe('-0.045');
+    expect(formatDelta(0.033333)).toBe('+0.033');
+    expect(formatDelta(1234567)).toBe('+1.2e+6');
+    expect(formatDelta(0)).toBe('');
+    expect(formatDelta(null)).toBe('');
   });
 
   it('names each column by run name, start time and short id', () => {
