@@ -171,6 +171,8 @@ class Store:
 
         def ask() -> None:
             try:
+                if self.uri.startswith(("http://", "https://")):
+                    self._probe_http(retry=False)  # what is there right now, in the words of a new connection
                 self._call(lambda: self.client.search_experiments(max_results=1))
                 outcome.append(None)
             except StoreUnavailableError as exc:
@@ -200,12 +202,12 @@ class Store:
 
         return self._call(lambda: MlflowClient(tracking_uri=self.uri))
 
-    def _probe_http(self) -> None:
+    def _probe_http(self, retry: bool = True) -> None:
         """Fail fast when a tracking server is down, instead of importing mlflow first (a second or more).
 
         Sends the credentials MLflow would send (from the URI, else ``MLFLOW_TRACKING_USERNAME`` and
         ``MLFLOW_TRACKING_PASSWORD``, else ``MLFLOW_TRACKING_TOKEN``); a refused connection is retried
-        within the budget, a 401 or 403 is :class:`StoreAuthError`.
+        within the budget (not with ``retry=False``), a 401 or 403 is :class:`StoreAuthError`.
         """
         credentials = server_credentials(self.uri)
         url, headers = credentials.base_url + "/health", credentials.headers
@@ -226,7 +228,7 @@ class Store:
                     raise _Transient(reason) from None
                 raise StoreUnavailableError(self.display_uri, reason) from None  # a bad URL, a certificate
 
-        self._call(probe)
+        self._call(probe, retry=retry)
 
     def _connect_sqlite(self) -> Any:
         """Open a sqlite store safely when several processes do so at once (:mod:`nbmlops.backend.sqlite_schema`),
