@@ -1,9 +1,11 @@
 """In-notebook dashboards over the tracking store and the registry.
 
 The views are plain Python that tests drive directly: :class:`~nbmlops.widgets.runs.RunsView` (filter,
-sort, page, select), :mod:`~nbmlops.widgets.compare`, :class:`~nbmlops.widgets.charts.ChartsView`,
-:class:`~nbmlops.widgets.models.ModelsView` (two-step promotion) and :class:`~nbmlops.widgets.live.Live`.
-:class:`~nbmlops.widgets.app.Dashboard` wires them to ipywidgets and plotly; the only package importing them.
+sort, page, columns, nested groups, select), :mod:`~nbmlops.widgets.compare`, :mod:`~nbmlops.widgets.details`,
+:class:`~nbmlops.widgets.charts.ChartsView`, :class:`~nbmlops.widgets.models.ModelsView` (two-step promotion) and
+:class:`~nbmlops.widgets.live.Live`. :class:`~nbmlops.widgets.app.Dashboard` wires them to ipywidgets (the runs
+table is a small anywidget, :mod:`~nbmlops.widgets.runs_table`) and to plotly's JSON (:mod:`~nbmlops.widgets.figures`,
+which imports no plotly); the only package importing ipywidgets.
 """
 
 from __future__ import annotations

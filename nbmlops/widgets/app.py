@@ -20,7 +20,7 @@ DOM hooks (CSS classes) for browser tests. Widgets: ``nbmlops-dashboard`` (the a
 runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expression), ``nbmlops-apply``,
 ``nbmlops-error``, ``nbmlops-sort``, ``nbmlops-descending``, ``nbmlops-prev``, ``nbmlops-page``,
 ``nbmlops-next``, ``nbmlops-count`` (``12 runs``: the filtered count), ``nbmlops-columns`` (the column chooser),
-``nbmlops-default-columns``, ``nbmlops-runs`` (the table), ``nbmlops-selected``, ``nbmlops-compare-button``,
+``nbmlops-default-columns``, ``nbmlops-runs`` (the table), ``nbmlops-selection`` (``2 selected``), ``nbmlops-compare-button``,
 ``nbmlops-clear``, ``nbmlops-details``; compare: ``nbmlops-only-differences``, ``nbmlops-compare``; charts:
 ``nbmlops-metric``, ``nbmlops-chart-mode``, ``nbmlops-chart-message`` (loading, or why there is no chart),
 ``nbmlops-chart`` (the plotly outputs, with ``nbmlops-chart-metric`` and ``nbmlops-chart-sweep``),
@@ -67,7 +67,7 @@ _CONTROLS = frozenset({
     "expression", "apply_button", "sort_column", "sort_descending", "prev_button", "page_label", "next_button",
     "columns_choice", "default_columns_button", "selected_label", "compare_button", "clear_button", "details",
     "only_differences", "compare_view", "metric_choice", "chart_mode", "chart_message", "chart_output",
-    "sweep_choice", "sweep_message", "parallel_output",
+    "sweep_choice", "sweep_message", "parallel_output", "plotly_warmup",
 })
 LOADING_CHARTS = (f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-loading'>Loading charts: reading the runs' "
                   "metrics...</div></div>")
@@ -270,10 +270,12 @@ class Dashboard(w.VBox):
                                                placeholder="add a column: metrics.NAME or params.NAME",
                                                layout=w.Layout(width="100%")), "nbmlops-columns")
         c.default_columns_button = _hooked(w.Button(description="Default columns", icon="columns",
-                                                    tooltip="metrics first, then the params you set"),
+                                                    tooltip="metrics first, then the params you set",
+                                                    layout=w.Layout(width="auto", min_width="150px")),
                                            "nbmlops-default-columns")
-        c.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selected")
-        c.compare_button = _hooked(w.Button(description="Compare selected", disabled=True, icon="columns"),
+        c.selected_label = _hooked(w.Label("0 selected"), "nbmlops-selection")
+        c.compare_button = _hooked(w.Button(description="Compare selected", disabled=True, icon="columns",
+                                            layout=w.Layout(width="auto")),
                                    "nbmlops-compare-button")
         c.clear_button = _hooked(w.Button(description="Clear selection"), "nbmlops-clear")
         c.details = _hooked(w.HTML(""), "nbmlops-details")
@@ -295,7 +297,7 @@ class Dashboard(w.VBox):
             self.error,
             w.HBox([c.sort_column, c.sort_descending, c.prev_button, c.page_label, c.next_button,
                     self.count_label]),
-            w.HBox([w.Label("columns", layout=w.Layout(width="60px")), c.columns_choice, c.default_columns_button]),
+            w.HBox([w.Label("columns", layout=w.Layout(width="70px")), c.columns_choice, c.default_columns_button]),
             w.HBox([c.selected_label, c.compare_button, c.clear_button]),
             self.table,
             c.details,
@@ -324,10 +326,16 @@ class Dashboard(w.VBox):
         c.sweep_message = _hooked(w.HTML(""), "nbmlops-sweep-message")
         c.parallel_output = _hooked(_hooked(w.Output(layout=w.Layout(display=_HIDDEN)), "nbmlops-chart"),
                                     "nbmlops-chart-sweep")
+        # an empty figure, never shown, makes the frontend load plotly.js while the person looks at the runs: its
+        # first load (5 MB of JavaScript) is most of the time a first chart takes
+        from nbmlops.widgets.figures import warmup_output
+
+        c.plotly_warmup = _hooked(w.Output(layout=w.Layout(display=_HIDDEN)), "nbmlops-plotly-warmup")
+        c.plotly_warmup.outputs = (warmup_output(),)
         for choice in (c.metric_choice, c.chart_mode, c.sweep_choice):
             choice.observe(self._on_chart_choice, "value")
         return w.VBox([w.HBox([c.metric_choice, c.chart_mode]), c.chart_message, c.chart_output, c.sweep_choice,
-                       c.sweep_message, c.parallel_output])
+                       c.sweep_message, c.parallel_output, c.plotly_warmup])
 
     def _build_models(self) -> None:
         self.models_table = _hooked(w.HTML(""), "nbmlops-models")

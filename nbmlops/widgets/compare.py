@@ -16,7 +16,17 @@ from typing import Any
 from nbmlops.tracking import search
 from nbmlops.tracking.context import parse_packages
 from nbmlops.tracking.search import RunRow
-from nbmlops.widgets.format import STYLE, cell_label, duration, esc, number, run_heading, status_badge, timestamp
+from nbmlops.widgets.format import (
+    STYLE,
+    cell_label,
+    duration,
+    esc,
+    is_user_param,
+    number,
+    run_heading,
+    status_badge,
+    timestamp,
+)
 
 __all__ = ["CodeDiff", "Comparison", "Field", "compare_runs"]
 
@@ -103,7 +113,8 @@ class Comparison:
             body.append(f"<tr><td class='nbmlops-section' colspan='{columns}'>{esc(section)}</td></tr>")
             for f in fields:
                 css = " class='nbmlops-differs'" if f.differs else ""
-                shown = [status_badge(v) if (section, f.key) == ("run", "status") else esc(v) for v in f.values]
+                shown = [status_badge(v) if (section, f.key) == ("run", "status") else esc(v) if v != ""
+                         else "<span class='nbmlops-muted' title='not recorded'>&mdash;</span>" for v in f.values]
                 body.append(f"<tr{css}><td class='nbmlops-key'>{esc(f.key)}</td>"
                             + "".join(f"<td>{v}</td>" for v in shown) + "</tr>")
         differing = len(self.differences())
@@ -115,7 +126,8 @@ class Comparison:
             "; showing only those" if only_differences else "")
         return (
             f"{STYLE}<div class='nbmlops-view'><div class='nbmlops-muted'>{esc(summary)}</div>"
-            f"<div class='nbmlops-scroll'><table class='nbmlops-compare-table'><thead><tr>{head}</tr></thead>"
+            f"<div class='nbmlops-scroll'><table class='nbmlops-compare-table{' nbmlops-only-differences' if only_differences else ''}'>"
+            f"<thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>{diffs}</div>"
         )
 
@@ -147,7 +159,9 @@ def _run_fields(runs: Sequence[RunRow]) -> list[Field]:
 
 
 def _keyed(section: str, maps: Sequence[Mapping[str, Any]], show: Callable[[Any], str]) -> list[Field]:
-    keys = sorted({key for mapping in maps for key in mapping})
+    """A field per key of ``maps``; params the user set before estimator params (see ``is_user_param``)."""
+    keys = sorted({key for mapping in maps for key in mapping},
+                  key=lambda key: (section == "params" and not is_user_param(key), key))
     return [Field(section, key, tuple(show(m[key]) if key in m else "" for m in maps)) for key in keys]
 
 

@@ -5,7 +5,9 @@ MIME type, which JupyterLab and Notebook 7 (plotly's own mime renderer, shipped 
 and Colab draw with the plotly.js they already load. A ``FigureWidget`` sends its own 5 MB copy of plotly.js
 through the kernel's websocket for every figure and takes a second to build in the kernel: that, twice, was the
 empty Charts tab. The same output carries the chart as a static HTML table (``text/html``) for frontends without
-a plotly renderer and for exported notebooks.
+a plotly renderer and for exported notebooks. The frontend still loads plotly.js the first time it draws a
+figure; :func:`warmup_output` (an empty figure in a hidden output, sent with the dashboard's controls) has it do
+that while the person is still looking at the runs.
 
 Theme: the kernel cannot see the frontend's theme, so the figure itself is neutral: transparent paper and plot,
 mid-grey text and translucent grid lines, which read on a light and on a dark background alike. In JupyterLab
@@ -22,7 +24,7 @@ from typing import Any
 
 from nbmlops.widgets.charts import Chart, Parallel
 
-__all__ = ["MIME_TYPE", "chart_figure", "output_of", "parallel_figure"]
+__all__ = ["MIME_TYPE", "chart_figure", "output_of", "parallel_figure", "warmup_output"]
 
 MIME_TYPE = "application/vnd.plotly.v1+json"
 _TEXT = "#8a8a8a"  # mid-grey: readable on white and on JupyterLab's dark backgrounds
@@ -36,6 +38,7 @@ _LAYOUT: dict[str, Any] = {
     "font": {"color": _TEXT, "size": 12},
     "hoverlabel": {"bgcolor": "#333333", "bordercolor": "#333333", "font": {"color": "#ffffff"}},
     "legend": {"bgcolor": "rgba(0,0,0,0)"},
+    "modebar": {"bgcolor": "rgba(0,0,0,0)", "color": _TEXT, "activecolor": "#2196f3"},
 }
 _CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -81,6 +84,13 @@ def output_of(figure: dict[str, Any], fallback_html: str) -> dict[str, Any]:
     """One ``display_data`` output (for ``Output.outputs``) holding ``figure`` and its static HTML."""
     return {"output_type": "display_data", "metadata": {},
             "data": {MIME_TYPE: figure, "text/html": fallback_html, "text/plain": "<plotly figure>"}}
+
+
+def warmup_output() -> dict[str, Any]:
+    """An empty figure's output: shown (hidden) before any chart, it has the frontend load plotly.js early."""
+    figure = {"data": [], "layout": {"width": 8, "height": 8, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}},
+              "config": {"staticPlot": True}}
+    return {"output_type": "display_data", "metadata": {}, "data": {MIME_TYPE: figure, "text/plain": ""}}
 
 
 def _finite(value: float) -> float | None:

@@ -56,6 +56,7 @@ STYLE = f"""<style>
 .nbmlops-view tr.nbmlops-selected td{{{_tint("selected")}}}
 .nbmlops-view tr.nbmlops-differs td{{{_tint("differs")}}}
 .nbmlops-view tr.nbmlops-differs td:first-child{{box-shadow:inset 3px 0 var(--jp-warn-color1,#d4a72c)}}
+.nbmlops-view table.nbmlops-only-differences tr.nbmlops-differs td{{background:none;box-shadow:none}}
 .nbmlops-view tr.nbmlops-collapsed{{display:none}}
 .nbmlops-view td.nbmlops-section{{font-weight:600;background:var(--jp-layout-color2,#f6f8fa);
   color:var(--jp-ui-font-color1,#1f2328)}}
