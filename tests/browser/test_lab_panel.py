@@ -32,6 +32,8 @@ import nbmlops
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="60" height="30"><rect width="60" height="30" fill="teal"/>'
+       '<script>window.top.__nbmlops_svg = 1</script></svg>')
 X = np.random.RandomState(0).rand(60, 3)
 y = (X[:, 0] + 0.3 * X[:, 1] > 0.6).astype(int)"""
 
@@ -44,7 +46,8 @@ for epoch in range(30):
     nbmlops.log_metric("val_mse", 1.4 / (epoch + 1) + C / 10, step=epoch)
 accuracy = float(clf.score(X, y))
 figure = plt.figure(figsize=(3, 2))
-plt.plot([1 / (e + 1) for e in range(30)])"""
+plt.plot([1 / (e + 1) for e in range(30)])
+nbmlops.active_run().log_bytes(SVG.encode(), "plots/shape.svg")"""
 
 FAILING = """%%track --name broken
 raise ValueError("bad input shape (3, 2)")"""
@@ -127,6 +130,12 @@ def check_details(page: Page, panel: Locator, artifacts_dir: Path, theme: str) -
     preview = details.locator(".nbmlops-lab-previews img").first
     expect(preview).to_be_visible()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle(), timeout=30_000)
+    svg = details.locator(".nbmlops-lab-previews img[alt='plots/shape.svg']")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=svg.element_handle(), timeout=30_000)
+    assert page.evaluate("() => window.__nbmlops_svg") is None, "an SVG artifact ran its script in the page"
+    svg_answer = page.request.get(svg.get_attribute("src") or "")
+    assert svg_answer.headers["content-type"] == "image/svg+xml", svg_answer.headers
+    assert svg_answer.headers["content-disposition"].startswith("attachment"), svg_answer.headers
     link = details.locator(".nbmlops-lab-artifact-link", has_text=re.compile(r"figures/.*\.png$")).first
     href = link.get_attribute("href") or ""
     assert "/nbmlops/api/runs/" in href and "token=" not in href, href
