@@ -14,6 +14,7 @@ ROUTES = [
     ("GET", "status"),
     ("GET", "runs"),
     ("GET", f"runs/{'0' * 32}"),
+    ("GET", f"runs/{'0' * 32}/artifact?path=figures/loss.png"),
     ("GET", "notebook/parameters?notebook=x.ipynb"),
     ("GET", "models"),
     ("GET", "models/some-model"),
