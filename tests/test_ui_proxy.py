@@ -120,7 +120,7 @@ def ui_processes(served: Served) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if any("nbmlops.server.tether" in part or "mlflow" in part or "uvicorn" in part for part in child.cmdline()):
+            if any(name in part for part in child.cmdline() for name in ("nbmlops.server.tether", "mlflow", "uvicorn")):
                 found.append(child)
         except psutil.NoSuchProcess:
             pass
@@ -145,6 +145,13 @@ def wait_until_gone(processes: list[psutil.Process], timeout: float = GONE_TIMEO
     while still_running(processes) and time.monotonic() < deadline:
         time.sleep(0.2)
     return still_running(processes)
+
+
+def socket_folder(processes: list[psutil.Process]) -> Path:
+    """The folder of the one Unix socket the MLflow UI listens on."""
+    sockets = {c.laddr for p in processes for c in p.net_connections("unix") if c.laddr}
+    assert len(sockets) == 1, sockets
+    return Path(next(iter(sockets))).parent
 
 
 def failure_log(served: Served) -> str:
@@ -188,7 +195,7 @@ def test_without_jupyter_login_the_ui_is_refused_and_nothing_starts(hub: Served)
     assert {p.pid for p in ui_processes(hub)} == before, "an unauthenticated request started a process"
 
 
-def test_with_the_token_the_mlflow_page_and_its_assets_are_served_from_loopback_only(hub: Served):
+def test_with_the_token_the_mlflow_page_and_its_assets_are_served_from_a_private_socket(hub: Served):
     page = requests.get(hub.url("mlflow/"), headers=hub.auth, timeout=FIRST_REQUEST_TIMEOUT)
     assert page.status_code == 200, failure_log(hub)
     assert "<title>MLflow</title>" in page.text
@@ -198,8 +205,10 @@ def test_with_the_token_the_mlflow_page_and_its_assets_are_served_from_loopback_
     assert asset.status_code == 200 and "javascript" in asset.headers["Content-Type"] and len(asset.content) > 10_000
     slashless = requests.get(hub.url("mlflow"), headers=hub.auth, allow_redirects=False, timeout=30)
     assert slashless.status_code in (301, 302) and slashless.headers["Location"].endswith("/user/alice/mlflow/")
-    listening = [c.laddr for p in ui_processes(hub) for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-    assert listening and all(address.ip == "127.0.0.1" for address in listening), listening
+    # MLflow listens on no TCP port, only on a Unix socket in a folder no other user may enter
+    processes = ui_processes(hub)
+    assert [c.laddr for p in processes for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN] == []
+    assert socket_folder(processes).stat().st_mode & 0o777 == 0o700
 
 
 def test_mlflow_rest_api_through_the_proxy_returns_the_run(hub: Served):
@@ -223,7 +232,8 @@ def test_behind_a_hub_host_a_logged_in_browser_reads_and_searches_and_other_site
     assert [r["info"]["run_name"] for r in same_site.json()["runs"]] == ["proxied-run"]
     other_site = browser.post(hub.url("mlflow/ajax-api/2.0/mlflow/runs/search"), json=search,
                               headers={"Host": HUB_HOST, "Origin": "https://evil.example"}, timeout=60)
-    assert other_site.status_code == 403 and "proxied-run" not in other_site.text
+    assert other_site.status_code == 403 and "another site" in other_site.text
+    assert "proxied-run" not in other_site.text
 
 
 def test_the_jupyter_token_never_reaches_mlflow(hub: Served):
@@ -273,9 +283,11 @@ def test_stopping_jupyter_server_stops_the_mlflow_ui(hub: Served):
     assert get_run(hub).status_code == 200
     started = ui_processes(hub)
     assert len(started) >= 2, [p.cmdline() for p in started]  # the tether, mlflow server (and its uvicorn)
+    folder = socket_folder(started)
     hub.process.send_signal(signal.SIGTERM)  # as JupyterHub stops a single-user server
     hub.process.wait(timeout=120)
     assert wait_until_gone(started) == [], f"left running: {[p.cmdline() for p in still_running(started)]}"
+    assert not folder.exists()
 
 
 def test_a_killed_jupyter_server_at_the_root_url_leaves_no_mlflow_behind(tmp_path: Path):
@@ -291,9 +303,11 @@ def test_a_killed_jupyter_server_at_the_root_url_leaves_no_mlflow_behind(tmp_pat
         assert get_run(served).json()["run"]["info"]["lifecycle_stage"] == "active"
         started = ui_processes(served)
         assert len(started) >= 2
+        folder = socket_folder(started)
         served.process.send_signal(signal.SIGKILL)
         served.process.wait(timeout=30)
         assert wait_until_gone(started) == [], f"left running: {[p.cmdline() for p in still_running(started)]}"
+        assert not folder.exists()
     finally:
         stop_group(served.process)
         for process in still_running(started):

@@ -1,4 +1,5 @@
-"""Run a command for as long as the process that started this one lives: ``python -m nbmlops.server.tether CMD...``.
+"""Run a command for as long as the process that started this one lives:
+``python -m nbmlops.server.tether [--remove FOLDER] COMMAND [ARG...]``.
 
 The command runs in a process group of its own (with every process it starts: ``mlflow server`` starts uvicorn),
 and the whole group is ended (SIGTERM, then SIGKILL after :data:`GRACE_S`) when
@@ -7,14 +8,16 @@ and the whole group is ended (SIGTERM, then SIGKILL after :data:`GRACE_S`) when
   however the parent goes, SIGKILL and crashes included;
 - this process gets SIGTERM, SIGINT or SIGHUP.
 
-This process ends with the command's exit code when the command ends on its own. Standard library only: it is
-started by Jupyter Server (:mod:`nbmlops.server.ui_proxy`) and imports nothing heavy.
+This process ends with the command's exit code when the command ends on its own. ``--remove FOLDER`` is removed
+once the command's group has ended, whichever way (the private folder of the MLflow UI's socket). Standard library
+only: it is started by Jupyter Server (:mod:`nbmlops.server.ui_proxy`) and imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,12 +31,23 @@ GRACE_S = 10.0
 _POLL_S = 0.25
 
 
-def main(command: list[str]) -> int:
-    """Run ``command`` tethered to this process's parent (see the module docstring); its exit code, or 0 when it
-    was ended because the parent went."""
-    if not command:
-        print("usage: python -m nbmlops.server.tether COMMAND [ARG...]", file=sys.stderr)
+def main(arguments: list[str]) -> int:
+    """Run the command in ``arguments`` tethered to this process's parent (see the module docstring); its exit
+    code, or 0 when it was ended because the parent went."""
+    remove = None
+    if arguments[:1] == ["--remove"] and len(arguments) > 1:
+        remove, arguments = arguments[1], arguments[2:]
+    if not arguments:
+        print("usage: python -m nbmlops.server.tether [--remove FOLDER] COMMAND [ARG...]", file=sys.stderr)
         return 2
+    try:
+        return _run(arguments)
+    finally:
+        if remove is not None:
+            shutil.rmtree(remove, ignore_errors=True)
+
+
+def _run(command: list[str]) -> int:
     ended = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: ended.set())

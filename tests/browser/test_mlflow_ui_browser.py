@@ -23,9 +23,9 @@ expect = playwright.expect
 
 BASE_URL = "/user/alice/"
 KERNEL_TIMEOUT_MS = 120_000
-MLFLOW_TIMEOUT_MS = 180_000
+MLFLOW_TIMEOUT_MS = 180_000  # the first request starts `mlflow server` (imports, a sqlite check) on a busy machine
 #: where MLflow's UI remembers the colour scheme it chose (else it follows the browser's preference)
-MLFLOW_THEME_KEY = "_mlflow_dark_mode_toggle_enabled"  # the first request starts `mlflow server` (imports, a sqlite check) on a busy machine
+MLFLOW_THEME_KEY = "_mlflow_dark_mode_toggle_enabled"
 
 #: the link as the summary builds it: the kernel's own settings, inherited from the server that started it
 LINK_CELL = """\
