@@ -129,7 +129,6 @@ function ModelDetails(props: { name: string; onChanged: () => void }): JSX.Eleme
           <tr>
             <th>Version</th>
             <th>Metrics of its run</th>
-            <th>Created</th>
           </tr>
         </thead>
         <tbody>
@@ -165,6 +164,9 @@ function VersionRows(props: { version: IModelVersion; names: string[] }): JSX.El
               @{alias}
             </span>
           ))}
+          <div className="nbmlops-lab-version-created" title={`created ${formatTime(version.created)}`}>
+            {formatShortTime(version.created)}
+          </div>
         </td>
         <td className="nbmlops-lab-version-metrics">
           {run === null || run === undefined ? (
@@ -195,27 +197,28 @@ function VersionRows(props: { version: IModelVersion; names: string[] }): JSX.El
             </div>
           )}
         </td>
-        <td className="nbmlops-lab-version-created" title={formatTime(version.created)}>
-          {formatShortTime(version.created)}
-        </td>
       </tr>
       <tr className="nbmlops-lab-version-lineage">
-        <td />
         <td colSpan={2}>
           <Lineage version={version} />
         </td>
       </tr>
       {version.decisions.map((decision, i) => (
         <tr key={`d${i}`} className="nbmlops-lab-decision">
-          <td />
           <td colSpan={2}>
-            <span className={decision.accepted ? 'nbmlops-lab-check-passed' : 'nbmlops-lab-check-failed'}>
-              {decision.accepted ? '\u2713 promoted' : '\u2717 refused'}
-            </span>{' '}
-            @{decision.alias} {formatTime(decision.at)}
-            {decision.by ? ` by ${decision.by}` : ''}
-            {decision.reason && !decision.accepted ? `: ${decision.reason}` : ''}
-            <Checks checks={decision.checks} />
+            <details>
+              <summary>
+                <span className={decision.accepted ? 'nbmlops-lab-check-passed' : 'nbmlops-lab-check-failed'}>
+                  {decision.accepted ? '\u2713 promoted to' : '\u2717 refused for'} @{decision.alias}
+                </span>{' '}
+                <span title={formatTime(decision.at)}>{formatShortTime(decision.at)}</span>
+                {decision.by ? ` by ${decision.by}` : ''}
+              </summary>
+              {decision.reason && !decision.accepted && (
+                <div className="nbmlops-lab-decision-reason">{decision.reason}</div>
+              )}
+              <Checks checks={decision.checks} />
+            </details>
           </td>
         </tr>
       ))}
