@@ -330,7 +330,7 @@ class Summary:
 def status_html(status: str) -> str:
     """A run status in its colour (readable on light and dark themes), as the summary and the dashboard show it."""
     colour = _STATUS_COLOURS.get(status, "inherit")
-    return (f"<span class='nbmlops-status' style='color:{colour};font-weight:600'>&#9679;&#8201;"
+    return (f"<span class='nbmlops-run-status' style='color:{colour};font-weight:600'>&#9679;&#8201;"
             f"{html.escape(status)}</span>")
 
 
