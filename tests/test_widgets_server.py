@@ -49,10 +49,13 @@ def test_runs_view_on_a_tracking_server_counts_pages_sorts_and_filters(tmp_path:
 
 class CellListGate:
     """A loopback HTTP proxy in front of an MLflow server that holds the searches listing tracked cells (the
-    dashboard's cell dropdown) until :attr:`release` is set, or answers them with ``failure`` (an HTTP status)
-    instead of the server; everything else goes straight through."""
+    dashboard's cell dropdown; other searches with ``needles`` in their request) until :attr:`release` is set, or
+    answers them with ``failure`` (an HTTP status) and ``message`` instead of the server; everything else goes
+    straight through."""
 
-    def __init__(self, upstream: str, failure: int | None = None) -> None:
+    def __init__(self, upstream: str, failure: int | None = None,
+                 needles: tuple[bytes, ...] = (b"nbmlops.cell_key", b"LIKE"),
+                 message: bytes = b"refused by the gate") -> None:
         self.release = threading.Event()
         self.held = threading.Event()  # set when a cell-list search arrived
         parts = urllib.parse.urlsplit(upstream)
@@ -67,10 +70,10 @@ class CellListGate:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.endswith("/runs/search") and b"nbmlops.cell_key" in body and b"LIKE" in body:
+                if self.path.endswith("/runs/search") and all(needle in body for needle in needles):
                     gate.held.set()
                     if failure is not None:
-                        self._reply(failure, b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "refused by the gate"}')
+                        self._reply(failure, b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "' + message + b'"}')
                         return
                     gate.release.wait(HOLD_S)
                 connection = http.client.HTTPConnection(*target, timeout=120)
@@ -163,3 +166,39 @@ def test_a_cell_list_the_server_refuses_is_shown_and_the_first_page_and_filters_
         finally:
             gate.close()
             dashboard.close()
+
+
+def test_nested_runs_on_a_tracking_server_group_under_their_parent_or_list_flat_where_it_cannot_search_so(
+        tmp_path: Path):
+    from mlflow import MlflowClient
+
+    with mlflow_server(tmp_path / "server") as uri:
+        client = MlflowClient(uri)
+        experiment_id = client.create_experiment("served sweep")
+        start = 1_700_000_000_000
+        sweep = client.create_run(experiment_id, start_time=start, run_name="sweep",
+                                  tags={"nbmlops.kind": "sweep"}).info.run_id
+        children = [client.create_run(experiment_id, start_time=start + (i + 1) * 1000, run_name=f"C={i}",
+                                      tags={"mlflow.parentRunId": sweep}).info.run_id for i in range(3)]
+        for i in range(2):
+            client.create_run(experiment_id, start_time=start + (10 + i) * 1000, run_name=f"alone {i}")
+
+        view = RunsView(uri, [experiment_id], page_size=2)  # MLflow's own search: nested runs come with the page
+        assert view.grouping and view.total == 3 and view.pages == 2
+        view.page(1)
+        assert [r.name for r in view.rows()] == ["sweep"] and view.describe() == "3 runs, 3 nested"
+        assert [(s.row.run_id, s.depth) for s in view.shown()] == [(sweep, 0)] + [(c, 1) for c in children]
+
+        # a server that cannot search for runs without a parent (MLflow 3.10 refuses IS NULL): a flat table,
+        # where a run still nests under its parent when both are on the page
+        gate = CellListGate(uri, failure=400, needles=(b"IS NULL",),
+                            message=b"Invalid clause(s) in filter string: 'tags.`mlflow.parentRunId` IS NULL'")
+        try:
+            flat = RunsView(gate.uri, [experiment_id], page_size=10)
+            assert gate.held.is_set() and not flat.grouping
+            assert flat.total == 6 and len(flat.rows()) == 6 and flat.describe() == "6 runs"
+            assert {s.row.run_id: s.depth for s in flat.shown()} == {sweep: 0, **dict.fromkeys(children, 1),
+                                                                      **{r.run_id: 0 for r in flat.rows()
+                                                                         if r.name.startswith("alone")}}
+        finally:
+            gate.close()
