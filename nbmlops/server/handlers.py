@@ -62,6 +62,7 @@ ARTIFACT_DEADLINE_S = 120.0  # a download that keeps moving may take this long; 
 ARTIFACT_CHUNK = 256 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ERROR_CHARS = 2000
+PROMOTE_DEADLINE_S = 30.0  # a promotion reads the version, its run, the alias holders' runs, then writes
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _JOB_ID = _RUN_ID
 
@@ -373,11 +374,12 @@ class PromoteHandler(NbmlopsHandler):
         allow_new = body.get("allow_new_evaluation_data", False)
         if not isinstance(allow_new, bool):
             raise RequestError("allow_new_evaluation_data must be true or false")
+        settings = self.store_settings()
         try:
-            outcome = await self.in_thread(
+            outcome = await self.store_call(settings, functools.partial(
                 promote, ModelReference(name, version=version), alias, gates=gates, beat=beat,
-                allow_new_evaluation_data=allow_new, settings=self.store_settings(),
-            )
+                allow_new_evaluation_data=allow_new, settings=settings,
+            ), deadline=PROMOTE_DEADLINE_S)
         except GateSyntaxError as malformed:
             self.reply(payloads.gate_syntax_error(malformed), 400)
             return

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -170,3 +171,18 @@ async def test_a_promotion_gate_that_does_not_parse_is_one_line_with_its_positio
                                   "expected": '"and" or the end of the gate'}
     code, shown = await api("GET", "models", model_name)
     assert all(not v["aliases"] and not v["decisions"] for v in shown["versions"])  # nothing was decided
+
+
+async def test_a_promotion_on_a_dead_store_is_503_and_the_next_one_answers_at_once(api, monkeypatch):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", f"http://127.0.0.1:{free_port()}/")  # nothing listens there
+    body = {"version": 1, "alias": "champion", "gates": ["accuracy >= 0.9"]}
+    started = time.monotonic()
+    code, answer = await api("POST", "models", "any-model", "promote", body=body)
+    assert code == 503 and "refused" in answer["error"], answer
+    assert time.monotonic() - started < 7.5  # a few seconds, not the store's whole call budget (10 s)
+    started = time.monotonic()
+    code, again = await api("POST", "models", "any-model", "promote", body=body)
+    assert code == 503 and again["error"] == answer["error"]
+    assert time.monotonic() - started < 3  # the store failed a moment ago: not asked again
