@@ -343,3 +343,16 @@ def test_styles_take_theme_colours_with_light_fallbacks_and_tints_for_marked_row
         assert value.startswith(("var(--jp-", "inherit", "#fff")), value
     assert "th{background:var(--jp-layout-color2,#f6f8fa);color:var(--jp-ui-font-color1,#1f2328)" in STYLE
     assert "fill:var(--jp-ui-font-color1" in STYLE  # plotly's text in the theme's colour
+
+
+def test_charts_follow_a_change_of_experiment_while_they_are_looked_at(project, client, request, dashboards):
+    name, _ = quickstart_like(client, request)
+    empty = client.create_experiment(f"{name}-empty")
+    _run(client, empty, "no metrics", 1)
+    dashboard = dashboards(name)
+    dashboard.tabs.selected_index = 2
+    assert dashboard.chart is not None and dashboard.chart.series
+    dashboard.table.detail = dashboard.runs.rows()[0].run_id
+    dashboard.experiment_choice.value = empty
+    assert "No metrics to plot yet" in dashboard.chart_message.value
+    assert dashboard.chart_output.layout.display == "none" and dashboard.details.value == ""

@@ -182,6 +182,10 @@ def test_nested_runs_on_a_tracking_server_group_under_their_parent_or_list_flat_
                                       tags={"mlflow.parentRunId": sweep}).info.run_id for i in range(3)]
         for i in range(2):
             client.create_run(experiment_id, start_time=start + (10 + i) * 1000, run_name=f"alone {i}")
+        for step, value in enumerate((0.5, 0.25, 0.125)):
+            client.log_metric(children[0], "loss", value, step=step)
+        assert search.run_lineage(uri, [children[0], sweep]) == {children[0]: (sweep, ""), sweep: (None, "sweep")}
+        assert search.metric_histories(uri, children[0], ["loss"]) == {"loss": [(0, 0.5), (1, 0.25), (2, 0.125)]}
 
         view = RunsView(uri, [experiment_id], page_size=2)  # MLflow's own search: nested runs come with the page
         assert view.grouping and view.total == 3 and view.pages == 2

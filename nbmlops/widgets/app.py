@@ -401,7 +401,7 @@ class Dashboard(w.VBox):
             self._render_runs()
 
     def select(self, *run_ids: str) -> None:
-        """Add runs to the selection (as ticking them in the list does)."""
+        """Add runs to the selection (as ticking their checkboxes in the table does)."""
         with self._lock:
             self.runs.select(*run_ids)
             self._render_runs()
@@ -518,8 +518,11 @@ class Dashboard(w.VBox):
             self.experiment = {eid: name for name, eid in self.experiment_choice.options}[change["new"]]
             self.runs.set_experiments([change["new"]])
             self.error.value = ""
+            self.details.value = ""
             self._render_runs()
             self._charts_stale = True
+            if self.tabs.selected_index == CHARTS:
+                self._ensure_tab(CHARTS)
         self.refresh()
 
     def _fill_experiments(self, experiments: list[tuple[str, str]]) -> None:
