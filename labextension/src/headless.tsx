@@ -13,7 +13,7 @@ import * as React from 'react';
 import { cancelJob, getParameters, startJob } from './api';
 import { PANEL_ID } from './experiments';
 import { GateErrorView } from './gateError';
-import { IParameterField, changedParameters, parameterFields } from './model';
+import { IParameterField, changedParameters, parameterFields, splitExpressions } from './model';
 import { ApiError } from './request';
 import {
   basename,
@@ -22,8 +22,7 @@ import {
   jobHeadline,
   keyMetricsFirst,
   metricText,
-  parseTimeout,
-  splitGates
+  parseTimeout
 } from './results';
 import { ExperimentsState } from './state';
 import { IDeclaredParameter, IGateSyntaxError, IJob } from './types';
@@ -226,7 +225,7 @@ async function startFromDialog(notebook: string, declared: IDeclaredParameter[])
       continue;
     }
     try {
-      return await startJob(notebook, checked.values, { gates: splitGates(form.gates), timeout: timeout.value });
+      return await startJob(notebook, checked.values, { gates: splitExpressions(form.gates), timeout: timeout.value });
     } catch (error) {
       if (!(error instanceof ApiError) || (error.status !== 400 && error.status !== 413)) {
         throw error;

@@ -845,22 +845,6 @@ export function jobEnded(job: Pick<IJob, 'status'>): boolean {
   return !jobRunning(job);
 }
 
-/** `running: 3/7 cells`, `finished`, `failed: <error>`, `timeout: <error>`, ... */
-export function jobSummary(job: IJob): string {
-  if (job.status === 'running') {
-    return job.progress && job.progress.total > 0
-      ? `running: ${job.progress.done}/${job.progress.total} cells`
-      : 'running';
-  }
-  if (job.error) {
-    return `${job.status}: ${job.error}`;
-  }
-  if (job.status === 'failed') {
-    return `failed (exit code ${job.exit_code ?? '?'})`;
-  }
-  return job.status;
-}
-
 /** Progress between 0 and 1, or null when the total is not known yet. */
 export function jobProgress(job: IJob): number | null {
   if (job.status === 'finished') {

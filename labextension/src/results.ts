@@ -95,10 +95,16 @@ export function jobGateFailed(job: IJob): boolean {
   return job.status === 'failed' && (job.gate_results ?? []).some(gate => !gate.passed);
 }
 
-/** The job's error worth a line of its own: none when it finished, or when its gates say it all. */
+/**
+ * The job's error worth a line of its own: none when it finished, or when its gates say it all; the exit code of
+ * a failure that says nothing else.
+ */
 export function jobErrorLine(job: IJob): string | null {
-  if (job.status === 'finished' || !job.error || jobGateFailed(job)) {
+  if (job.status === 'finished' || jobGateFailed(job)) {
     return null;
+  }
+  if (!job.error) {
+    return job.status === 'failed' && job.exit_code !== null ? `exit code ${job.exit_code}` : null;
   }
   return job.error;
 }
@@ -153,14 +159,6 @@ export function metricText(name: string, value: number): string {
 
 // ---------------------------------------------------------------------------------------------
 // Gates and timeout, as typed in the dialog
-
-/** Gates typed one a line or separated by `;`: trimmed, blanks dropped. */
-export function splitGates(text: string): string[] {
-  return text
-    .split(/[\n;]/)
-    .map(gate => gate.trim())
-    .filter(gate => gate !== '');
-}
 
 /** The timeout typed in seconds: null when empty, else a number > 0, or why not. */
 export function parseTimeout(text: string): { ok: true; value: number | null } | { ok: false; error: string } {

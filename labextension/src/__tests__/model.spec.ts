@@ -13,7 +13,6 @@ import {
   jobEnded,
   jobProgress,
   jobRunning,
-  jobSummary,
   keyMetrics,
   lastStatusByCell,
   newestFirst,
@@ -434,25 +433,6 @@ describe('formatting', () => {
 });
 
 describe('headless jobs and promotions', () => {
-  it('summarises a job', () => {
-    expect(jobSummary(job({}))).toBe('running');
-    expect(jobSummary(job({ progress: { done: 3, total: 7 } }))).toBe('running: 3/7 cells');
-    expect(jobSummary(job({ status: 'finished' }))).toBe('finished');
-    expect(jobSummary(job({ status: 'failed', error: 'ZeroDivisionError in cell 4' }))).toBe(
-      'failed: ZeroDivisionError in cell 4'
-    );
-    expect(jobSummary(job({ status: 'failed', exit_code: 1 }))).toBe('failed (exit code 1)');
-    expect(jobSummary(job({ status: 'queued' }))).toBe('queued');
-    expect(jobSummary(job({ status: 'timeout', error: 'cell 3 ran longer than 60 s' }))).toBe(
-      'timeout: cell 3 ran longer than 60 s'
-    );
-    expect(jobSummary(job({ status: 'failed', error: 'the runner ended without a final status' }))).toBe(
-      'failed: the runner ended without a final status'
-    );
-    expect(jobSummary(job({ status: 'killed' }))).toBe('killed');
-    expect(jobSummary(job({ status: 'cancelled' }))).toBe('cancelled');
-  });
-
   it('counts a queued job as running, every other status as ended', () => {
     expect(jobRunning(job({ status: 'queued' }))).toBe(true);
     expect(jobRunning(job({ status: 'running' }))).toBe(true);

@@ -10,8 +10,7 @@ import {
   jobHeadline,
   keyMetricsFirst,
   parseTimeout,
-  shortClass,
-  splitGates
+  shortClass
 } from '../results';
 import { IJob } from '../types';
 
@@ -75,6 +74,8 @@ describe('a job as one line', () => {
     expect(jobErrorLine(gated)).toBeNull(); // the gate says it
     expect(jobErrorLine(job({ status: 'failed', error: 'cell 2: ValueError: x' }))).toBe('cell 2: ValueError: x');
     expect(jobErrorLine(job({ status: 'finished', error: 'stale' }))).toBeNull();
+    expect(jobErrorLine(job({ status: 'failed', exit_code: 70 }))).toBe('exit code 70');
+    expect(jobErrorLine(job({ status: 'cancelled', exit_code: 130 }))).toBeNull();
   });
 
   it('writes durations and limits as a person reads them', () => {
@@ -120,12 +121,7 @@ describe('key metrics', () => {
   });
 });
 
-describe('gates and timeout as typed', () => {
-  it('splits gates on lines and semicolons', () => {
-    expect(splitGates(' accuracy >= 0.9 ;\n\nloss < 1 ')).toEqual(['accuracy >= 0.9', 'loss < 1']);
-    expect(splitGates('  ')).toEqual([]);
-  });
-
+describe('the timeout as typed', () => {
   it('takes an empty timeout as none and refuses what is not seconds > 0', () => {
     expect(parseTimeout('')).toEqual({ ok: true, value: null });
     expect(parseTimeout(' 2.5 ')).toEqual({ ok: true, value: 2.5 });
