@@ -57,6 +57,7 @@ def dashboard(dashboard_page: Page, dashboard_lab: Lab) -> Locator:
     expect(kernel_idle).to_be_visible(timeout=60_000)
     page.locator("#jp-menu-panel").get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # the file browser closed: room
     found = page.locator(".nbmlops-dashboard")
     try:
         expect(found.locator(".nbmlops-columns")).to_be_visible(timeout=RENDER_TIMEOUT_MS)  # the controls came
@@ -72,6 +73,7 @@ def tab(dashboard: Locator, name: str) -> None:
 
 
 def shot(element: Locator, artifacts_dir: Path, name: str) -> None:
+    element.page.mouse.move(0, 0)  # no row under the pointer, highlighted
     path = artifacts_dir / f"{name}.png"
     element.screenshot(path=str(path))
     print(f"screenshot: {path}")
