@@ -300,7 +300,7 @@ def test_run_details_draw_a_metric_series_as_a_curve(project, client, request, d
     dashboard = dashboards(name)
     dashboard.table.detail = ids["train"]  # its name, clicked
     html = dashboard.details.value
-    assert "nbmlops-detail" in html and "<svg class='nbmlops-curve'" in html
+    assert "nbmlops-detail" in html and "<svg class='nbmlops-detail-curve'" in html
     points = re.search(r"<polyline [^>]*points='([^']+)'", html).group(1).split()
     assert len(points) == 6  # one per step of train_mse
     heights = [float(p.split(",")[1]) for p in points]

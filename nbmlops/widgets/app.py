@@ -30,7 +30,7 @@ runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expre
 ``nbmlops-cancel``, ``nbmlops-outcome``. Inside the HTML: ``table.nbmlops-runs-table`` with a
 ``tr[data-run-id]`` per run (``input[data-select]``, ``button[data-toggle]``, ``[data-detail]``),
 ``table.nbmlops-compare-table`` (rows ``nbmlops-differs``), ``pre.nbmlops-code-diff``
-(``nbmlops-add``/``nbmlops-del``), ``.nbmlops-detail`` (``svg.nbmlops-curve``), ``nbmlops-models-table``,
+(``nbmlops-add``/``nbmlops-del``), ``.nbmlops-detail`` (``svg.nbmlops-detail-curve``), ``nbmlops-models-table``,
 ``nbmlops-versions-table``, ``nbmlops-gate-history``, ``.nbmlops-loading``, ``.nbmlops-empty``.
 """
 

@@ -23,7 +23,7 @@ __all__ = ["run_details"]
 
 def run_details(tracking_uri: str, row: RunRow, ui_url: str = "") -> str:
     """The details of run ``row`` as escaped HTML (class ``nbmlops-detail``): each metric logged at more than
-    one step is drawn as a curve (``svg.nbmlops-curve``) beside its last value. Reads the run's metric
+    one step is drawn as a curve (``svg.nbmlops-detail-curve``) beside its last value. Reads the run's metric
     histories (one query on a database store)."""
     histories = search.metric_histories(tracking_uri, row.run_id, sorted(row.metrics)) if row.metrics else {}
     facts = [status_badge(row.status), esc(timestamp(row.start_time)), esc(duration(row.duration_s())),
@@ -39,10 +39,10 @@ def run_details(tracking_uri: str, row: RunRow, ui_url: str = "") -> str:
     series = {key: points for key, points in histories.items() if len(points) > 1}
     if series:
         boxes = "".join(
-            f"<div class='nbmlops-curve-box'><div><b>{esc(key)}</b> <span class='nbmlops-muted'>{len(points)} "
+            f"<div class='nbmlops-detail-curve-box'><div><b>{esc(key)}</b> <span class='nbmlops-muted'>{len(points)} "
             f"steps, last {esc(number(points[-1][1]))}</span></div>{curve_svg(points)}</div>"
             for key, points in sorted(series.items()))
-        parts.append(f"<div class='nbmlops-curves'>{boxes}</div>")
+        parts.append(f"<div class='nbmlops-detail-curves'>{boxes}</div>")
     if row.metrics:
         rows = "".join(f"<tr><td>{esc(key)}</td><td class='nbmlops-metric-col'>{esc(number(value))}</td>"
                        f"<td class='nbmlops-muted'>{f'{len(series[key])} steps' if key in series else ''}</td></tr>"

@@ -76,20 +76,20 @@ STYLE = f"""<style>
 .nbmlops-view .nbmlops-muted{{color:var(--jp-ui-font-color2,#57606a)}}
 .nbmlops-view .nbmlops-empty{{color:var(--jp-ui-font-color2,#57606a);padding:16px 4px}}
 .nbmlops-view .nbmlops-error{{color:var(--jp-error-color1,#cf222e);white-space:pre-wrap}}
-.nbmlops-view .nbmlops-status{{font-weight:600}}
-.nbmlops-view .nbmlops-status-finished{{color:var(--jp-success-color0,#1a7f37)}}
-.nbmlops-view .nbmlops-status-failed{{color:var(--jp-error-color0,#cf222e)}}
-.nbmlops-view .nbmlops-status-running,.nbmlops-view .nbmlops-status-scheduled{{color:var(--jp-brand-color0,#0969da)}}
-.nbmlops-view .nbmlops-status-killed{{color:var(--jp-warn-color0,#9a6700)}}
+.nbmlops-view .nbmlops-run-status{{font-weight:600}}
+.nbmlops-view .nbmlops-run-status-finished{{color:var(--jp-success-color0,#1a7f37)}}
+.nbmlops-view .nbmlops-run-status-failed{{color:var(--jp-error-color0,#cf222e)}}
+.nbmlops-view .nbmlops-run-status-running,.nbmlops-view .nbmlops-run-status-scheduled{{color:var(--jp-brand-color0,#0969da)}}
+.nbmlops-view .nbmlops-run-status-killed{{color:var(--jp-warn-color0,#9a6700)}}
 .nbmlops-view .nbmlops-loading{{color:var(--jp-ui-font-color2,#57606a);padding:16px 4px}}
 .nbmlops-view .nbmlops-loading::before{{content:"";display:inline-block;width:10px;height:10px;margin-right:8px;
   border:2px solid var(--jp-border-color1,#bdbdbd);border-top-color:var(--jp-brand-color1,#2196f3);
   border-radius:50%;animation:nbmlops-spin 1s linear infinite;vertical-align:-1px}}
 @keyframes nbmlops-spin{{to{{transform:rotate(360deg)}}}}
-.nbmlops-view .nbmlops-curves{{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0}}
-.nbmlops-view .nbmlops-curve-box{{border:1px solid var(--jp-border-color2,#d0d7de);padding:4px 6px}}
-.nbmlops-view svg.nbmlops-curve{{display:block;color:var(--jp-brand-color1,#2196f3)}}
-.nbmlops-view svg.nbmlops-curve .nbmlops-axis{{stroke:var(--jp-border-color1,#bdbdbd)}}
+.nbmlops-view .nbmlops-detail-curves{{display:flex;flex-wrap:wrap;gap:12px;margin:6px 0}}
+.nbmlops-view .nbmlops-detail-curve-box{{border:1px solid var(--jp-border-color2,#d0d7de);padding:4px 6px}}
+.nbmlops-view svg.nbmlops-detail-curve{{display:block;color:var(--jp-brand-color1,#2196f3)}}
+.nbmlops-view svg.nbmlops-detail-curve .nbmlops-axis{{stroke:var(--jp-border-color1,#bdbdbd)}}
 .nbmlops-view .nbmlops-detail h4{{margin:8px 0 4px;font-size:13px}}
 .nbmlops-chart .main-svg text{{fill:var(--jp-ui-font-color1,#444)!important;text-shadow:none!important}}
 .nbmlops-chart .main-svg .hoverlayer text{{fill:#fff!important}}
@@ -142,8 +142,8 @@ def duration(seconds: float | None) -> str:
 
 
 def status_badge(status: str) -> str:
-    """A run status in its theme colour (``nbmlops-status-finished``, ...)."""
-    return f"<span class='nbmlops-status nbmlops-status-{esc(status.lower())}'>{esc(status)}</span>"
+    """A run status in its theme colour (``nbmlops-run-status-finished``, ...)."""
+    return f"<span class='nbmlops-run-status nbmlops-run-status-{esc(status.lower())}'>{esc(status)}</span>"
 
 
 def run_heading(name: str, run_id: str, start_time: int | None) -> str:
@@ -153,7 +153,7 @@ def run_heading(name: str, run_id: str, start_time: int | None) -> str:
 
 
 def curve_svg(points: Sequence[tuple[int, float]], width: int = 220, height: int = 56) -> str:
-    """A metric series as a small SVG line (``svg.nbmlops-curve``) drawn in the theme's brand colour; NaN points
+    """A metric series as a small SVG line (``svg.nbmlops-detail-curve``) drawn in the theme's brand colour; NaN points
     are left out. Empty when fewer than two finite points."""
     finite = [(step, value) for step, value in points if not math.isnan(value) and not math.isinf(value)]
     if len(finite) < 2:
@@ -171,7 +171,7 @@ def curve_svg(points: Sequence[tuple[int, float]], width: int = 220, height: int
 
     line = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in finite)
     last_x, last_y = x(steps[-1]), y(values[-1])
-    return (f"<svg class='nbmlops-curve' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
+    return (f"<svg class='nbmlops-detail-curve' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
             f"role='img' aria-label='{len(finite)} points from step {x0} to {x1}'>"
             f"<line class='nbmlops-axis' x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}'/>"
             f"<polyline fill='none' stroke='currentColor' stroke-width='1.5' points='{line}'/>"

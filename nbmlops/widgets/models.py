@@ -73,7 +73,7 @@ class PromotionOutcome:
                 f"<li>{'ok' if c.passed else 'FAIL'}: {esc(c.message)}</li>" for c in self.promotion.checks
             )
             checks = f"<ul>{items}</ul>"
-        return (f"{STYLE}<div class='nbmlops-view nbmlops-verdict'><b class='nbmlops-status nbmlops-status-{colour}'>"
+        return (f"{STYLE}<div class='nbmlops-view nbmlops-verdict'><b class='nbmlops-run-status nbmlops-run-status-{colour}'>"
                 f"{verdict}</b> "
                 f"<span class='nbmlops-reason'>{esc(self.message)}</span>{checks}</div>")
 

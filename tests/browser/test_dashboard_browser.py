@@ -114,7 +114,7 @@ def test_runs_table_answers_first_groups_the_sweep_and_selects_with_checkboxes(
     train = row(table, "train")
     train.locator(".nbmlops-detail-link").click()  # its details: the loss series as curves
     details = dashboard.locator(".nbmlops-details .nbmlops-detail")
-    expect(details.locator("svg.nbmlops-curve")).to_have_count(2, timeout=ROUND_TRIP_MS)
+    expect(details.locator("svg.nbmlops-detail-curve")).to_have_count(2, timeout=ROUND_TRIP_MS)
     expect(details).to_contain_text(f"train_mse {SERIES_STEPS} steps")
 
     train.locator(".nbmlops-detail-link").click()  # again: closed
