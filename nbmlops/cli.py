@@ -757,7 +757,10 @@ def _where(settings: Settings) -> str:
     from nbmlops.redact import redact_uri, strip_userinfo
 
     lines = [f"runs are stored in {redact_uri(settings.tracking_uri)}"]
-    if settings.tracking_uri.startswith(("http://", "https://")):
+    served = settings.sources.get("ui_url", "").startswith("default: the MLflow UI Jupyter Server serves")
+    if served:
+        lines.append(f"open the MLflow UI in the Jupyter page, at {settings.ui_url}")
+    elif settings.tracking_uri.startswith(("http://", "https://")) or settings.sources.get("ui_url") != "default":
         lines.append(f"open the MLflow UI: {strip_userinfo(settings.ui_url)}")
     else:
         lines.append(f"open the MLflow UI: {_self_command()} ui   (then browse http://127.0.0.1:5000)")
