@@ -7,6 +7,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from nbmlops.exceptions import SweepError
@@ -142,7 +143,11 @@ def test_local_sweep_records_a_sweep_run_parent_of_every_notebook_run(project, c
         assert run.info.status == ("FAILED" if outcome.index == 3 else "FINISHED")
         assert run.data.tags.get("nbmlops.gates") == (None if outcome.index == 3 else
                                                       "passed" if outcome.gates_passed else "failed")
-        assert (project / ".nbmlops" / "outputs" / f"sweep-{result.run_key}" / f"{outcome.index}.ipynb").is_file()
+        executed = project / ".nbmlops" / "outputs" / f"sweep-{result.run_key}" / f"{outcome.index}.ipynb"
+        shown = [o["data"]["text/plain"] for c in nbformat.read(executed, as_version=4).cells
+                 for o in c.get("outputs", []) if "nbmlops run 'fit'" in o.get("data", {}).get("text/plain", "")]
+        # the summaries say where their runs are now, not "journaled; ... delivers it"
+        assert shown and all("journaled" not in text and "/runs/" in text for text in shown), shown
     cells = by_kind["cell"]
     assert sorted(run.data.tags["mlflow.parentRunId"] for run in cells) == sorted(notebooks)
     assert all(run.info.run_name == "fit" for run in cells)

@@ -33,6 +33,7 @@ from nbmlops.runner.grid import combinations
 from nbmlops.runner.parameters import check_grid
 from nbmlops.runner.ranking import SweepResult, rank_runs
 from nbmlops.runner.retries import supersede_retries, task_name
+from nbmlops.runner.summaries import finish_summaries, parameter_scrubber
 from nbmlops.runner.sweep_backends import AsCompleted, Submit, open_backend, require_shared_store
 from nbmlops.runner.sweep_worker import SweepJob, SweepRun
 from nbmlops.runner.workspace import Workspace, pack_workspace
@@ -235,7 +236,7 @@ def _collect(
             except Exception as exc:  # the worker itself died or could not take the job
                 outcome = SweepRun(job.index, job.combination, "FAILED", output=job.output,
                                    error=f"the worker failed: {type(exc).__name__}: {exc}")
-            outcomes.append(_delivered(_written(outcome), settings, known, sweep_key))
+            outcomes.append(_summaries_finished(_delivered(_written(outcome), settings, known, sweep_key), settings))
             bar.set_postfix(failed=sum(o.status != "FINISHED" for o in outcomes), refresh=False)
             bar.update()
     return outcomes
@@ -275,6 +276,13 @@ def _delivered(outcome: SweepRun, settings: Settings, known: dict[str, str], swe
     with contextlib.suppress(NbmlopsError):  # cells of a kernel delivered before their notebook's run
         open_store(settings.tracking_uri, settings.artifact_root).adopt_children(experiment_id, outcome.run_key, run_id)
     return dataclasses.replace(outcome, run_id=run_id, url=run_url(settings.ui_url, experiment_id, run_id))
+
+
+def _summaries_finished(outcome: SweepRun, settings: Settings) -> SweepRun:
+    """Rewrite the ``%%track`` summaries of the combination's executed notebook with their delivered state."""
+    if outcome.output is not None:
+        finish_summaries(Path(outcome.output), settings, outcome.run_id, parameter_scrubber(outcome.params))
+    return outcome
 
 
 def _supersede_retries(outcomes: list[SweepRun], settings: Settings, run: Run) -> int:
