@@ -148,7 +148,7 @@ function ParameterInputs(props: {
         </table>
       )}
       <fieldset className="nbmlops-lab-run-options">
-        <legend>When it runs</legend>
+        <legend>Gates and timeout</legend>
         <label htmlFor="nbmlops-lab-gates">Gates</label>
         <div>
           <input

@@ -92,13 +92,20 @@ def run_command(page, label: str) -> None:
     """Run a command from the command palette by its label, as a person would: open the palette from the View
     menu (its keyboard shortcut depends on where the focus is), type, press Enter on the item (clicking it races
     the palette's filtering, which redraws the items)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     palette = page.locator("#command-palette")
     search = palette.locator("input")
-    if not search.is_visible():
+    for _ in range(3):  # the palette closes when something takes the focus as it opens (a theme's restyling)
+        if search.is_visible():
+            break
         page.locator("#jp-menu-panel").get_by_role("menuitem", name="View", exact=True).click()
         page.get_by_role("menuitem", name="Activate Command Palette").click()
+        try:
+            search.wait_for(state="visible", timeout=5000)
+        except PlaywrightTimeout:
+            continue
     expect(search).to_be_visible()
     search.fill(label)
     active = palette.locator(".lm-CommandPalette-item.lm-mod-active")

@@ -195,6 +195,9 @@ def test_run_headlessly_with_a_gate_and_a_timeout_see_it_run_then_finish(
     expect(panel.locator(".nbmlops-lab-job")).to_have_count(2)
     timed_out = panel.locator(".nbmlops-lab-job").first  # the newest first
     expect(timed_out).not_to_have_attribute("data-job-id", first_id or "")
+    expect(timed_out).to_have_attribute("data-status", "running", timeout=START_MS)
+    expect(timed_out.locator("progress")).to_be_visible()
+    assert_dark_and_readable(page, "#nbmlops-experiments .nbmlops-lab-job")  # its progress bar too
     try:
         expect(timed_out).to_have_attribute("data-status", "timeout", timeout=HEADLESS_MS)
     except AssertionError as exc:
