@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the run's status in PATH as JSON, replaced whole at each change: state (queued, running, "
         "finished, failed, timeout, killed, cancelled), cells done and total, the cell executing, run id and "
         "experiment id (once the store has the run), experiment, output notebook, its HTML render's artifact "
-        "path, start and end times, exit code, a failure's one-line error (secrets redacted), pid",
+        "path, start and end times, exit code, a failure's one-line error (secrets redacted), pid; once it ended, "
+        "its final metrics and each gate's outcome",
     )
     _add_gate_options(run, "one testcase per notebook and gate")
     _add_execution_options(run)
