@@ -128,7 +128,7 @@ def model_versions(
                     for d in v.decisions
                 ],
                 "lineage": _lineage(v),
-                "run": _source_run(runs[v.run_id], ui_url) if v.run_id in runs else None,
+                "run": _source_run(runs[v.run_id], ui_url) if v.run_id and v.run_id in runs else None,
             }
             for v in versions
         ],
