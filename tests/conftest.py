@@ -129,6 +129,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+#: MLflow's job runner (huey consumers in processes of their own) is not needed by any test, and its consumers
+#: outlived the server's process group
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextlib.contextmanager
 def mlflow_server(folder: Path, port: int | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """A real ``mlflow server`` on a sqlite backend in ``folder``, on 127.0.0.1; yields its URI."""
@@ -140,7 +145,8 @@ def mlflow_server(folder: Path, port: int | None = None, env: dict[str, str] | N
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
              "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
              "--workers", "1"],
-            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=folder, env={**(os.environ if env is None else env), **NO_JOB_RUNNER}, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120

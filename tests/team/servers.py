@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, stop_group
+from tests.conftest import NO_JOB_RUNNER, free_port, stop_group
 
 #: the PostgreSQL superuser of a private cluster (its password is made per cluster)
 PG_USER = "nbmlops"
@@ -196,8 +196,8 @@ def mlflow_team_server(
         command += ["--app-name", app_name]
     log = folder / "server.log"
     with open(log, "a") as out:
-        process = subprocess.Popen(command, cwd=folder, env=None if env is None else dict(env), stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, cwd=folder, env={**(os.environ if env is None else env), **NO_JOB_RUNNER},
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(uri, process, log)
         yield TeamServer(uri, port, backend_uri, process, log)
