@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -184,3 +185,22 @@ def runs_of(client, experiment: str) -> list:
     if found is None:
         return []
     return list(reversed(client.search_runs([found.experiment_id], max_results=1000)))
+
+
+@pytest.fixture
+def dashboards():
+    """Make dashboards (``live=False`` unless asked) that are closed however the test ends; no live thread may
+    outlive them."""
+    from nbmlops.widgets.app import Dashboard
+
+    made: list[Dashboard] = []
+
+    def make(*args, **kwargs) -> Dashboard:
+        kwargs.setdefault("live", False)
+        made.append(Dashboard(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for dashboard in made:
+        dashboard.close()
+    assert not [t for t in threading.enumerate() if t.name == "nbmlops-live"]

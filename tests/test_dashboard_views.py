@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -30,19 +29,15 @@ ESTIMATOR_PARAMS = 27  # as many as the issue's notebook had before its `accurac
 
 
 @pytest.fixture
-def dashboards():
-    made: list[Dashboard] = []
+def dashboards(dashboards):
+    """The conftest's dashboards, each loaded before the test looks at it."""
 
     def make(*args, **kwargs) -> Dashboard:
-        kwargs.setdefault("live", False)
-        made.append(Dashboard(*args, **kwargs))
-        assert made[-1].wait_loaded(60)
-        return made[-1]
+        dashboard = dashboards(*args, **kwargs)
+        assert dashboard.wait_loaded(60)
+        return dashboard
 
-    yield make
-    for dashboard in made:
-        dashboard.close()
-    assert not [t for t in threading.enumerate() if t.name == "nbmlops-live"]
+    return make
 
 
 def _run(client, experiment_id: str, name: str, start: int, *, params=None, metrics=None, tags=None,

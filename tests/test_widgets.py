@@ -76,22 +76,6 @@ def _row_ids(html: str) -> list[str]:
     return re.findall(r"<tr data-run-id='([0-9a-f]+)'", html)
 
 
-@pytest.fixture
-def dashboards():
-    """Dashboards made by a test, closed however it ends; and no live thread may outlive them."""
-    made: list[Dashboard] = []
-
-    def make(*args, **kwargs) -> Dashboard:
-        kwargs.setdefault("live", False)
-        made.append(Dashboard(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for dashboard in made:
-        dashboard.close()
-    assert not [t for t in threading.enumerate() if t.name == "nbmlops-live"]
-
-
 # -- the runs table -----------------------------------------------------------------------------------------
 
 

@@ -67,17 +67,12 @@ export function formatShortTime(time: Time | undefined, now: Date = new Date()):
   return sameDay ? full.slice(11) : full.slice(0, 16);
 }
 
-/** `0.4 s`, `12 s`, `3 min 5 s`, `2 h 1 min`; null while the run has no end. */
-export function formatDuration(
-  start: Time | undefined,
-  end: Time | undefined
-): string | null {
-  const a = toMillis(start);
-  const b = toMillis(end);
-  if (a === null || b === null) {
+/** A duration in milliseconds: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 1 min`. */
+export function formatMs(ms: number | null): string | null {
+  if (ms === null || !Number.isFinite(ms)) {
     return null;
   }
-  const seconds = Math.max(0, (b - a) / 1000);
+  const seconds = Math.max(0, ms / 1000);
   if (seconds < 10) {
     return `${seconds.toFixed(1)} s`;
   }
@@ -89,6 +84,19 @@ export function formatDuration(
     return `${Math.floor(whole / 60)} min ${whole % 60} s`;
   }
   return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}
+
+/** `0.4 s`, `12 s`, `3 min 5 s`, `2 h 1 min`; null while the run has no end. */
+export function formatDuration(
+  start: Time | undefined,
+  end: Time | undefined
+): string | null {
+  const a = toMillis(start);
+  const b = toMillis(end);
+  if (a === null || b === null) {
+    return null;
+  }
+  return formatMs(b - a);
 }
 
 /** A param or metric as text: numbers to 4 significant digits, nothing as an em dash. */

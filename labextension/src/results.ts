@@ -4,7 +4,7 @@
  * the dialog, a gate syntax error's caret, and a version's metrics. The views only wire these; jest tests them.
  */
 
-import { formatValue, toMillis } from './model';
+import { formatMs, formatValue, toMillis } from './model';
 import { IGateSyntaxError, IJob } from './types';
 
 // ---------------------------------------------------------------------------------------------
@@ -21,25 +21,6 @@ export function jobElapsedMs(job: IJob, now: number = Date.now()): number | null
   }
   const end = toMillis(job.ended) ?? (job.status === 'queued' || job.status === 'running' ? now : null);
   return end === null ? null : Math.max(0, end - start);
-}
-
-/** A duration in milliseconds as `formatDuration` writes a run's: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 1 min`. */
-export function formatMs(ms: number | null): string | null {
-  if (ms === null || !Number.isFinite(ms)) {
-    return null;
-  }
-  const seconds = Math.max(0, ms / 1000);
-  if (seconds < 10) {
-    return `${seconds.toFixed(1)} s`;
-  }
-  if (seconds < 60) {
-    return `${Math.round(seconds)} s`;
-  }
-  const whole = Math.round(seconds);
-  if (whole < 3600) {
-    return `${Math.floor(whole / 60)} min ${whole % 60} s`;
-  }
-  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
 }
 
 /** A number of seconds for a limit: `3 s`, `1.5 s`, `2 min`, `1 h 30 min`. */

@@ -28,17 +28,10 @@ def resolve_path(root: str | os.PathLike[str], path: str | None, *, allow_hidden
     """
     if not path:
         raise PathError("", "a path relative to the server's root is required")
-    if "\x00" in path or any(ord(c) < 32 for c in path):
-        raise PathError(path, "contains a NUL or control character")
-    if "\\" in path:
-        raise PathError(path, "contains a backslash; use '/' between folders")
-    if "%" in path:
-        raise PathError(path, "still contains a '%' escape after decoding (double encoding is refused)")
+    _check_characters(path)
     if path.startswith("/"):
         raise PathError(path, "is absolute; give a path relative to the server's root")
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise PathError(path, "has a '..' component")
+    parts = _parts(path)
     if not parts:
         raise PathError(path, "names the server's root, not a file")
     if not allow_hidden and any(part.startswith(".") for part in parts):
@@ -76,17 +69,29 @@ def artifact_path(path: str | None) -> str:
     Which run's artifacts it may name is the store's to say: a path the run does not hold is a 404."""
     if not path:
         raise PathError("", "an artifact path is required (path=...)")
+    _check_characters(path)
+    if path.startswith("/") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):
+        raise PathError(path, "is absolute; give a path relative to the run's artifacts")
+    parts = _parts(path)
+    if not parts:
+        raise PathError(path, "names the run's artifact folder, not a file")
+    return "/".join(parts)
+
+
+def _check_characters(path: str) -> None:
+    """Refuse what no path a client means may hold: NUL and control characters, backslashes, ``%`` escapes left
+    after decoding."""
     if "\x00" in path or any(ord(c) < 32 for c in path):
         raise PathError(path, "contains a NUL or control character")
     if "\\" in path:
         raise PathError(path, "contains a backslash; use '/' between folders")
     if "%" in path:
         raise PathError(path, "still contains a '%' escape after decoding (double encoding is refused)")
-    if path.startswith("/") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path):
-        raise PathError(path, "is absolute; give a path relative to the run's artifacts")
+
+
+def _parts(path: str) -> list[str]:
+    """The components of a relative ``path`` without empty and ``.`` ones; a ``..`` is refused."""
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise PathError(path, "has a '..' component")
-    if not parts:
-        raise PathError(path, "names the run's artifact folder, not a file")
-    return "/".join(parts)
+    return parts

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
 import pytest
 
 import nbmlops
+from tests.server.registering import register_in_another_process
 
 
 @pytest.fixture
@@ -204,15 +203,7 @@ def model_name(store_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A model with version 1 (accuracy 0.95) and version 2 (0.80) in the shared store, registered by another
     process, so that this one (where the server runs) never imports skops or a model flavour."""
     name = f"srv-{uuid.uuid4().hex[:8]}"
-    folder = tmp_path_factory.mktemp("register")
-    (folder / "pyproject.toml").write_text("[project]\nname = 'register'\n")
-    env = {**os.environ, "NBMLOPS_TRACKING_URI": store_uri, "NBMLOPS_EXPERIMENT": "server-models",
-           "NBMLOPS_ARTIFACT_ROOT": str(Path(store_uri[len("sqlite:///"):]).parent / "artifacts")}
-    script = f"NAME = {name!r}\n" + textwrap.dedent(REGISTER)
-    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=300, check=False)
-    assert result.returncode == 0, result.stderr
-    return name
+    return register_in_another_process(store_uri, tmp_path_factory.mktemp("register"), name, "server-models", REGISTER)
 
 
 async def test_models_are_listed_shown_and_promoted_through_gates(api, model_name):

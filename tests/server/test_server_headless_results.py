@@ -5,16 +5,12 @@ and each model version with its source run's metrics and its lineage. Real serve
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.server.registering import register_in_another_process
 from tests.server.test_server_jobs import ended, wait_for_job
 
 TRAIN = ("%load_ext nbmlops", "%%track --name fit\naccuracy = round(0.8 + alpha, 4)\nf1 = round(0.4 + alpha, 4)")
@@ -137,15 +133,7 @@ nbmlops.flush(60)
 def model_name(store_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Version 1 (accuracy 0.95, f1 0.9) and version 2 (0.80, 0.7) of a model, registered by another process."""
     name = f"versions-{uuid.uuid4().hex[:8]}"
-    folder = tmp_path_factory.mktemp("register")
-    (folder / "pyproject.toml").write_text("[project]\nname = 'register'\n")
-    env = {**os.environ, "NBMLOPS_TRACKING_URI": store_uri, "NBMLOPS_EXPERIMENT": "server-versions",
-           "NBMLOPS_ARTIFACT_ROOT": str(Path(store_uri[len("sqlite:///"):]).parent / "artifacts")}
-    script = f"NAME = {name!r}\n" + textwrap.dedent(REGISTER)
-    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=300, check=False)
-    assert result.returncode == 0, result.stderr
-    return name
+    return register_in_another_process(store_uri, tmp_path_factory.mktemp("register"), name, "server-versions", REGISTER)
 
 
 async def test_each_version_shows_its_source_runs_metrics_link_and_lineage(api, model_name, client):

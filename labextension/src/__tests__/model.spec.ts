@@ -29,7 +29,8 @@ import {
   toggleTrack,
   trackOptions
 } from '../model';
-import { IJob, IRunSummary } from '../types';
+import { IRunSummary } from '../types';
+import { job } from './jobs';
 
 function run(overrides: Partial<IRunSummary>): IRunSummary {
   return {
@@ -45,25 +46,6 @@ function run(overrides: Partial<IRunSummary>): IRunSummary {
     kind: 'cell',
     params: {},
     metrics: {},
-    ...overrides
-  };
-}
-
-function job(overrides: Partial<IJob>): IJob {
-  return {
-    job_id: 'j1',
-    notebook: 'nb.ipynb',
-    parameters: {},
-    status: 'running',
-    exit_code: null,
-    progress: null,
-    cell: null,
-    run_id: null,
-    experiment: null,
-    output: null,
-    error: null,
-    started: null,
-    ended: null,
     ...overrides
   };
 }

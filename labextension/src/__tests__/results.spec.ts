@@ -1,5 +1,4 @@
 import {
-  formatMs,
   formatSeconds,
   gateCaret,
   gateMetricNames,
@@ -12,27 +11,14 @@ import {
   parseTimeout,
   shortClass
 } from '../results';
+import { formatMs } from '../model';
 import { IJob } from '../types';
+import { job as baseJob } from './jobs';
 
 const START = Date.UTC(2026, 11, 6, 9, 0, 0);
 
 function job(overrides: Partial<IJob> = {}): IJob {
-  return {
-    job_id: 'a'.repeat(32),
-    notebook: 'work/train.ipynb',
-    parameters: {},
-    status: 'running',
-    exit_code: null,
-    progress: null,
-    cell: null,
-    run_id: null,
-    experiment: null,
-    output: null,
-    error: null,
-    started: START,
-    ended: null,
-    ...overrides
-  };
+  return baseJob({ started: START, ...overrides });
 }
 
 describe('a job as one line', () => {
