@@ -540,7 +540,6 @@ def _registered_text(run_id: str, run_key: str, settings: Settings) -> str:
 
 #: metrics a promotion gate most often names, in the order a hint prefers them
 _GATE_METRICS = ("accuracy", "f1", "roc_auc", "auc", "r2", "precision", "recall")
-_LOWER_IS_BETTER = ("loss", "error", "mse", "rmse", "mae", "mape", "logloss")
 
 
 def _example_gate(run_id: str | None, settings: Settings) -> str | None:
@@ -549,6 +548,7 @@ def _example_gate(run_id: str | None, settings: Settings) -> str | None:
     import re
 
     from nbmlops.tracking.search import get_rows
+    from nbmlops.tracking.values import lower_is_better
 
     if not run_id:
         return None
@@ -562,7 +562,7 @@ def _example_gate(run_id: str | None, settings: Settings) -> str | None:
         return None
     name = next((m for m in _GATE_METRICS if m in metrics), min(metrics))
     value = metrics[name]
-    if any(word in name.lower() for word in _LOWER_IS_BETTER):
+    if lower_is_better(name):
         return f"{name} <= {math.ceil(value * 100) / 100:g}"
     return f"{name} >= {math.floor(value * 100) / 100:g}"
 

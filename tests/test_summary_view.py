@@ -23,7 +23,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from nbmlops.tracking.scraps import MIME_TYPE
 from nbmlops.tracking.series import MetricSeries, thin
-from nbmlops.tracking.summary import MAX_ITEMS, Summary, lower_is_better, sparkline
+from nbmlops.tracking.summary import MAX_ITEMS, Summary, sparkline
+from nbmlops.tracking.values import lower_is_better
 from tests.conftest import free_port
 from tests.test_kernel import KERNEL_TIMEOUT, Kernel, kernel_env
 
@@ -210,7 +211,7 @@ def test_a_metric_series_stays_bounded_and_keeps_its_ends_and_extremes():
     assert series.count == 100_000 and len(series.values) <= MetricSeries.LIMIT
     assert series.values[0] == values[0] and series.values[-1] == values[-1]
     assert min(series.values) == min(values) and max(series.values) == max(values)
-    assert thin([3.0, 1.0, 2.0], 10) == [3.0, 1.0, 2.0]
+    assert thin([3.0, 1.0, 2.0], 10, float) == [3.0, 1.0, 2.0]
 
 
 # -- in a real IPython shell ---------------------------------------------------------------------------------

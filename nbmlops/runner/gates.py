@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from nbmlops.exceptions import GateError, GateSyntaxError
 from nbmlops.shorten import clip
+from nbmlops.tracking.values import lower_is_better
 
 __all__ = [
     "OPERATORS", "Condition", "Gate", "GateError", "GateResult", "GateSyntaxError",
@@ -45,12 +46,6 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NUMBER_TAIL = re.compile(r"[A-Za-z0-9_.]")
 _OP_CHARS = re.compile(r"[<>=!]+")
 _TAG_LIMIT = 8000  # MLflow's limit on a tag value
-#: metric-name words that mean "lower is better" (matched as whole words: val_loss, trainRMSE, error-rate)
-MINIMIZED = frozenset({
-    "loss", "losses", "logloss", "nll", "error", "errors", "err", "rmse", "mse", "mae", "mape", "smape", "rmsle",
-    "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
-})
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
 def non_finite(value: float) -> str | None:
@@ -264,6 +259,6 @@ def gate_tags(results: Sequence[GateResult]) -> dict[str, str]:
 
 
 def infer_maximize(metric: str) -> bool:
-    """Whether higher is better for ``metric``: False when a word of its name means a loss or an error
-    (loss, error, rmse, mae, mse, ... see :data:`MINIMIZED`), else True."""
-    return not any(word.lower() in MINIMIZED for word in _WORDS.findall(metric))
+    """Whether higher is better for ``metric``: False when a word of its name means a loss, an error or a
+    duration (:func:`nbmlops.tracking.values.lower_is_better`), else True."""
+    return not lower_is_better(metric)

@@ -26,6 +26,7 @@ from nbmlops.tracking.search import (
     quote_value,
     search_page,
 )
+from nbmlops.tracking.series import thin
 
 __all__ = ["MAX_SERIES", "SERIES_POINTS", "ListedRun", "RunDetail", "count_experiments", "fetch_artifact",
            "run_detail", "runs_for_notebook"]
@@ -97,26 +98,9 @@ def run_detail(tracking_uri: str, run_id: str, max_artifacts: int = 500) -> RunD
     for key in keys[:MAX_SERIES]:
         points = metric_history(tracking_uri, run_id, key)
         if len(points) > 1:
-            series[key] = thin_points(points, SERIES_POINTS)
+            series[key] = thin(points, SERIES_POINTS, value=lambda point: point[1])
     return RunDetail(row, names.get(row.experiment_id, ""), tuple(artifacts), truncated, series,
                      len(keys) > MAX_SERIES)
-
-
-def thin_points(points: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
-    """At most about ``limit`` of ``points``: the first, the last, and the lowest and highest value of each
-    bucket between them, in step order (a curve keeps its shape and its extremes)."""
-    if len(points) <= max(limit, 2):
-        return list(points)
-    middle = points[1:-1]
-    size = -(-len(middle) // max(1, (limit - 2) // 2))
-    kept = [points[0]]
-    for start in range(0, len(middle), size):
-        bucket = [point for point in middle[start : start + size] if point[1] == point[1]]  # NaN left out
-        if bucket:
-            low, high = min(bucket, key=lambda p: p[1]), max(bucket, key=lambda p: p[1])
-            kept += sorted({low, high})
-    kept.append(points[-1])
-    return kept
 
 
 def fetch_artifact(tracking_uri: str, run_id: str, path: str, folder: str) -> Path:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-__all__ = ["MetricSeries"]
+__all__ = ["MetricSeries", "thin"]
+
+T = TypeVar("T")
 
 
 class MetricSeries:
@@ -26,24 +30,25 @@ class MetricSeries:
         self.values.append(value)
         self.count += 1
         if len(self.values) > self.LIMIT:
-            self.values = thin(self.values, self.LIMIT // 2)
+            self.values = thin(self.values, self.LIMIT // 2, float)
 
 
-def thin(values: list[float], width: int) -> list[float]:
-    """At most about ``width`` of ``values``: the first, the last, and the lowest and highest of each bucket
-    between them (in their order), so that the extremes and the ends survive."""
-    if len(values) <= max(width, 2):
-        return list(values)
-    middle = values[1:-1]
+def thin(items: Sequence[T], width: int, value: Callable[[T], float]) -> list[T]:
+    """At most about ``width`` of ``items``: the first, the last, and the lowest and highest (by ``value``) of each
+    bucket between them, in their order, so that the extremes and the ends survive; NaN ones between the ends are
+    left out."""
+    if len(items) <= max(width, 2):
+        return list(items)
+    middle = items[1:-1]
     size = max(1, math.ceil(len(middle) / max(1, (width - 2) // 2)))
-    kept = [values[0]]
+    kept = [items[0]]
     for start in range(0, len(middle), size):
-        bucket = middle[start : start + size]
-        indexed = [(i, v) for i, v in enumerate(bucket) if not math.isnan(v)]
+        indexed = [(i, value(item)) for i, item in enumerate(middle[start : start + size], start)
+                   if not math.isnan(value(item))]
         if not indexed:
             continue
-        low = min(indexed, key=lambda item: item[1])
-        high = max(indexed, key=lambda item: item[1])
-        kept += [v for _, v in sorted({low, high})]
-    kept.append(values[-1])
+        low = min(indexed, key=lambda pair: pair[1])
+        high = max(indexed, key=lambda pair: pair[1])
+        kept += [middle[i] for i, _ in sorted({low, high})]
+    kept.append(items[-1])
     return kept

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from nbmlops.tracking.scraps import MIME_TYPE, run_payload
 from nbmlops.tracking.series import thin
+from nbmlops.tracking.values import lower_is_better
 
-__all__ = ["MAX_ITEMS", "Summary", "lower_is_better", "run_url", "sparkline", "sparkline_svg", "status_html"]
+__all__ = ["MAX_ITEMS", "Summary", "run_url", "sparkline", "sparkline_svg", "status_html"]
 
 #: rows a section shows before "+N more" (changed params are always shown)
 MAX_ITEMS = 12
@@ -45,23 +45,6 @@ _MONO = "var(--jp-code-font-family, ui-monospace, SFMono-Regular, Menlo, Consola
 #: cells: tight rows whatever the page's table style (JupyterLab centres tables and pads cells 0.5em)
 _TD = "padding:1px 8px;line-height:16px;border:none;text-align:left;vertical-align:middle;white-space:nowrap"
 _SHOWN_VALUE = 60  # characters of a param value shown (the whole value in its title)
-
-#: words of metric names for which lower is better (the rest: higher is better)
-_LOWER_WORDS = frozenset({
-    "loss", "mse", "rmse", "mae", "mape", "smape", "msle", "rmsle", "error", "err", "errors", "entropy",
-    "perplexity", "wer", "cer", "latency", "time", "seconds", "duration", "brier", "logloss", "nll", "deviance",
-    "distance", "regret", "miss", "fpr", "fnr", "bpd",
-})
-
-
-def lower_is_better(name: str) -> bool:
-    """Whether a metric named ``name`` improves downwards: losses, errors, durations (``val_loss``,
-    ``test_rmse``, ``fit_time``), but not scikit-learn's negated scores (``neg_mean_squared_error``)."""
-    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()) if w]
-    if not words or words[0] == "neg":
-        return False
-    return any(w in _LOWER_WORDS or w.endswith(("loss", "error")) for w in words)
-
 
 @dataclass
 class Summary:
@@ -290,7 +273,7 @@ class Summary:
             data[name] = None if data[name] is None else [[k, v] for k, v in data[name].items()]
         for name in ("metrics", "previous"):
             data[name] = None if data[name] is None else [[k, _json_number(v)] for k, v in data[name].items()]
-        data["series"] = [[k, [_json_number(v) for v in thin(vs, CURVE_POINTS)]] for k, vs in self.series.items()]
+        data["series"] = [[k, [_json_number(v) for v in thin(vs, CURVE_POINTS, float)]] for k, vs in self.series.items()]
         return data
 
     @classmethod
@@ -344,7 +327,7 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
 def sparkline_svg(values: list[float], width: int = CURVE_POINTS, height: int = 14) -> str:
     """A series as a small inline SVG curve (its lowest point marked), coloured by the theme; gaps where a
     value is not finite."""
-    points = thin(values, width)
+    points = thin(values, width, float)
     finite = [v for v in points if math.isfinite(v)]
     if not finite:
         return ""

@@ -20,10 +20,12 @@ from typing import Any
 __all__ = [
     "MAX_PARAM_ARRAY",
     "MAX_SCORES",
+    "MINIMIZED",
     "dataset_context",
     "is_data",
     "is_metric_value",
     "is_timing",
+    "lower_is_better",
     "name_words",
     "number_list",
     "says_scores",
@@ -41,6 +43,13 @@ _SCORE_WORDS = frozenset(
         "r2", "mse", "rmse", "mae", "loss", "losses", "error", "errors", "logloss",
     }
 )  # fmt: skip
+#: metric-name words that mean "lower is better" (matched as whole words: val_loss, trainRMSE, error-rate)
+MINIMIZED = frozenset({
+    "loss", "losses", "logloss", "nll", "error", "errors", "err", "rmse", "mse", "mae", "mape", "smape", "rmsle",
+    "msle", "wer", "cer", "perplexity", "ppl", "cost", "regret", "latency", "brier", "time", "seconds", "duration",
+    "entropy", "deviance", "distance", "miss", "fpr", "fnr", "bpd",
+})  # fmt: skip
+_METRIC_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _TIMING = re.compile(r"(^|_)(time|times|duration|seconds|elapsed)$")
 _EVALUATION_WORDS = frozenset({"test", "te", "val", "valid", "validation", "eval", "evaluation", "holdout", "dev"})
 _TRAINING_WORDS = frozenset({"train", "tr", "training", "fit"})
@@ -65,6 +74,16 @@ def is_metric_value(value: Any) -> bool:
 def is_timing(metric: str) -> bool:
     """True for a metric that measures time (``fit_time.mean``, ``score_time``, ``duration``)."""
     return any(_TIMING.search(part) for part in metric.lower().split("."))
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a metric named ``metric`` improves downwards: a word of its name means a loss, an error or a
+    duration (``val_loss``, ``trainRMSE``, ``fit_time``, ``logloss``; see :data:`MINIMIZED`), but not
+    scikit-learn's negated scores (``neg_mean_squared_error``: higher is better)."""
+    words = [word.lower() for word in _METRIC_WORDS.findall(metric)]
+    if not words or words[0] == "neg":
+        return False
+    return any(word in MINIMIZED or word.endswith(("loss", "error")) for word in words)
 
 
 def says_scores(name: str) -> bool:
