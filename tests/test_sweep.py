@@ -81,7 +81,8 @@ def test_losses_and_errors_are_minimized(name):
     assert infer_maximize(name) is False
 
 
-@pytest.mark.parametrize("name", ["accuracy", "f1", "r2", "roc_auc", "score", "lossless_ratio"])
+@pytest.mark.parametrize("name", ["accuracy", "f1", "r2", "roc_auc", "score", "lossless_ratio", "neg_mean_squared_error",
+                                  "neg_log_loss"])
 def test_other_metrics_are_maximized(name):
     assert infer_maximize(name) is True
 
