@@ -21,15 +21,22 @@ from tests.browser.dashboard_helpers import (
     HOSTILE_NAME,
     SERIES_STEPS,
     WATCH_CHARTS_JS,
-    assert_readable,
     dashboard_lab,  # noqa: F401 (a fixture)
     dashboard_page,  # noqa: F401 (a fixture)
-    failure_shot,
-    set_theme,
 )
+from tests.browser.lab import (
+    cell_errors,
+    failed,
+    failure_shot,
+    run_all_cells,
+    screenshot,
+    use_theme,
+    wait_for_kernel,
+)
+from tests.browser.looks import assert_readable
 
 if TYPE_CHECKING:
-    from tests.browser.conftest import Lab
+    from tests.browser.lab import Lab
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
 from playwright.sync_api import Locator, Page, expect
@@ -42,8 +49,6 @@ FIRST_CHART_S = 2.0  # the issue's bound: from opening the Charts tab to the fir
 @pytest.fixture(autouse=True)
 def _shot_on_failure(request: pytest.FixtureRequest, artifacts_dir: Path):
     yield
-    from tests.browser.conftest import failed
-
     if failed(request) and "dashboard_page" in request.fixturenames:
         failure_shot(request.getfixturevalue("dashboard_page"), artifacts_dir, request.node.name)
 
@@ -53,17 +58,14 @@ def dashboard(dashboard_page: Page, dashboard_lab: Lab) -> Locator:
     """The dashboard's widget, after Run All Cells on the example notebook (once for the module)."""
     page = dashboard_page
     page.goto(dashboard_lab.page_url("lab/tree/dashboard.ipynb"))
-    kernel_idle = page.get_by_role("contentinfo").get_by_role("button", name=re.compile(r"^Python 3\b.*\| Idle$"))
-    expect(kernel_idle).to_be_visible(timeout=60_000)
-    page.locator("#jp-menu-panel").get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    wait_for_kernel(page, 60_000)
+    run_all_cells(page)
     page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # the file browser closed: room
     found = page.locator(".nbmlops-dashboard")
     try:
         expect(found.locator(".nbmlops-columns")).to_be_visible(timeout=RENDER_TIMEOUT_MS)  # the controls came
     except AssertionError as exc:
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-        raise AssertionError(f"no dashboard; the notebook's errors:\n{errors.all_inner_texts()}") from exc
+        raise AssertionError(f"no dashboard; the notebook's errors:\n{cell_errors(page)}") from exc
     found.scroll_into_view_if_needed()
     return found
 
@@ -74,9 +76,7 @@ def tab(dashboard: Locator, name: str) -> None:
 
 def shot(element: Locator, artifacts_dir: Path, name: str) -> None:
     element.page.mouse.move(0, 0)  # no row under the pointer, highlighted
-    path = artifacts_dir / f"{name}.png"
-    element.screenshot(path=str(path))
-    print(f"screenshot: {path}")
+    screenshot(element, artifacts_dir, name)
 
 
 def header_texts(table: Locator) -> list[str]:
@@ -129,11 +129,11 @@ def test_runs_table_answers_first_groups_the_sweep_and_selects_with_checkboxes(
     expect(train).to_have_class(re.compile("nbmlops-selected"))
 
     for dark in (False, True):
-        set_theme(page, dark)
+        use_theme(page, dark)
         assert_readable(dashboard, dark)
         shot(dashboard.locator(".nbmlops-runs").locator(".."), artifacts_dir,
              f"dashboard-runs-{'dark' if dark else 'light'}")
-    set_theme(page, False)
+    use_theme(page, False)
 
 
 def test_compare_heads_columns_by_name_time_and_id_and_shows_only_differences(
@@ -163,7 +163,7 @@ def test_compare_heads_columns_by_name_time_and_id_and_shows_only_differences(
     expect(compare.locator("td.nbmlops-key", has_text=re.compile("^max_iter$"))).to_have_count(0)  # the same
 
     for dark in (False, True):
-        set_theme(page, dark)
+        use_theme(page, dark)
         assert_readable(dashboard.locator(".nbmlops-compare"), dark)
         shot(dashboard.locator(".nbmlops-compare").locator(".."), artifacts_dir,
              f"dashboard-compare-{'dark' if dark else 'light'}")
@@ -173,9 +173,9 @@ def test_compare_heads_columns_by_name_time_and_id_and_shows_only_differences(
         1, timeout=ROUND_TRIP_MS)
     expect(compare.locator("tr:not(.nbmlops-differs) td.nbmlops-key").first).to_be_visible()
     found = assert_readable(dashboard.locator(".nbmlops-compare"), dark=True)
-    tinted = [p for p in found["painted"] if "nbmlops-differs" in p["row"] and p["tag"] == "TD"]
-    assert tinted and max(p["luminance"] for p in tinted) < 0.2, tinted[:4]  # not pale yellow under white text
-    set_theme(page, False)
+    tinted = [m for m in found if m["paints"] and "nbmlops-differs" in m["row"] and m["tag"] == "TD"]
+    assert tinted and max(m["background"] for m in tinted) < 0.2, tinted[:4]  # not pale yellow under white text
+    use_theme(page, False)
     toggle.check()
 
 
@@ -203,11 +203,11 @@ def test_charts_show_a_loading_line_then_the_first_chart_in_time_each_metric_onc
     expect(sweep.locator(".parcoords")).to_have_count(1, timeout=ROUND_TRIP_MS)
 
     for dark in (False, True):
-        set_theme(page, dark)
+        use_theme(page, dark)
         found = assert_readable(dashboard.locator(".nbmlops-chart-metric"), dark)
-        assert any(t["text"] == "accuracy over runs" for t in found["texts"]), found["texts"][:5]
+        assert any(m["text"] == "accuracy over runs" for m in found), [m["text"] for m in found if m["text"]][:5]
         shot(chart, artifacts_dir, f"dashboard-charts-{'dark' if dark else 'light'}")
-    set_theme(page, False)
+    use_theme(page, False)
 
     tab(dashboard, "Runs")  # a filter nothing passes: sentences, not empty axes
     dashboard.locator(".nbmlops-filter input").fill("accuracy > 2")

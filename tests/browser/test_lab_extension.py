@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browser.lab import (
+    cell,
+    cell_errors,
+    new_project,
+    open_experiments,
+    run_all_cells,
+    run_command,
+    screenshot,
+    wait_for_kernel,
+)
+
 if TYPE_CHECKING:
-    from tests.browser.conftest import Lab
+    from tests.browser.lab import Lab
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 NOTEBOOK = "train.ipynb"
 HOSTILE_NAME = "<img src=x onerror=window.__nbmlops_xss=1>"
@@ -21,62 +32,23 @@ RUN_TIMEOUT_MS = 120_000  # kernel start, nbmlops' first import, delivery to a n
 HEADLESS_TIMEOUT_MS = 240_000  # a second kernel, the notebook run, its records delivered
 
 
-def notebook_cells() -> list[tuple[str, str, list[str]]]:
-    """(cell type, source, tags) of the notebook the test opens: a parameters cell, the extension, a cell to track
-    from the toolbar, and a cell tracked under a name that is HTML."""
-    return [
-        ("code", "C = 0.5\nlabel = 'demo'", ["parameters"]),
-        ("code", "%load_ext nbmlops", []),
-        ("code", "alpha = 0.25\nscore = round(1 - alpha * C, 4)", []),
-        ("code", f'%%track --name "{HOSTILE_NAME}"\nbeta = 2\nloss = beta * C', []),
-    ]
+#: the notebook the test opens: a parameters cell, the extension, a cell to track from the toolbar, and a cell
+#: tracked under a name that is HTML
+CELLS = [
+    ("C = 0.5\nlabel = 'demo'", ["parameters"]),
+    "%load_ext nbmlops",
+    "alpha = 0.25\nscore = round(1 - alpha * C, 4)",
+    f'%%track --name "{HOSTILE_NAME}"\nbeta = 2\nloss = beta * C',
+]
 
 
 @pytest.fixture
 def lab_project(tmp_path: Path) -> Path:
-    """The lab's root: a project (``pyproject.toml``) holding NOTEBOOK (overrides the conftest's fixture)."""
-    import nbformat
-
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("[project]\nname = 'lab-extension-demo'\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    for kind, source, tags in notebook_cells():
-        assert kind == "code"
-        notebook.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nbformat.write(notebook, root / NOTEBOOK)
-    return root
-
-
-def screenshot(page: Page, artifacts_dir: Path, name: str) -> None:
-    shot = artifacts_dir / f"lab-extension-{name}.png"
-    page.screenshot(path=str(shot))
-    print(f"screenshot: {shot}")
-
-
-def run_command(page: Page, label: str) -> None:
-    """Run a command from the command palette by its label, as a person would."""
-    page.keyboard.press("Control+Shift+C")
-    palette = page.locator("#command-palette")
-    search = palette.locator("input")
-    expect(search).to_be_visible()
-    search.fill(label)
-    palette.locator(".lm-CommandPalette-item", has_text=label).first.click()
-
-
-def cell(page: Page, index: int) -> Locator:
-    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(index)
-
-
-def cell_errors(page: Page) -> str:
-    outputs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    return "\n".join(outputs.all_inner_texts()) or "(no error output)"
+    """The lab's root: a project holding NOTEBOOK (overrides the conftest's fixture)."""
+    return new_project(tmp_path / "project", "lab-extension-demo", {NOTEBOOK: CELLS})
 
 
 def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page: Page, artifacts_dir: Path):
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(lab.page_url(f"lab/tree/{NOTEBOOK}"))
 
     # the status bar names the store the server's nbmlops uses
@@ -84,8 +56,7 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
     expect(store).to_have_text("MLflow: sqlite: mlflow.db", timeout=60_000)
     expect(store).not_to_have_class(re.compile("nbmlops-lab-mod-error"))
 
-    kernel_idle = page.get_by_role("contentinfo").get_by_role("button", name=re.compile(r"^Python 3\b.*\| Idle$"))
-    expect(kernel_idle).to_be_visible(timeout=60_000)
+    wait_for_kernel(page, 60_000)
 
     # %%track from the cell toolbar of the third cell
     tracked = cell(page, 2)
@@ -96,13 +67,10 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
     expect(tracked.locator(".jp-Editor")).to_contain_text("%%track")
     expect(tracked.locator(".cm-line").first).to_have_text("%%track")
 
-    page.locator("#jp-menu-panel").get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    run_all_cells(page)
 
     # the Experiments panel shows the runs, grouped by cell
-    page.locator(".jp-SideBar .lm-TabBar-tab[data-id='nbmlops-experiments']").click()
-    panel = page.locator("#nbmlops-experiments")
-    expect(panel).to_be_visible()
+    panel = open_experiments(page)
     runs = panel.locator(".nbmlops-lab-run")
     try:
         expect(runs).to_have_count(2, timeout=RUN_TIMEOUT_MS)
@@ -129,7 +97,7 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
     expect(details).to_contain_text("alpha", timeout=30_000)
     expect(details).to_contain_text("0.875")
     expect(details.locator(".nbmlops-lab-mlflow-link")).to_have_attribute("href", re.compile(r"^https?://"))
-    screenshot(page, artifacts_dir, "run-details")
+    screenshot(page, artifacts_dir, "lab-extension-run-details")
 
     # two runs compared
     for index in range(2):
@@ -153,7 +121,7 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
     expect(parameter).to_have_value("0.5")
     expect(dialog.locator("#nbmlops-lab-param-label")).to_have_value("demo")
     parameter.fill("2.0")
-    screenshot(page, artifacts_dir, "run-headless-dialog")
+    screenshot(page, artifacts_dir, "lab-extension-run-headless-dialog")
     dialog.get_by_role("button", name="Start").click()
     expect(dialog).to_have_count(0)
 
@@ -167,7 +135,7 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
     output = job.locator(".nbmlops-lab-job-output")
     expect(output).to_be_visible()
     expect(output).to_contain_text(".ipynb")
-    screenshot(page, artifacts_dir, "headless-finished")
+    screenshot(page, artifacts_dir, "lab-extension-headless-finished")
 
     # the headless run and its child run of the tracked cells are in the panel too
     expect(panel.locator(".nbmlops-lab-group h3", has_text="Headless runs")).to_be_visible(timeout=30_000)
@@ -184,7 +152,7 @@ def test_track_a_cell_see_its_run_and_run_the_notebook_headlessly(lab: Lab, page
             f"the executed notebook {output_path} did not open; Jupyter's contents API does not serve files in "
             "hidden folders (ContentsManager.allow_hidden is off by default)"
         ) from exc
-    screenshot(page, artifacts_dir, "executed-notebook")
+    screenshot(page, artifacts_dir, "lab-extension-executed-notebook")
 
-    assert dialogs == [], f"a run name ran as script: {dialogs}"
+    assert page.dialogs == [], f"a run name ran as script: {page.dialogs}"
     assert page.evaluate("window.__nbmlops_xss") is None

@@ -14,22 +14,22 @@ import pytest
 
 from tests.browser.headless_helpers import (
     MODEL,
-    assert_dark_and_readable,
     assert_looks_like_a_link,
     caret_alignment,
-    run_command,
-    start_module_lab,
-    use_theme,
+    lab_with_models,
     widen_sidebar,
 )
+from tests.browser.lab import new_project, open_experiments, run_command, screenshot, use_theme
+from tests.browser.looks import assert_readable
 
 if TYPE_CHECKING:
-    from tests.browser.conftest import Lab
+    from tests.browser.lab import Lab
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
 from playwright.sync_api import Locator, Page, expect
 
 NOTEBOOK = "train.ipynb"
+JOBS = "#nbmlops-experiments .nbmlops-lab-job"
 START_MS = 120_000  # a kernel on a busy 2-core machine, nbmlops' first import
 HEADLESS_MS = 240_000  # the run's kernel, its cells, its records delivered
 CARET_TOLERANCE_PX = 1.5
@@ -49,24 +49,10 @@ def notebook_cells() -> list[tuple[str, list[str]]]:
 @pytest.fixture(scope="module")
 def headless_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     """One JupyterLab for this file, on a project holding NOTEBOOK, with two versions of MODEL in its store."""
-    import nbformat
-
     base = tmp_path_factory.mktemp("headless-lab")
-    root = base / "project"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("[project]\nname = 'headless-demo'\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    for source, tags in notebook_cells():
-        notebook.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nbformat.write(notebook, root / NOTEBOOK)
-    yield from start_module_lab(root, base / "jupyter", request, register=MODEL)
-
-
-def screenshot(page: Page, artifacts_dir: Path, name: str) -> None:
-    shot = artifacts_dir / f"{name}.png"
-    page.screenshot(path=str(shot))
-    print(f"screenshot: {shot}")
+    root = new_project(base / "project", "headless-demo", {NOTEBOOK: notebook_cells()})
+    with lab_with_models(root, base, request, MODEL) as lab:
+        yield lab
 
 
 def open_notebook(page: Page, lab: Lab) -> Locator:
@@ -75,11 +61,7 @@ def open_notebook(page: Page, lab: Lab) -> Locator:
     first_cell = page.locator(".jp-NotebookPanel .jp-Cell").first
     expect(first_cell).to_be_visible(timeout=START_MS)
     first_cell.locator(".jp-InputPrompt").click()  # the notebook is the current one (commands act on it)
-    panel = page.locator("#nbmlops-experiments")
-    if not panel.is_visible():
-        page.locator(".jp-SideBar .lm-TabBar-tab[data-id='nbmlops-experiments']").click()
-    expect(panel).to_be_visible()
-    return panel
+    return open_experiments(page)
 
 
 def start_dialog(page: Page) -> Locator:
@@ -173,7 +155,7 @@ def test_run_headlessly_with_a_gate_and_a_timeout_see_it_run_then_finish(
 
     # the dark theme: the finished job reads, nothing of it on a light background
     use_theme(page, dark=True)
-    assert assert_dark_and_readable(page, "#nbmlops-experiments .nbmlops-lab-job") > 10
+    assert len(assert_readable(page.locator(JOBS), dark=True)) > 10
     screenshot(page, artifacts_dir, "lab-headless-finished-dark")
 
     # the dialog in the dark theme, a gate error with its caret; then a run stopped by its timeout
@@ -185,7 +167,7 @@ def test_run_headlessly_with_a_gate_and_a_timeout_see_it_run_then_finish(
     error = page.locator(".jp-Dialog .nbmlops-lab-gate-error")
     expect(error).to_be_visible()
     assert_gate_error(error, "accuracy >= 0.9 and", 19, "a metric name or a number", "")
-    assert assert_dark_and_readable(page, ".jp-Dialog .nbmlops-lab-parameters") > 10
+    assert len(assert_readable(page.locator(".jp-Dialog .nbmlops-lab-parameters"), dark=True)) > 10
     screenshot(page, artifacts_dir, "lab-headless-dialog-dark")
 
     dialog = page.locator(".jp-Dialog")
@@ -197,7 +179,7 @@ def test_run_headlessly_with_a_gate_and_a_timeout_see_it_run_then_finish(
     expect(timed_out).not_to_have_attribute("data-job-id", first_id or "")
     expect(timed_out).to_have_attribute("data-status", "running", timeout=START_MS)
     expect(timed_out.locator("progress")).to_be_visible()
-    assert_dark_and_readable(page, "#nbmlops-experiments .nbmlops-lab-job")  # its progress bar too
+    assert_readable(page.locator(JOBS), dark=True)  # its progress bar too
     try:
         expect(timed_out).to_have_attribute("data-status", "timeout", timeout=HEADLESS_MS)
     except AssertionError as exc:
@@ -205,7 +187,7 @@ def test_run_headlessly_with_a_gate_and_a_timeout_see_it_run_then_finish(
     expect(timed_out.locator(".nbmlops-lab-job-summary")).to_have_text(
         re.compile(r"^timed out after .+ \(limit 2 s a cell\)$")
     )
-    assert_dark_and_readable(page, "#nbmlops-experiments .nbmlops-lab-job")
+    assert_readable(page.locator(JOBS), dark=True)
 
 
 def test_models_show_each_versions_metrics_and_promote_through_gates(
@@ -264,6 +246,6 @@ def test_models_show_each_versions_metrics_and_promote_through_gates(
     screenshot(page, artifacts_dir, "lab-models-light")
 
     use_theme(page, dark=True)
-    assert assert_dark_and_readable(page, "#nbmlops-experiments .nbmlops-lab-models") > 30
+    assert len(assert_readable(page.locator("#nbmlops-experiments .nbmlops-lab-models"), dark=True)) > 30
     screenshot(page, artifacts_dir, "lab-models-dark")
     use_theme(page, dark=False)

@@ -14,8 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import Lab
-from tests.browser.panel_helpers import TrackingServer, lab_on, unreadable, use_theme
+from tests.browser.lab import (
+    Lab,
+    cell_errors,
+    new_project,
+    open_experiments,
+    run_all_cells,
+    screenshot,
+    start_lab,
+    use_theme,
+    wait_for_kernel,
+)
+from tests.browser.looks import assert_readable
+from tests.browser.panel_helpers import TrackingServer
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
 from playwright.sync_api import Locator, Page, expect
@@ -64,31 +75,14 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServe
 
 
 @pytest.fixture(scope="module")
-def panel_lab(tmp_path_factory: pytest.TempPathFactory, tracking: TrackingServer) -> Iterator[Lab]:
+def panel_lab(tmp_path_factory: pytest.TempPathFactory, tracking: TrackingServer,
+              request: pytest.FixtureRequest) -> Iterator[Lab]:
     """One JupyterLab for the module, on a project holding NOTEBOOK, tracking to the test's server."""
-    import nbformat
-
-    root = tmp_path_factory.mktemp("panel") / "project"
-    root.mkdir()
-    (root / "pyproject.toml").write_text("[project]\nname = 'panel-demo'\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    for source in (SETUP, TRAIN.format(name=LONG_NAME, C=0.5), TRAIN.format(name="small-C", C=0.05), FAILING):
-        notebook.cells.append(nbformat.v4.new_code_cell(source))
-    nbformat.write(notebook, root / NOTEBOOK)
-    with lab_on(root, root.parent / "jupyter", tracking.uri) as lab:
+    base = tmp_path_factory.mktemp("panel")
+    cells = [SETUP, TRAIN.format(name=LONG_NAME, C=0.5), TRAIN.format(name="small-C", C=0.05), FAILING]
+    root = new_project(base / "project", "panel-demo", {NOTEBOOK: cells})
+    with start_lab(root, base / "jupyter", request, tracking_uri=tracking.uri, env={"MPLBACKEND": "Agg"}) as lab:
         yield lab
-
-
-def screenshot(page: Page, artifacts_dir: Path, name: str) -> None:
-    shot = artifacts_dir / f"{name}.png"
-    page.screenshot(path=str(shot))
-    print(f"screenshot: {shot}")
-
-
-def cell_errors(page: Page) -> str:
-    outputs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    return "\n".join(outputs.all_inner_texts()) or "(no error output)"
 
 
 def run_named(panel: Locator, name: str) -> Locator:
@@ -109,11 +103,6 @@ def close_details(panel: Locator, name: str) -> None:
     if run.locator(".nbmlops-lab-details").count():
         run.locator(".nbmlops-lab-run-title").click()
     expect(run.locator(".nbmlops-lab-details")).to_have_count(0)
-
-
-def assert_readable(page: Page, dark: bool, where: str) -> None:
-    problems = unreadable(page, "#nbmlops-experiments", dark)
-    assert problems == [], f"{where} ({'dark' if dark else 'light'} theme), hard to read:\n" + "\n".join(problems)
 
 
 def check_details(page: Page, panel: Locator, artifacts_dir: Path, theme: str) -> None:
@@ -157,7 +146,7 @@ def check_details(page: Page, panel: Locator, artifacts_dir: Path, theme: str) -
     expect(error).to_contain_text("bad input shape (3, 2)")
     traceback = page.request.get(error.locator("a").get_attribute("href") or "")
     assert traceback.status == 200 and "ValueError: bad input shape" in traceback.text()
-    assert_readable(page, theme == "dark", "run details")
+    assert_readable(panel, theme == "dark", where="run details")
     close_details(panel, "broken")
     close_details(panel, LONG_NAME)
 
@@ -196,7 +185,7 @@ def check_compare(page: Page, panel: Locator, artifacts_dir: Path, theme: str) -
         height = key.evaluate("el => el.offsetHeight")
         assert height < 40, f"{key.inner_text()!r} is wrapped ({height} px high)"
     screenshot(page, artifacts_dir, f"lab-compare-{theme}")
-    assert_readable(page, theme == "dark", "compare")
+    assert_readable(panel, theme == "dark", where="compare")
 
     comparison.locator(".nbmlops-lab-compare-toggle input").uncheck()
     expect(keys.filter(has_text=re.compile("^lr$"))).to_have_count(1)
@@ -210,13 +199,10 @@ def test_the_panel_reads_well_and_survives_a_dead_store(panel_lab: Lab, tracking
     page.goto(panel_lab.page_url(f"lab/tree/{NOTEBOOK}"))
     store = page.locator(".nbmlops-StoreStatus")
     expect(store).to_have_text(f"MLflow: 127.0.0.1:{tracking.port}", timeout=60_000)
-    kernel_idle = page.get_by_role("contentinfo").get_by_role("button", name=re.compile(r"^Python 3\b.*\| Idle$"))
-    expect(kernel_idle).to_be_visible(timeout=60_000)
-    page.locator("#jp-menu-panel").get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    wait_for_kernel(page, 60_000)
+    run_all_cells(page)
 
-    page.locator(".jp-SideBar .lm-TabBar-tab[data-id='nbmlops-experiments']").click()
-    panel = page.locator("#nbmlops-experiments")
+    panel = open_experiments(page)
     runs = panel.locator(".nbmlops-lab-run")
     try:
         expect(runs).to_have_count(3, timeout=RUN_TIMEOUT_MS)
@@ -237,7 +223,7 @@ def test_the_panel_reads_well_and_survives_a_dead_store(panel_lab: Lab, tracking
             use_theme(page, dark=True)
         expect(runs).to_have_count(3)
         screenshot(page, artifacts_dir, f"lab-panel-{theme}")
-        assert_readable(page, theme == "dark", "run list")
+        assert_readable(panel, theme == "dark", where="run list")
         check_details(page, panel, artifacts_dir, theme)
         check_compare(page, panel, artifacts_dir, theme)
 
@@ -253,7 +239,7 @@ def test_the_panel_reads_well_and_survives_a_dead_store(panel_lab: Lab, tracking
     expect(store).to_have_attribute("title", re.compile("refused the connection"))
     print(f"error state and red status bar {time.monotonic() - killed:.1f} s after the kill")
     screenshot(page, artifacts_dir, "lab-store-error-dark")
-    assert_readable(page, True, "the error state")
+    assert_readable(panel, True, where="the error state")
 
     # the server is back: Retry shows the runs again, the status bar turns back
     tracking.start()

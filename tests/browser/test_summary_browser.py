@@ -8,15 +8,24 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.summary_helpers import contrast, summary_lab  # noqa: F401 (a fixture)
-
-if TYPE_CHECKING:
-    from tests.browser.conftest import Lab
+from tests.browser.lab import (
+    Lab,
+    cell,
+    cell_errors,
+    new_project,
+    own_store,
+    run_all_cells,
+    screenshot,
+    start_lab,
+    use_theme,
+    wait_for_kernel,
+)
+from tests.browser.looks import assert_readable
 
 pytest.importorskip("playwright.sync_api", reason="browser tests need the test extra: pip install -e '.[test]'")
 from playwright.sync_api import Locator, Page, expect
@@ -32,34 +41,14 @@ accuracy = round(0.95 - C / 10, 4)"""
 MAX_ROW_PX = 22
 
 
-def make_project(root: Path) -> None:
-    """The lab's root: a project holding NOTEBOOK (the extension, the param, the tracked loop)."""
-    import nbformat
-
-    (root / "pyproject.toml").write_text("[project]\nname = 'summary-demo'\n")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in ("%load_ext nbmlops", "C = 0.5", TRACKED)]
-    nbformat.write(notebook, root / NOTEBOOK)
-
-
-def cell(page: Page, index: int) -> Locator:
-    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").nth(index)
-
-
-def run_command(page: Page, label: str) -> None:
-    """Run a command from the command palette by its label, as a person would."""
-    page.keyboard.press("Control+Shift+C")
-    palette = page.locator("#command-palette")
-    search = palette.locator("input")
-    expect(search).to_be_visible()
-    search.fill(label)
-    palette.locator(".lm-CommandPalette-item", has_text=label).first.click()
-
-
-def cell_errors(page: Page) -> str:
-    outputs = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    return "\n".join(outputs.all_inner_texts()) or "(no error output)"
+@pytest.fixture(scope="module")
+def summary_lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """One JupyterLab for the module, on a project holding NOTEBOOK (the extension, the param, the tracked loop),
+    with its own sqlite store."""
+    base = tmp_path_factory.mktemp("summary-lab")
+    root = new_project(base / "project", "summary-demo", {NOTEBOOK: ["%load_ext nbmlops", "C = 0.5", TRACKED]})
+    with start_lab(root, base / "jupyter", request, tracking_uri=own_store(base / "store")) as lab:
+        yield lab
 
 
 def wait_for_link(page: Page, summary: Locator) -> None:
@@ -86,12 +75,7 @@ def check_what_a_person_sees(page: Page, summary: Locator, theme: str) -> None:
     expect(flag.locator(".nbmlops-changed")).to_be_visible()
     expect(summary.locator(".nbmlops-delta-better").first).to_be_visible()  # a lower val_mse, coloured as better
     expect(summary.locator(".jupyter-widgets")).to_have_count(0)
-    seen = contrast(summary)
-    unreadable = [t for t in seen["texts"] if t["contrast"] < 3.0]
-    assert not unreadable, (theme, unreadable)
-    if theme == "dark":
-        assert all(p["luminance"] <= 0.6 for p in seen["painted"]), seen["painted"]
-        assert all(t["background"] <= 0.6 for t in seen["texts"]), seen["texts"]
+    assert_readable(summary, theme == "dark", where="the summary")
 
 
 def test_summary_of_a_tracked_loop_in_light_and_dark_and_in_the_exported_notebook(
@@ -102,9 +86,8 @@ def test_summary_of_a_tracked_loop_in_light_and_dark_and_in_the_exported_noteboo
 
     lab = summary_lab
     page.goto(lab.page_url(f"lab/tree/{NOTEBOOK}"))
-    kernel_idle = page.get_by_role("contentinfo").get_by_role("button", name=re.compile(r"^Python 3\b.*\| Idle$"))
-    expect(kernel_idle).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    run_command(page, "Run All Cells")
+    wait_for_kernel(page, RUN_TIMEOUT_MS)
+    run_all_cells(page)
     tracked = cell(page, 2)
     wait_for_link(page, tracked.locator(".nbmlops-summary"))
 
@@ -123,15 +106,11 @@ def test_summary_of_a_tracked_loop_in_light_and_dark_and_in_the_exported_noteboo
 
     check_what_a_person_sees(page, summary, "light")
     tracked.scroll_into_view_if_needed()
-    tracked.screenshot(path=str(artifacts_dir / "summary-light.png"))
+    screenshot(tracked, artifacts_dir, "summary-light")
 
-    run_command(page, "Use Theme: JupyterLab Dark")
-    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1, timeout=30_000)
-    page.wait_for_function(
-        "() => getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() === '#111'"
-    )
+    use_theme(page, dark=True)
     check_what_a_person_sees(page, summary, "dark")
-    tracked.screenshot(path=str(artifacts_dir / "summary-dark.png"))
+    screenshot(tracked, artifacts_dir, "summary-dark")
 
     # the notebook saved by JupyterLab holds the final summary, and nbconvert shows it
     client = MlflowClient(lab.tracking_uri)
