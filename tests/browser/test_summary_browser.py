@@ -1,7 +1,8 @@
 """The ``%%track`` summary as a person sees it in JupyterLab, light and dark: a tracked per-epoch loop run twice
 with a changed param shows compact striped rows, curves for the series, the changed param flagged, and its link
 once the run is in the store (a display update sent by the kernel's delivery thread); the saved notebook exported
-with nbconvert holds that final summary. Screenshots: ``summary-light.png`` and ``summary-dark.png``."""
+with nbconvert holds that final summary; Notebook 7 and the exported page show it as compactly, as readably.
+Screenshots: ``summary-light.png``, ``summary-dark.png``, ``summary-notebook7-dark.png``, ``summary-exported-light.png``."""
 
 from __future__ import annotations
 
@@ -130,3 +131,15 @@ def test_summary_of_a_tracked_loop_in_light_and_dark_and_in_the_exported_noteboo
     saved = [list(o.get("data", {})) for c in nbformat.read(lab.root / NOTEBOOK, as_version=4).cells for o in c.get("outputs", [])]
     assert len(re.findall(r"class=[\"']nbmlops-summary[\"']", page_html)) == 1 and link in page_html, saved
     assert "syncing to the tracking store" not in page_html and "nbmlops-changed" in page_html
+
+    # the same summary in Notebook 7 (the theme JupyterLab's settings name: dark now) and in the exported page
+    page.goto(lab.page_url(f"notebooks/{NOTEBOOK}"))
+    in_notebook7 = page.locator(".jp-Cell").nth(2).locator(".nbmlops-summary")
+    expect(in_notebook7).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1, timeout=30_000)
+    check_what_a_person_sees(page, in_notebook7, "dark")
+    screenshot(in_notebook7, artifacts_dir, "summary-notebook7-dark")
+    page.set_content(page_html)
+    exported_summary = page.locator(".nbmlops-summary")
+    check_what_a_person_sees(page, exported_summary, "light")
+    screenshot(exported_summary, artifacts_dir, "summary-exported-light")
