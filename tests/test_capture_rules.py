@@ -39,6 +39,24 @@ def test_a_name_bound_before_it_is_read_is_no_input(shell, client, request):
     assert metrics["m"] == [20.0]
 
 
+def test_a_loop_over_epochs_of_one_model_is_no_sweep(shell, client, request):
+    shell.run_cell("import nbmlops\nfrom sklearn.linear_model import SGDClassifier, Ridge\nimport numpy as np\n"
+                   "X = np.random.RandomState(0).rand(40, 2)\ny = (X[:, 0] > 0.5).astype(int)")
+    run, _, _ = _track(
+        shell,
+        client,
+        request,
+        "sgd = SGDClassifier(random_state=0)\n"
+        "for epoch in range(5):\n    sgd.partial_fit(X, y, classes=[0, 1])\n"
+        "    nbmlops.log_metric('acc', sgd.score(X, y), step=epoch)\n"
+        "for step in range(3):\n    ridge = Ridge(alpha=1.0).fit(X, y)\n"
+        "    nbmlops.log_metric('r2', ridge.score(X, y), step=step)\n"
+        "for depth in range(1, 4):\n    Ridge(alpha=depth).fit(X, y)",
+    )
+    assert "epoch" not in run.data.params and "step" not in run.data.params  # steps of training, not values tried
+    assert run.data.params["depth"] == "[1, 2, 3]"  # a value that reaches the model is swept
+
+
 def test_enumerated_sweeps_comprehensions_and_walrus(shell, client, request):
     shell.run_cell("from sklearn.linear_model import Ridge\nimport numpy as np\nX = np.random.RandomState(0).rand(30, 2)\n"
                    "y = X @ [1.0, 2.0]")

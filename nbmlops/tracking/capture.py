@@ -296,6 +296,8 @@ def _sweep(node: ast.For | ast.AsyncFor) -> Sweep | None:
         target, iterable = target.elts[1], iterable.args[0]
     if not isinstance(target, ast.Name) or not any(target.id in set(_loads(stmt)) for stmt in node.body):
         return None  # a loop that only repeats (``for repeat in range(5):``) sweeps nothing
+    if _trains_in_steps(node, target.id):
+        return None  # epochs of one model (``partial_fit``, or the target only numbers the steps): no sweep
     if isinstance(iterable, ast.Name):
         return Sweep(target.id, source=iterable.id)
     if isinstance(iterable, ast.Call) and call_name(iterable) == "range" and isinstance(iterable.func, ast.Name):
@@ -308,6 +310,18 @@ def _sweep(node: ast.For | ast.AsyncFor) -> Sweep | None:
     if isinstance(literal, (list, tuple)) and literal:
         return Sweep(target.id, values=tuple(literal))
     return None
+
+
+def _trains_in_steps(node: ast.For | ast.AsyncFor, target: str) -> bool:
+    """Whether the loop trains one model step by step rather than trying values: it fits incrementally
+    (``partial_fit``), or its target is read only as a ``step=`` argument (``log_metric(..., step=epoch)``)."""
+    calls = [call for stmt in node.body for call in _calls(stmt)]
+    if any(call_name(call) == "partial_fit" for call in calls):
+        return True
+    as_step = {id(kw.value) for call in calls for kw in call.keywords if kw.arg == "step"}
+    reads = [n for stmt in node.body for n in ast.walk(stmt)
+             if isinstance(n, ast.Name) and n.id == target and isinstance(n.ctx, ast.Load)]
+    return bool(reads) and all(id(n) in as_step for n in reads)
 
 
 def _fits(call: ast.Call) -> bool:
