@@ -1,11 +1,11 @@
-"""Models in MLflow: the delivery of a staged registration (logged in MLflow's scikit-learn flavor, then a
+"""Models in MLflow: the delivery of a staged registration (logged in the MLflow flavor of its library, then a
 registry version), and the reads of a downloaded model (its MLmodel file, its signature, MLflow's loader).
 
 A registration is delivered once: a replay finds the version by its registration key, and a logged model an
 interrupted delivery left behind by the same key. The staged file is loaded only when its SHA-256 is the one
 recorded; the logged model directory's SHA-256 (:func:`model_digest`) is a tag of the logged model and of the
 version (:data:`SHA256_TAG`), which every later load checks (:mod:`nbmlops.registry.safe_load`).
-mlflow and skops are imported inside the functions.
+mlflow, skops and the model libraries are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from nbmlops.shorten import clip
 
 __all__ = [
     "EVALUATION_TAG", "FEATURES_TAG", "LOCK_PREFIX", "PARAMS_TAG", "REGISTRATION_KEY_TAG", "SHA256_TAG",
-    "TRAINING_TAG", "ModelFileError", "ModelInputError", "check_model_name", "deliver_model", "download_model", "input_columns", "load_with_mlflow",
+    "TRAINING_TAG", "XGBOOST_CLASSES", "ModelFileError", "ModelInputError", "check_model_name", "deliver_model", "download_model", "input_columns", "load_with_mlflow",
     "model_digest", "read_mlmodel", "signature_checked",
 ]
 
@@ -177,14 +177,10 @@ def deliver_model(client: Any, run_id: str, record: dict[str, Any]) -> None:
     run = client.get_run(run_id)
     tags = _lineage_tags(run, record)
     with tempfile.TemporaryDirectory(prefix="nbmlops-model-") as tmp:
-        import mlflow.sklearn
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
         local = os.path.join(tmp, "model")
-        mlflow.sklearn.save_model(
-            model, local, serialization_format="skops", skops_trusted_types=record["trusted"] or None,
-            signature=signature, input_example=example,
-        )
+        _save_model(model, local, record, signature, example)
         logged = _logged_model(client, run.info.experiment_id, record["key"])
         if logged is None:
             logged = client.create_logged_model(
@@ -226,14 +222,77 @@ def _logged_model(client: Any, experiment_id: str, key: str) -> Any:
     return found[0] if found else None
 
 
-def _load_staged(path: Path, record: dict[str, Any]) -> Any:
-    """The staged model, trusting the types the record lists only when the file is the one staged."""
-    import skops.io
+#: the classes whose native XGBoost file nbmlops loads (the MLmodel file names one; no other is instantiated)
+XGBOOST_CLASSES = frozenset({
+    "xgboost.core.Booster",
+    *(f"xgboost.sklearn.{name}" for name in ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier",
+                                            "XGBRFRegressor")),
+})
 
+
+def _load_staged(path: Path, record: dict[str, Any]) -> Any:
+    """The staged model, read only when the file is the one staged (its SHA-256 is the record's): then the types
+    the record lists are trusted (skops), or its pickle is the user's own model (statsmodels, pyfunc)."""
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
         raise ValueError(f"{path.name} is not the file that was staged (its SHA-256 differs from the record's)")
+    serialization = record.get("serialization", "skops")
+    if serialization == "json":
+        return _xgboost_model(record.get("class", ""), path)
+    if serialization == "text":
+        import lightgbm
+
+        return lightgbm.Booster(model_str=data.decode())
+    if serialization in ("pickle", "cloudpickle"):
+        import cloudpickle
+
+        return cloudpickle.loads(data)
+    import skops.io
+
     return skops.io.loads(data, trusted=record["trusted"] or None)
+
+
+def _xgboost_model(model_class: str, path: Path) -> Any:
+    """An XGBoost model of one of :data:`XGBOOST_CLASSES` read from its JSON or UBJSON file."""
+    import importlib
+
+    if model_class not in XGBOOST_CLASSES:
+        raise ValueError(f"{model_class!r} is not an XGBoost model class")
+    module, _, name = model_class.rpartition(".")
+    model = getattr(importlib.import_module(module), name)()
+    model.load_model(str(path))
+    return model
+
+
+def _save_model(model: Any, local: str, record: dict[str, Any], signature: Any, example: Any) -> None:
+    """Save ``model`` in its library's MLflow flavor: XGBoost as JSON, a LightGBM Booster as its text model,
+    LightGBM's scikit-learn wrappers and scikit-learn models with skops; statsmodels and pyfunc models as MLflow
+    saves them (pickle, cloudpickle: loaded only when trusted, :mod:`nbmlops.registry.safe_load`)."""
+    flavor = record.get("flavor", "sklearn")
+    common = {"signature": signature, "input_example": example}
+    if flavor == "xgboost":
+        import mlflow.xgboost
+
+        mlflow.xgboost.save_model(model, local, model_format="json", **common)
+    elif flavor == "lightgbm":
+        import mlflow.lightgbm
+
+        skops = {} if record.get("serialization") == "text" else {
+            "serialization_format": "skops", "skops_trusted_types": record["trusted"] or None}
+        mlflow.lightgbm.save_model(model, local, **skops, **common)
+    elif flavor == "statsmodels":
+        import mlflow.statsmodels
+
+        mlflow.statsmodels.save_model(model, local, **common)
+    elif flavor == "pyfunc":
+        import mlflow.pyfunc
+
+        mlflow.pyfunc.save_model(local, python_model=model, **common)
+    else:
+        import mlflow.sklearn
+
+        mlflow.sklearn.save_model(model, local, serialization_format="skops",
+                                  skops_trusted_types=record["trusted"] or None, **common)
 
 
 def _signature(model: Any, record: dict[str, Any]) -> tuple[Any, Any]:
@@ -252,12 +311,23 @@ def _signature(model: Any, record: dict[str, Any]) -> tuple[Any, Any]:
         import numpy as np
 
         example = np.load(example_path, allow_pickle=False)
-    outputs = model.predict(example) if hasattr(model, "predict") else None
+    outputs = _outputs(model, example, record.get("flavor", "sklearn"))
     signature = infer_signature(example, outputs)
     schema = json.loads(record.get("schema") or "null") or {}
     if "mlflow_colspec" in schema:  # nulls seen anywhere in the training data make a column optional
         signature.inputs = Schema.from_json(json.dumps(schema["mlflow_colspec"]))
     return signature, example
+
+
+def _outputs(model: Any, example: Any, flavor: str) -> Any:
+    """The model's predictions on the input example, for the signature's outputs (None when it cannot say)."""
+    if flavor == "pyfunc" or not hasattr(model, "predict"):
+        return None  # a PythonModel's predict takes a context: MLflow infers its signature itself
+    if flavor == "xgboost" and type(model).__name__ == "Booster":
+        import xgboost
+
+        return model.predict(xgboost.DMatrix(example))
+    return model.predict(example)
 
 
 def _lineage_tags(run: Any, record: dict[str, Any]) -> dict[str, str]:

@@ -8,10 +8,13 @@ Every loader of a registered model goes through :func:`check_model` and then :me
    them, or outside nbmlops) is refused unless trusted;
 2. every path the MLmodel file names must stay inside the model directory (no absolute paths, no ``..``,
    no symbolic links);
-3. a scikit-learn model serialized with skops is loaded through skops with a trust list that is nbmlops' own
-   (skops' defaults plus :data:`SKLEARN_TYPES`), never the one the MLmodel file carries; a type outside it is
-   refused unless trusted. Pickle-based flavors (pickle, cloudpickle, custom pyfunc models) are refused unless
-   trusted.
+3. an XGBoost model in its JSON/UBJSON format (of a class in :data:`XGBOOST_CLASSES`) or a LightGBM Booster in
+   its text format, whose MLmodel file names MLflow's own loader for it and no code, is loaded through
+   ``mlflow.pyfunc`` (which reads those files without unpickling); a scikit-learn model or a LightGBM
+   scikit-learn wrapper serialized with skops is loaded through skops with a trust list that is nbmlops' own
+   (skops' defaults plus :data:`SKLEARN_TYPES` and :data:`BOOSTING_TYPES`), never the one the MLmodel file
+   carries; a type outside it is refused unless trusted. Pickle-based flavors (pickle, cloudpickle, statsmodels,
+   custom pyfunc models) are refused unless trusted.
 
 A model is trusted when the caller says so (``nbmlops monitor --trust-pickle``) or its registered name is in
 the ``trusted_models`` setting. MLflow reads the model files (:mod:`nbmlops.backend.models`); skops is imported
@@ -28,6 +31,7 @@ from typing import Any
 
 from nbmlops.backend.models import (
     SHA256_TAG,
+    XGBOOST_CLASSES,
     ModelFileError,
     load_with_mlflow,
     model_digest,
@@ -37,7 +41,7 @@ from nbmlops.backend.models import (
 from nbmlops.exceptions import UnsafeModelError
 from nbmlops.registry.models import ModelVersionInfo, RegistryError
 
-__all__ = ["SHA256_TAG", "SKLEARN_TYPES", "CheckedModel", "UnsafeModelError", "check_model", "model_digest"]
+__all__ = ["BOOSTING_TYPES", "SHA256_TAG", "SKLEARN_TYPES", "CheckedModel", "UnsafeModelError", "check_model", "model_digest"]
 
 _SPLITTERS = ("KFold", "StratifiedKFold", "GroupKFold", "StratifiedGroupKFold", "RepeatedKFold",
               "RepeatedStratifiedKFold", "ShuffleSplit", "StratifiedShuffleSplit", "GroupShuffleSplit",
@@ -61,6 +65,15 @@ SKLEARN_TYPES = frozenset({
     "sklearn.metrics._scorer._Scorer",
     *(f"sklearn.model_selection._split.{name}" for name in _SPLITTERS),
 })
+#: the XGBoost and LightGBM types a scikit-learn pipeline (or LightGBM's own scikit-learn wrapper) holds, trusted
+#: in skops files like :data:`SKLEARN_TYPES`: skops restores their Boosters from the library's own model bytes
+#: (``__setstate__``: XGBoost's raw buffer, LightGBM's text model), which hold no code
+BOOSTING_TYPES = frozenset({
+    *XGBOOST_CLASSES,
+    "lightgbm.basic.Booster",
+    *(f"lightgbm.sklearn.{name}" for name in ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")),
+    "collections.OrderedDict",
+})
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,9 @@ class CheckedModel:
     """A downloaded model that passed every check: what :meth:`load` will deserialize, and how.
 
     Attributes:
-        how: ``skops`` (scikit-learn through skops, with ``types`` trusted) or ``mlflow`` (a trusted
-            pickle-based model, through MLflow's own loader).
+        how: ``skops`` (through skops, with ``types`` trusted), ``pyfunc`` (XGBoost or LightGBM in the
+            library's own format, through ``mlflow.pyfunc``) or ``mlflow`` (a trusted pickle-based model,
+            through MLflow's own loader).
         notes: what the caller trusted explicitly, to tell the user.
     """
 
@@ -83,7 +97,7 @@ class CheckedModel:
     def load(self) -> Any:
         """The model, with ``predict(data)`` checking ``data`` against its signature (a
         :class:`~nbmlops.backend.models.ModelInputError` when it does not fit)."""
-        if self.how == "mlflow":
+        if self.how in ("mlflow", "pyfunc"):
             return load_with_mlflow(self.folder)
         import skops.io
 
@@ -114,17 +128,72 @@ def check_model(folder: str | os.PathLike[str], version: ModelVersionInfo, *, tr
     for value in _strings(meta.flavors, meta.saved_input_example_info):
         if _leaves(root, value):
             raise UnsafeModelError(name, f"its MLmodel file names {value!r}, a path outside the model directory")
-    sklearn = meta.flavors.get("sklearn") or {}
-    if sklearn.get("serialization_format") == "skops" and sklearn.get("pickled_model"):
-        file = root / str(sklearn["pickled_model"])
+    native = _native_flavor(meta.flavors, root, name)
+    if native is not None:
+        return CheckedModel(version, root, "pyfunc", root / native, (), tuple(notes))
+    skops_file = _skops_file(meta.flavors)
+    if skops_file is not None:
+        file = root / skops_file
         types = _skops_types(file, version, trusted)
         return CheckedModel(version, root, "skops", file, types, tuple(notes))
-    flavor = (f"scikit-learn serialized with {sklearn.get('serialization_format') or 'pickle'}" if sklearn
-              else f"flavor(s) {', '.join(sorted(meta.flavors)) or 'none'}")
     if not trusted:
-        raise UnsafeModelError(name, f"it is a {flavor}: loading it would run code from the registry; trust it "
-                                     f"explicitly with --trust-pickle or trusted_models = [{version.name!r}]")
-    return CheckedModel(version, root, "mlflow", notes=(*notes, f"loaded {name} ({flavor}) as trusted"))
+        raise UnsafeModelError(name, f"it is a {_described(meta.flavors)}: loading it would run code from the "
+                                     f"registry; trust it explicitly with --trust-pickle or trusted_models = "
+                                     f"[{version.name!r}]")
+    return CheckedModel(version, root, "mlflow",
+                        notes=(*notes, f"loaded {name} ({_described(meta.flavors)}) as trusted"))
+
+
+def _described(flavors: dict[str, Any]) -> str:
+    sklearn = flavors.get("sklearn") or flavors.get("lightgbm") or {}
+    if "statsmodels" in flavors:
+        return "statsmodels model, which MLflow pickles (statsmodels has no format without pickle)"
+    if "sklearn" in flavors or sklearn.get("serialization_format"):
+        library = "scikit-learn" if "sklearn" in flavors else "LightGBM scikit-learn"
+        return f"{library} model serialized with {sklearn.get('serialization_format') or 'pickle'}"
+    if (flavors.get("python_function") or {}).get("cloudpickle_version") or "python_model" in str(flavors):
+        return "custom pyfunc model (cloudpickle)"
+    return f"flavor(s) {', '.join(sorted(flavors)) or 'none'} in a form nbmlops does not load safely"
+
+
+def _native_flavor(flavors: dict[str, Any], root: Path, name: str) -> str | None:
+    """The data file of an XGBoost (JSON/UBJSON, of a class in :data:`XGBOOST_CLASSES`) or LightGBM Booster
+    (text) model that MLflow's pyfunc loader reads without unpickling, or None when the model is not one."""
+    for flavor, ok in (("xgboost", _xgboost_native), ("lightgbm", _lightgbm_native)):
+        conf = flavors.get(flavor)
+        if not isinstance(conf, dict) or not ok(conf):
+            continue
+        pyfunc = flavors.get("python_function") or {}
+        if set(flavors) - {flavor, "python_function"} or pyfunc.get("loader_module") != f"mlflow.{flavor}" \
+                or pyfunc.get("code") or pyfunc.get("data") != conf.get("data"):
+            raise UnsafeModelError(name, f"its {flavor} model is loaded through "
+                                         f"{pyfunc.get('loader_module') or 'no loader'} with other flavors or code "
+                                         f"({', '.join(sorted(flavors))}): not the way nbmlops logged it")
+        if not (root / str(conf.get("data"))).is_file():
+            raise UnsafeModelError(name, f"its model file {conf.get('data')} is missing")
+        return str(conf["data"])
+    return None
+
+
+def _xgboost_native(conf: dict[str, Any]) -> bool:
+    return conf.get("model_class") in XGBOOST_CLASSES and conf.get("model_format") in ("json", "ubj") \
+        and str(conf.get("data", "")).endswith(f".{conf.get('model_format')}")
+
+
+def _lightgbm_native(conf: dict[str, Any]) -> bool:
+    return conf.get("model_class") == "lightgbm.basic.Booster" and bool(conf.get("data"))
+
+
+def _skops_file(flavors: dict[str, Any]) -> str | None:
+    """The skops file of a scikit-learn model or a LightGBM scikit-learn wrapper, if the model is one."""
+    sklearn = flavors.get("sklearn") or {}
+    if sklearn.get("serialization_format") == "skops" and sklearn.get("pickled_model"):
+        return str(sklearn["pickled_model"])
+    lightgbm = flavors.get("lightgbm") or {}
+    if lightgbm.get("serialization_format") == "skops" and lightgbm.get("data") and "sklearn" not in flavors \
+            and (flavors.get("python_function") or {}).get("loader_module") == "mlflow.lightgbm":
+        return str(lightgbm["data"])
+    return None
 
 
 def _check_digest(root: Path, version: ModelVersionInfo, trusted: bool) -> list[str]:
@@ -182,7 +251,7 @@ def _skops_types(file: Path, version: ModelVersionInfo, trusted: bool) -> tuple[
         wanted = skops.io.get_untrusted_types(file=file)
     except Exception as exc:
         raise UnsafeModelError(name, f"{file.name} is not a readable skops file: {_one_line(exc)}") from None
-    foreign = [t for t in wanted if t not in SKLEARN_TYPES]
+    foreign = [t for t in wanted if t not in SKLEARN_TYPES | BOOSTING_TYPES]
     if foreign and not trusted:
         raise UnsafeModelError(name, f"it holds types nbmlops does not trust: {', '.join(foreign[:5])}"
                                      f"{' ...' if len(foreign) > 5 else ''}; trust it explicitly with "

@@ -1,6 +1,6 @@
 """Staging a model for registration, in the user's process (the kernel never imports mlflow).
 
-On the user's thread the model is serialized with skops (safe to load: no pickle) and a few rows of its
+On the user's thread the model is serialized (:func:`_serialized`: skops, or the library's own format) and a few rows of its
 training features are copied, so later changes to the objects do not change what is registered; the record
 carries the serialized model's SHA-256 and the types it holds, read from the live object. In the background
 both are written under ``.nbmlops/models/`` and a ``model`` record is journaled, which the delivery turns into a
@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from nbmlops.exceptions import UnsupportedModelError
 
 __all__ = [
     "REGISTRATION_SKIPPED_TAG", "REPRODUCTION_ENV", "REPRODUCTION_OF_TAG", "UnsupportedModelError", "check_model",
-    "features_of", "reproduction_environment", "stage_model",
+    "features_of", "model_flavor", "reproduction_environment", "stage_model",
 ]
 
 _EXAMPLE_ROWS = 5
@@ -63,16 +64,38 @@ def _model_class(model: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def check_model(model: Any) -> None:
-    """Raise :class:`UnsupportedModelError` unless ``model`` is a scikit-learn estimator or pipeline."""
-    if not type(model).__module__.startswith("sklearn") and "sklearn" not in _mro_modules(model):
-        raise UnsupportedModelError(
-            f"cannot register a {_model_class(model)}: nbmlops registers scikit-learn estimators and pipelines"
-        )
-    from sklearn.base import BaseEstimator
+#: the flavor of each library nbmlops registers, found from the top-level package of the model's classes (the
+#: library is never imported to find it); scikit-learn comes last, as the boosting wrappers derive from it
+_LIBRARIES = (("xgboost", "xgboost"), ("lightgbm", "lightgbm"), ("statsmodels", "statsmodels"), ("mlflow", "pyfunc"),
+              ("sklearn", "sklearn"))
 
-    if not isinstance(model, BaseEstimator):
-        raise UnsupportedModelError(f"cannot register a {_model_class(model)}: it is not a scikit-learn estimator")
+
+def model_flavor(model: Any) -> str:
+    """The MLflow flavor ``model`` is registered in: ``xgboost``, ``lightgbm``, ``statsmodels``, ``pyfunc`` or
+    ``sklearn`` (a scikit-learn pipeline is ``sklearn``, whatever its steps); :class:`UnsupportedModelError` when
+    it is none of them."""
+    modules = _mro_modules(model)
+    found = next((flavor for package, flavor in _LIBRARIES if package in modules), None)
+    if found == "pyfunc" and "PythonModel" not in {cls.__name__ for cls in type(model).__mro__}:
+        found = None
+    if found == "statsmodels" and not hasattr(model, "predict"):
+        found = None
+    if found is None:
+        raise UnsupportedModelError(
+            f"cannot register a {_model_class(model)}: nbmlops registers scikit-learn estimators and pipelines, "
+            "XGBoost and LightGBM models, statsmodels results and mlflow.pyfunc.PythonModel instances"
+        )
+    if found == "sklearn":
+        from sklearn.base import BaseEstimator
+
+        if not isinstance(model, BaseEstimator):
+            raise UnsupportedModelError(f"cannot register a {_model_class(model)}: it is not a scikit-learn estimator")
+    return found
+
+
+def check_model(model: Any) -> None:
+    """Raise :class:`UnsupportedModelError` unless nbmlops can register ``model`` (see :func:`model_flavor`)."""
+    model_flavor(model)
 
 
 def _mro_modules(model: Any) -> set[str]:
@@ -113,10 +136,8 @@ def stage_model(
 
     Raises:
         ModelReferenceError: a name MLflow would refuse.
-        UnsupportedModelError: not a scikit-learn model.
+        UnsupportedModelError: not a model nbmlops registers (see :func:`model_flavor`).
     """
-    import skops.io
-
     check_model_name(name)
     check_model(model)
     reproduction = _reproduction()
@@ -126,8 +147,8 @@ def stage_model(
         run.set_tags({REGISTRATION_SKIPPED_TAG: ",".join(skipped)})
         sys.stderr.write(f"nbmlops: reproduction: model {name!r} not registered (nbmlops reproduce --register does)\n")
         return None
-    data = skops.io.dumps(model)
-    trusted = skops.io.get_untrusted_types(data=data)  # the types of our own model, listed for loading it back
+    flavor = model_flavor(model)
+    data, trusted, serialization = _serialized(model, flavor)
     example = _example(features)
     key = uuid.uuid4().hex
     folder = run.settings.state_dir / "models"
@@ -136,7 +157,8 @@ def stage_model(
         "run": run.key,
         "key": key,
         "name": name,
-        "flavor": "sklearn",
+        "flavor": flavor,
+        "serialization": serialization,
         "class": _model_class(model),
         "trusted": trusted,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -148,6 +170,36 @@ def stage_model(
         record["tags"] = {REPRODUCTION_OF_TAG: original}
     run.session.background(_write_staged, run.session, folder, key, data, example, features, record)
     return key
+
+
+def _serialized(model: Any, flavor: str) -> tuple[bytes, list[str], str]:
+    """``model`` as bytes, the types to trust to load them back (skops only) and the serialization.
+
+    XGBoost models and LightGBM Boosters are saved in their library's own format (XGBoost JSON, LightGBM's text
+    model), which holds no code; scikit-learn estimators, pipelines and LightGBM's scikit-learn wrappers with skops;
+    statsmodels results (which have no format but pickle) with pickle and a ``pyfunc.PythonModel`` with
+    cloudpickle, as MLflow saves them: a file this process wrote, loaded back only by the delivery when its
+    SHA-256 is the one recorded.
+    """
+    if flavor == "xgboost":
+        with tempfile.TemporaryDirectory(prefix="nbmlops-xgb-") as tmp:
+            path = os.path.join(tmp, "model.json")
+            model.save_model(path)
+            return Path(path).read_bytes(), [], "json"
+    if flavor == "lightgbm" and type(model).__name__ == "Booster":
+        return model.model_to_string().encode(), [], "text"
+    if flavor == "statsmodels":
+        import pickle
+
+        return pickle.dumps(model), [], "pickle"
+    if flavor == "pyfunc":
+        import cloudpickle
+
+        return cloudpickle.dumps(model), [], "cloudpickle"
+    import skops.io
+
+    data = skops.io.dumps(model)
+    return data, skops.io.get_untrusted_types(data=data), "skops"  # our own model's types, to load it back
 
 
 def _example(features: Any) -> Any:
@@ -162,7 +214,7 @@ def _write_staged(session: Any, folder: Path, key: str, data: bytes, example: An
     from nbmlops.data import fingerprint, mlflow_schema
 
     folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / f"{key}.skops"
+    model_path = folder / f"{key}.{record['serialization']}"
     _write(model_path, data)
     record["file"] = str(model_path)
     if example is not None:
