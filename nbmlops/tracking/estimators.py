@@ -1,5 +1,8 @@
 """What a scikit-learn estimator says about the run: the params a user set, and a search's best result.
 
+XGBoost's and LightGBM's scikit-learn models are estimators too: their defaults are read from their
+bases' constructors when theirs passes parameters on as ``**kwargs`` (``XGBClassifier``).
+
 Only the parameters that differ from the estimator's defaults are params, as scikit-learn's own repr
 shows them, keyed like ``set_params`` (``model.logisticregression__C``): a pipeline's, a column
 transformer's or a search's nested estimators contribute their own changed params under their step
@@ -47,19 +50,36 @@ def _changed(estimator: Any, prefix: str) -> Iterator[tuple[str, Any]]:
 
 
 def _non_defaults(estimator: Any) -> Iterator[tuple[str, Any]]:
-    try:
-        signature = inspect.signature(type(estimator).__init__)
-    except (TypeError, ValueError):
-        return
-    defaults = {
-        name: parameter.default
-        for name, parameter in signature.parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
+    defaults = _defaults(type(estimator))
     for key, value in estimator.get_params(deep=False).items():
         if key in defaults and (_same(value, defaults[key])):
             continue
         yield key, value
+
+
+def _defaults(kind: type) -> dict[str, Any]:
+    """Each constructor parameter's default, from the class's ``__init__`` and, for the parameters it
+    passes on as ``**kwargs`` (XGBoost's ``XGBClassifier``), its bases' (the nearest declaration
+    wins; one without a default has none)."""
+    found: dict[str, Any] = {}
+    declared: set[str] = set()
+    for klass in kind.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            parameters = list(inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):
+            continue
+        for parameter in parameters:
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or parameter.name in declared:
+                continue
+            declared.add(parameter.name)
+            if parameter.default is not inspect.Parameter.empty:
+                found[parameter.name] = parameter.default
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break  # a constructor without **kwargs passes nothing on: its bases' defaults are not this class's
+    return found
 
 
 def _same(value: Any, default: Any) -> bool:

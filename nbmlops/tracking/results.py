@@ -8,8 +8,11 @@ the cell say what each one is (:mod:`nbmlops.tracking.values`, :mod:`nbmlops.tra
   ``<name>.mean`` and ``<name>.std``; a ``cross_validate`` dict per key;
 * a list of numbers the cell appends to in a loop: a metric series, one step per value;
 * a dict of numbers the cell computes (not a literal): one metric per key, ``<name>.<key>``;
-* a fitted search: ``<name>.best_score`` and ``<name>.best_params.<key>``; an estimator: its
-  parameters that differ from the defaults;
+* a fitted search: ``<name>.best_score`` and ``<name>.best_params.<key>``; an estimator (scikit-learn,
+  and XGBoost's and LightGBM's scikit-learn models): its parameters that differ from the defaults;
+* the evaluation history a boosting or Keras model the cell fits keeps, or a dict the cell hands
+  ``xgboost.train``/``lightgbm.record_evaluation`` to fill: metric series, one step per round, and
+  the best iteration (:mod:`nbmlops.tracking.eval_history`);
 * a small numeric array built from literals (``np.logspace(-3, 2, 30)``): a param;
 * the values a ``for`` loop that fits estimators sweeps over: one param, a list;
 * DataFrames, Series and arrays that are none of the above: output datasets.
@@ -23,6 +26,7 @@ from typing import Any
 
 from nbmlops.tracking.capture import CellAnalysis
 from nbmlops.tracking.estimators import changed_params, is_estimator, search_results
+from nbmlops.tracking.eval_history import TrainingCurves, history_names, read_curves
 from nbmlops.tracking.values import (
     MAX_PARAM_ARRAY,
     is_data,
@@ -60,8 +64,11 @@ def read_results(
     ``scores``: names that held scores or settings before the cell, so what is computed from them
     alone is no data either)."""
     found = CellResults()
+    curves = _training_curves(analysis, namespace)
+    found.series.update(curves.series)
+    found.metrics.update(curves.metrics)
     for name in analysis.assigned:
-        if name not in namespace or name.startswith("_"):
+        if name not in namespace or name.startswith("_") or name in curves.histories:
             continue
         _classify(name, namespace[name], analysis, namespace, found)
         if name in found.outputs and _from_scores(analysis.sources.get(name, set()), scores, found, namespace):
@@ -86,6 +93,20 @@ def read_results(
     if "data" not in kinds:
         found.outputs.clear()
     return found
+
+
+def _training_curves(analysis: CellAnalysis, namespace: Mapping[str, Any]) -> TrainingCurves:
+    """The curves of what the cell fits or hands a library to fill; a model only a loop binds is one of
+    many (its curve is not the cell's)."""
+
+    def cells(names: list[str]) -> list[str]:
+        return [
+            n for n in names
+            if not n.startswith("_") and not (n in analysis.loop_bound and n not in analysis.bound_outside)
+        ]
+
+    models = cells(list(dict.fromkeys([*analysis.assigned, *analysis.fitted])))
+    return read_curves(models, cells(history_names(analysis.calls)), namespace)
 
 
 def _classify(name: str, value: Any, analysis: CellAnalysis, namespace: Mapping[str, Any], found: CellResults) -> None:
