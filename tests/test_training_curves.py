@@ -136,3 +136,18 @@ def test_a_model_fitted_before_the_cell_gives_a_curve_only_when_the_cell_fits_it
     _, history = _track(shell, client, request,
                         "model.fit(X_train, y_train, eval_set=[(X_test, y_test)], verbose=False)\n")
     assert _steps(history["model.validation_0.logloss"]) == list(range(4))
+
+
+def test_a_pipeline_whose_last_step_is_xgboost_logs_that_steps_curve_under_the_pipelines_name(shell, client, request):
+    _library("xgboost")
+    run, history = _track(
+        shell, client, request,
+        "import xgboost as xgb\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import FunctionTransformer\n"
+        "pipe = make_pipeline(FunctionTransformer(), xgb.XGBClassifier(n_estimators=5, max_depth=2))\n"
+        "pipe.fit(X_train, y_train, xgbclassifier__eval_set=[(X_test, y_test)], xgbclassifier__verbose=False)\n",
+    )
+    assert _steps(history["pipe.validation_0.logloss"]) == list(range(5))
+    assert run.data.params["pipe.xgbclassifier__n_estimators"] == "5"
+    assert "pipe.xgbclassifier__learning_rate" not in run.data.params

@@ -4,8 +4,9 @@ Boosting libraries record each evaluation set's metrics round by round, and Kera
 metrics, whether anyone asks or not. After a tracked cell these histories become metric series, one step
 per round or epoch (steps 0, 1, ...), named after the variable that holds them:
 
-* an XGBoost or LightGBM scikit-learn model fitted with ``eval_set`` (``evals_result_``):
-  ``<name>.<eval set>.<metric>``, e.g. ``model.validation_0.logloss``, ``model.valid_0.binary_logloss``;
+* an XGBoost or LightGBM scikit-learn model fitted with ``eval_set`` (``evals_result_``), also as the
+  last step of a scikit-learn pipeline: ``<name>.<eval set>.<metric>``, e.g.
+  ``model.validation_0.logloss``, ``model.valid_0.binary_logloss``;
 * the dict a cell passes as ``evals_result=`` (``xgboost.train``) or to ``lightgbm.record_evaluation``:
   the same, under the dict's name, e.g. ``history.val.logloss``;
 * a Keras ``History`` (what ``fit`` returns, and a fitted model's ``history``): ``<name>.<metric>``,
@@ -86,7 +87,7 @@ def read_curves(models: Iterable[str], histories: Iterable[str], namespace: Mapp
                 found.series.update(curves)
                 found.histories.append(name)
     for name in models:
-        value = namespace.get(name)
+        value = _final_step(namespace.get(name))
         library = library_of(value) if name in namespace else None
         if library is None:
             continue
@@ -101,6 +102,15 @@ def read_curves(models: Iterable[str], histories: Iterable[str], namespace: Mapp
         if best is not None:
             found.metrics[f"{name}.best_iteration"] = float(best)
     return found
+
+
+def _final_step(value: Any) -> Any:
+    """A scikit-learn pipeline's last estimator (its model), else ``value`` itself."""
+    if library_of(value) is None and type(value).__name__ == "Pipeline":
+        steps = getattr(value, "steps", None)
+        if isinstance(steps, list) and steps and isinstance(steps[-1], tuple) and len(steps[-1]) == 2:
+            return steps[-1][1]
+    return value
 
 
 def _history_of(value: Any, library: str) -> Mapping[str, Any] | None:
