@@ -57,10 +57,17 @@ def _open_snapshot_store(settings: Any) -> Any:
     return open_snapshot_store(settings)
 
 
+def _compare_version_predictions(*args: Any, **kwargs: Any) -> Any:
+    from nbmlops.registry.predictions import compare_version_predictions
+
+    return compare_version_predictions(*args, **kwargs)
+
+
 def _fill_openers() -> None:
     from nbmlops import openers
 
     openers.snapshot_store = _open_snapshot_store  # nbmlops.data.load reaches the MLflow artifact store too
+    openers.model_predictions = _compare_version_predictions  # reproduce compares the versions it registers
 
 
 _fill_openers()

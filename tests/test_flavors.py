@@ -249,8 +249,57 @@ def test_pyfunc_python_model_registers_and_loads_only_when_trusted(shell, reques
     assert (np.asarray(checked.load().predict(X_test)) == (X_test["mean_radius"] > 14).astype(int)).all()
 
 
-def test_an_object_of_no_supported_library_is_refused_with_its_type(project):
+def test_an_object_of_no_supported_library_is_refused_naming_its_type_and_the_supported_ones(project):
     from nbmlops.registry import UnsupportedModelError
 
-    with pytest.raises(UnsupportedModelError, match="collections.OrderedDict"):
+    with pytest.raises(UnsupportedModelError, match=r"collections.OrderedDict: .*XGBoost and LightGBM models, "
+                       r"statsmodels results and mlflow.pyfunc.PythonModel"):
         nbmlops.register(__import__("collections").OrderedDict(), "nothing")
+
+
+# -- reproduce: the registered version's predictions against the original's ----------------------------------------
+
+_PLAIN = "--no-capture metrics"  # the model's predictions are what is compared
+
+
+def _registering_cell_run(shell, client, request, name: str, model: str):
+    from tests.conftest import runs_of
+
+    shell.run_cell(CANCER, store_history=True)
+    SnapshotStore().save(shell.user_ns["X_train"])
+    shell.run_cell(f"%%track {_PLAIN} --register model {name}\nimport os\nfrom xgboost import XGBClassifier\n"
+                   f"model = {model}.fit(X_train, y_train)", store_history=True)
+    nbmlops.flush(120)
+    (original,) = runs_of(client, request.node.name)
+    return original
+
+
+def test_reproducing_an_xgboost_cell_compares_the_new_versions_predictions_and_they_match(shell, client, request):
+    from nbmlops.runner.reproduce import format_report, reproduce
+
+    name = _name(request)
+    original = _registering_cell_run(shell, client, request, name, "XGBClassifier(n_estimators=20, random_state=3)")
+
+    result = reproduce(original.info.run_id, register=True)
+
+    assert result.registered == (f"{name}/2",), format_report(result)
+    (compared,) = result.predictions
+    assert (compared.original, compared.new, compared.compared) == (f"{name}/1", f"{name}/2", True), compared
+    assert compared.difference is None and compared.rows == len(shell.user_ns["X_train"])
+    assert result.reproduced and result.compared == 1, format_report(result)
+    assert f"predictions of {name}/2 match {name}/1's" in format_report(result)
+
+
+def test_reproducing_an_unseeded_xgboost_cell_finds_its_predictions_differ(shell, client, request):
+    from nbmlops.runner.reproduce import NOT_REPRODUCED, format_report, reproduce
+
+    name = _name(request)
+    original = _registering_cell_run(
+        shell, client, request, name,
+        "XGBClassifier(n_estimators=20, subsample=0.3, colsample_bytree=0.3, "
+        "random_state=int.from_bytes(os.urandom(4), 'little'))")
+
+    result = reproduce(original.info.run_id, register=True)
+
+    assert result.verdict == NOT_REPRODUCED, format_report(result)
+    assert result.first_difference.startswith(f"model {name}/2: ") and "predictions differ" in result.first_difference

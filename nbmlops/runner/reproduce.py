@@ -81,7 +81,9 @@ class Reproduction:
     counterpart; ``causes`` name the likely causes of the first difference. ``params``, ``data``
     and ``environment`` list the differences found, one line each; ``notes`` say what could not be
     compared exactly. ``registered`` names the versions the re-execution registered (``NAME/VERSION``, only with
-    ``register=True``), ``registration_skipped`` the models it did not register.
+    ``register=True``), ``registration_skipped`` the models it did not register; ``predictions`` compares
+    each of those versions' predictions with the original version's on its training features
+    (:class:`~nbmlops.registry.predictions.PredictionComparison`).
     """
 
     original: RunRow
@@ -97,6 +99,7 @@ class Reproduction:
     atol: float
     registered: tuple[str, ...] = ()
     registration_skipped: tuple[str, ...] = ()
+    predictions: tuple[Any, ...] = ()
 
     @property
     def status(self) -> str:
@@ -106,7 +109,7 @@ class Reproduction:
     @property
     def compared(self) -> int:
         """How many recorded quantities (metrics, outputs) were compared."""
-        return sum(cell.compared for cell in self.cells)
+        return sum(cell.compared for cell in self.cells) + sum(p.compared for p in self.predictions)
 
     @property
     def first_difference(self) -> str | None:
@@ -116,7 +119,9 @@ class Reproduction:
             return f"the re-execution ended {self.status}" + (f": {error}" if error else "")
         if self.run_id is None:
             return "the re-execution recorded no run to compare"
-        return next((f"{c.label}: {c.first_difference}" for c in self.cells if c.first_difference), None)
+        found = next((f"{c.label}: {c.first_difference}" for c in self.cells if c.first_difference), None)
+        return found or next((f"model {p.new}: {p.difference} (against {p.original})" for p in self.predictions
+                              if p.compared and p.difference), None)
 
     @property
     def verdict(self) -> str:
@@ -214,7 +219,7 @@ def reproduce(
     new_uri = resolve_settings().tracking_uri  # where run_notebook recorded the new run
     new = load_run(new_uri, execution.run_id) if execution.run_id else None
     new_runs = [new, *_cell_runs(new_uri, new)] if new is not None else []
-    registered, skipped = _registrations(new_uri, new_runs, register, notes)
+    registered, skipped, pairs = _registrations(new_uri, new_runs, register, notes)
     if new is None:
         notes.append("the new run has not reached the tracking store (see the warnings above)")
     elif kind == "cell":
@@ -222,7 +227,27 @@ def reproduce(
         if new is None:
             notes.append("the rebuilt notebook recorded no run of the tracked cell")
     result = _compared(settings.tracking_uri, original, new_uri, new, execution, store, set(restored), notes, rtol, atol)
-    return replace(result, registered=registered, registration_skipped=skipped)
+    said: list[str] = []
+    predictions = _predictions(pairs, rtol, atol, settings, said)
+    return replace(result, registered=registered, registration_skipped=skipped, predictions=predictions,
+                   notes=(*result.notes, *said))
+
+
+def _predictions(pairs: list[tuple[str, str]], rtol: float, atol: float, settings: Settings,
+                 notes: list[str]) -> tuple[Any, ...]:
+    """The predictions of each registered version compared with its original's (``(original, new)`` pairs)."""
+    from nbmlops import openers
+
+    if not pairs or openers.model_predictions is None:
+        return ()
+    found = tuple(openers.model_predictions(original, new, rtol=rtol, atol=atol, settings=settings)
+                  for original, new in pairs)
+    for item in found:
+        if not item.compared:
+            notes.append(f"predictions of {item.new} not compared with {item.original}: {item.difference}")
+        elif item.difference is None:
+            notes.append(f"predictions of {item.new} match {item.original}'s on {item.rows} training rows")
+    return found
 
 
 def _registered_by(settings: Settings, runs: list[RunRow]) -> dict[str, str]:
@@ -235,19 +260,21 @@ def _registered_by(settings: Settings, runs: list[RunRow]) -> dict[str, str]:
 
 def _registrations(
     uri: str, runs: list[RunRow], register: bool, notes: list[str]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the re-execution's ``runs`` registered (``NAME/VERSION``; only asked with ``register``) and the models
-    they did not; a note each."""
+) -> tuple[tuple[str, ...], tuple[str, ...], list[tuple[str, str]]]:
+    """What the re-execution's ``runs`` registered (``NAME/VERSION``; only asked with ``register``), the models
+    they did not (a note each), and the ``(original, new)`` versions whose predictions can be compared."""
     skipped = sorted({name for run in runs for name in run.tags.get(REGISTRATION_SKIPPED_TAG, "").split(",") if name})
     if skipped:
         notes.append(f"registration skipped: {', '.join(skipped)} (nbmlops reproduce --register registers them)")
-    registered = []
+    registered, pairs = [], []
     for version in _versions_of(uri, resolve_settings().artifact_root, runs) if register else []:
         reference = f"{version.name}/{version.version}"
         registered.append(reference)
         of = (version.tags or {}).get(REPRODUCTION_OF_TAG)
         notes.append(f"registered {reference}" + (f" ({REPRODUCTION_OF_TAG}={of})" if of else ""))
-    return tuple(registered), tuple(skipped)
+        if of and "/" in of:
+            pairs.append((of, reference))
+    return tuple(registered), tuple(skipped), pairs
 
 
 def _versions_of(uri: str, artifact_root: str | None, runs: list[RunRow]) -> list[Any]:
