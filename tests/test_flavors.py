@@ -303,3 +303,23 @@ def test_reproducing_an_unseeded_xgboost_cell_finds_its_predictions_differ(shell
 
     assert result.verdict == NOT_REPRODUCED, format_report(result)
     assert result.first_difference.startswith(f"model {name}/2: ") and "predictions differ" in result.first_difference
+
+
+def test_loading_a_model_whose_library_is_missing_names_the_extra_to_install(project, request, tmp_path):
+    import xgboost
+    from sklearn.datasets import load_diabetes
+
+    name = _name(request)
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    SnapshotStore().save(X)
+    with nbmlops.track("boost"):
+        nbmlops.register(xgboost.XGBRegressor(n_estimators=5).fit(X, y), name, training_data=X, timeout=120)
+    X.to_csv("live.csv", index=False)
+    missing = tmp_path / "without-xgboost" / "xgboost"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('No module named xgboost')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(missing.parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([NBMLOPS, "monitor", f"{name}/1", "live.csv"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "pip install 'nbmlops[xgboost]'" in result.stderr.strip().splitlines()[-1], result.stderr

@@ -3,7 +3,7 @@
 A registration goes through the journal like every other record, so it survives a store that is down
 and a kernel that dies, and a headless kernel never imports mlflow: the model is staged on the user's
 thread (:mod:`nbmlops.tracking.staging`), and the delivery (this process's writer, ``nbmlops run`` for headless
-kernels, or ``nbmlops sync``) logs it in MLflow's scikit-learn flavor and creates the registry version with
+kernels, or ``nbmlops sync``) logs it in the MLflow flavor of its library and creates the registry version with
 its lineage as tags, once (:func:`nbmlops.backend.models.deliver_model`). Every later load checks the logged
 model's SHA-256 (:mod:`nbmlops.registry.safe_load`).
 """
@@ -40,8 +40,12 @@ def register(
     """Register ``model`` as a new version of ``name``, with its lineage.
 
     The version belongs to the active run (``with nbmlops.track():`` or a ``%%track`` cell); with none
-    active, a run named ``register <name>`` is recorded for it. The model is logged in MLflow's
-    scikit-learn flavor with skops serialization; ``training_data`` (the features it was fitted on:
+    active, a run named ``register <name>`` is recorded for it. The model is logged in the MLflow flavor of
+    its library (found from its type, without importing the library): scikit-learn estimators and pipelines
+    (also with an XGBoost or LightGBM final step) with skops, XGBoost models as JSON, a LightGBM Booster as its
+    text model and LightGBM's scikit-learn wrappers with skops, statsmodels results and a
+    ``mlflow.pyfunc.PythonModel`` as MLflow pickles them (loaded later only when trusted:
+    :mod:`nbmlops.registry.safe_load`); ``training_data`` (the features it was fitted on:
     a DataFrame or array) gives its signature and input example, and is fingerprinted and logged as
     the run's training dataset, as ``evaluation_data`` is as its evaluation dataset. Without them, the
     datasets the run logged with the context ``training`` (``nbmlops.log_dataset(X, "X_train",
@@ -55,7 +59,7 @@ def register(
 
     Raises:
         ModelReferenceError: a name MLflow would refuse.
-        UnsupportedModelError: not a scikit-learn model.
+        UnsupportedModelError: not a model of a library nbmlops registers (the message names its type).
         FlushTimeoutError: the registry did not answer within ``timeout``.
         RegistryError: the store refused the registration.
     """

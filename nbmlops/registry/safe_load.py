@@ -130,11 +130,14 @@ def check_model(folder: str | os.PathLike[str], version: ModelVersionInfo, *, tr
             raise UnsafeModelError(name, f"its MLmodel file names {value!r}, a path outside the model directory")
     native = _native_flavor(meta.flavors, root, name)
     if native is not None:
+        _library_installed(next(f for f in meta.flavors if f != "python_function"), name)
         return CheckedModel(version, root, "pyfunc", root / native, (), tuple(notes))
     skops_file = _skops_file(meta.flavors)
     if skops_file is not None:
         file = root / skops_file
         types = _skops_types(file, version, trusted)
+        for library in sorted({t.split(".")[0] for t in types} & {"xgboost", "lightgbm"}):
+            _library_installed(library, name)
         return CheckedModel(version, root, "skops", file, types, tuple(notes))
     if not trusted:
         raise UnsafeModelError(name, f"it is a {_described(meta.flavors)}: loading it would run code from the "
@@ -173,6 +176,17 @@ def _native_flavor(flavors: dict[str, Any], root: Path, name: str) -> str | None
             raise UnsafeModelError(name, f"its model file {conf.get('data')} is missing")
         return str(conf["data"])
     return None
+
+
+def _library_installed(library: str, name: str) -> None:
+    """Import the model's library (only now that a model of it is loaded); its absence names the extra."""
+    import importlib
+
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        raise RegistryError(f"cannot load {name}: it is a {library} model and {library} is not installed "
+                            f"(pip install 'nbmlops[{library}]')") from None
 
 
 def _xgboost_native(conf: dict[str, Any]) -> bool:
