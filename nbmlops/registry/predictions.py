@@ -79,12 +79,12 @@ def _difference(before: Any, after: Any, rtol: float, atol: float) -> str | None
     if before.shape != after.shape:
         return f"predictions of shape {after.shape}, not {before.shape}"
     if before.dtype.kind in "biuf" and after.dtype.kind in "biuf":
-        close = np.isclose(after.astype(float), before.astype(float), rtol=rtol, atol=atol, equal_nan=True)
+        same = np.isclose(after.astype(float), before.astype(float), rtol=rtol, atol=atol, equal_nan=True)
     else:
-        close = before == after
-    close = np.asarray(close).reshape(len(before), -1).all(axis=1) if before.ndim else np.asarray([close])
+        same = before == after
+    close = np.asarray(same).reshape(len(before), -1).all(axis=1) if before.ndim else np.asarray(same).reshape(1)
     if close.all():
         return None
     row = int(np.argmin(close))
-    return (f"{int((~close).sum())} of {len(close)} predictions differ (first at row {row}: "
+    return (f"{int((~close).sum())} of {close.size} predictions differ (first at row {row}: "
             f"{np.asarray(after[row]).tolist()!r}, was {np.asarray(before[row]).tolist()!r})")
