@@ -18,8 +18,8 @@ DATA = (
 )
 
 
-def _library(name: str):
-    return pytest.importorskip(name, reason=f"{name} is not installed (the test extra installs it)")
+def _library(name: str, where: str = "the test extra installs it"):
+    return pytest.importorskip(name, reason=f"{name} is not installed ({where})")
 
 
 def _track(shell, client, request, cell: str):
@@ -151,3 +151,49 @@ def test_a_pipeline_whose_last_step_is_xgboost_logs_that_steps_curve_under_the_p
     assert _steps(history["pipe.validation_0.logloss"]) == list(range(5))
     assert run.data.params["pipe.xgbclassifier__n_estimators"] == "5"
     assert "pipe.xgbclassifier__learning_rate" not in run.data.params
+
+
+def test_a_history_that_cannot_be_read_costs_no_other_result_of_the_cell(shell, client, request, capfd):
+    _library("lightgbm")
+    _, history = _track(
+        shell, client, request,
+        "import lightgbm as lgb\n"
+        "class Unreadable(dict):\n"
+        "    def items(self):\n"
+        "        raise RuntimeError('no items today')\n"
+        "history = Unreadable()\n"
+        "callback = lgb.record_evaluation(history)\n"
+        "score = sum([0.25, 0.25])\n",
+    )
+    assert history == {"score": [(0, 0.5)]}
+    assert "training curves not read: RuntimeError: no items today" in capfd.readouterr().err
+
+
+def test_boosters_trained_in_a_loop_give_no_curve_but_the_one_trained_after_it_does(shell, client, request):
+    _library("xgboost")
+    _, history = _track(
+        shell, client, request,
+        "import xgboost as xgb\n"
+        "for depth in (1, 2):\n"
+        "    model = xgb.XGBClassifier(n_estimators=3, max_depth=depth)\n"
+        "    model.fit(X_train, y_train, eval_set=[(X_test, y_test)], verbose=False)\n"
+        "final = xgb.XGBClassifier(n_estimators=4, max_depth=2)\n"
+        "final.fit(X_train, y_train, eval_set=[(X_test, y_test)], verbose=False)\n",
+    )
+    assert not [key for key in history if key.startswith("model.")]  # the last of several is not the cell's curve
+    assert _steps(history["final.validation_0.logloss"]) == list(range(4))
+
+
+def test_a_keras_model_fitted_in_the_cell_logs_one_step_per_epoch(shell, client, request):
+    _library("keras", "no extra installs it: the Keras path runs where Keras and a backend are installed")
+    _, history = _track(
+        shell, client, request,
+        "import keras\n"
+        "net = keras.Sequential([keras.Input((30,)), keras.layers.Dense(1, activation='sigmoid')])\n"
+        "net.compile(optimizer='sgd', loss='binary_crossentropy')\n"
+        "fitted = net.fit(X_train / X_train.max(0), y_train, epochs=3, verbose=0,\n"
+        "                 validation_data=(X_test / X_train.max(0), y_test))\n",
+    )
+    assert _steps(history["net.loss"]) == list(range(3))
+    assert _steps(history["net.val_loss"]) == list(range(3))
+    assert not [key for key in history if key.startswith("fitted.")]  # the same History, read once

@@ -20,6 +20,7 @@ the cell say what each one is (:mod:`nbmlops.tracking.values`, :mod:`nbmlops.tra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,7 +107,11 @@ def _training_curves(analysis: CellAnalysis, namespace: Mapping[str, Any]) -> Tr
         ]
 
     models = cells(list(dict.fromkeys([*analysis.assigned, *analysis.fitted])))
-    return read_curves(models, cells(history_names(analysis.calls)), namespace)
+    try:
+        return read_curves(models, cells(history_names(analysis.calls)), namespace)
+    except Exception as exc:  # an odd history object must not cost the cell's other results
+        sys.stderr.write(f"nbmlops: training curves not read: {type(exc).__name__}: {exc}\n")
+        return TrainingCurves()
 
 
 def _classify(name: str, value: Any, analysis: CellAnalysis, namespace: Mapping[str, Any], found: CellResults) -> None:
