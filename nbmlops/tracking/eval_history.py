@@ -12,6 +12,10 @@ per round or epoch (steps 0, 1, ...), named after the variable that holds them:
 * a Keras ``History`` (what ``fit`` returns, and a fitted model's ``history``): ``<name>.<metric>``,
   e.g. ``history.val_loss``.
 
+Only objects the cell binds or fits count (a model fitted in an earlier cell and only used here has
+no curve of this cell), and not one bound only inside a loop (the last of several models is not the
+cell's); a history held under two names is logged once, under the name the cell binds first.
+
 The best iteration of early stopping is the metric ``<name>.best_iteration``, as the library counts it
 (XGBoost from 0, LightGBM from 1); without early stopping there is none. Characters MLflow does not
 allow in a metric name become ``_`` (``@`` becomes ``_at_``, as MLflow's own autologging writes it:
