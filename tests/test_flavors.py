@@ -339,3 +339,12 @@ def test_a_pipeline_with_an_xgboost_final_step_and_a_function_of_its_own_is_refu
     checked = check_model(_stored(version.source), version, trusted=True)
     ns = shell.user_ns
     assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
+
+
+def test_an_xgboost_model_never_fitted_is_refused_in_one_line(project, request):
+    from xgboost import XGBClassifier
+
+    from nbmlops.registry import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match=r"cannot register a xgboost\.sklearn\.XGBClassifier: xgboost cannot"):
+        nbmlops.register(XGBClassifier(), _name(request))

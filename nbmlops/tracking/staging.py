@@ -148,7 +148,12 @@ def stage_model(
         sys.stderr.write(f"nbmlops: reproduction: model {name!r} not registered (nbmlops reproduce --register does)\n")
         return None
     flavor = model_flavor(model)
-    data, trusted, serialization = _serialized(model, flavor)
+    try:
+        data, trusted, serialization = _serialized(model, flavor)
+    except Exception as exc:  # an XGBoost model never fitted, an object its library cannot save
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedModelError(f"cannot register a {_model_class(model)}: {flavor} cannot save it: "
+                                    f"{type(exc).__name__}: {reason}") from None
     example = _example(features)
     key = uuid.uuid4().hex
     folder = run.settings.state_dir / "models"
