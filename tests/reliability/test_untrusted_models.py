@@ -112,7 +112,7 @@ def test_a_pickle_flavor_recorded_with_its_digest_is_refused_unless_trusted(proj
     marker = tmp_path / "marker"
     _arm_with_pickle(folder, marker)
     _set_digest(client, name, folder)
-    _assert_refused(_monitor(name), "scikit-learn serialized with cloudpickle")
+    _assert_refused(_monitor(name), "scikit-learn model serialized with cloudpickle")
     assert not marker.exists()
 
 
@@ -192,7 +192,7 @@ def test_a_genuine_pickle_flavor_model_loads_only_when_trusted(project, client, 
         assert trusted.returncode == 0, trusted.stderr
         assert "as trusted" in trusted.stdout and "[prediction]" in trusted.stdout
     client.set_model_version_tag(name, "1", SHA256_TAG, model_digest(local))
-    _assert_refused(_monitor(name), "scikit-learn serialized with cloudpickle")
+    _assert_refused(_monitor(name), "scikit-learn model serialized with cloudpickle")
 
 
 def test_check_model_names_the_version_and_reason_in_python(project):
