@@ -153,3 +153,15 @@ def test_summary_shows_series_cuts_long_lists_and_notes_nondeterminism():
     page = summary.to_html()
     assert "&lt;b&gt;cell&lt;/b&gt;" in page and "+8 more params" in page and "4 steps" in page
     assert sparkline([0.0, 1.0]) == "\u2581\u2588" and sparkline([2.0, 2.0]) == "\u2581\u2581"
+
+
+def test_boosting_models_left_at_random_state_none_use_their_fixed_seed_and_are_not_tagged(shell, client, request):
+    shell.run_cell("from sklearn.datasets import load_breast_cancer\nfrom sklearn.ensemble import RandomForestClassifier\n"
+                   "import lightgbm, xgboost\nX, y = load_breast_cancer(return_X_y=True)")
+    run, _, _ = _track(shell, client, request,
+                       "xgb = xgboost.XGBClassifier(n_estimators=5, subsample=0.5).fit(X, y)\n"
+                       "lgbm = lightgbm.LGBMClassifier(n_estimators=5, subsample=0.5, subsample_freq=1, verbose=-1).fit(X, y)")
+    assert "nbmlops.nondeterministic" not in run.data.tags, run.data.tags
+    _track(shell, client, request, "forest = RandomForestClassifier(n_estimators=5).fit(X, y)", "--name forest")
+    (forest,) = [r for r in runs_of(client, request.node.name) if r.info.run_name == "forest"]
+    assert "RandomForestClassifier" in forest.data.tags["nbmlops.nondeterministic"]

@@ -5,7 +5,8 @@ A cell is flagged (tag ``nbmlops.nondeterministic``) when it
 * builds or calls a scikit-learn estimator, splitter or function that takes a ``random_state`` and
   leaves it None where that randomness is used (``DecisionTreeClassifier()``, ``train_test_split(X, y)``,
   ``KFold(shuffle=True)``; not ``LogisticRegression()`` with its default deterministic solver, nor
-  ``KFold()`` without shuffling), or fits such an estimator built earlier;
+  ``KFold()`` without shuffling), or fits such an estimator built earlier (XGBoost, LightGBM and CatBoost
+  models are not: their ``random_state=None`` is a fixed seed of the library's own);
 * draws from numpy's global generator (``np.random.normal``), an unseeded ``np.random.default_rng()``,
   or Python's ``random`` module.
 
@@ -143,6 +144,15 @@ def _numpy_global() -> Any:
     return getattr(mtrand, "_rand", None) if mtrand is not None else None
 
 
+_FIXED_DEFAULT_SEED = ("xgboost", "lightgbm", "catboost")
+
+
+def _fixed_default_seed(kind: type) -> bool:
+    """Whether ``random_state=None`` means the library's own fixed seed (XGBoost's 0, LightGBM's and CatBoost's
+    defaults in their C++ code), not a draw from numpy's global generator as in scikit-learn."""
+    return (getattr(kind, "__module__", None) or "").split(".")[0] in _FIXED_DEFAULT_SEED
+
+
 def _from_sklearn(target: Any) -> bool:
     return (getattr(target, "__module__", None) or "").startswith("sklearn")
 
@@ -185,7 +195,8 @@ def _unseeded_estimators(value: Any) -> Iterator[str]:
     except Exception:
         return
     kind = type(value).__name__
-    if "random_state" in params and params["random_state"] is None and _uses_randomness(kind, params):
+    if ("random_state" in params and params["random_state"] is None and _uses_randomness(kind, params)
+            and not _fixed_default_seed(type(value))):
         yield kind
     for part in params.values():
         if is_estimator(part):
