@@ -1,4 +1,5 @@
-"""The dashboard application: ipywidgets wiring over the plain views (runs, compare, charts, models, live).
+"""The dashboard application: ipywidgets wiring over the plain views (runs, compare, charts, models,
+deployments, live).
 
 Every handler is a method that reads its widgets, calls a view, and shows the result or the error; a test
 calls it directly, or clicks the button (``Button.click()``) that calls it. The views do the work.
@@ -9,7 +10,8 @@ the tabs and the runs tab's controls (the table and the count move into the Runs
 cell list (the cell dropdown shows "any cell" until then) and the first live poll; it starts once the first page
 is handed to the display. A control used before the thread built it is built at once on the caller's thread;
 :meth:`Dashboard.wait_loaded` waits for all of it. The Charts tab shows a loading line until it is first opened,
-then draws; the Models tab is built when first opened.
+then draws; the Models tab is built when first opened; the Deployments tab reads the model servers each time it
+is opened (and on its Refresh).
 
 The runs table (:class:`~nbmlops.widgets.runs_table.RunsTable`) has a checkbox per row (the selection), a toggle
 per parent run (its nested runs) and the run names, which open the run's details (a metric series as a curve)
@@ -27,11 +29,13 @@ runs: ``nbmlops-status``, ``nbmlops-cell``, ``nbmlops-filter`` (the metric expre
 ``nbmlops-sweep``, ``nbmlops-sweep-message``; models: ``nbmlops-models``, ``nbmlops-model``,
 ``nbmlops-versions``, ``nbmlops-version``, ``nbmlops-alias``, ``nbmlops-gates``, ``nbmlops-beat``,
 ``nbmlops-allow-new-data``, ``nbmlops-promote``, ``nbmlops-confirmation``, ``nbmlops-confirm``,
-``nbmlops-cancel``, ``nbmlops-outcome``. Inside the HTML: ``table.nbmlops-runs-table`` with a
+``nbmlops-cancel``, ``nbmlops-outcome``; deployments: ``nbmlops-deployments`` (built when the tab is first
+opened), ``nbmlops-deployments-refresh``. Inside the HTML: ``table.nbmlops-runs-table`` with a
 ``tr[data-run-id]`` per run (``input[data-select]``, ``button[data-toggle]``, ``[data-detail]``),
 ``table.nbmlops-compare-table`` (rows ``nbmlops-differs``), ``pre.nbmlops-code-diff``
 (``nbmlops-add``/``nbmlops-del``), ``.nbmlops-detail`` (``svg.nbmlops-detail-curve``), ``nbmlops-models-table``,
-``nbmlops-versions-table``, ``nbmlops-gate-history``, ``.nbmlops-loading``, ``.nbmlops-empty``.
+``nbmlops-versions-table``, ``nbmlops-gate-history``, ``table.nbmlops-deployments-table`` (a
+``tr[data-run-id][data-state]`` per deployment), ``.nbmlops-loading``, ``.nbmlops-empty``.
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ from nbmlops.widgets.runs_table import RunsTable
 
 __all__ = ["Dashboard"]
 
-TABS = ("Runs", "Compare", "Charts", "Models")
-RUNS, COMPARE, CHARTS, MODELS = range(len(TABS))
+TABS = ("Runs", "Compare", "Charts", "Models", "Deployments")
+RUNS, COMPARE, CHARTS, MODELS, DEPLOYMENTS = range(len(TABS))
 _HIDDEN = "none"
 _SHOW_WAIT_S = 0.1  # how long the loader waits for the dashboard to be displayed before it starts anyway
 #: the widgets built after the first page (by the background loader, or on first use)
@@ -90,7 +94,8 @@ def _sentence_html(text: str) -> str:
 
 
 class Dashboard(w.VBox):
-    """Runs, comparisons, charts and registered models of an experiment, in one widget.
+    """Runs, comparisons, charts and registered models of an experiment, and the store's model servers, in one
+    widget.
 
     Args:
         experiment: the experiment to show; by default the one this notebook's ``%%track`` cells use.
@@ -138,6 +143,7 @@ class Dashboard(w.VBox):
         self._charts_stale = False  # the filter or experiment changed since the charts were drawn
         self._models_box: w.VBox | None = None
         self._models_html = ""
+        self._deployments_html = ""
 
         # The first page: the count and the runs table (and the error line); nothing else is built before it.
         self.error = _hooked(w.HTML(""), "nbmlops-error")
@@ -234,8 +240,8 @@ class Dashboard(w.VBox):
             c.progress = _hooked(w.IntProgress(value=0, min=0, max=1, description="sweep",
                                                layout=w.Layout(display=_HIDDEN)), "nbmlops-progress")
             header = w.HBox([c.experiment_choice, c.refresh_button, c.live_label, c.progress])
-            c.tabs = w.Tab(children=[self._runs_tab(c), self._compare_tab(c), self._charts_tab(c), w.VBox()],
-                           titles=TABS)
+            c.tabs = w.Tab(children=[self._runs_tab(c), self._compare_tab(c), self._charts_tab(c), w.VBox(),
+                                     w.VBox()], titles=TABS)
             c.tabs.observe(self._on_tab, "selected_index")
             found = self.runs.experiment_ids
             with self._quiet():  # this experiment only, until the list of them is loaded
@@ -729,11 +735,39 @@ class Dashboard(w.VBox):
             button.layout.display = None if shown else _HIDDEN
         self.promote_button.disabled = shown
 
+    # -- deployments ---------------------------------------------------------------------------------
+
+    def show_deployments(self) -> str:
+        """Read the model servers again and show them in the Deployments tab (the store's error when it cannot be
+        read: the tab stays usable, Refresh asks again); returns the tab's HTML."""
+        from nbmlops.widgets.deployments import DeploymentsView
+
+        self._build_controls()
+        with self._lock:
+            box = self.tabs.children[DEPLOYMENTS]
+            if not box.children:
+                self.deployments_view = _hooked(w.HTML(""), "nbmlops-deployments")
+                self.deployments_refresh = _hooked(w.Button(description="Refresh", icon="refresh"),
+                                                   "nbmlops-deployments-refresh")
+                self.deployments_refresh.on_click(lambda _: self.show_deployments())
+                box.children = [self.deployments_refresh, self.deployments_view]
+            try:
+                self._deployments_html = DeploymentsView(self.settings).html()
+            except Exception as exc:  # a store that cannot be read is said in the tab
+                self._deployments_html = ""
+                self.deployments_view.value = _error_html(NbmlopsError(
+                    f"could not read the deployments: {type(exc).__name__}: {exc}"))
+                return self.deployments_view.value
+            self.deployments_view.value = self._deployments_html
+            return self._deployments_html
+
     # -- tabs, live, closing ------------------------------------------------------------------------
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         if change["new"] in (CHARTS, MODELS):
             self._ensure_tab(change["new"])
+        elif change["new"] == DEPLOYMENTS:
+            self.show_deployments()
 
     def _ensure_tab(self, index: int) -> None:
         """Draw the Charts tab when it is first opened (or after the filter changed), showing its loading line
@@ -752,6 +786,7 @@ class Dashboard(w.VBox):
             elif index == MODELS and self._models_box is None:
                 self._build_models()
                 self.show_models()
+
 
     def refresh(self) -> Activity:
         """Poll the store for runs in progress (reading the page again only if something changed); while
@@ -825,6 +860,8 @@ class Dashboard(w.VBox):
             parts.append(self.parallel.to_html())
         if self._models_html:
             parts.append(self._models_html)
+        if self._deployments_html:
+            parts.append(self._deployments_html)
         return "".join(parts)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
