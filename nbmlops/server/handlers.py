@@ -390,6 +390,27 @@ class PromoteHandler(NbmlopsHandler):
         self.reply({"accepted": True, "promotion": payloads.promotion(outcome)})
 
 
+class DeploymentsHandler(NbmlopsHandler):
+    """``GET /nbmlops/api/deployments``: every model server of the store (``nbmlops serve``), serving first, each
+    with its address, version, state, traffic figures, drift state, last swap and its serving run's address in the
+    MLflow UI (see :mod:`nbmlops.serving.deployments`)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        from nbmlops.serving.deployments import STALE_AFTER_S, list_deployments
+
+        settings = self.store_settings()
+        found = await self.store_call(settings, list_deployments, settings)
+        self.reply({
+            "deployments": [
+                {**d.as_json(), "run_url": payloads.run_link(settings.ui_url, d.experiment_id, d.run_id)}
+                for d in found
+            ],
+            "stale_after_s": STALE_AFTER_S,
+        })
+
+
 class JobsView(NbmlopsHandler):
     """What the job handlers share: a job as the API shows it, with its run's address in the MLflow UI."""
 
@@ -502,6 +523,7 @@ def routes() -> list[tuple[str, type[NbmlopsHandler]]]:
         ("models", ModelsHandler),
         ("models/([^/]+)", ModelHandler),
         ("models/([^/]+)/promote", PromoteHandler),
+        ("deployments", DeploymentsHandler),
         ("jobs", JobsHandler),
         ("jobs/([^/]+)", JobHandler),
         ("jobs/([^/]+)/cancel", CancelHandler),
