@@ -1,4 +1,4 @@
-"""Models of other libraries than scikit-learn: XGBoost, LightGBM, statsmodels, a pyfunc ``PythonModel``.
+"""Models of other libraries than scikit-learn: XGBoost, LightGBM, CatBoost, statsmodels, a pyfunc ``PythonModel``.
 
 Each test trains a real model in a ``%%track --register`` cell (or ``nbmlops.register``) on a dataset that ships
 with scikit-learn, registers it in a real sqlite registry, loads it back through ``mlflow.pyfunc.load_model`` and
@@ -211,6 +211,86 @@ def test_pipeline_with_an_xgboost_final_step_round_trips_through_skops(shell, re
     _plant_pickle(version, tmp_path, "sklearn", "pickled_model", serialization_format="cloudpickle")
 
 
+def test_catboost_classifier_registers_as_cbm_loads_through_pyfunc_promotes_and_monitors(shell, request, tmp_path):
+    pytest.importorskip("catboost")
+    name = _name(request)
+    version = _train_in_cell(shell, name, "from catboost import CatBoostClassifier\n"
+                                          "model = CatBoostClassifier(iterations=30, depth=3, verbose=0)"
+                                          ".fit(X_train, y_train)")
+    assert version.tags["nbmlops.flavor"] == "catboost"
+    assert version.tags["nbmlops.model_class"] == "catboost.core.CatBoostClassifier"
+    assert version.tags["nbmlops.data.training"] and version.tags["nbmlops.data.features"]
+    ns = shell.user_ns
+    loaded = _pyfunc(version)
+    conf = loaded.metadata.flavors["catboost"]
+    assert conf["save_format"] == "cbm" and conf["model_type"] == "CatBoostClassifier"
+    assert (_stored(version.source) / conf["data"]).read_bytes()[:4] == b"CBM1"  # CatBoost's own format
+    assert loaded.metadata.signature.inputs.input_names() == list(ns["X_train"].columns)
+    assert (np.asarray(loaded.predict(ns["X_test"])).ravel() == ns["model"].predict(ns["X_test"])).all()
+    checked = check_model(_stored(version.source), version, trusted=False)
+    assert checked.how == "pyfunc"
+    assert (np.asarray(checked.load().predict(ns["X_test"])).ravel() == ns["model"].predict(ns["X_test"])).all()
+    _assert_drifted_with_predictions(_promote_and_monitor(name, _shifted(ns["X_test"])))
+    refused = _plant_pickle(version, tmp_path, "catboost", "data", save_format="pickle")
+    assert "catboost" in str(refused)
+
+
+def test_a_pickle_planted_as_a_catboost_cbm_file_is_read_by_catboost_and_never_unpickled(shell, request, tmp_path):
+    pytest.importorskip("catboost")
+    name = _name(request)
+    version = _train_in_cell(shell, name, "from catboost import CatBoostClassifier\n"
+                                          "model = CatBoostClassifier(iterations=5, verbose=0).fit(X_train, y_train)")
+    copy = shutil.copytree(_stored(version.source), tmp_path / "copy")
+    marker = tmp_path / "marker"
+    data = yaml.safe_load((copy / "MLmodel").read_text())["flavors"]["catboost"]["data"]
+    (copy / data).write_bytes(pickle.dumps(_RunsOnLoad(marker)))
+    recorded = dataclasses.replace(version, tags={**version.tags, SHA256_TAG: model_digest(copy)})
+    checked = check_model(copy, recorded, trusted=False)  # the MLmodel file is as logged: CatBoost's loader reads it
+    assert checked.how == "pyfunc"
+    with pytest.raises(Exception, match=r"Incorrect model file descriptor"):  # CatBoost's parser, not pickle
+        checked.load()
+    assert not marker.exists()
+
+
+def test_catboost_regressor_and_a_trained_catboost_registered_from_python_round_trip(project, request):
+    catboost = pytest.importorskip("catboost")
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    regressor = catboost.CatBoostRegressor(iterations=20, depth=3, verbose=0).fit(X, y)
+    trained = catboost.train(catboost.Pool(X, y), {"iterations": 15, "depth": 2, "verbose": 0})
+    for model, model_type in ((regressor, "CatBoostRegressor"), (trained, "CatBoost")):
+        name = _name(request)
+        with nbmlops.track("boost"):
+            version = nbmlops.register(model, name, training_data=X, timeout=120)
+        assert version.tags["nbmlops.model_class"] == f"catboost.core.{model_type}"
+        loaded = _pyfunc(version)
+        assert loaded.metadata.flavors["catboost"]["model_type"] == model_type
+        np.testing.assert_allclose(np.asarray(loaded.predict(X)).ravel(), model.predict(X), rtol=1e-6)
+        checked = check_model(_stored(version.source), version, trusted=False)
+        assert checked.how == "pyfunc"
+        np.testing.assert_allclose(np.asarray(checked.load().predict(X)).ravel(), model.predict(X), rtol=1e-6)
+
+
+def test_pipeline_with_a_catboost_final_step_round_trips_through_skops(shell, request, tmp_path):
+    pytest.importorskip("catboost")
+    name = _name(request)
+    version = _train_in_cell(
+        shell, name, "from sklearn.pipeline import make_pipeline\nfrom sklearn.preprocessing import StandardScaler\n"
+                     "from catboost import CatBoostClassifier\nmodel = make_pipeline(StandardScaler(), "
+                     "CatBoostClassifier(iterations=20, depth=3, verbose=0)).fit(X_train, y_train)")
+    assert version.tags["nbmlops.flavor"] == "sklearn"
+    ns = shell.user_ns
+    loaded = _pyfunc(version)
+    assert loaded.metadata.flavors["sklearn"]["serialization_format"] == "skops"
+    assert (np.asarray(loaded.predict(ns["X_test"])) == ns["model"].predict(ns["X_test"])).all()
+    checked = check_model(_stored(version.source), version, trusted=False)
+    assert checked.how == "skops" and "catboost.core.CatBoostClassifier" in checked.types
+    assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
+    _assert_drifted_with_predictions(_promote_and_monitor(name, _shifted(ns["X_test"])))
+    _plant_pickle(version, tmp_path, "sklearn", "pickled_model", serialization_format="cloudpickle")
+
+
 def test_statsmodels_results_register_but_load_only_when_trusted(shell, request, tmp_path):
     name = _name(request)
     version = _train_in_cell(
@@ -252,8 +332,8 @@ def test_pyfunc_python_model_registers_and_loads_only_when_trusted(shell, reques
 def test_an_object_of_no_supported_library_is_refused_naming_its_type_and_the_supported_ones(project):
     from nbmlops.registry import UnsupportedModelError
 
-    with pytest.raises(UnsupportedModelError, match=r"collections.OrderedDict: .*XGBoost and LightGBM models, "
-                       r"statsmodels results and mlflow.pyfunc.PythonModel"):
+    with pytest.raises(UnsupportedModelError, match=r"collections.OrderedDict: .*XGBoost, LightGBM and CatBoost "
+                       r"models, statsmodels results and mlflow.pyfunc.PythonModel"):
         nbmlops.register(__import__("collections").OrderedDict(), "nothing")
 
 
@@ -340,6 +420,59 @@ def test_a_pipeline_with_an_xgboost_final_step_and_an_untrusted_function_is_refu
     checked = check_model(_stored(version.source), version, trusted=True)
     ns = shell.user_ns
     assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
+
+
+def test_a_pipeline_with_a_catboost_final_step_and_an_untrusted_function_is_refused_naming_that_function(
+    shell, request
+):
+    pytest.importorskip("catboost")
+    name = _name(request)
+    version = _train_in_cell(
+        shell, name, "from sklearn.pipeline import make_pipeline\nfrom sklearn.preprocessing import FunctionTransformer\n"
+                     "from catboost import CatBoostClassifier\nimport operator\n"
+                     "model = make_pipeline(FunctionTransformer(operator.neg), CatBoostClassifier(iterations=5, "
+                     "verbose=0)).fit(X_train, y_train)")
+    with pytest.raises(UnsafeModelError, match=r"operator\.neg") as refused:
+        check_model(_stored(version.source), version, trusted=False)
+    assert "catboost" not in str(refused.value)  # the CatBoost types are trusted: only the function blocks it
+    checked = check_model(_stored(version.source), version, trusted=True)
+    ns = shell.user_ns
+    assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
+
+
+def test_loading_a_catboost_model_or_pipeline_without_catboost_names_the_extra_to_install(project, request, tmp_path):
+    catboost = pytest.importorskip("catboost")
+    from sklearn.datasets import load_diabetes
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    SnapshotStore().save(X)
+    names = [_name(request), _name(request)]
+    with nbmlops.track("boost"):
+        nbmlops.register(catboost.CatBoostRegressor(iterations=5, verbose=0).fit(X, y), names[0], training_data=X,
+                         timeout=120)
+        nbmlops.register(make_pipeline(StandardScaler(), catboost.CatBoostRegressor(iterations=5, verbose=0)).fit(X, y),
+                         names[1], training_data=X, timeout=120)
+    X.to_csv("live.csv", index=False)
+    missing = tmp_path / "without-catboost" / "catboost"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('No module named catboost')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(missing.parent), os.environ.get("PYTHONPATH", "")])}
+    for name in names:
+        result = subprocess.run([NBMLOPS, "monitor", f"{name}/1", "live.csv"], capture_output=True, text=True,
+                                timeout=300, env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "pip install 'nbmlops[catboost]'" in result.stderr.strip().splitlines()[-1], result.stderr
+
+
+def test_a_catboost_model_never_fitted_is_refused_in_one_line(project, request):
+    catboost = pytest.importorskip("catboost")
+    from nbmlops.registry import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match=r"cannot register a catboost\.core\.CatBoostClassifier: catboost "
+                       r"cannot save it: CatBoostError"):
+        nbmlops.register(catboost.CatBoostClassifier(), _name(request))
 
 
 def test_an_xgboost_model_never_fitted_is_refused_in_one_line(project, request):

@@ -1,5 +1,5 @@
-"""Training curves without logging code: the evaluation history XGBoost and LightGBM keep anyway becomes metric
-series of a %%track cell, one step per boosting round, in a real IPython shell and a real store."""
+"""Training curves without logging code: the evaluation history XGBoost, LightGBM and CatBoost keep anyway becomes
+metric series of a %%track cell, one step per boosting round, in a real IPython shell and a real store."""
 
 from __future__ import annotations
 
@@ -125,6 +125,73 @@ def test_lightgbm_train_with_record_evaluation_and_early_stopping_logs_the_curve
     assert rounds < 200
     assert _steps(history["evals.test.binary_logloss"]) == list(range(rounds))
     assert history["booster.best_iteration"] == [(0, float(shell.user_ns["booster"].best_iteration))]
+
+
+def test_catboost_classifier_with_eval_set_gives_one_step_per_iteration_and_only_the_params_it_was_given(
+    shell, client, request
+):
+    _library("catboost")
+    run, history = _track(
+        shell, client, request,
+        "import catboost as cb\n"
+        "model = cb.CatBoostClassifier(iterations=7, depth=3, verbose=0)\n"
+        "model.fit(X_train, y_train, eval_set=(X_test, y_test))\n",
+    )
+    model = shell.user_ns["model"]
+    kept = model.get_evals_result()
+    for eval_set in ("learn", "validation"):  # CatBoost also keeps the training set's loss
+        points = history[f"model.{eval_set}.Logloss"]
+        assert _steps(points) == list(range(7))
+        assert [value for _, value in points] == pytest.approx(kept[eval_set]["Logloss"])
+    assert history["model.best_iteration"] == [(0, float(model.best_iteration_))]  # from 0, as CatBoost counts
+    assert {key for key in run.data.params if key.startswith("model.")} == {
+        "model.iterations", "model.depth", "model.verbose"}  # CatBoost's get_params: only what was set
+    assert (run.data.params["model.iterations"], run.data.params["model.depth"]) == ("7", "3")
+
+
+def test_catboost_early_stopping_on_two_eval_sets_logs_each_set_and_the_best_iteration(shell, client, request):
+    _library("catboost")
+    _, history = _track(
+        shell, client, request,
+        "import catboost as cb\n"
+        "clf = cb.CatBoostClassifier(iterations=500, learning_rate=0.5, early_stopping_rounds=3, eval_metric='AUC',\n"
+        "                            verbose=0)\n"
+        "clf.fit(X_train, y_train, eval_set=[(X_test[:70], y_test[:70]), (X_test[70:], y_test[70:])])\n",
+    )
+    model = shell.user_ns["clf"]
+    rounds = len(model.get_evals_result()["validation_0"]["AUC"])
+    assert rounds < 500
+    for key in ("clf.learn.Logloss", "clf.validation_0.Logloss", "clf.validation_0.AUC", "clf.validation_1.AUC"):
+        assert _steps(history[key]) == list(range(rounds)), key
+    assert history["clf.best_iteration"] == [(0, float(model.best_iteration_))]
+
+
+def test_a_catboost_model_evaluated_every_few_iterations_logs_no_curve_with_wrong_steps(shell, client, request):
+    _library("catboost")
+    run, history = _track(
+        shell, client, request,
+        "import catboost as cb\n"
+        "model = cb.CatBoostClassifier(iterations=12, metric_period=5, verbose=0)\n"
+        "model.fit(X_train, y_train, eval_set=(X_test, y_test))\n",
+    )
+    assert len(shell.user_ns["model"].get_evals_result()["validation"]["Logloss"]) == 4  # iterations 0, 5, 10, 11
+    assert not [key for key in history if key.startswith("model.") and key != "model.best_iteration"]
+    assert run.data.params["model.metric_period"] == "5"
+
+
+def test_a_pipeline_whose_last_step_is_catboost_logs_that_steps_curve_under_the_pipelines_name(shell, client, request):
+    _library("catboost")
+    run, history = _track(
+        shell, client, request,
+        "import catboost as cb\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n"
+        "pipe = make_pipeline(StandardScaler(), cb.CatBoostClassifier(iterations=5, depth=2, verbose=0))\n"
+        "pipe.fit(X_train, y_train, catboostclassifier__eval_set=(X_test, y_test))\n",
+    )
+    assert _steps(history["pipe.validation.Logloss"]) == list(range(5))
+    assert run.data.params["pipe.catboostclassifier__depth"] == "2"
+    assert "pipe.catboostclassifier__learning_rate" not in run.data.params
 
 
 def test_a_model_fitted_before_the_cell_gives_a_curve_only_when_the_cell_fits_it(shell, client, request):

@@ -22,8 +22,8 @@ from nbmlops.exceptions import ModelFileError, ModelInputError, ModelReferenceEr
 from nbmlops.shorten import clip
 
 __all__ = [
-    "EVALUATION_TAG", "FEATURES_TAG", "LOCK_PREFIX", "PARAMS_TAG", "REGISTRATION_KEY_TAG", "SHA256_TAG",
-    "TRAINING_TAG", "XGBOOST_CLASSES", "ModelFileError", "ModelInputError", "check_model_name", "deliver_model", "download_model", "input_columns", "load_with_mlflow",
+    "CATBOOST_CLASSES", "EVALUATION_TAG", "FEATURES_TAG", "LOCK_PREFIX", "PARAMS_TAG", "REGISTRATION_KEY_TAG",
+    "SHA256_TAG", "TRAINING_TAG", "XGBOOST_CLASSES", "ModelFileError", "ModelInputError", "check_model_name", "deliver_model", "download_model", "input_columns", "load_with_mlflow",
     "model_digest", "read_mlmodel", "signature_checked",
 ]
 
@@ -230,6 +230,12 @@ XGBOOST_CLASSES = frozenset({
 })
 
 
+#: the classes whose CatBoost model file (``cbm``) nbmlops loads; MLflow's loader knows no others either
+CATBOOST_CLASSES = frozenset(
+    f"catboost.core.{name}" for name in ("CatBoost", "CatBoostClassifier", "CatBoostRegressor", "CatBoostRanker")
+)
+
+
 def _load_staged(path: Path, record: dict[str, Any]) -> Any:
     """The staged model, read only when the file is the one staged (its SHA-256 is the record's): then the types
     the record lists are trusted (skops), or its pickle is the user's own model (statsmodels, pyfunc)."""
@@ -238,7 +244,9 @@ def _load_staged(path: Path, record: dict[str, Any]) -> Any:
         raise ValueError(f"{path.name} is not the file that was staged (its SHA-256 differs from the record's)")
     serialization = record.get("serialization", "skops")
     if serialization == "json":
-        return _xgboost_model(record.get("class", ""), path)
+        return _native_model(record.get("class", ""), XGBOOST_CLASSES, path)
+    if serialization == "cbm":
+        return _native_model(record.get("class", ""), CATBOOST_CLASSES, path, format="cbm")
     if serialization == "text":
         import lightgbm
 
@@ -252,28 +260,33 @@ def _load_staged(path: Path, record: dict[str, Any]) -> Any:
     return skops.io.loads(data, trusted=record["trusted"] or None)
 
 
-def _xgboost_model(model_class: str, path: Path) -> Any:
-    """An XGBoost model of one of :data:`XGBOOST_CLASSES` read from its JSON or UBJSON file."""
+def _native_model(model_class: str, classes: frozenset[str], path: Path, **options: str) -> Any:
+    """A model of one of ``classes`` (:data:`XGBOOST_CLASSES`, :data:`CATBOOST_CLASSES`) read from its library's own
+    file (XGBoost JSON or UBJSON, CatBoost ``cbm``) by the library's ``load_model``."""
     import importlib
 
-    if model_class not in XGBOOST_CLASSES:
-        raise ValueError(f"{model_class!r} is not an XGBoost model class")
+    if model_class not in classes:
+        raise ValueError(f"{model_class!r} is not one of the model classes {', '.join(sorted(classes))}")
     module, _, name = model_class.rpartition(".")
     model = getattr(importlib.import_module(module), name)()
-    model.load_model(str(path))
+    model.load_model(str(path), **options)
     return model
 
 
 def _save_model(model: Any, local: str, record: dict[str, Any], signature: Any, example: Any) -> None:
-    """Save ``model`` in its library's MLflow flavor: XGBoost as JSON, a LightGBM Booster as its text model,
-    LightGBM's scikit-learn wrappers and scikit-learn models with skops; statsmodels and pyfunc models as MLflow
-    saves them (pickle, cloudpickle: loaded only when trusted, :mod:`nbmlops.registry.safe_load`)."""
+    """Save ``model`` in its library's MLflow flavor: XGBoost as JSON, CatBoost as ``cbm``, a LightGBM Booster as
+    its text model, LightGBM's scikit-learn wrappers and scikit-learn models with skops; statsmodels and pyfunc
+    models as MLflow saves them (pickle, cloudpickle: loaded only when trusted, :mod:`nbmlops.registry.safe_load`)."""
     flavor = record.get("flavor", "sklearn")
     common = {"signature": signature, "input_example": example}
     if flavor == "xgboost":
         import mlflow.xgboost
 
         mlflow.xgboost.save_model(model, local, model_format="json", **common)
+    elif flavor == "catboost":
+        import mlflow.catboost
+
+        mlflow.catboost.save_model(model, local, format="cbm", **common)
     elif flavor == "lightgbm":
         import mlflow.lightgbm
 

@@ -8,13 +8,14 @@ Every loader of a registered model goes through :func:`check_model` and then :me
    them, or outside nbmlops) is refused unless trusted;
 2. every path the MLmodel file names must stay inside the model directory (no absolute paths, no ``..``,
    no symbolic links);
-3. an XGBoost model in its JSON/UBJSON format (of a class in :data:`XGBOOST_CLASSES`) or a LightGBM Booster in
-   its text format, whose MLmodel file names MLflow's own loader for it and no code, is loaded through
-   ``mlflow.pyfunc`` (which reads those files without unpickling); a scikit-learn model or a LightGBM
-   scikit-learn wrapper serialized with skops is loaded through skops with a trust list that is nbmlops' own
-   (skops' defaults plus :data:`SKLEARN_TYPES` and :data:`BOOSTING_TYPES`), never the one the MLmodel file
-   carries; a type outside it is refused unless trusted. Pickle-based flavors (pickle, cloudpickle, statsmodels,
-   custom pyfunc models) are refused unless trusted.
+3. an XGBoost model in its JSON/UBJSON format (of a class in :data:`XGBOOST_CLASSES`), a CatBoost model in its
+   ``cbm`` format (of a class in :data:`CATBOOST_CLASSES`) or a LightGBM Booster in its text format, whose MLmodel
+   file names MLflow's own loader for it and no code, is loaded through ``mlflow.pyfunc`` (which reads those
+   files with the library's own parser, without unpickling); a scikit-learn model or a LightGBM scikit-learn
+   wrapper (also a pipeline with an XGBoost, LightGBM or CatBoost final step) serialized with skops is loaded
+   through skops with a trust list that is nbmlops' own (skops' defaults plus :data:`SKLEARN_TYPES` and
+   :data:`BOOSTING_TYPES`), never the one the MLmodel file carries; a type outside it is refused unless trusted.
+   Pickle-based flavors (pickle, cloudpickle, statsmodels, custom pyfunc models) are refused unless trusted.
 
 A model is trusted when the caller says so (``nbmlops monitor --trust-pickle``) or its registered name is in
 the ``trusted_models`` setting. MLflow reads the model files (:mod:`nbmlops.backend.models`); skops is imported
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.backend.models import (
+    CATBOOST_CLASSES,
     SHA256_TAG,
     XGBOOST_CLASSES,
     ModelFileError,
@@ -65,11 +67,14 @@ SKLEARN_TYPES = frozenset({
     "sklearn.metrics._scorer._Scorer",
     *(f"sklearn.model_selection._split.{name}" for name in _SPLITTERS),
 })
-#: the XGBoost and LightGBM types a scikit-learn pipeline (or LightGBM's own scikit-learn wrapper) holds, trusted
-#: in skops files like :data:`SKLEARN_TYPES`: skops restores their Boosters from the library's own model bytes
-#: (``__setstate__``: XGBoost's raw buffer, LightGBM's text model), which hold no code
+#: the XGBoost, LightGBM and CatBoost types a scikit-learn pipeline (or LightGBM's own scikit-learn wrapper) holds,
+#: trusted in skops files like :data:`SKLEARN_TYPES`: skops restores their models from the library's own model
+#: bytes (``__setstate__``: XGBoost's raw buffer, LightGBM's text model, CatBoost's ``cbm`` bytes beside its
+#: params), which hold no code; any other object in their state (a CatBoost param that is a Python object, a
+#: custom objective) is a type of its own that skops checks against this list too
 BOOSTING_TYPES = frozenset({
     *XGBOOST_CLASSES,
+    *CATBOOST_CLASSES,
     "lightgbm.basic.Booster",
     *(f"lightgbm.sklearn.{name}" for name in ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")),
     "collections.OrderedDict",
@@ -81,8 +86,8 @@ class CheckedModel:
     """A downloaded model that passed every check: what :meth:`load` will deserialize, and how.
 
     Attributes:
-        how: ``skops`` (through skops, with ``types`` trusted), ``pyfunc`` (XGBoost or LightGBM in the
-            library's own format, through ``mlflow.pyfunc``) or ``mlflow`` (a trusted pickle-based model,
+        how: ``skops`` (through skops, with ``types`` trusted), ``pyfunc`` (XGBoost, LightGBM or CatBoost in
+            the library's own format, through ``mlflow.pyfunc``) or ``mlflow`` (a trusted pickle-based model,
             through MLflow's own loader).
         notes: what the caller trusted explicitly, to tell the user.
     """
@@ -106,6 +111,14 @@ class CheckedModel:
         except Exception as exc:
             raise RegistryError(f"cannot load {self.version}: {type(exc).__name__}: {_one_line(exc)}") from None
         return signature_checked(model, self.folder)
+
+    def load_pyfunc(self) -> Any:
+        """The model as MLflow's ``PyFuncModel`` (for MLflow's scoring server, whose schema enforcement applies):
+        a skops model is the estimator :meth:`load` reads, wrapped with its MLmodel metadata; the others are
+        loaded by MLflow's pyfunc loader, as :meth:`load` loads them."""
+        from nbmlops.backend.scoring import pyfunc_model
+
+        return pyfunc_model(self.folder, None if self.how in ("mlflow", "pyfunc") else self.load().model)
 
 
 def check_model(folder: str | os.PathLike[str], version: ModelVersionInfo, *, trusted: bool) -> CheckedModel:
@@ -136,7 +149,7 @@ def check_model(folder: str | os.PathLike[str], version: ModelVersionInfo, *, tr
     if skops_file is not None:
         file = root / skops_file
         types = _skops_types(file, version, trusted)
-        for library in sorted({t.split(".")[0] for t in types} & {"xgboost", "lightgbm"}):
+        for library in sorted({t.split(".")[0] for t in types} & {"xgboost", "lightgbm", "catboost"}):
             _library_installed(library, name)
         return CheckedModel(version, root, "skops", file, types, tuple(notes))
     if not trusted:
@@ -160,9 +173,10 @@ def _described(flavors: dict[str, Any]) -> str:
 
 
 def _native_flavor(flavors: dict[str, Any], root: Path, name: str) -> str | None:
-    """The data file of an XGBoost (JSON/UBJSON, of a class in :data:`XGBOOST_CLASSES`) or LightGBM Booster
-    (text) model that MLflow's pyfunc loader reads without unpickling, or None when the model is not one."""
-    for flavor, ok in (("xgboost", _xgboost_native), ("lightgbm", _lightgbm_native)):
+    """The data file of an XGBoost (JSON/UBJSON, of a class in :data:`XGBOOST_CLASSES`), CatBoost (``cbm``, of a
+    class in :data:`CATBOOST_CLASSES`) or LightGBM Booster (text) model that MLflow's pyfunc loader reads without
+    unpickling, or None when the model is not one."""
+    for flavor, ok in (("xgboost", _xgboost_native), ("catboost", _catboost_native), ("lightgbm", _lightgbm_native)):
         conf = flavors.get(flavor)
         if not isinstance(conf, dict) or not ok(conf):
             continue
@@ -192,6 +206,12 @@ def _library_installed(library: str, name: str) -> None:
 def _xgboost_native(conf: dict[str, Any]) -> bool:
     return conf.get("model_class") in XGBOOST_CLASSES and conf.get("model_format") in ("json", "ubj") \
         and str(conf.get("data", "")).endswith(f".{conf.get('model_format')}")
+
+
+def _catboost_native(conf: dict[str, Any]) -> bool:
+    """MLflow's CatBoost flavor names the class without its module: one of :data:`CATBOOST_CLASSES`, in ``cbm``."""
+    return f"catboost.core.{conf.get('model_type')}" in CATBOOST_CLASSES and conf.get("save_format") == "cbm" \
+        and bool(conf.get("data"))
 
 
 def _lightgbm_native(conf: dict[str, Any]) -> bool:

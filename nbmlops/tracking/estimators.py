@@ -1,7 +1,9 @@
 """What a scikit-learn estimator says about the run: the params a user set, and a search's best result.
 
 XGBoost's and LightGBM's scikit-learn models are estimators too: their defaults are read from their
-bases' constructors when theirs passes parameters on as ``**kwargs`` (``XGBClassifier``).
+bases' constructors when theirs passes parameters on as ``**kwargs`` (``XGBClassifier``). So are CatBoost's
+models, which derive from no scikit-learn class: their ``get_params`` holds only the params they were given
+(the real defaults live in CatBoost's C++ code; the constructors' are all None), which are their changed ones.
 
 Only the parameters that differ from the estimator's defaults are params, as scikit-learn's own repr
 shows them, keyed like ``set_params`` (``model.logisticregression__C``): a pipeline's, a column
@@ -23,10 +25,13 @@ __all__ = ["changed_params", "is_estimator", "readable", "search_results"]
 
 
 def is_estimator(value: Any) -> bool:
-    """True for a scikit-learn estimator (only when scikit-learn is already imported)."""
-    if "sklearn.base" not in sys.modules:
-        return False
-    return isinstance(value, sys.modules["sklearn.base"].BaseEstimator)
+    """True for a scikit-learn estimator or a CatBoost model (only when scikit-learn, or CatBoost, is already
+    imported)."""
+    for module, base in (("sklearn.base", "BaseEstimator"), ("catboost.core", "CatBoost")):
+        kind = getattr(sys.modules.get(module), base, None)
+        if isinstance(kind, type) and isinstance(value, kind):
+            return True
+    return False
 
 
 def changed_params(name: str, estimator: Any) -> dict[str, Any]:

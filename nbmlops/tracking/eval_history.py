@@ -4,9 +4,12 @@ Boosting libraries record each evaluation set's metrics round by round, and Kera
 metrics, whether anyone asks or not. After a tracked cell these histories become metric series, one step
 per round or epoch (steps 0, 1, ...), named after the variable that holds them:
 
-* an XGBoost or LightGBM scikit-learn model fitted with ``eval_set`` (``evals_result_``), also as the
-  last step of a scikit-learn pipeline: ``<name>.<eval set>.<metric>``, e.g.
-  ``model.validation_0.logloss``, ``model.valid_0.binary_logloss``;
+* an XGBoost or LightGBM scikit-learn model fitted with ``eval_set`` (``evals_result_``), or a CatBoost
+  model (``get_evals_result()``: CatBoost also keeps the training set's metrics, as ``learn``), also as
+  the last step of a scikit-learn pipeline: ``<name>.<eval set>.<metric>``, e.g.
+  ``model.validation_0.logloss``, ``model.valid_0.binary_logloss``, ``model.learn.Logloss``; a CatBoost
+  model evaluated only every ``metric_period`` iterations (a param other than 1) keeps no value per
+  iteration and gives no curve;
 * the dict a cell passes as ``evals_result=`` (``xgboost.train``) or to ``lightgbm.record_evaluation``:
   the same, under the dict's name, e.g. ``history.val.logloss``;
 * a Keras ``History`` (what ``fit`` returns, and a fitted model's ``history``): ``<name>.<metric>``,
@@ -17,10 +20,12 @@ no curve of this cell), and not one bound only inside a loop (the last of severa
 cell's); a history held under two names is logged once, under the name the cell binds first.
 
 The best iteration of early stopping is the metric ``<name>.best_iteration``, as the library counts it
-(XGBoost from 0, LightGBM from 1); without early stopping there is none. Characters MLflow does not
+(XGBoost from 0, LightGBM from 1); without early stopping there is none. CatBoost (from 0) has one
+whenever it was given an eval set, early stopping or not: the iteration its ``use_best_model`` (on by
+default then) keeps the trees up to. Characters MLflow does not
 allow in a metric name become ``_`` (``@`` becomes ``_at_``, as MLflow's own autologging writes it:
 ``ndcg@5`` -> ``ndcg_at_5``). Objects are recognised by the module of their type (``xgboost.``,
-``lightgbm.``, ``keras.``), so none of these libraries is ever imported here.
+``lightgbm.``, ``catboost.``, ``keras.``), so none of these libraries is ever imported here.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ __all__ = ["MAX_CURVES", "TrainingCurves", "history_names", "library_of", "read_
 
 #: the most curves one history may give (more are not a training history)
 MAX_CURVES = 100
-_LIBRARIES = frozenset({"xgboost", "lightgbm", "keras", "tf_keras", "tensorflow"})
+_BOOSTING = frozenset({"xgboost", "lightgbm", "catboost"})
+_LIBRARIES = _BOOSTING | {"keras", "tf_keras", "tensorflow"}
 #: calls that fill a dict the cell passes them with evaluation history
 _RECORDERS = frozenset({"record_evaluation"})
 _HISTORY_KEYWORDS = frozenset({"evals_result", "eval_result"})
@@ -56,7 +62,7 @@ class TrainingCurves:
 
 
 def library_of(value: Any) -> str | None:
-    """``xgboost``, ``lightgbm``, ``keras``... for an object of one of those libraries, else None."""
+    """``xgboost``, ``lightgbm``, ``catboost``, ``keras``... for an object of one of those libraries, else None."""
     root = type(value).__module__.split(".", 1)[0]
     return root if root in _LIBRARIES else None
 
@@ -98,7 +104,7 @@ def read_curves(models: Iterable[str], histories: Iterable[str], namespace: Mapp
         history = _history_of(value, library)
         if history is not None and id(history) not in seen:
             seen.add(id(history))
-            curves = _epochs(name, history) if library not in ("xgboost", "lightgbm") else _eval_sets(name, history)
+            curves = _eval_sets(name, history) if library in _BOOSTING else _epochs(name, history)
             found.series.update(curves)
             if curves and type(value).__name__ == "History":
                 found.histories.append(name)
@@ -118,10 +124,12 @@ def _final_step(value: Any) -> Any:
 
 
 def _history_of(value: Any, library: str) -> Mapping[str, Any] | None:
-    """The history a fitted object keeps: a boosting model's ``evals_result_``, a Keras ``History``'s
-    ``history`` (or a Keras model's ``history.history``)."""
+    """The history a fitted object keeps: a boosting model's ``evals_result_`` (CatBoost's, a property, is
+    ``get_evals_result()``), a Keras ``History``'s ``history`` (or a Keras model's ``history.history``)."""
     try:
-        if library in ("xgboost", "lightgbm"):
+        if library == "catboost" and _metric_period(value) != 1:
+            return None  # one value every few iterations: its steps would not be the iterations
+        if library in _BOOSTING:
             history = getattr(value, "evals_result_", None)  # a property that raises before fit (LightGBM)
         else:
             holder = value if type(value).__name__ == "History" else getattr(value, "history", None)
@@ -131,18 +139,27 @@ def _history_of(value: Any, library: str) -> Mapping[str, Any] | None:
     return history if isinstance(history, Mapping) and history else None
 
 
+def _metric_period(value: Any) -> Any:
+    """How often a CatBoost model computed its metrics: its ``metric_period`` param (``get_params`` holds only
+    the params that were given), 1 by default."""
+    params = value.get_params()
+    return params.get("metric_period", 1) if isinstance(params, Mapping) else None
+
+
 def _best_iteration(value: Any, library: str) -> int | None:
-    """Early stopping's best iteration; None without early stopping (XGBoost raises, LightGBM says 0)."""
-    if library not in ("xgboost", "lightgbm"):
+    """Early stopping's best iteration; None without early stopping (XGBoost raises, LightGBM says 0) or,
+    for CatBoost, without an eval set (None)."""
+    if library not in _BOOSTING:
         return None
-    attribute = "best_iteration_" if library == "lightgbm" and hasattr(type(value), "best_iteration_") else "best_iteration"
+    attribute = "best_iteration_" if library in ("lightgbm", "catboost") and hasattr(type(value), "best_iteration_") \
+        else "best_iteration"
     try:
         best: Any = getattr(value, attribute, None)
     except Exception:  # an unfitted model's property
         return None
     if isinstance(best, bool) or not isinstance(best, numbers.Integral):
         return None
-    return int(best) if library == "xgboost" or int(best) > 0 else None
+    return int(best) if library != "lightgbm" or int(best) > 0 else None
 
 
 def _eval_sets(name: str, history: Mapping[Any, Any]) -> dict[str, list[float]]:

@@ -66,14 +66,14 @@ def _model_class(model: Any) -> str:
 
 #: the flavor of each library nbmlops registers, found from the top-level package of the model's classes (the
 #: library is never imported to find it); scikit-learn comes last, as the boosting wrappers derive from it
-_LIBRARIES = (("xgboost", "xgboost"), ("lightgbm", "lightgbm"), ("statsmodels", "statsmodels"), ("mlflow", "pyfunc"),
-              ("sklearn", "sklearn"))
+_LIBRARIES = (("xgboost", "xgboost"), ("lightgbm", "lightgbm"), ("catboost", "catboost"),
+              ("statsmodels", "statsmodels"), ("mlflow", "pyfunc"), ("sklearn", "sklearn"))
 
 
 def model_flavor(model: Any) -> str:
-    """The MLflow flavor ``model`` is registered in: ``xgboost``, ``lightgbm``, ``statsmodels``, ``pyfunc`` or
-    ``sklearn`` (a scikit-learn pipeline is ``sklearn``, whatever its steps); :class:`UnsupportedModelError` when
-    it is none of them."""
+    """The MLflow flavor ``model`` is registered in: ``xgboost``, ``lightgbm``, ``catboost``, ``statsmodels``,
+    ``pyfunc`` or ``sklearn`` (a scikit-learn pipeline is ``sklearn``, whatever its steps);
+    :class:`UnsupportedModelError` when it is none of them."""
     modules = _mro_modules(model)
     found = next((flavor for package, flavor in _LIBRARIES if package in modules), None)
     if found == "pyfunc" and "PythonModel" not in {cls.__name__ for cls in type(model).__mro__}:
@@ -83,7 +83,7 @@ def model_flavor(model: Any) -> str:
     if found is None:
         raise UnsupportedModelError(
             f"cannot register a {_model_class(model)}: nbmlops registers scikit-learn estimators and pipelines, "
-            "XGBoost and LightGBM models, statsmodels results and mlflow.pyfunc.PythonModel instances"
+            "XGBoost, LightGBM and CatBoost models, statsmodels results and mlflow.pyfunc.PythonModel instances"
         )
     if found == "sklearn":
         from sklearn.base import BaseEstimator
@@ -180,8 +180,9 @@ def stage_model(
 def _serialized(model: Any, flavor: str) -> tuple[bytes, list[str], str]:
     """``model`` as bytes, the types to trust to load them back (skops only) and the serialization.
 
-    XGBoost models and LightGBM Boosters are saved in their library's own format (XGBoost JSON, LightGBM's text
-    model), which holds no code; scikit-learn estimators, pipelines and LightGBM's scikit-learn wrappers with skops;
+    XGBoost models, LightGBM Boosters and CatBoost models are saved in their library's own format (XGBoost JSON,
+    LightGBM's text model, CatBoost's ``cbm``), which holds no code; scikit-learn estimators, pipelines and
+    LightGBM's scikit-learn wrappers with skops;
     statsmodels results (which have no format but pickle) with pickle and a ``pyfunc.PythonModel`` with
     cloudpickle, as MLflow saves them: a file this process wrote, loaded back only by the delivery when its
     SHA-256 is the one recorded.
@@ -191,6 +192,11 @@ def _serialized(model: Any, flavor: str) -> tuple[bytes, list[str], str]:
             path = os.path.join(tmp, "model.json")
             model.save_model(path)
             return Path(path).read_bytes(), [], "json"
+    if flavor == "catboost":
+        with tempfile.TemporaryDirectory(prefix="nbmlops-cb-") as tmp:
+            path = os.path.join(tmp, "model.cbm")
+            model.save_model(path, format="cbm")
+            return Path(path).read_bytes(), [], "cbm"
     if flavor == "lightgbm" and type(model).__name__ == "Booster":
         return model.model_to_string().encode(), [], "text"
     if flavor == "statsmodels":
