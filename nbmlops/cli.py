@@ -279,6 +279,47 @@ def _parser() -> argparse.ArgumentParser:
         "--gate", action="append", default=[], metavar="EXPR",
         help="condition the retrained model's run must meet to become @challenger; repeatable",
     )
+    serve = commands.add_parser(
+        "serve",
+        help="serve a registered model over MLflow's scoring protocol, following its alias",
+        description=(
+            "Serve MODEL (NAME@ALIAS) with MLflow's scoring app: /invocations takes every input MLflow's "
+            "`mlflow models serve` takes and answers as it does (/ping, /health, /version too), so its clients work "
+            "unchanged. In addition: GET /model (name, alias, version serving, serving run, since when, shadow), "
+            "GET /metrics (Prometheus), POST /feedback (observed labels by request id), and the headers "
+            "nbmlops-model-version and nbmlops-request-id on every answer. The server follows the alias: when it "
+            "moves, the new version is loaded in the background, checked against the serving signature and "
+            "swapped in at once (requests in flight finish on the old one); a version that cannot be loaded or "
+            "does not fit is refused and the old one keeps serving. Each request is logged (the sampled fraction "
+            "--log-requests with its body and answer) to a local traffic log, delivered as Parquet traffic "
+            "datasets to a serving run of experiment serve/NAME. The model loads only as `nbmlops monitor` loads "
+            "it (see --trust-pickle)."
+        ),
+        epilog="Exit codes: 0 stopped (Ctrl-C or SIGTERM), 1 the operation failed (store unreachable, the worker "
+        "processes failed), 2 usage error (not NAME@ALIAS, no such model or alias, a model nbmlops refuses to "
+        "load, a bad option, the port is in use).",
+    )
+    serve.add_argument("model", metavar="NAME@ALIAS")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="serving processes (default 1); each loads the model and follows the alias")
+    serve.add_argument("--log-requests", type=float, default=1.0, metavar="RATE",
+                       help="fraction of requests logged with their body and answer (default 1; every request's "
+                       "status, latency and version are logged)")
+    serve.add_argument("--shadow", metavar="ALIAS",
+                       help="also score each request with the version ALIAS points to (such as challenger), off "
+                       "the response path; both answers are logged")
+    serve.add_argument(
+        "--trust-pickle", action="store_true",
+        help="trust this model: load it although it uses pickle, skops types outside nbmlops' list, or has no "
+        "recorded SHA-256 (a changed artifact is refused all the same); runs code from the registry",
+    )
+    serve.add_argument("--poll", type=_seconds, default=2.0, metavar="SECONDS",
+                       help="how often to ask the registry where the aliases point (default 2)")
+    serve.add_argument("--log-max-mb", type=float, metavar="MB",
+                       help="the traffic log not yet delivered may take this much disk (default 1024); past it, "
+                       "requests are served and counted but not logged")
     return parser
 
 
@@ -408,6 +449,7 @@ def _command(args: argparse.Namespace) -> int:
         "models": _models,
         "lineage": _lineage,
         "monitor": _monitor,
+        "serve": _serve,
     }[args.command]
     try:
         code = handler(settings, args)
@@ -736,6 +778,15 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
                      settings=settings)
     print(result.format())
     return result.exit_code
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from nbmlops.serving import serve
+
+    serve(args.model, host=args.host, port=args.port, workers=args.workers, log_requests=args.log_requests,
+          shadow=args.shadow, trust_pickle=args.trust_pickle, poll=args.poll, log_max_mb=args.log_max_mb,
+          settings=settings)
+    return EXIT_OK
 
 
 def _reap(settings: Settings, args: argparse.Namespace) -> int:
