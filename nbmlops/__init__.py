@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from nbmlops.data.fingerprint import fingerprint
     from nbmlops.registry.promote import promote
     from nbmlops.registry.register import register
+    from nbmlops.serving.server import serve
     from nbmlops.tracking.run import Run
 
 #: public functions that live in a heavier module, imported on first use (``import nbmlops`` stays cheap)
@@ -34,6 +35,7 @@ _LAZY = {
     "fingerprint": "nbmlops.data.fingerprint",
     "promote": "nbmlops.registry.promote",
     "register": "nbmlops.registry.register",
+    "serve": "nbmlops.serving.server",
 }
 
 
@@ -89,6 +91,7 @@ __all__ = [
     "log_params",
     "promote",
     "register",
+    "serve",
     "set_tags",
     "track",
     "unload_ipython_extension",

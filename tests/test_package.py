@@ -25,6 +25,7 @@ def test_public_api_is_pinned():
         "log_params",
         "promote",
         "register",
+        "serve",
         "set_tags",
         "track",
         "unload_ipython_extension",
