@@ -25,11 +25,11 @@ LEVELS: dict[str, int] = {
     "nbmlops.tracking": 4,
     "nbmlops.runner": 5,
     "nbmlops.registry": 6,  # promotion goes through the runner's gates
-    "nbmlops.serving": 6,
-    "nbmlops.widgets": 7,
-    "nbmlops.server": 7,
-    "nbmlops.cli": 7,
-    "nbmlops.magics": 8,  # the magics show the dashboard's widgets
+    "nbmlops.serving": 7,  # serves registered versions, loaded as the registry loads them
+    "nbmlops.widgets": 8,
+    "nbmlops.server": 8,
+    "nbmlops.cli": 8,
+    "nbmlops.magics": 9,  # the magics show the dashboard's widgets
 }
 
 
