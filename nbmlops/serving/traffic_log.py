@@ -47,8 +47,10 @@ from nbmlops.redact import REDACTED, Redactor, is_secret_name, redact_text
 __all__ = ["DEFAULT_MAX_BYTES", "SEGMENT_BYTES", "SEGMENT_SUFFIX", "TrafficLog", "list_segments", "redact_record"]
 
 SEGMENT_SUFFIX = ".traffic"
-#: a segment is rolled once it passes this size
+#: a segment is rolled once it passes this size (or a sixteenth of the bound, when that is smaller: the open
+#: segment counts whole against the bound, delivered or not, until it is rolled and its delivered part deleted)
 SEGMENT_BYTES = 64 * 1024 * 1024
+_MIN_SEGMENT_BYTES = 64 * 1024
 #: the undelivered segments of a serving folder may hold this much together (``--log-max-mb``)
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
 #: how often (seconds) a writer looks at the folder again to learn what the others wrote and the recorder removed
@@ -79,12 +81,15 @@ class TrafficLog:
     Args:
         folder: the serving folder (made if missing).
         max_bytes: the bound on the undelivered segments of the folder, all writers together.
-        segment_bytes: the size past which a segment is closed and the next one opened.
+        segment_bytes: the size past which a segment is closed and the next one opened (default
+            :data:`SEGMENT_BYTES`, or a sixteenth of ``max_bytes`` when smaller, at least 64 KiB).
     """
 
-    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, segment_bytes: int | None = None) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
+        if segment_bytes is None:
+            segment_bytes = min(SEGMENT_BYTES, max(max_bytes // 16, _MIN_SEGMENT_BYTES))
         self.segment_bytes = segment_bytes
         #: records left out (over the bound, or refused by the disk) since this log was opened
         self.unlogged = 0
@@ -109,10 +114,8 @@ class TrafficLog:
         try:
             frame = encode(redact_record(record))
             if len(frame) > MAX_RECORD:  # a body too large to frame: the request still counts, without it
-                slim = {k: v for k, v in record.items() if k not in ("body", "body_b64", "response", "error")}
-                frame = encode(redact_record({**slim, "body": None, "response": None, "error": record.get("error")
-                                              and str(record["error"])[:1000], "too_large": True}))
-        except (TypeError, ValueError):
+                frame = encode(redact_record(_without_payloads(record)))
+        except Exception:  # not JSON (or a redaction that failed): nothing of it can be logged, the request goes on
             with self._lock:
                 self._left_out()
             return False
@@ -203,6 +206,14 @@ class TrafficLog:
             finally:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _without_payloads(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without its body and response (kept: what the summary counts), marked ``too_large``."""
+    slim = {**record, "body": None, "body_b64": None, "response": None, "too_large": True}
+    if isinstance(record.get("error"), str):
+        slim["error"] = record["error"][:1000]
+    return slim
 
 
 def _quiet_segments(folder: Path) -> list[Path]:
@@ -333,7 +344,7 @@ def _redact_parquet(packed: str, found: list[str]) -> str | None:
             found.extend(str(v) for v in frame[name] if v is not None)
             frame[name] = REDACTED
             changed = True
-        elif frame[name].dtype == object:
+        elif frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name].dtype):
             cleaned = frame[name].map(lambda v: redact_text(v) if isinstance(v, str) else v)
             if not cleaned.equals(frame[name]):
                 found.extend(str(v) for v, c in zip(frame[name], cleaned, strict=True) if v != c)
