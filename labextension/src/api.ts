@@ -2,6 +2,7 @@
  * The server extension's routes as typed calls (see `types.ts` for the bodies).
  */
 
+import { IDeployment, IDeploymentList } from './deploymentsModel';
 import { ApiError, apiUrl, query, requestAPI } from './request';
 import {
   IJob,
@@ -52,6 +53,12 @@ export function getParameters(notebook: string): Promise<INotebookParameters> {
 export async function listModels(): Promise<IModelSummary[]> {
   const body = await requestAPI<{ models: IModelSummary[] }>('models');
   return body.models;
+}
+
+/** Every model server of the store (`nbmlops serve`), serving first. */
+export async function listDeployments(): Promise<IDeployment[]> {
+  const body = await requestAPI<IDeploymentList>('deployments');
+  return body.deployments;
 }
 
 export function getModel(name: string): Promise<IModelDetails> {

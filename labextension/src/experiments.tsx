@@ -1,7 +1,8 @@
 /**
  * The Experiments panel (left sidebar): the active notebook's runs grouped by cell, a run's
  * details (its exception when it failed, curves of its metric series, artifacts as links with image
- * previews), two runs compared, the notebook's headless runs, and the model registry. When the
+ * previews), two runs compared, the notebook's headless runs, the model registry and the model
+ * servers (deployments). When the
  * tracking store cannot be read, an error state says why, with a Retry button.
  */
 
@@ -35,9 +36,11 @@ import {
   toggleCompareSelection,
   visibleRows
 } from './model';
+import { DeploymentsView } from './deployments';
 import { JobsSection } from './jobs';
 import { ModelsView } from './models';
 import { ExperimentsState } from './state';
+import { StoreError } from './storeError';
 import { IRunDetails, IRunSummary } from './types';
 
 export const PANEL_ID = 'nbmlops-experiments';
@@ -45,7 +48,9 @@ export const PANEL_ID = 'nbmlops-experiments';
 /** The most image artifacts a run's details preview. */
 const MAX_PREVIEWS = 6;
 
-type Tab = 'runs' | 'models';
+type Tab = 'runs' | 'models' | 'deployments';
+
+const TAB_TITLES: Record<Tab, string> = { runs: 'Runs', models: 'Models', deployments: 'Deployments' };
 
 export class ExperimentsPanel extends ReactWidget {
   constructor(state: ExperimentsState, commands: CommandRegistry) {
@@ -58,7 +63,7 @@ export class ExperimentsPanel extends ReactWidget {
     this.title.caption = 'Experiments (nbmlops)';
   }
 
-  /** Show the Runs or the Models tab. */
+  /** Show the Runs, the Models or the Deployments tab. */
   showTab(tab: Tab): void {
     this._tab = tab;
     this.update();
@@ -78,7 +83,7 @@ export class ExperimentsPanel extends ReactWidget {
     return (
       <div className="nbmlops-lab-panel">
         <div className="nbmlops-lab-tabs" role="tablist">
-          {(['runs', 'models'] as Tab[]).map(tab => (
+          {(Object.keys(TAB_TITLES) as Tab[]).map(tab => (
             <button
               key={tab}
               role="tab"
@@ -86,7 +91,7 @@ export class ExperimentsPanel extends ReactWidget {
               className={`nbmlops-lab-tab${this._tab === tab ? ' nbmlops-lab-mod-active' : ''}`}
               onClick={() => this.showTab(tab)}
             >
-              {tab === 'runs' ? 'Runs' : 'Models'}
+              {TAB_TITLES[tab]}
             </button>
           ))}
         </div>
@@ -94,8 +99,10 @@ export class ExperimentsPanel extends ReactWidget {
           <UseSignal signal={this._state.changed}>
             {() => <RunsView state={this._state} commands={this._commands} />}
           </UseSignal>
-        ) : (
+        ) : this._tab === 'models' ? (
           <ModelsView />
+        ) : (
+          <DeploymentsView />
         )}
       </div>
     );
@@ -127,23 +134,6 @@ export function StatusBadge(props: { status: string }): JSX.Element {
     <span className={`nbmlops-lab-status nbmlops-lab-status-${statusKind(props.status)}`}>
       {props.status.toLowerCase()}
     </span>
-  );
-}
-
-/** Why the runs cannot be shown, and a button that asks again. */
-function StoreError(props: { error: string; retrying: boolean; onRetry: () => void }): JSX.Element {
-  return (
-    <div className="nbmlops-lab-store-error" role="alert">
-      <div className="nbmlops-lab-store-error-title">Runs unavailable</div>
-      <div className="nbmlops-lab-store-error-reason">{props.error}</div>
-      <button
-        className="jp-mod-styled jp-mod-accept nbmlops-lab-retry"
-        disabled={props.retrying}
-        onClick={props.onRetry}
-      >
-        {props.retrying ? 'Retrying…' : 'Retry'}
-      </button>
-    </div>
   );
 }
 

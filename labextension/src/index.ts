@@ -1,6 +1,6 @@
 /**
  * nbmlops in JupyterLab: the Experiments panel, the %%track toggle, headless runs, the tracking
- * store's status and the model registry, over the nbmlops server extension's REST API.
+ * store's status, the model registry and the model servers, over the nbmlops server extension's REST API.
  */
 
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
@@ -16,6 +16,7 @@ import { TOGGLE_TRACK, addTrackCommand, markCellStatuses } from './track';
 
 const OPEN_PANEL = 'nbmlops:open-experiments';
 const OPEN_MODELS = 'nbmlops:open-models';
+const OPEN_DEPLOYMENTS = 'nbmlops:open-deployments';
 const CATEGORY = 'nbmlops';
 
 /** The plugin id names the settings schema (schema/plugin.json) that adds the cell toolbar button. */
@@ -52,12 +53,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    app.commands.addCommand(OPEN_DEPLOYMENTS, {
+      label: 'Show Deployments',
+      caption: 'The model servers (nbmlops serve): address, version, state, traffic, latency, drift, last swap',
+      execute: () => {
+        panel.showTab('deployments');
+        app.shell.activateById(PANEL_ID);
+      }
+    });
+
     addTrackCommand(app, tracker);
     markCellStatuses(tracker, state);
     addHeadlessCommands(app, tracker, state);
 
     if (palette) {
-      for (const command of [OPEN_PANEL, OPEN_MODELS, TOGGLE_TRACK, RUN_HEADLESS]) {
+      for (const command of [OPEN_PANEL, OPEN_MODELS, OPEN_DEPLOYMENTS, TOGGLE_TRACK, RUN_HEADLESS]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

@@ -33,12 +33,12 @@ export interface IStoreOutcome {
 const outcomes = new Signal<object, IStoreOutcome>({});
 
 /**
- * Emitted after each call of a route that reads the tracking store (runs, models): whether the store
+ * Emitted after each call of a route that reads the tracking store (runs, models, deployments): whether the store
  * answered. The status bar turns red at the first 503 instead of waiting for its next check.
  */
 export const storeOutcomes: ISignal<object, IStoreOutcome> = outcomes;
 
-const STORE_ROUTES = /^(runs|models)(\/|\?|$)/;
+const STORE_ROUTES = /^(runs|models|deployments)(\/|\?|$)/;
 
 /** The absolute address of a route of the server extension (`runs/<id>/artifact?path=...`). */
 export function apiUrl(endPoint: string, settings: ServerConnection.ISettings = ServerConnection.makeSettings()): string {
