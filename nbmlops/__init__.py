@@ -65,11 +65,18 @@ def _compare_version_predictions(*args: Any, **kwargs: Any) -> Any:
     return compare_version_predictions(*args, **kwargs)
 
 
+def _read_traffic(*args: Any, **kwargs: Any) -> Any:
+    from nbmlops.serving.traffic import read_traffic
+
+    return read_traffic(*args, **kwargs)
+
+
 def _fill_openers() -> None:
     from nbmlops import openers
 
     openers.snapshot_store = _open_snapshot_store  # nbmlops.data.load reaches the MLflow artifact store too
     openers.model_predictions = _compare_version_predictions  # reproduce compares the versions it registers
+    openers.traffic_reader = _read_traffic  # the registry reads a served model's traffic
 
 
 _fill_openers()

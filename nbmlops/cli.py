@@ -30,6 +30,8 @@ from nbmlops.exceptions import ConfigError, NbmlopsError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+#: the live traffic window of monitor --traffic, models compare --traffic and promote --beat ALIAS:online_*
+DEFAULT_TRAFFIC_WINDOW = "24h"
 #: set to 1 to see the traceback of an error as well as its one line
 DEBUG_ENV = "NBMLOPS_DEBUG"
 
@@ -239,6 +241,31 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-new-evaluation-data", action="store_true",
         help="accept a candidate evaluated on different data than the incumbent (recorded in the decision)",
     )
+    promote.add_argument(
+        "--since", default=DEFAULT_TRAFFIC_WINDOW, metavar="WHEN",
+        help="the live traffic a --beat ALIAS:online_accuracy (online_mae, online_rmse) reads: a duration back from "
+        f"now (30m, 24h, 7d) or an ISO time (default {DEFAULT_TRAFFIC_WINDOW})",
+    )
+    compare = models_commands.add_parser(
+        "compare",
+        help="two versions side by side on the live traffic: agreement, online metric, latency",
+        description=(
+            "Compare versions A and B of model NAME (each an alias such as champion, or a version number) on the "
+            "live traffic logged by `nbmlops serve` since --since: the rows each answered or scored as a shadow "
+            "(--shadow), their requests, errors, latency p50/p95/p99, online metric on the rows that got feedback "
+            "(online_accuracy for a classifier, online_mae and online_rmse for a regressor), and how often they "
+            "agree on the rows both scored."
+        ),
+        epilog="Exit codes: 0 compared, 1 the operation failed, 2 usage error (no such model, alias or version; "
+        "neither version has logged traffic in the window).",
+    )
+    compare.add_argument("name", help="registered model name")
+    compare.add_argument("a", metavar="A", help="alias or version, such as champion")
+    compare.add_argument("b", metavar="B", help="alias or version, such as challenger")
+    compare.add_argument("--traffic", action="store_true", required=True,
+                         help="compare on the live traffic (the only comparison so far)")
+    compare.add_argument("--since", default=DEFAULT_TRAFFIC_WINDOW, metavar="WHEN",
+                         help=f"a duration back from now (30m, 24h, 7d) or an ISO time (default {DEFAULT_TRAFFIC_WINDOW})")
     lineage = commands.add_parser(
         "lineage",
         help="where a model or run came from: run, notebook, cell, commit, datasets and their producers",
@@ -247,24 +274,42 @@ def _parser() -> argparse.ArgumentParser:
 
     monitor = commands.add_parser(
         "monitor",
-        help="compare new data with a model's training data; retrain when it drifted",
+        help="compare new data, or the live traffic a served model answered, with its training data; retrain "
+        "when it drifted",
         description=(
             "Compare DATA (.csv, .parquet, .json, .jsonl, .feather) with the data MODEL was trained on (its "
             "snapshot, else its recorded profile): PSI per feature, a KS test for numeric features, and drift "
-            "of the model's predictions when the training rows are at hand. The result is a monitoring run "
-            "(experiment monitor/NAME) with metrics per feature and an HTML report with plots. With --retrain, "
-            "drift executes NOTEBOOK headlessly (as `nbmlops run`); the version of MODEL it registers gets the "
-            "'challenger' alias if the --gate conditions hold on its run. The model is loaded only when its "
+            "of the model's predictions when the training rows are at hand. With --traffic instead of DATA, "
+            "compare the requests the version answered (logged by `nbmlops serve`, delivered to the store) since "
+            "--since: the drift of their inputs, of the logged predictions against the model's predictions on the "
+            "training rows, and the live figures: latency_p50_ms, latency_p95_ms, latency_p99_ms, requests, "
+            "errors, error_rate, online_accuracy (a classifier) or online_mae and online_rmse (a regressor) on "
+            "the rows that got feedback, and shadow_agreement (with shadow_rows, shadow_latency_p95_ms, ...) when "
+            "another version shadowed it; --gate conditions apply to these metrics. The result is a monitoring "
+            "run (experiment monitor/NAME) with metrics per feature and an HTML report with plots. With "
+            "--retrain, drift executes NOTEBOOK headlessly (as `nbmlops run`); the version of MODEL it registers "
+            "gets the 'challenger' alias if the --retrain-gate conditions (without --traffic, --gate) hold on its "
+            "run. The model is loaded only when its "
             "artifact's SHA-256 is the one recorded when it was logged, its MLmodel paths stay inside it, and it "
             "is scikit-learn saved with skops holding only types nbmlops trusts; anything else (pickle, other "
             "types, no recorded SHA-256) only with --trust-pickle or the trusted_models setting."
         ),
-        epilog="Exit codes: 0 no drift, 5 drift (with --retrain: and the challenger was registered), 1 the "
-        "operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, no such model, "
-        "a model nbmlops refuses to load), 3 the retrained model failed its gates.",
+        epilog="Exit codes: 0 no drift (and every --gate passed), 5 drift (with --retrain: and the challenger was "
+        "registered), 1 the operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, "
+        "no such model, a model nbmlops refuses to load, no logged traffic of the version in the window), 3 a "
+        "--gate on the live metrics failed, or the retrained model failed its gates.",
     )
     monitor.add_argument("model", metavar="NAME@ALIAS|NAME/VERSION")
-    monitor.add_argument("data", metavar="DATA", help="the new data")
+    monitor.add_argument("data", metavar="DATA", nargs="?", help="the new data (or --traffic)")
+    monitor.add_argument(
+        "--traffic", action="store_true",
+        help="monitor the live traffic the version answered (and, shadowed, the version shadowing it) instead of DATA",
+    )
+    monitor.add_argument(
+        "--since", default=DEFAULT_TRAFFIC_WINDOW, metavar="WHEN",
+        help=f"with --traffic: the window, a duration back from now (30m, 24h, 7d) or an ISO time "
+        f"(default {DEFAULT_TRAFFIC_WINDOW})",
+    )
     monitor.add_argument("--threshold", type=float, default=0.2, help="PSI above which a feature drifted (0.2)")
     monitor.add_argument("--bins", type=int, default=10, help="PSI bins for numeric features (10)")
     monitor.add_argument("--report", metavar="PATH", help="where to write the HTML report (default .nbmlops/monitor/)")
@@ -277,6 +322,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_parameter_options(monitor)
     monitor.add_argument(
         "--gate", action="append", default=[], metavar="EXPR",
+        help='with --traffic: a condition on the monitoring metrics, such as "latency_p95_ms < 50 and error_rate '
+        '< 0.01" (exit 3 when one fails); without it: as --retrain-gate; repeatable',
+    )
+    monitor.add_argument(
+        "--retrain-gate", action="append", default=[], metavar="EXPR",
         help="condition the retrained model's run must meet to become @challenger; repeatable",
     )
     serve = commands.add_parser(
@@ -746,11 +796,15 @@ def _models(settings: Settings, args: argparse.Namespace) -> int:
         print(format_models(list_models(settings)))
     elif args.models_command == "show":
         print(format_versions(args.name, list_versions(args.name, settings)))
+    elif args.models_command == "compare":
+        from nbmlops.registry.traffic_monitor import compare_on_traffic
+
+        print(compare_on_traffic(args.name, args.a, args.b, since=args.since, settings=settings).format())
     else:
         try:
             promotion = promote(
                 ModelReference(args.name, version=args.version), args.alias, gates=args.gate, beat=args.beat,
-                allow_new_evaluation_data=args.allow_new_evaluation_data, settings=settings,
+                allow_new_evaluation_data=args.allow_new_evaluation_data, since=args.since, settings=settings,
             )
         except PromotionRefused as refused:
             print(refused.promotion.format())
@@ -773,9 +827,12 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     parameters = _read_parameters(args)
     if parameters and not args.retrain:
         raise ConfigError("-p/-f/-y", "parameters are for the --retrain notebook; give --retrain", "argument")
-    result = monitor(args.model, args.data, threshold=args.threshold, bins=args.bins, retrain=args.retrain,
-                     parameters=parameters, gates=args.gate, report=args.report, trust_pickle=args.trust_pickle,
-                     settings=settings)
+    if args.traffic == (args.data is not None):
+        raise ConfigError("DATA/--traffic", "monitor either DATA or the live traffic (--traffic): give one of them", "argument")
+    live_gates, retrain_gates = (args.gate, args.retrain_gate) if args.traffic else ([], args.gate + args.retrain_gate)
+    result = monitor(args.model, args.data, traffic=args.traffic, since=args.since, threshold=args.threshold,
+                     bins=args.bins, retrain=args.retrain, parameters=parameters, gates=retrain_gates,
+                     traffic_gates=live_gates, report=args.report, trust_pickle=args.trust_pickle, settings=settings)
     print(result.format())
     return result.exit_code
 

@@ -8,6 +8,12 @@ HTML report as an artifact). The model is loaded only through :mod:`nbmlops.regi
 artifact's SHA-256, the paths of its MLmodel file and its serialization are checked before anything in it is
 read as a model. With ``retrain=NOTEBOOK``, a drifted result executes the notebook headlessly;
 the version it registers under the same name gets the ``challenger`` alias if its gates pass.
+
+``monitor("iris@champion", traffic=True, since="24h")`` monitors the live traffic the version answered instead
+(:mod:`nbmlops.registry.traffic_monitor`): the drift of its logged inputs, of its logged predictions against its
+predictions on the training rows, plus its latency, error rate, online metrics where feedback exists and its
+agreement with the version shadowing it, all recorded on the monitoring run; ``traffic_gates`` are conditions on
+those metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,8 @@ from nbmlops.registry.models import (
     registry_client,
 )
 from nbmlops.registry.safe_load import CheckedModel, check_model
+from nbmlops.registry.traffic_monitor import DEFAULT_SINCE, LiveTraffic, live_traffic
+from nbmlops.runner.gates import GateResult, evaluate_gates, gate_tags, parse_gate
 
 __all__ = ["ModelSchemaError", "MonitorResult", "Retraining", "monitor", "read_data"]
 
@@ -66,13 +74,18 @@ class MonitorResult:
     html_path: Path
     retraining: Retraining | None = None
     notes: tuple[str, ...] = ()
+    live: LiveTraffic | None = None
+    gates: tuple[GateResult, ...] = ()
 
     @property
     def exit_code(self) -> int:
-        """0 within threshold; 5 drifted; 1 the retraining failed; 3 its model failed the challenger gates."""
+        """0 within threshold; 5 drifted; 1 the retraining failed; 3 its model failed the challenger gates, or a
+        gate on the monitoring metrics failed."""
         if self.retraining is not None and self.retraining.status != "FINISHED":
             return 1
         if self.retraining is not None and self.retraining.version is not None and not self.retraining.promoted:
+            return 3
+        if any(not g.passed for g in self.gates):
             return 3
         return 5 if self.report.drifted else 0
 
@@ -82,6 +95,9 @@ class MonitorResult:
         verdict = (f"DRIFTED: {len(r.drifted_features)} feature(s)" + (" and the predictions" if r.prediction is not
                    None and r.prediction.drifted else "") if r.drifted else "OK: no drift")
         lines = [f"{verdict} (PSI threshold {r.threshold}) for {self.model} on {self.data}", r.format_table()]
+        if self.live is not None:
+            lines += self.live.lines()
+        lines += [f"{'ok  ' if g.passed else 'FAIL'} {g.message}" for g in self.gates]
         lines += [f"note: {note}" for note in self.notes]
         if self.retraining is not None:
             t = self.retraining
@@ -112,21 +128,36 @@ def read_data(path: str | os.PathLike[str]) -> Any:
 
 def monitor(
     model: str,
-    data: str | os.PathLike[str] | Any,
+    data: str | os.PathLike[str] | Any = None,
     *,
+    traffic: bool = False,
+    since: str | datetime | timedelta | None = DEFAULT_SINCE,
     threshold: float = 0.2,
     bins: int = 10,
     retrain: str | os.PathLike[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
     gates: Sequence[str] = (),
+    traffic_gates: Sequence[str] = (),
     report: str | os.PathLike[str] | None = None,
     trust_pickle: bool = False,
     settings: Settings | None = None,
 ) -> MonitorResult:
-    """Compare ``data`` (a path or a DataFrame) with the training data of ``model`` (``NAME@alias`` or
-    ``NAME/VERSION``) and record the result as a monitoring run.
+    """Compare ``data`` (a path or a DataFrame), or with ``traffic=True`` the live traffic the version answered,
+    with the training data of ``model`` (``NAME@alias`` or ``NAME/VERSION``) and record the result as a
+    monitoring run.
 
     Args:
+        traffic: monitor the requests the version answered (logged by ``nbmlops serve``, delivered to the store)
+            instead of ``data``: their inputs' drift, the drift of the logged predictions against the model's
+            predictions on the training rows, and the live metrics of
+            :meth:`~nbmlops.registry.traffic_monitor.LiveTraffic.metrics` (``latency_p95_ms``, ``error_rate``,
+            ``online_accuracy`` or ``online_mae``/``online_rmse`` where feedback exists, ``shadow_agreement``
+            when another version shadowed it, ...).
+        since: with ``traffic``, the window: a duration back from now (``30m``, ``24h``, ``7d``), a time (ISO
+            text or ``datetime``), or None for all logged traffic.
+        traffic_gates: conditions on the monitoring run's metrics (the drift metrics and, with ``traffic``, the
+            live ones), such as ``"latency_p95_ms < 50 and error_rate < 0.01"``; a failed one makes
+            :attr:`MonitorResult.exit_code` 3.
         threshold: a feature (or the predictions) drifted when its PSI is above this.
         bins: PSI bins for numeric columns (at the reference's quantiles).
         retrain: a notebook to execute headlessly when drift is found; it should register a new version of
@@ -138,19 +169,27 @@ def monitor(
             use pickle, skops types outside nbmlops' list, or lack a recorded SHA-256.
 
     Raises:
-        ModelNotFoundError, ModelSchemaError, MonitoringDataError, DriftError (incompatible column types),
-        UnsafeModelError (the model cannot be loaded safely), ConfigError (the report cannot be written there).
+        ModelNotFoundError, ModelSchemaError, MonitoringDataError (also: no logged traffic of the version in the
+        window), DriftError (incompatible column types), UnsafeModelError (the model cannot be loaded safely),
+        ConfigError (the report cannot be written there), GateSyntaxError (a malformed gate).
     """
     from nbmlops.data import compare, compare_predictions
 
     if not threshold > 0:
         raise MonitoringDataError(f"threshold must be a number > 0, got {threshold}")
+    if traffic == (data is not None):
+        raise MonitoringDataError("monitor the data or the live traffic: give one of DATA and --traffic")
+    parsed_gates = [parse_gate(g) for g in traffic_gates]
     settings = settings or resolve_settings()
     client = registry_client(settings)
     ref = parse_reference(model)
     version = get_version(ref, client=client)
-    current = read_data(data) if isinstance(data, (str, os.PathLike)) else data
-    shown_data = str(data) if isinstance(data, (str, os.PathLike)) else "a DataFrame"
+    live = live_traffic(version, since, settings) if traffic else None
+    if live is not None:
+        current, shown_data = live.inputs, live.describe()
+    else:
+        current = read_data(data) if isinstance(data, (str, os.PathLike)) else data
+        shown_data = str(data) if isinstance(data, (str, os.PathLike)) else "a DataFrame"
     if len(current) == 0:
         raise MonitoringDataError(f"{shown_data} has no rows")
     notes: list[str] = []
@@ -176,12 +215,18 @@ def monitor(
                          "(KS is approximate; no prediction drift)")
         result = compare(reference, current, threshold=threshold, bins=bins, columns=columns or None)
         prediction = None
-        if source == "snapshot":
+        if source == "snapshot" and (live is None or live.predictions is not None):
             prediction = _prediction_drift(checked, reference[columns] if columns else reference, current, version,
-                                           threshold, bins, compare_predictions, notes)
+                                           threshold, bins, compare_predictions, notes,
+                                           logged=None if live is None else live.predictions)
         if prediction is not None:
             result = dataclasses.replace(result, prediction=prediction)
-    return _record(version, shown_data, current, result, notes, retrain, parameters, gates, report, settings)
+    if live is not None:
+        notes.extend(live.notes)
+    metrics = result.to_metrics() | (live.metrics() if live is not None else {})
+    checked_gates = tuple(evaluate_gates(parsed_gates, metrics))
+    return _record(version, shown_data, current, result, notes, retrain, parameters, gates, report, settings,
+                   live, checked_gates)
 
 
 def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tuple[Any, str]:
@@ -211,11 +256,13 @@ def _reference(client: Any, settings: Settings, version: ModelVersionInfo) -> tu
 
 
 def _prediction_drift(checked: CheckedModel, reference: Any, current: Any, version: ModelVersionInfo, threshold: float,
-                      bins: int, compare_predictions: Any, notes: list[str]) -> Any:
+                      bins: int, compare_predictions: Any, notes: list[str], logged: Any = None) -> Any:
+    """The drift of the model's predictions on ``current`` (or of the ``logged`` ones) from its predictions on
+    the reference rows."""
     model = checked.load()
     try:
         before = model.predict(reference)
-        after = model.predict(current)
+        after = model.predict(current) if logged is None else logged
     except ModelInputError as exc:
         raise ModelSchemaError(f"the data does not fit {version}'s input schema: {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -226,13 +273,17 @@ def _prediction_drift(checked: CheckedModel, reference: Any, current: Any, versi
 
 def _record(version: ModelVersionInfo, shown_data: str, current: Any, result: Any, notes: list[str],
             retrain: Any, parameters: Mapping[str, Any] | None, gates: Sequence[str],
-            report: str | os.PathLike[str] | None, settings: Settings) -> MonitorResult:
+            report: str | os.PathLike[str] | None, settings: Settings, live: LiveTraffic | None = None,
+            checked_gates: tuple[GateResult, ...] = ()) -> MonitorResult:
     from nbmlops.tracking.run import Run
     from nbmlops.tracking.session import get_session
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     html_path = Path(report) if report else settings.state_dir / "monitor" / f"{version.name}-v{version.version}-{stamp}.html"
     html = result.to_html(f"Drift of {version} on {shown_data}")
+    if live is not None or checked_gates:
+        head, _, rest = html.partition("</h1>")
+        html = f"{head}</h1>{_live_html(live, checked_gates)}{rest}"
     try:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         html_path.write_text(html)
@@ -240,10 +291,11 @@ def _record(version: ModelVersionInfo, shown_data: str, current: Any, result: An
         raise ConfigError("report", f"cannot write {html_path}: {exc.strerror or exc}", "argument") from None
     tags = {"nbmlops.kind": "monitor", "nbmlops.model": version.name, "nbmlops.model_version": str(version.version),
             "nbmlops.drifted": str(result.drifted).lower(), "nbmlops.monitored_data": shown_data}
+    tags |= (live.tags() if live is not None else {}) | gate_tags(checked_gates)
     run = Run(f"monitor {version}", experiment=f"monitor/{version.name}", tags=tags,
               params={"threshold": result.threshold, "reference": result.reference_source})
     with run:
-        run.log_metrics(result.to_metrics())
+        run.log_metrics(result.to_metrics() | (live.metrics() if live is not None else {}))
         run.log_dataset(current, "monitored_data", context="monitoring")
         run.log_text(html, "drift/report.html")
         if notes:
@@ -254,7 +306,20 @@ def _record(version: ModelVersionInfo, shown_data: str, current: Any, result: An
     retraining = None
     if retrain is not None and result.drifted:
         retraining = _retrain(version, str(retrain), parameters or {}, gates, run_id, settings)
-    return MonitorResult(version, shown_data, result, run.key, run_id, html_path, retraining, tuple(notes))
+    return MonitorResult(version, shown_data, result, run.key, run_id, html_path, retraining, tuple(notes), live,
+                         checked_gates)
+
+
+def _live_html(live: LiveTraffic | None, checked_gates: Sequence[GateResult]) -> str:
+    """The report's section on the live traffic and the gates."""
+    import html
+
+    parts = [live.html()] if live is not None else []
+    if checked_gates:
+        items = "".join(f'<li class="{"ok" if g.passed else "badge"}">{html.escape(g.message)}</li>'
+                        for g in checked_gates)
+        parts.append(f"<section><h2>Gates</h2><ul>{items}</ul></section>")
+    return "".join(parts)
 
 
 def _retrain(version: ModelVersionInfo, notebook: str, parameters: Mapping[str, Any], gates: Sequence[str],

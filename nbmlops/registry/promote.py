@@ -5,10 +5,12 @@ Checks, all failing closed:
 - the version's source run FINISHED (not FAILED, KILLED or still RUNNING);
 - each gate (``accuracy >= 0.9``, the grammar of :mod:`nbmlops.runner.gates`) holds on the run's metrics;
 - each ``--beat ALIAS:METRIC[:max|min]``: the candidate is at least as good as the version holding ALIAS
-  (higher is better unless the metric's name says loss/error/..., or ``:min`` says so);
+  (higher is better unless the metric's name says loss/error/..., or ``:min`` says so); on an online metric
+  (``champion:online_accuracy``, ``online_mae``, ``online_rmse``) both are measured on the live traffic with
+  feedback (:mod:`nbmlops.registry.traffic_monitor`), and a version without such traffic fails the check;
 - the evaluation data: when a version holding the target alias (or a beaten alias) recorded evaluation
   data, the candidate must have been evaluated on the same fingerprints, unless the caller accepts new
-  evaluation data explicitly.
+  evaluation data explicitly, or it beat that version on live traffic.
 
 MLflow aliases have no compare-and-set, so the move happens under a lock (an atomic create of a
 registered model named ``nbmlops-lock.<name>.<alias>``, which works on any MLflow store) and the alias
@@ -29,7 +31,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nbmlops.backend import identity as mlflow_identity
@@ -50,10 +52,13 @@ from nbmlops.registry.models import (
     parse_reference,
     registry_client,
 )
+from nbmlops.registry.traffic_monitor import DEFAULT_SINCE, ONLINE_METRICS, VersionTraffic, version_traffic, window
 from nbmlops.runner.gates import evaluate_gate, infer_maximize, non_finite, parse_gate
 
 __all__ = ["AliasChangedError", "Beat", "Check", "Promotion", "PromotionRefused", "parse_beat", "promote"]
 
+#: a ``--beat`` metric with this prefix is measured on live traffic
+ONLINE_PREFIX = "online_"
 LOCK_TIMEOUT_S = 30.0
 LOCK_STALE_S = 120.0  # a lock older than this was left by a process that died holding it
 
@@ -137,11 +142,17 @@ def promote(
     gates: Sequence[str] = (),
     beat: Sequence[str | Beat] = (),
     allow_new_evaluation_data: bool = False,
+    since: str | datetime | timedelta | None = DEFAULT_SINCE,
     settings: Settings | None = None,
 ) -> Promotion:
     """Point ``alias`` of the model at version ``model`` (``NAME/VERSION``) if every check passes.
 
     Returns the accepted :class:`Promotion` (also when the alias already pointed there: nothing to do).
+
+    A ``beat`` on an online metric (``champion:online_accuracy``, ``online_mae``, ``online_rmse``) compares the
+    two versions on the live traffic since ``since`` (:mod:`nbmlops.registry.traffic_monitor`: the rows each
+    answered or scored as a shadow, with a label from feedback) instead of their runs' metrics; a version without
+    such rows fails the check, and their evaluation data need not match.
 
     Raises:
         ModelReferenceError: a malformed reference, alias or ``beat``; GateSyntaxError: a malformed gate.
@@ -157,6 +168,7 @@ def promote(
     check_alias(alias)
     parsed_gates = [parse_gate(g) for g in gates]
     beats = [parse_beat(b) if isinstance(b, str) else b for b in beat]
+    online = [b for b in beats if b.metric.startswith(ONLINE_PREFIX)]
     settings = settings or resolve_settings()
     client = registry_client(settings)
     candidate = get_version(ref, client=client)
@@ -171,9 +183,13 @@ def promote(
     for gate in parsed_gates:
         result = evaluate_gate(gate, metrics)
         checks.append(Check("gate", str(gate), result.passed, result.message, dict(result.values)))
+    live = _live(ref.name, candidate, [holders[b.alias] for b in online], since, settings) if online else {}
     for b in beats:
-        checks.append(_beat_check(client, b, metrics, holders[b.alias]))
-    checks += _data_checks(candidate, holders, allow_new_evaluation_data)
+        if b in online:
+            checks.append(_online_beat_check(b, candidate, holders[b.alias], live, since))
+        else:
+            checks.append(_beat_check(client, b, metrics, holders[b.alias]))
+    checks += _data_checks(candidate, holders, allow_new_evaluation_data, frozenset(b.alias for b in online))
     failed = [c for c in checks if not c.passed]
     if failed:
         promotion = _decision(candidate, alias, False, checks, previous, "; ".join(c.message for c in failed), who)
@@ -261,8 +277,53 @@ def _beat_check(client: Any, beat: Beat, metrics: dict[str, float], holder: Mode
     return Check("beat", str(beat), ok, message, values)
 
 
+def _live(name: str, candidate: ModelVersionInfo, holders: Sequence[ModelVersionInfo | None],
+          since: str | datetime | timedelta | None, settings: Settings) -> dict[int, VersionTraffic]:
+    """What the candidate and the holders of the aliases it must beat online did on the live traffic."""
+    versions = [candidate.version, *(h.version for h in holders if h is not None)]
+    return version_traffic(name, versions, since=since, settings=settings)
+
+
+def _online_beat_check(beat: Beat, candidate: ModelVersionInfo, holder: ModelVersionInfo | None,
+                       live: dict[int, VersionTraffic], since: str | datetime | timedelta | None) -> Check:
+    """``--beat ALIAS:online_*``: the candidate's online metric on live traffic against the holder's."""
+    when = window(since)
+    if beat.metric not in ONLINE_METRICS:
+        return Check("beat", str(beat), False, f"beat @{beat.alias}: {beat.metric} is not an online metric "
+                                               f"({', '.join(ONLINE_METRICS)})")
+    found: dict[str, Any] = {"window": when}
+    sides = [("candidate", candidate)] + ([("incumbent", holder)] if holder is not None else [])
+    for role, version in sides:
+        traffic = live[version.version]
+        found[role] = traffic.online.get(beat.metric)
+        found[f"{role}_labelled_rows"] = traffic.labelled
+        problem = None
+        if traffic.source == "none":
+            problem = f"version {version.version} has no logged traffic {when} (serve it, or shadow it: " \
+                      f"nbmlops serve {version.name}@ALIAS --shadow ALIAS)"
+        elif not traffic.labelled:
+            problem = f"version {version.version} has no feedback on its {traffic.rows} row(s) {when} " \
+                      "(POST /feedback with the request ids and labels)"
+        elif beat.metric not in traffic.online:
+            problem = f"version {version.version}'s labelled rows are a {traffic.task}'s: it has " \
+                      f"{', '.join(traffic.online)}, not {beat.metric}"
+        if problem:
+            return Check("beat", str(beat), False, f"beat @{beat.alias} on live traffic: {problem}", found)
+        if holder is None:
+            return Check("beat", str(beat), True, f"beat @{beat.alias}: no version holds it, nothing to beat", found)
+    assert holder is not None
+    found["incumbent_version"] = holder.version
+    mine, theirs = found["candidate"], found["incumbent"]
+    ok = mine >= theirs if beat.maximize else mine <= theirs
+    relation = (">=" if beat.maximize else "<=") if ok else ("<" if beat.maximize else ">")
+    message = (f"beat @{beat.alias} on live traffic {when}: {beat.metric} {mine:.6g} {relation} {theirs:.6g} "
+               f"(version {holder.version}; {found['candidate_labelled_rows']} and "
+               f"{found['incumbent_labelled_rows']} labelled rows)")
+    return Check("beat", str(beat), ok, message, found)
+
+
 def _data_checks(candidate: ModelVersionInfo, holders: dict[str, ModelVersionInfo | None],
-                 allow_new: bool) -> list[Check]:
+                 allow_new: bool, live_aliases: frozenset[str] = frozenset()) -> list[Check]:
     mine = candidate.datasets("evaluation")
     checks = []
     seen: set[int] = set()
@@ -275,7 +336,11 @@ def _data_checks(candidate: ModelVersionInfo, holders: dict[str, ModelVersionInf
             continue
         same = set(mine.values()) == set(theirs.values())
         values = {"candidate": mine, "incumbent": theirs, "incumbent_version": holder.version}
-        if same:
+        if alias in live_aliases and not same:
+            checks.append(Check("data", f"evaluation data vs @{alias}", True,
+                                f"compared with version {holder.version} (@{alias}) on live traffic: their "
+                                "evaluation data need not match", values))
+        elif same:
             checks.append(Check("data", f"evaluation data vs @{alias}", True,
                                 f"evaluated on the same data as version {holder.version} (@{alias})", values))
         elif allow_new:
