@@ -193,6 +193,7 @@ class ServingApp:
         body: list[bytes] = []
         answer: list[bytes] = []
         status = 500
+        length = -1  # the answer's Content-Length: its last bytes may come before the message that ends it
         done = False
 
         async def receive_body() -> Any:
@@ -202,13 +203,15 @@ class ServingApp:
             return message
 
         async def send_answer(message: dict[str, Any]) -> None:
-            nonlocal status, done
+            nonlocal status, length, done
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *extra]
-            elif message["type"] == "http.response.body":
+                headers = message.get("headers", ())
+                length = next((int(v) for k, v in headers if k.lower() == b"content-length"), -1)
+                message["headers"] = [*headers, *extra]
+            elif message["type"] == "http.response.body" and not done:
                 answer.append(message.get("body", b""))
-                if not message.get("more_body", False):
+                if not message.get("more_body", False) or 0 <= length <= sum(map(len, answer)):
                     done = True
                     self._answered(served, request_id, scope, ts, start, status, sampled, body, answer)
             await send(message)

@@ -108,20 +108,20 @@ def serve(
         raise ModelReferenceError(f"{model!r}: serve follows an alias: give NAME@ALIAS (such as {ref.name}@champion)")
     if shadow is not None:
         check_alias(shadow)
-    client = registry_client(settings)
-    trusted = trust_pickle or ref.name in settings.trusted_models
-    version = get_version(ref, client=client)
-    served = load_version(version, client=client, settings=settings, trusted=trusted)
-    shadow_served = None
-    if shadow is not None:
-        found = get_version(ModelReference(ref.name, alias=shadow), client=client)
-        shadow_served = load_version(found, client=client, settings=settings, trusted=trusted)
-    sock = _bind(host, port)
-    url = _url(host, sock.getsockname()[1])
-    from nbmlops.serving.recorder import ServingRecorder
-
-    recorder = ServingRecorder(settings)
+    sock = _bind(host, port)  # first: a port in use is said before the model is loaded
     try:
+        client = registry_client(settings)
+        trusted = trust_pickle or ref.name in settings.trusted_models
+        version = get_version(ref, client=client)
+        served = load_version(version, client=client, settings=settings, trusted=trusted)
+        shadow_served = None
+        if shadow is not None:
+            found = get_version(ModelReference(ref.name, alias=shadow), client=client)
+            shadow_served = load_version(found, client=client, settings=settings, trusted=trusted)
+        url = _url(host, sock.getsockname()[1])
+        from nbmlops.serving.recorder import ServingRecorder
+
+        recorder = ServingRecorder(settings)
         run_id, folder = recorder.start(ref.name, ref.alias, version.version, url, host, os.getpid(), shadow)
     except BaseException:
         sock.close()
