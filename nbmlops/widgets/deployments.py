@@ -20,6 +20,8 @@ EMPTY = "No model is served yet. Start a server with {command}, and it shows her
 START = "nbmlops serve NAME@champion"
 HEADER = ("Model", "Address", "Version", "State", "Requests", "Error rate", "Latency p50 / p95", "Drift",
           "Last swap")
+#: the columns of figures, aligned right
+_FIGURES = frozenset({"Requests", "Error rate", "Latency p50 / p95"})
 
 #: the tab's own colours (the theme's, each with a light fallback), beside the dashboard's STYLE
 _STYLE = """<style>
@@ -33,6 +35,9 @@ _STYLE = """<style>
 .nbmlops-view .nbmlops-deployments-table .nbmlops-sub{display:block;color:var(--jp-ui-font-color2,#57606a);
   font-size:11px}
 .nbmlops-view .nbmlops-deployments-table code{font-family:var(--jp-code-font-family,monospace)}
+.nbmlops-view table.nbmlops-deployments-table th,.nbmlops-view table.nbmlops-deployments-table td{text-align:left}
+.nbmlops-view table.nbmlops-deployments-table th.nbmlops-metric-col,
+.nbmlops-view table.nbmlops-deployments-table td.nbmlops-metric-col{text-align:right}
 </style>"""
 
 
@@ -60,9 +65,11 @@ def deployments_html(deployments: Sequence[Deployment]) -> str:
         sentence = esc(EMPTY).replace("{command}", f"<code>{esc(START)}</code>")
         return (f"{STYLE}{_STYLE}<div class='nbmlops-view nbmlops-deployments-view'>"
                 f"<div class='nbmlops-empty'>{sentence}</div></div>")
-    head = "".join(f"<th>{esc(cell)}</th>" for cell in HEADER)
+    aligned = [" class='nbmlops-metric-col'" if name in _FIGURES else "" for name in HEADER]
+    head = "".join(f"<th{align}>{esc(name)}</th>" for name, align in zip(HEADER, aligned))
     rows = "".join(f"<tr data-run-id='{esc(d.run_id)}' data-state='{esc(d.state)}'>"
-                   + "".join(f"<td>{cell}</td>" for cell in _row(d)) + "</tr>" for d in deployments)
+                   + "".join(f"<td{align}>{cell}</td>" for cell, align in zip(_row(d), aligned)) + "</tr>"
+                   for d in deployments)
     body = (f"<table class='nbmlops-deployments-table'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
             "</table>")
     serving = sum(d.state == SERVING for d in deployments)

@@ -132,7 +132,7 @@ def test_the_dashboard_tab_shows_every_deployment_escaped(settings, mlflow_clien
     assert "<b>bold</b>" not in page and "<script>" not in page and "<i>" not in page
     row = re.search(rf"<tr data-run-id='{run_id}' data-state='serving'>(.*?)</tr>", page)
     assert row is not None, page
-    cells = [html.unescape(re.sub(r"<[^>]+>", " ", cell)).split() for cell in re.findall(r"<td>(.*?)</td>",
+    cells = [html.unescape(re.sub(r"<[^>]+>", " ", cell)).split() for cell in re.findall(r"<td[^>]*>(.*?)</td>",
                                                                                         row.group(1))]
     assert cells[0] == ["<b>bold</b>@champ'\"ion", "shadow", "@<script>x</script>"]
     assert " ".join(cells[1]) == "http://127.0.0.1:9141/?a=<i>&b=1"
