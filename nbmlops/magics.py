@@ -75,7 +75,8 @@ class NbmlopsMagics(Magics):
         metavar=("VAR", "NAME"),
         help=(
             "After the cell succeeds, register the model in VAR as a new version of NAME in the MLflow registry "
-            "(scikit-learn flavor, skops serialization; signature from its training data; lineage as tags)."
+            "(the MLflow flavor of its library: scikit-learn, XGBoost, LightGBM, CatBoost, statsmodels or pyfunc, in a format "
+            "that loads without running code where the library has one; signature from its training data; lineage as tags)."
         ),
     )
     @argument(

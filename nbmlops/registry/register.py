@@ -42,8 +42,8 @@ def register(
     The version belongs to the active run (``with nbmlops.track():`` or a ``%%track`` cell); with none
     active, a run named ``register <name>`` is recorded for it. The model is logged in the MLflow flavor of
     its library (found from its type, without importing the library): scikit-learn estimators and pipelines
-    (also with an XGBoost or LightGBM final step) with skops, XGBoost models as JSON, a LightGBM Booster as its
-    text model and LightGBM's scikit-learn wrappers with skops, statsmodels results and a
+    (also with an XGBoost, LightGBM or CatBoost final step) with skops, XGBoost models as JSON, a LightGBM Booster
+    as its text model and LightGBM's scikit-learn wrappers with skops, CatBoost models as cbm, statsmodels results and a
     ``mlflow.pyfunc.PythonModel`` as MLflow pickles them (loaded later only when trusted:
     :mod:`nbmlops.registry.safe_load`); ``training_data`` (the features it was fitted on:
     a DataFrame or array) gives its signature and input example, and is fingerprinted and logged as

@@ -9,7 +9,7 @@ the cell say what each one is (:mod:`nbmlops.tracking.values`, :mod:`nbmlops.tra
 * a list of numbers the cell appends to in a loop: a metric series, one step per value;
 * a dict of numbers the cell computes (not a literal): one metric per key, ``<name>.<key>``;
 * a fitted search: ``<name>.best_score`` and ``<name>.best_params.<key>``; an estimator (scikit-learn,
-  and XGBoost's and LightGBM's scikit-learn models): its parameters that differ from the defaults;
+  XGBoost's and LightGBM's scikit-learn models, CatBoost models): its parameters that differ from the defaults;
 * the evaluation history a boosting or Keras model the cell fits keeps, or a dict the cell hands
   ``xgboost.train``/``lightgbm.record_evaluation`` to fill: metric series, one step per round, and
   the best iteration (:mod:`nbmlops.tracking.eval_history`);
