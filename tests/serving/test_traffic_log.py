@@ -155,3 +155,22 @@ def test_a_record_that_is_not_json_is_counted_not_raised(tmp_path: Path):
     assert log.append(request("good"))
     log.close()
     assert [r["kind"] for r in records_of(tmp_path)] == ["unlogged", "request"]
+
+
+TOKEN_SHAPES = [
+    "ghp_" + "a" * 36, "github_pat_" + "B" * 30, "sk-proj-" + "c" * 30, "AKIA" + "ABCDEFGHIJKLMNOP",
+    "xoxb-" + "1234567890-abc", "hf_" + "D" * 34, "AIza" + "E" * 35, "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4f",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "https://bob:hunter2hunter2@example.com/x",
+]
+
+
+def test_every_token_shape_the_redactor_knows_passes_the_cheap_test_and_is_redacted(tmp_path: Path):
+    log = TrafficLog(tmp_path)
+    for i, token in enumerate(TOKEN_SHAPES):
+        body = json.dumps({"dataframe_split": {"columns": ["note"], "data": [[f"x {token} y"]]}})
+        assert log.append(request(f"t{i}", body))
+    log.close()
+    raw = all_bytes(tmp_path)
+    for token in TOKEN_SHAPES:
+        secret = token.split("//")[-1].split("@")[0] if "://" in token else token
+        assert json.dumps(secret)[1:-1].encode() not in raw, token
