@@ -12,8 +12,9 @@ Its state:
   was ended KILLED or FAILED;
 - ``stopped``: the run is FINISHED (a graceful stop).
 
-The drift state of a model is that of its latest monitoring run (experiment ``monitor/NAME``, what
-``nbmlops monitor NAME@ALIAS --traffic`` records): ``ok``, ``drifted``, or ``never checked`` when there is none.
+The drift state of a model is that of its latest check of live traffic (``nbmlops monitor NAME@ALIAS --traffic``:
+a monitoring run in experiment ``monitor/NAME`` tagged ``nbmlops.traffic.since``): ``ok``, ``drifted``, or
+``never checked`` when there is none (a check of a data file does not count: it says nothing of the traffic).
 Deployments are listed serving first, then dead, then stopped, the newest first within each.
 """
 
@@ -36,7 +37,8 @@ __all__ = [
 
 SERVING, DEAD, STOPPED = "serving", "dead", "stopped"
 OK, DRIFTED, NEVER_CHECKED = "ok", "drifted", "never checked"
-#: a RUNNING server whose heartbeat is older than this many seconds is dead
+#: a RUNNING server whose heartbeat is older than this many seconds is dead (its recorder beats at each delivery,
+#: every 5 s by default: this is two dozen beats missed)
 STALE_AFTER_S = 120.0
 #: at most this many stopped or dead serving runs are read (the newest); every RUNNING one is
 RECENT_RUNS = 200
@@ -44,7 +46,9 @@ _RUNNING_PAGES = 10  # pages of RECENT_RUNS RUNNING serving runs read at most
 
 SERVE_PREFIX, MONITOR_PREFIX = "serve/", "monitor/"
 _SERVE_RUNS = "tags.`nbmlops.kind` = 'serve'"
-_MONITOR_RUNS = "tags.`nbmlops.kind` = 'monitor' and tags.`nbmlops.drifted` LIKE '%'"
+#: the monitoring runs of ``nbmlops monitor NAME@ALIAS --traffic`` (a check of a data file has no traffic tags)
+_MONITOR_RUNS = ("tags.`nbmlops.kind` = 'monitor' and tags.`nbmlops.drifted` LIKE '%' "
+                 "and tags.`nbmlops.traffic.since` LIKE '%'")
 _NEWEST = ["attributes.start_time DESC"]
 _TAG = "nbmlops.serve."
 _SWAP = re.compile(r"v?(\d+)\s*->\s*v?(\d+)")
@@ -224,7 +228,7 @@ def _rank(deployment: Deployment) -> tuple[int, int, str]:
 
 
 def _drift(uri: str, experiment_id: str | None) -> DriftCheck:
-    """The drift state recorded by the newest monitoring run of a model's ``monitor/NAME`` experiment."""
+    """The drift state recorded by the newest check of live traffic in a model's ``monitor/NAME`` experiment."""
     if experiment_id is None:
         return DriftCheck(NEVER_CHECKED)
     page = search_page(uri, [experiment_id], _MONITOR_RUNS, _NEWEST, 0, 1)

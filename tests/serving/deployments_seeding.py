@@ -58,11 +58,16 @@ def seed_serving_run(client, model: str, alias: str = "champion", *, url: str, v
     return run.info.run_id
 
 
-def seed_monitor_run(client, model: str, version: int, *, drifted: bool, alias: str = "champion") -> str:
-    """A finished monitoring run of ``model`` version ``version`` on its traffic (experiment ``monitor/<model>``),
-    drifted or not. Returns its id."""
+def seed_monitor_run(client, model: str, version: int, *, drifted: bool, alias: str = "champion",
+                     traffic: bool = True) -> str:
+    """A finished monitoring run of ``model`` version ``version`` (experiment ``monitor/<model>``), drifted or not,
+    on its live traffic as ``nbmlops monitor NAME@ALIAS --traffic`` records it (else on a data file). Returns its
+    id."""
     tags = {"nbmlops.kind": "monitor", "nbmlops.model": model, "nbmlops.model_version": str(version),
-            "nbmlops.drifted": str(drifted).lower(), "nbmlops.monitored_data": f"traffic of {model}@{alias}"}
+            "nbmlops.drifted": str(drifted).lower(),
+            "nbmlops.monitored_data": f"traffic of {model}@{alias}" if traffic else "live.csv"}
+    if traffic:
+        tags |= {"nbmlops.traffic.runs": "seeded", "nbmlops.traffic.since": "24h"}
     run = client.create_run(experiment(client, f"monitor/{model}"), run_name=f"monitor {model}/{version}", tags=tags)
     client.log_metric(run.info.run_id, "drift.max_psi", 0.9 if drifted else 0.01)
     client.set_terminated(run.info.run_id, "FINISHED")

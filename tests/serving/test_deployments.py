@@ -76,7 +76,7 @@ def test_the_heartbeat_bound_decides_serving_from_dead(settings, mlflow_client):
     assert (lenient.state, strict.state) == (SERVING, DEAD)
 
 
-def test_drift_state_is_the_latest_monitoring_runs(settings, mlflow_client):
+def test_drift_state_is_the_latest_check_of_live_traffic(settings, mlflow_client):
     c = mlflow_client
     for model in ("dr-drifted", "dr-ok", "dr-never"):
         seed_serving_run(c, model, url=f"http://127.0.0.1:{9120 + len(model)}")
@@ -84,6 +84,8 @@ def test_drift_state_is_the_latest_monitoring_runs(settings, mlflow_client):
     latest = seed_monitor_run(c, "dr-drifted", 1, drifted=True)
     seed_monitor_run(c, "dr-ok", 2, drifted=True)
     ok = seed_monitor_run(c, "dr-ok", 2, drifted=False)
+    seed_monitor_run(c, "dr-ok", 2, drifted=True, traffic=False)  # a data file's check: not the traffic's
+    seed_monitor_run(c, "dr-never", 1, drifted=True, traffic=False)
     started = c.get_run(ok).info.start_time
 
     found = {d.model: d.drift for d in list_deployments(settings)}
