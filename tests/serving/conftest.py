@@ -21,15 +21,23 @@ from nbmlops.tracking.session import close_session
 
 @dataclass(frozen=True)
 class Models:
-    """The model ``name``: version 1 (``champion``) and 2 (``challenger``, the opposite answers) take ``a`` and
-    ``b``; version 3 takes ``a`` and ``c`` (no alias). ``pickled`` is a statsmodels model (pickle) at
-    ``champion``."""
+    """The model ``name``: version 1 (``champion``) and 2 (``challenger``, the opposite answers) are scikit-learn
+    classifiers of ``a`` and ``b``; version 3 takes ``a`` and ``c``; version 4 is a statsmodels regression of
+    ``a`` and ``b`` (MLflow pickles it: loaded only when trusted)."""
 
     name: str
-    pickled: str
     rows: pd.DataFrame
-    v1: np.ndarray  # the estimator's own predictions on ``rows``
+    v1: np.ndarray  # each estimator's own predictions on ``rows``
     v2: np.ndarray
+    v4: np.ndarray
+
+    def point(self, version: int) -> str:
+        """A new alias of the model pointing at ``version`` (tests that move aliases move their own)."""
+        import nbmlops
+
+        alias = f"t-{uuid.uuid4().hex[:10]}"
+        nbmlops.promote(f"{self.name}/{version}", alias)
+        return alias
 
 
 def _frame(n: int, seed: int, columns: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
@@ -47,30 +55,29 @@ def models(store_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     folder = tmp_path_factory.mktemp("registering")
     (folder / "pyproject.toml").write_text("[project]\nname = 'registering'\n")
-    name, pickled = f"served-{uuid.uuid4().hex[:8]}", f"pickled-{uuid.uuid4().hex[:8]}"
+    name = f"served-{uuid.uuid4().hex[:8]}"
     train = _frame(400, 0)
     y = (train.a + train.b > 0).astype(int)
     other = _frame(400, 1, ("a", "c"))
     first, second = LogisticRegression().fit(train, y), LogisticRegression().fit(train, 1 - y)
+    regression = sm.OLS(y.astype(float), train).fit()
     with pytest.MonkeyPatch.context() as patch:
         close_session()
         patch.chdir(folder)
         patch.setenv("NBMLOPS_TRACKING_URI", store_uri)
         patch.setenv("NBMLOPS_ARTIFACT_ROOT", str(Path(store_uri[len("sqlite:///"):]).parent / "artifacts"))
         patch.setenv("NBMLOPS_EXPERIMENT", "serving-models")
-        for model, data, registered in ((first, train, name), (second, train, name),
-                                        (LogisticRegression().fit(other, y), other, name),
-                                        (sm.OLS(y.astype(float), train).fit(), train, pickled)):
+        for model, data in ((first, train), (second, train), (LogisticRegression().fit(other, y), other),
+                            (regression, train)):
             with nbmlops.track("train"):
-                nbmlops.register(model, registered, training_data=data, timeout=120)
+                nbmlops.register(model, name, training_data=data, timeout=120)
         nbmlops.flush(120)
         nbmlops.promote(f"{name}/1", "champion")
         nbmlops.promote(f"{name}/2", "challenger")
-        nbmlops.promote(f"{pickled}/1", "champion")
         close_session()
         configure(**dict.fromkeys(SETTING_NAMES))
     rows = _frame(7, 2)
-    yield Models(name, pickled, rows, first.predict(rows), second.predict(rows))
+    yield Models(name, rows, first.predict(rows), second.predict(rows), np.asarray(regression.predict(rows)))
 
 
 def http(method: str, url: str, body: bytes | None = None, content_type: str | None = None,
@@ -121,3 +128,26 @@ def traffic_records(folder: Path) -> list[dict[str, Any]]:
 
     return [record for path in list_segments(folder) for _, record in read_records(path, 0)
             if isinstance(record, dict)]
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` of the server at ``url``, read with prometheus_client's parser: ``{(name, labels): value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, text = http("GET", url + "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+
+
+def wait_for(condition: Any, what: str, timeout: float = 90.0) -> Any:
+    """Poll ``condition()`` until it returns something true (returned), failing after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

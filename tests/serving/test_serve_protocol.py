@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.serving.conftest import http, predictions, split_body, traffic_records
+from tests.serving.conftest import http, metric_samples, predictions, split_body, traffic_records
 
 PARQUET = "application/vnd.apache.parquet"
 
@@ -166,17 +166,13 @@ def test_each_request_is_recorded_before_its_answer_with_the_body_of_the_sampled
 
 
 def test_metrics_parse_with_prometheus_parser_and_count_requests_errors_and_latency(models, serving):
-    from prometheus_client.parser import text_string_to_metric_families
-
     handle = serving(f"{models.name}@champion")
     body, content_type = _bodies(models.rows)["csv"]
     for _ in range(3):
         http("POST", handle.url + "/invocations", body, content_type)
     http("POST", handle.url + "/invocations", b"{not json", "application/json")
-    status, headers, text = http("GET", handle.url + "/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text.decode()) for s in family.samples}
+    assert http("GET", handle.url + "/metrics")[1]["content-type"].startswith("text/plain")
+    samples = metric_samples(handle.url)
     assert samples[("nbmlops_requests_total", (("status", "200"), ("version", "1")))] == 3
     assert samples[("nbmlops_requests_total", (("status", "400"), ("version", "1")))] == 1
     assert samples[("nbmlops_request_errors_total", (("version", "1"),))] == 1
