@@ -103,7 +103,7 @@ def serve(
     """
     _check_options(port, workers, log_requests, poll, log_max_mb)
     settings = settings or resolve_settings()
-    ref = parse_reference(model, bare=False)
+    ref = parse_reference(model)
     if ref.alias is None:
         raise ModelReferenceError(f"{model!r}: serve follows an alias: give NAME@ALIAS (such as {ref.name}@champion)")
     if shadow is not None:
