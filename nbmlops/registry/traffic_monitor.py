@@ -129,16 +129,6 @@ def _latency(timing: Any) -> dict[str, float]:
     return {f"latency_{label}_ms": float(np.percentile(values, q)) for label, q in _QUANTILES}
 
 
-def _labels(traffic: Any) -> Any:
-    """The last label given to each (request_id, row)."""
-    feedback = traffic.feedback
-    if feedback is None or not len(feedback) or "label" not in feedback:
-        return None
-    if "timestamp" in feedback:
-        feedback = feedback.sort_values("timestamp", kind="stable")
-    return feedback.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "label"]]
-
-
 def _version_rows(frame: Any, column: str, version: int) -> Any:
     import pandas as pd
 
@@ -153,13 +143,13 @@ def _ok(frame: Any) -> Any:
     return pd.to_numeric(frame["status"], errors="coerce").astype("float64") == 200
 
 
-def _predictions(requests: Any, labels: Any, version: int) -> tuple[Any, str, Any, Any]:
-    """The rows ``version`` scored with a single prediction each: ``request_id, row, prediction, latency_ms``
-    (and ``label`` when there is feedback); where they came from; the rows it answered (errors included); and
-    ``request_id, latency_ms`` of every request it answered or shadowed."""
+def _predictions(requests: Any, version: int) -> tuple[Any, str, Any, Any]:
+    """The rows ``version`` scored with a single prediction each: ``request_id, row, prediction, latency_ms,
+    label`` (``requests`` as ``Traffic.with_labels()`` gives them); where they came from; the rows it answered
+    (errors included); and ``request_id, latency_ms`` of every request it answered or shadowed."""
     import pandas as pd
 
-    columns = ["request_id", "row", _PREDICTION, "latency_ms"]
+    columns = ["request_id", "row", _PREDICTION, "latency_ms", "label"]
     served = _version_rows(requests, "model_version", version)
     shadowed = _version_rows(requests, "shadow.model_version", version)
     parts, timings, sources = [], [], []
@@ -171,12 +161,11 @@ def _predictions(requests: Any, labels: Any, version: int) -> tuple[Any, str, An
     if len(shadowed) and _SHADOW_PREDICTION in shadowed:
         sources.append("shadow")
         scored = shadowed[shadowed[_SHADOW_PREDICTION].notna()]
-        scored = scored[["request_id", "row", _SHADOW_PREDICTION, "shadow.latency_ms"]].set_axis(columns, axis=1)
+        scored = scored[["request_id", "row", _SHADOW_PREDICTION, "shadow.latency_ms", "label"]].set_axis(columns,
+                                                                                                        axis=1)
         parts.append(scored)
         timings.append(scored[["request_id", "latency_ms"]].drop_duplicates("request_id"))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    if labels is not None:
-        rows = rows.merge(labels, on=["request_id", "row"], how="left")
     timing = pd.concat(timings, ignore_index=True) if timings else pd.DataFrame(columns=["request_id", "latency_ms"])
     return rows, "+".join(sources) or "none", served, timing
 
@@ -221,11 +210,11 @@ class VersionTraffic:
         return {prefix + key: value for key, value in found.items()}
 
 
-def _version_summary(requests: Any, labels: Any, version: int) -> tuple[VersionTraffic, Any]:
-    rows, source, served, timing = _predictions(requests, labels, version)
+def _version_summary(requests: Any, version: int) -> tuple[VersionTraffic, Any]:
+    rows, source, served, timing = _predictions(requests, version)
     answered = served.drop_duplicates("request_id") if len(served) else served
     failed = int((~_ok(answered)).sum()) if len(answered) else 0
-    labelled = rows[rows["label"].notna()] if "label" in rows else rows.iloc[0:0]
+    labelled = rows[rows["label"].notna()]
     task, online = (_online(labelled[_PREDICTION], labelled["label"]) if len(labelled) else (None, {}))
     summary = VersionTraffic(
         version=version, source=source, requests=len(answered), errors=failed, rows=len(rows),
@@ -253,8 +242,8 @@ def version_traffic(name: str, versions: Sequence[int], *, since: str | datetime
                     settings: Settings) -> dict[int, VersionTraffic]:
     """What each of ``versions`` of model ``name`` did on the traffic since ``since`` (one read of the store)."""
     traffic = read_traffic(name, since, settings)
-    labels = _labels(traffic)
-    return {v: _version_summary(traffic.requests, labels, v)[0] for v in dict.fromkeys(versions)}
+    requests = traffic.with_labels()
+    return {v: _version_summary(requests, v)[0] for v in dict.fromkeys(versions)}
 
 
 # -- monitor --traffic ------------------------------------------------------------------------------------
@@ -352,8 +341,8 @@ def live_traffic(version: ModelVersionInfo, since: str | datetime | timedelta | 
         MonitoringDataError: no logged request of this version in the window (the message says what there is).
     """
     traffic = read_traffic(version.name, since, settings)
-    requests, labels = traffic.requests, _labels(traffic)
-    summary, rows = _version_summary(requests, labels, version.version)
+    requests = traffic.with_labels()
+    summary, rows = _version_summary(requests, version.version)
     if summary.source == "none":
         raise MonitoringDataError(_no_traffic(version, since, requests))
     notes: list[str] = []
@@ -376,7 +365,7 @@ def live_traffic(version: ModelVersionInfo, since: str | datetime | timedelta | 
     others = _other_versions(requests, version.version)
     if others:
         notes.append("left out rows of other versions: " + ", ".join(f"version {v}: {n}" for v, n in others.items()))
-    shadow, paired, agreement, mean_abs = _shadow_of(requests, labels, version.version, rows)
+    shadow, paired, agreement, mean_abs = _shadow_of(requests, version.version, rows)
     return LiveTraffic(
         name=version.name, version=version.version, since=since, inputs=inputs,
         predictions=None if predictions is None else predictions.reset_index(drop=True), summary=summary,
@@ -405,7 +394,7 @@ def _other_versions(requests: Any, version: int) -> dict[int, int]:
     return {int(v): int(n) for v, n in sorted(counts.items()) if v != version}
 
 
-def _shadow_of(requests: Any, labels: Any, version: int,
+def _shadow_of(requests: Any, version: int,
                rows: Any) -> tuple[VersionTraffic | None, int, float | None, float | None]:
     """The version that shadowed ``version`` most recently, and how the two agree on the rows both scored."""
     import pandas as pd
@@ -418,7 +407,7 @@ def _shadow_of(requests: Any, labels: Any, version: int,
         return None, 0, None, None
     latest = shadowed.sort_values("timestamp", kind="stable") if "timestamp" in shadowed else shadowed
     other = int(pd.to_numeric(latest["shadow.model_version"]).astype("float64").iloc[-1])
-    summary, other_rows = _version_summary(requests, labels, other)
+    summary, other_rows = _version_summary(requests, other)
     paired, agreement, mean_abs = _agreement(rows, other_rows)
     return summary, paired, agreement, mean_abs
 
@@ -500,9 +489,9 @@ def compare_on_traffic(name: str, first: str, second: str, *,
     client = registry_client(settings)
     a, b = _resolve(name, first, client), _resolve(name, second, client)
     traffic = read_traffic(name, since, settings)
-    labels = _labels(traffic)
-    summary_a, rows_a = _version_summary(traffic.requests, labels, a.version)
-    summary_b, rows_b = _version_summary(traffic.requests, labels, b.version)
+    requests = traffic.with_labels()
+    summary_a, rows_a = _version_summary(requests, a.version)
+    summary_b, rows_b = _version_summary(requests, b.version)
     if summary_a.source == "none" and summary_b.source == "none":
         raise MonitoringDataError(f"no logged traffic of {name} version {a.version} or {b.version} {window(since)}")
     paired, agreement, mean_abs = _agreement(rows_a, rows_b)
