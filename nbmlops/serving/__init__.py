@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nbmlops.serving.deployments import Deployment, list_deployments
     from nbmlops.serving.server import ServingHandle, serve
 
-__all__ = ["ServingHandle", "serve"]
+__all__ = ["Deployment", "ServingHandle", "list_deployments", "serve"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from nbmlops.serving import server
 
         return getattr(server, name)
+    if name in ("Deployment", "list_deployments"):
+        from nbmlops.serving import deployments
+
+        return getattr(deployments, name)
     raise AttributeError(f"module 'nbmlops.serving' has no attribute {name!r}")

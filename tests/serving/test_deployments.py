@@ -112,7 +112,10 @@ def test_one_row_per_deployment_the_serving_run_before_a_newer_dead_one(settings
 
 
 def test_a_store_without_servers_lists_none(project: Path, tmp_path: Path):
+    from nbmlops import serving
+
     empty = resolve_settings(project, tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert serving.list_deployments is list_deployments  # the package exports it
     assert list_deployments(empty) == []
     page = deployments_html([])
     assert "No model is served yet" in page and "<code>nbmlops serve NAME@champion</code>" in page
