@@ -3,7 +3,8 @@
 that starts a server; then each deployment with its address (a link), version, state (serving first; dead by a
 stale heartbeat or a kill; stopped), traffic, latency, drift state and last swap, a model name holding ``<b>``
 shown as text; the dashboard's Deployments HTML in a notebook output, readable in both themes; the tracking server
-killed, the tab shows the panel's error state with Retry, and Retry shows the deployments again once it is back.
+killed, the tab shows the panel's error state with Retry (and the status bar turns red), and Retry shows the
+deployments again once it is back.
 One JupyterLab for the module, one kernel."""
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def test_the_deployments_tab_reads_well_and_survives_a_dead_store(deployments_la
     expect(failure.locator(".nbmlops-lab-store-error-title")).to_have_text("Deployments unavailable")
     expect(failure).to_contain_text("refused the connection")
     expect(view.locator(".nbmlops-lab-deployment")).to_have_count(0)
+    store = page.locator(".nbmlops-StoreStatus")  # the status bar learns it from this tab's answer too
+    expect(store).to_have_class(re.compile("nbmlops-lab-mod-error"), timeout=5_000)
     assert_readable(view, True, where="the Deployments error state")
     screenshot(view, artifacts_dir, "deployments-store-error-dark")
 
@@ -212,3 +215,4 @@ def test_the_deployments_tab_reads_well_and_survives_a_dead_store(deployments_la
     failure.get_by_role("button", name="Retry").click()
     expect(failure).to_have_count(0, timeout=30_000)
     check_list(view, runs)
+    expect(store).not_to_have_class(re.compile("nbmlops-lab-mod-error"), timeout=20_000)
