@@ -12,7 +12,7 @@ a regressor's is read from the labels and predictions: text, booleans, or predic
 make a classifier (``online_accuracy``); other numbers a regressor (``online_mae``, ``online_rmse``). Two versions
 that scored the same rows (one served, the other shadowed) are compared row by row: ``agreement`` is the share of
 equal predictions (numbers within ``numpy.isclose``'s default tolerance), ``mean_abs_diff`` their mean absolute
-difference when they are numbers. Only the logged (sampled) requests are rows, so latency and error rate are those
+difference when they are a regressor's. Only the logged (sampled) requests are rows, so latency and error rate are those
 of the sample.
 """
 
@@ -225,7 +225,7 @@ def _version_summary(requests: Any, version: int) -> tuple[VersionTraffic, Any]:
 
 
 def _agreement(first: Any, second: Any) -> tuple[int, float | None, float | None]:
-    """Rows both scored, the share where they agree, and their mean absolute difference (numbers only)."""
+    """Rows both scored, the share where they agree, and their mean absolute difference (a regressor's only)."""
     import numpy as np
 
     both = first[["request_id", "row", _PREDICTION]].merge(
@@ -233,8 +233,9 @@ def _agreement(first: Any, second: Any) -> tuple[int, float | None, float | None
     if not len(both):
         return 0, None, None
     a, b = both[f"{_PREDICTION}_a"], both[f"{_PREDICTION}_b"]
-    x, y = _numbers(a), _numbers(b)
-    mean_abs = float(np.mean(np.abs(x.to_numpy() - y.to_numpy()))) if x is not None and y is not None else None
+    mean_abs = None
+    if _task(a, b) == "regression":
+        mean_abs = float(np.mean(np.abs(_numbers(a).to_numpy() - _numbers(b).to_numpy())))
     return len(both), float(np.mean(_equal(a, b))), mean_abs
 
 

@@ -187,25 +187,34 @@ def test_online_accuracy_from_feedback_and_agreement_with_the_shadow(project, cl
     assert failed.exit_code == 3 and not failed.gates[0].passed
 
 
-def test_online_mae_and_rmse_of_a_regressor(project, client):
+def test_online_mae_and_rmse_of_a_regressor_and_its_mean_difference_from_the_shadow(project, client):
     from sklearn.linear_model import Ridge
 
     name = f"live-{uuid.uuid4().hex[:8]}"
     train = frame(1000, 5)
     SnapshotStore().save(train[FEATURES])
-    with nbmlops.track("train"):
-        model = Ridge().fit(train[FEATURES], train.a * 2 + train.b)
-        version = nbmlops.register(model, name, training_data=train[FEATURES], timeout=120).version
+    versions, models = [], []
+    for alpha in (1.0, 50.0):
+        with nbmlops.track("train"):
+            models.append(Ridge(alpha=alpha).fit(train[FEATURES], train.a * 2 + train.b))
+            versions.append(nbmlops.register(models[-1], name, training_data=train[FEATURES], timeout=120).version)
     nbmlops.flush(60)
+    model = models[0]
     data = frame(100, 6)
-    records = batches(model, version, data, size=10)
+    records = batches(model, versions[0], data, size=10)
     errors = np.tile([1.0, -3.0], 5)  # per row: prediction - label
-    labels = [feedback(r, model.predict(data.iloc[i * 10:i * 10 + 10][FEATURES]) - errors) for i, r in enumerate(records)]
-    deliver(name, "champion", records, labels=labels)
-    result = monitor(f"{name}/{version}", traffic=True)
+    served = [model.predict(data.iloc[i * 10:i * 10 + 10][FEATURES]) for i in range(10)]
+    labels = [feedback(r, served[i] - errors) for i, r in enumerate(records)]
+    shadows = [shadow(r, versions[1], served[i] + 0.5, latency_ms=9.0) for i, r in enumerate(records)]
+    deliver(name, "champion", records, shadows, labels)
+    result = monitor(f"{name}/{versions[0]}", traffic=True)
     metrics = result.live.metrics()
     assert result.live.summary.task == "regression" and "online_accuracy" not in metrics
     assert metrics["online_mae"] == pytest.approx(2.0) and metrics["online_rmse"] == pytest.approx(np.sqrt(5.0))
+    assert metrics["shadow_agreement"] == 0 and metrics["shadow_mean_abs_diff"] == pytest.approx(0.5)
+    assert metrics["shadow_online_mae"] == pytest.approx(2.0)  # errors of 1.5 and -2.5
+    assert metrics["shadow_online_rmse"] == pytest.approx(np.sqrt((1.5 ** 2 + 2.5 ** 2) / 2))
+    assert monitoring_runs(client, name)[0].data.metrics["shadow_mean_abs_diff"] == pytest.approx(0.5)
 
 
 def test_no_traffic_in_the_window_is_one_line_and_exit_2(project, capsys):
