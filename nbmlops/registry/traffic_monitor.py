@@ -12,8 +12,8 @@ a regressor's is read from the labels and predictions: text, booleans, or predic
 make a classifier (``online_accuracy``); other numbers a regressor (``online_mae``, ``online_rmse``). Two versions
 that scored the same rows (one served, the other shadowed) are compared row by row: ``agreement`` is the share of
 equal predictions (numbers within ``numpy.isclose``'s default tolerance), ``mean_abs_diff`` their mean absolute
-difference when they are a regressor's. Only the logged (sampled) requests are rows, so latency and error rate are those
-of the sample.
+difference when they are a regressor's. Only the logged (sampled) requests are rows, so latency and error rate are
+those of the sample.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ __all__ = [
 
 #: the window the command line reads by default
 DEFAULT_SINCE = "24h"
-#: the online metrics a version can have, and whether higher is better
-ONLINE_METRICS = {"online_accuracy": True, "online_mae": False, "online_rmse": False}
+#: the online metrics a version can have (a classifier's, then a regressor's)
+ONLINE_METRICS = ("online_accuracy", "online_mae", "online_rmse")
 _PREDICTION, _SHADOW_PREDICTION = "prediction", "shadow.prediction"
 _QUANTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 
