@@ -18,6 +18,7 @@ import pytest
 import nbmlops
 from nbmlops.cli import main
 from nbmlops.data import SnapshotStore
+from nbmlops.registry import get_version
 from nbmlops.registry.monitor import monitor
 
 FEATURES = ["a", "b"]
@@ -231,3 +232,28 @@ def test_no_traffic_in_the_window_is_one_line_and_exit_2(project, capsys):
     assert main(["monitor", f"{name}@champion"]) == 2
     assert "give one of them" in capsys.readouterr().err
     assert main(["monitor", f"{name}@champion", "--traffic", "--since", "7d"]) == 0
+
+
+def test_drifted_traffic_retrains_and_the_retrain_gate_not_the_live_gate_decides_the_challenger(project, capsys):
+    from tests.test_runner import notebook
+
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    model, version = registered_classifier(name)
+    shifted = frame(1000, 9, shift=1.5)
+    deliver(name, "champion", batches(model, version, shifted, latency_ms=80.0))
+    shifted.to_csv(project / "live.csv", index=False)
+    notebook(
+        project / "retrain.ipynb",
+        "%load_ext nbmlops",
+        "import pandas as pd\nfrom sklearn.linear_model import LogisticRegression\nframe = pd.read_csv(data_path)\n"
+        "X_train, y_train = frame[['a', 'b']], frame.y",
+        f"%%track --register model {name}\nmodel = LogisticRegression().fit(X_train, y_train)\n"
+        "accuracy = model.score(X_train, y_train)",
+        parameters="data_path = 'train.csv'",
+    )
+    code = main(["monitor", f"{name}@champion", "--traffic", "--gate", "latency_p95_ms < 50", "--retrain",
+                 "retrain.ipynb", "-p", "data_path", "live.csv", "--retrain-gate", "accuracy >= 0.8"])
+    out = capsys.readouterr().out
+    assert code == 3, out  # the live gate failed (80 ms); the retrained model passed its own gate
+    assert "FAIL gate \"latency_p95_ms < 50\"" in out and f"registered {name}/2 as @challenger" in out
+    assert get_version(f"{name}@challenger").version == 2
