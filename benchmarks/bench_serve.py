@@ -31,8 +31,9 @@ each a process group of its own, started the way a user types them, with the sam
    server still runs (how long after the load the last row arrives), then after a graceful stop (the serving run
    FINISHED, its ``requests`` metric).
 
-``--profile`` (also done when a ratio target is missed): one more single-row block against nbmlops while
-``py-spy record`` samples its serving process(es); the table lists where the samples fall.
+``--profile`` (also done when a ratio target is missed, unless ``--no-profile``): one more single-row block against
+each server while ``py-spy record`` samples its processes; the table lists the busy time per request and where the
+samples fall, by thread and by frame.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -418,15 +420,20 @@ def serving_run(env: dict[str, str], run_id: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+#: py-spy's sampling rate (samples per second and thread)
+SAMPLE_RATE = 250
+
+
 def profile_block(server: Server, payloads: list[bytes], concurrency: int, count: int, out: Path) -> dict[str, Any]:
     """A single-row block against ``server`` while ``py-spy record`` samples each of its processes (raw collapsed
-    stacks); returns the share of samples per frame of interest."""
+    stacks, busy threads only); returns the share of the samples per frame of interest and per thread, and the
+    busy time per request (CPU, or waiting for the GIL)."""
     recorders = []
     for pid in server.pids():
         path = out / f"pyspy-{pid}.txt"
         recorders.append((path, subprocess.Popen(
             [str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--output", str(path),
-             "--rate", "250", "--nonblocking", "--threads"],
+             "--rate", str(SAMPLE_RATE), "--nonblocking", "--threads"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1.0)
     block = run_block(server, "profile", payloads, 1, concurrency, count)
@@ -442,7 +449,8 @@ def profile_block(server: Server, payloads: list[bytes], concurrency: int, count
                 stack, _, n = line.rpartition(" ")
                 if stack and n.isdigit():
                     stacks[stack] += int(n)
-    return {"block": block, **summarise_stacks(stacks)}
+    summary = summarise_stacks(stacks)
+    return {"block": block, "busy_ms": summary["active"] / SAMPLE_RATE / block.sent * 1000, **summary}
 
 
 #: frames whose inclusive share of the samples the profile reports (a substring of py-spy's ``name (path:line)``)
@@ -475,11 +483,24 @@ def summarise_stacks(stacks: collections.Counter) -> dict[str, Any]:
         n = sum(count for stack, count in stacks.items() if not _idle(stack) and needle in stack)
         shares[needle] = n / active if active else 0.0
     leaves: collections.Counter = collections.Counter()
+    threads: collections.Counter = collections.Counter()
     for stack, n in stacks.items():
         if not _idle(stack):
             leaves[_short(stack.split(";")[-1])] += n
+            threads[_thread(stack.split(";")[0])] += n
     return {"samples": total, "active": active, "shares": shares,
+            "threads": [(name, n / active) for name, n in threads.most_common()] if active else [],
             "top_leaves": [(leaf, n / active) for leaf, n in leaves.most_common(8)] if active else []}
+
+
+def _thread(frame: str) -> str:
+    """py-spy's ``thread (123): name`` -> what the thread does."""
+    name = frame.partition("): ")[2] or frame
+    if name.startswith("asyncio_") or name.startswith("AnyIO worker"):
+        return "request threads (MLflow's invocations, in the thread pool)"
+    if name == "MainThread":
+        return "event loop (uvicorn, ASGI, nbmlops app)"
+    return re.sub(r"[-_]?\d+$", "", name)
 
 
 def _idle(stack: str) -> bool:
@@ -557,6 +578,25 @@ def inside_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def profile_rows(profiles: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """Where the time of a request goes on each side, from py-spy."""
+    rows = [("7. profile (py-spy) of one single-row block under load on each side: busy time of the server's "
+             "threads per request (CPU, sampled): MLflow; nbmlops",
+             "; ".join(f"{profiles[side]['busy_ms']:.2f} ms" for side in SIDES), "", "info")]
+    for side in SIDES:
+        prof = profiles[side]
+        shares = "; ".join(f"{PROFILE_FRAMES[k]} {v:.0%}" for k, v in prof["shares"].items() if v >= 0.01)
+        threads = "; ".join(f"{name} {share:.0%}" for name, share in prof["threads"])
+        leaves = "; ".join(f"{leaf} {share:.0%}" for leaf, share in prof["top_leaves"])
+        rows += [
+            (f"7. {LABELS[side]}: share of the busy samples ({prof['active']:,}) by thread", threads or "none", "",
+             "info"),
+            (f"7. {LABELS[side]}: by frame (inclusive)", shares or "none", "", "info"),
+            (f"7. {LABELS[side]}: by innermost frame", leaves or "none", "", "info"),
+        ]
+    return rows
+
+
 def build_report(machine: dict[str, str], args: argparse.Namespace, result: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     for kind, label in (("single", f"1. one row, {args.concurrency} in flight"),
@@ -596,14 +636,7 @@ def build_report(machine: dict[str, str], args: argparse.Namespace, result: dict
          f"{result['started']['nbmlops']:.1f} s", "", "info"),
     ]
     if result.get("profile"):
-        prof = result["profile"]
-        shares = "; ".join(f"{PROFILE_FRAMES[k]} {v:.0%}" for k, v in prof["shares"].items() if v >= 0.01)
-        leaves = "; ".join(f"{leaf} {share:.0%}" for leaf, share in prof["top_leaves"])
-        rows += [
-            (f"7. profile of `nbmlops serve` under single-row load (py-spy, {prof['active']:,} busy samples of "
-             f"{prof['samples']:,}): inclusive share of the busy samples", shares or "none", "", "info"),
-            ("7. the same, by innermost frame", leaves or "none", "", "info"),
-        ]
+        rows += profile_rows(result["profile"])
     date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     quick = "quick" if args.quick else "full"
     setup = (
@@ -708,8 +741,9 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         profile = None
         if args.profile or (missed and not args.no_profile):
             print("profiling nbmlops serve under load ...", file=sys.stderr)
-            profile = profile_block(pair["nbmlops"], single, args.concurrency, args.requests, root)
-            record(profile["block"])
+            profile = {side: profile_block(pair[side], single, args.concurrency, args.requests, root)
+                       for side in SIDES}
+            record(profile["nbmlops"]["block"])
         print("alias swap under load ...", file=sys.stderr)
         swap = swap_block(pair["nbmlops"], single, args.concurrency, args.requests, env, old, new)
         record(swap["block"])
