@@ -424,10 +424,12 @@ def serving_run(env: dict[str, str], run_id: str) -> dict[str, Any]:
 SAMPLE_RATE = 250
 
 
-def profile_block(server: Server, payloads: list[bytes], concurrency: int, count: int, out: Path) -> dict[str, Any]:
+def profile_block(server: Server, payloads: list[bytes], concurrency: int, count: int, out: Path,
+                  settle_s: float = 10.0) -> dict[str, Any]:
     """A single-row block against ``server`` while ``py-spy record`` samples each of its processes (raw collapsed
-    stacks, busy threads only); returns the share of the samples per frame of interest and per thread, and the
-    busy time per request (CPU, or waiting for the GIL)."""
+    stacks, busy threads only), and ``settle_s`` seconds after it (so that the delivery of the block's traffic
+    log, every 5 s, is counted too); returns the share of the samples per frame of interest and per thread, and
+    the busy time per request."""
     recorders = []
     for pid in server.pids():
         path = out / f"pyspy-{pid}.txt"
@@ -437,6 +439,7 @@ def profile_block(server: Server, payloads: list[bytes], concurrency: int, count
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1.0)
     block = run_block(server, "profile", payloads, 1, concurrency, count)
+    time.sleep(settle_s)
     for _, recorder in recorders:
         recorder.send_signal(signal.SIGINT)
     for _, recorder in recorders:
@@ -580,8 +583,8 @@ def inside_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def profile_rows(profiles: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """Where the time of a request goes on each side, from py-spy."""
-    rows = [("7. profile (py-spy) of one single-row block under load on each side: busy time of the server's "
-             "threads per request (CPU, sampled): MLflow; nbmlops",
+    rows = [("7. profile (py-spy) of one single-row block under load on each side, and the 10 s after it (the "
+             "delivery of its traffic log included): busy time of the server's threads per request: MLflow; nbmlops",
              "; ".join(f"{profiles[side]['busy_ms']:.2f} ms" for side in SIDES), "", "info")]
     for side in SIDES:
         prof = profiles[side]
