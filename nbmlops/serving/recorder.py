@@ -3,9 +3,9 @@
 The main process of ``nbmlops serve`` makes a :class:`ServingRecorder`: :meth:`ServingRecorder.start` creates
 the serving run (experiment ``serve/NAME``, RUNNING) and its folder ``<root>/.nbmlops/serve/<run id>/``, where
 the serving processes write their traffic log segments (:class:`nbmlops.serving.traffic_log.TrafficLog`); a
-thread then delivers what they wrote every ``interval`` seconds (its first round also delivers the folders of
-servers that died, :meth:`ServingRecorder.deliver_orphans`); :meth:`ServingRecorder.stop` delivers the rest and
-ends the run FINISHED.
+thread then delivers what they wrote every ``interval`` seconds (and, at start and every
+:data:`ORPHAN_INTERVAL` seconds, the folders of servers that died: :meth:`ServingRecorder.deliver_orphans`);
+:meth:`ServingRecorder.stop` delivers the rest and ends the run FINISHED.
 
 A delivery round, exactly once:
 
@@ -62,6 +62,8 @@ DEFAULT_INTERVAL = 5.0
 SHADOW_WAIT_S = 30.0
 STATE_FILE = "delivery.json"
 LOCK_FILE = "recorder.lock"
+#: seconds between two looks for the folders of dead servers (the first at start)
+ORPHAN_INTERVAL = 30.0
 #: a round reads at most about this many bytes of segments (the rest goes in the next rounds)
 ROUND_BYTES = 64 * 1024 * 1024
 _TAG = "nbmlops.serve."
@@ -469,10 +471,11 @@ class ServingRecorder:
         return run_id, folder
 
     def _run(self) -> None:
-        orphans_done = False
+        next_orphans = 0.0
         while True:
-            if not orphans_done:
-                orphans_done = self._quietly(self.deliver_orphans) is not False
+            if time.monotonic() >= next_orphans:  # a server killed just now may hold its segments a moment longer
+                self._quietly(self.deliver_orphans)
+                next_orphans = time.monotonic() + ORPHAN_INTERVAL
             if self._stop.wait(self.interval):
                 return
             self.deliver()
