@@ -193,8 +193,8 @@ def _bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConfigError("host", f"cannot listen on {host!r}: {exc.strerror}", "argument") from None
-    family = infos[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto = infos[0][:3]
+    sock = socket.socket(family, kind, proto)  # IPPROTO_TCP: asyncio then sets TCP_NODELAY on each connection
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(infos[0][4])
@@ -277,29 +277,33 @@ class _InProcess(_Runner):
 
 
 class _Workers(_Runner):
-    """Several workers: uvicorn's supervisor in a child process, on the bound socket (its descriptor is passed);
-    Prometheus' multiprocess files in ``<serving folder>/prometheus``."""
+    """Several workers: uvicorn's supervisor in a child process, on the address this process bound; Prometheus'
+    multiprocess files in ``<serving folder>/prometheus``."""
 
     def __init__(self, config: ServeConfig, sock: socket.socket, workers: int) -> None:
         self.config = config
         self.sock = sock
         self.workers = workers
+        self.address = sock.getsockname()[:2]
         self.process: subprocess.Popen[bytes] | None = None
 
     def _spawn(self) -> None:
         metrics = Path(self.config.folder) / "prometheus"
         metrics.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, CONFIG_ENV: self.config.to_json(), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-        fd = self.sock.fileno()
-        command = [sys.executable, "-m", "uvicorn", "--factory", "nbmlops.serving.app:create_app", "--fd", str(fd),
-                   "--workers", str(self.workers), "--log-level", "warning", "--no-access-log",
+        host, port = self.sock.getsockname()[:2]
+        # uvicorn's supervisor binds the address again itself (a socket it makes is TCP: TCP_NODELAY on each
+        # connection); the port was free a moment ago, and another process taking it meanwhile stops the workers
+        self.sock.close()
+        command = [sys.executable, "-m", "uvicorn", "--factory", "nbmlops.serving.app:create_app", "--host", host,
+                   "--port", str(port), "--workers", str(self.workers), "--log-level", "warning", "--no-access-log",
                    "--timeout-graceful-shutdown", str(GRACEFUL_S)]
-        self.process = subprocess.Popen(command, env=env, pass_fds=(fd,))
+        self.process = subprocess.Popen(command, env=env)
 
     def _wait_ready(self) -> None:
         """Until a worker answers ``/ping`` (the workers load the model first)."""
         assert self.process is not None
-        host, port = self.sock.getsockname()[:2]
+        host, port = self.address
         url = _url("127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host, port) + "/ping"
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

@@ -33,7 +33,8 @@ def test_two_workers_serve_and_each_follows_the_alias_then_sigterm_stops_gracefu
              "--workers", "2", "--poll", "0.3"],
             cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: process.poll() is None and _ping(url), "the server to answer", timeout=180)
+        wait_for(lambda: _ping(url) or (process.poll() is not None and pytest.fail((project / "serve.log").read_text())),
+                 "the server to answer", timeout=180)
         workers = wait_for(lambda: len(found := _versions_by_worker(url)) == 2 and found, "two workers serving",
                            timeout=180)
         assert set(workers.values()) == {1.0} and len(set(workers)) == 2
@@ -63,6 +64,30 @@ def test_two_workers_serve_and_each_follows_the_alias_then_sigterm_stops_gracefu
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["requests"] == 20 and run.data.tags["nbmlops.serve.version"] == "2"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_one_worker_in_the_foreground_stops_gracefully_and_ends_its_serving_run(models, project, client, stop):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(project / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "nbmlops.cli", "serve", f"{models.name}@champion", "--port",
+                                    str(port)], cwd=project, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for(lambda: _ping(url) or (process.poll() is not None and pytest.fail((project / "serve.log").read_text())),
+                 "the server to answer", timeout=180)
+        status, _, body = http("POST", url + "/invocations", split_body(models.rows), "application/json")
+        assert (status, predictions(body)) == (200, models.v1.tolist())
+        run_id = json.loads(http("GET", url + "/model")[2])["run_id"]
+        os.kill(process.pid, stop)
+        assert process.wait(120) == 0
+    finally:
+        stop_group(process)
+    out = (project / "serve.log").read_text()
+    assert f"stopped; the traffic log went to serving run {run_id}" in out and "Traceback" not in out, out
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["requests"] == 1
 
 
 def _ping(url: str) -> bool:

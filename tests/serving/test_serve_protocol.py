@@ -217,3 +217,30 @@ def test_a_port_in_use_is_one_line_naming_it(models, project, host):
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"^port \(from argument\): {host}:{port} is in use"):
             serve(f"{models.name}@champion", host=host, port=port, block=False)
+
+
+def test_answers_on_a_kept_alive_connection_are_as_quick_as_mlflows_own_app(models, serving, store_uri, tmp_path):
+    """One request at a time on one connection: no answer waits for the client's delayed ACK (the 40 ms that
+    Nagle's algorithm costs a server that does not set TCP_NODELAY on its connections)."""
+    import http.client
+    import statistics
+    from urllib.parse import urlsplit
+
+    def median_ms(url: str) -> float:
+        address = urlsplit(url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+        body, content_type = _bodies(models.rows)["dataframe_split"]
+        times = []
+        for _ in range(40):
+            began = time.perf_counter()
+            connection.request("POST", "/invocations", body, {"Content-Type": content_type})
+            answer = connection.getresponse()
+            assert answer.status == 200 and predictions(answer.read()) == models.v1.tolist()
+            times.append((time.perf_counter() - began) * 1000)
+        connection.close()
+        return statistics.median(times[10:])
+
+    handle = serving(f"{models.name}@champion")
+    with _mlflow_models_serve(models.name, 1, store_uri, tmp_path) as mlflow_url:
+        theirs, ours = median_ms(mlflow_url), median_ms(handle.url)
+    assert ours < 2 * theirs + 10, (ours, theirs)  # 40 ms a request when delayed by Nagle's algorithm
