@@ -244,3 +244,32 @@ def test_answers_on_a_kept_alive_connection_are_as_quick_as_mlflows_own_app(mode
     with _mlflow_models_serve(models.name, 1, store_uri, tmp_path) as mlflow_url:
         theirs, ours = median_ms(mlflow_url), median_ms(handle.url)
     assert ours < 2 * theirs + 10, (ours, theirs)  # 40 ms a request when delayed by Nagle's algorithm
+
+
+def test_mlflows_request_timeout_applies_and_the_timed_out_request_is_recorded(models, serving, store_uri, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "0")  # every request runs out of time at once
+    handle = serving(f"{models.name}@champion")
+    body, content_type = _bodies(models.rows)["dataframe_split"]
+    with _mlflow_models_serve(models.name, 1, store_uri, tmp_path) as mlflow_url:
+        theirs = http("POST", mlflow_url + "/invocations", body, content_type)
+    status, headers, answer = http("POST", handle.url + "/invocations", body, content_type)
+    assert (status, answer) == (theirs[0], theirs[2]) == (504, b"Request processing time exceeded limit")
+    [record] = [r for r in traffic_records(handle.folder) if r["kind"] == "request"]
+    assert (record["id"], record["status"], record["error"]) == (headers["nbmlops-request-id"], 504,
+                                                                 "Request processing time exceeded limit")
+
+
+def test_past_its_disk_bound_the_traffic_log_counts_what_it_left_out_and_answers_go_on(models, serving):
+    handle = serving(f"{models.name}@champion", log_max_mb=0.002)  # about 2 KB: a few records
+    body, content_type = _bodies(models.rows)["dataframe_split"]
+    ids = []
+    for _ in range(8):
+        status, headers, answer = http("POST", handle.url + "/invocations", body, content_type)
+        assert (status, predictions(answer)) == (200, models.v1.tolist())
+        ids.append(headers["nbmlops-request-id"])
+    logged = [r["id"] for r in traffic_records(handle.folder) if r["kind"] == "request"]
+    assert 0 < len(logged) < 8 and logged == ids[: len(logged)]
+    samples = metric_samples(handle.url)
+    assert samples[("nbmlops_traffic_unlogged_total", ())] == 8 - len(logged)
+    assert samples[("nbmlops_requests_total", (("status", "200"), ("version", "1")))] == 8
