@@ -291,8 +291,9 @@ def _parser() -> argparse.ArgumentParser:
             "gets the 'challenger' alias if the --retrain-gate conditions (without --traffic, --gate) hold on its "
             "run. The model is loaded only when its "
             "artifact's SHA-256 is the one recorded when it was logged, its MLmodel paths stay inside it, and it "
-            "is scikit-learn saved with skops holding only types nbmlops trusts; anything else (pickle, other "
-            "types, no recorded SHA-256) only with --trust-pickle or the trusted_models setting."
+            "is saved in a form that runs no code: XGBoost JSON, a LightGBM text model, CatBoost cbm, or skops "
+            "holding only types nbmlops trusts; anything else (pickle, other types, no recorded SHA-256) only "
+            "with --trust-pickle or the trusted_models setting."
         ),
         epilog="Exit codes: 0 no drift (and every --gate passed), 5 drift (with --retrain: and the challenger was "
         "registered), 1 the operation or the retraining failed, 2 usage error (unreadable data, schema mismatch, "
