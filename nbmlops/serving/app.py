@@ -252,7 +252,11 @@ class ServingApp:
         if raw is None:
             return _bad(f"the body is larger than {MAX_FEEDBACK_BYTES:,} bytes")
         try:
-            items = _feedback_items(json.loads(raw))
+            data = json.loads(raw)
+        except ValueError as exc:
+            return _bad(f"the body is not JSON: {exc}")
+        try:
+            items = _feedback_items(data)
         except ValueError as exc:
             return _bad(str(exc))
         ts = time.time()

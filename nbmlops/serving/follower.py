@@ -13,11 +13,14 @@ is said once on stderr, and asked again at the next poll.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,12 +54,10 @@ class Served:
     app: Any
     since: str
     notes: tuple[str, ...] = ()
-    #: the downloaded model directory, removed when this version is no longer referenced
-    files: Any = field(default=None, repr=False, compare=False)
 
     def started_now(self) -> Served:
         """The same version, serving from now on."""
-        return Served(self.version, self.model, self.schema, self.app, _now(), self.notes, self.files)
+        return dataclasses.replace(self, since=_now())
 
 
 def load_version(version: ModelVersionInfo, *, client: Any, settings: Settings, trusted: bool) -> Served:
@@ -66,15 +67,17 @@ def load_version(version: ModelVersionInfo, *, client: Any, settings: Settings, 
         UnsafeModelError: nbmlops refuses to load it (see :func:`nbmlops.registry.safe_load.check_model`).
         RegistryError: its library is missing, or it cannot be read.
     """
-    files = tempfile.TemporaryDirectory(prefix=f"nbmlops-serve-v{version.version}-")
+    files = Path(tempfile.mkdtemp(prefix=f"nbmlops-serve-v{version.version}-"))
     try:
-        local = download_model(client, version.name, version.version, Path(files.name), settings.tracking_uri)
+        local = download_model(client, version.name, version.version, files, settings.tracking_uri)
         checked = check_model(local, version, trusted=trusted)
         model = checked.load_pyfunc()
-        return Served(version.version, model, input_schema(model), mlflow_app(model), _now(), checked.notes, files)
     except BaseException:
-        files.cleanup()
+        shutil.rmtree(files, ignore_errors=True)
         raise
+    # the files stay while the model lives (a trusted pyfunc model may read its artifacts when it predicts)
+    weakref.finalize(model, shutil.rmtree, files, True)
+    return Served(version.version, model, input_schema(model), mlflow_app(model), _now(), checked.notes)
 
 
 class Follower:
@@ -158,11 +161,11 @@ class Follower:
         if reason is not None:
             self._refuse(found.version, f"its signature does not fit: {reason}")
             return False
-        self.current = new  # the swap: requests that started before finish on `serving`
+        self.current = new.started_now()  # the swap: requests that started before finish on `serving`
         self._refused = None
         _say(f"{self.name}@{self.alias} moved: now serving version {new.version} (was {serving.version})")
         if self.on_swap is not None:
-            self.on_swap(serving, new)
+            self.on_swap(serving, self.current)
         return True
 
     def _refuse(self, version: int, reason: str) -> None:
