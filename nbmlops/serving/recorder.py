@@ -191,8 +191,8 @@ class _Folder:
                 return False
             state.pending = plan
             state.save(self.folder)
-        else:
-            batch = self._read(state.pending)
+        else:  # the round planned before a failure (or a kill), sent again whole; then the rest
+            batch, more = self._read(state.pending), True
         self._send(state.pending, batch)
         for name, end in state.pending["ends"].items():
             state.cursors[name] = end
@@ -305,18 +305,19 @@ class _Folder:
     # -- clean up -----------------------------------------------------------------------------------
 
     def _clean(self) -> None:
-        """Delete the segments delivered to their end whose writers are gone; forget cursors of missing ones."""
+        """Delete the segments delivered to their end (an empty one too: its writer died before its first
+        record) whose writers are gone; forget the cursors of segments no longer there."""
         present = {path.name: path for path in list_segments(self.folder)}
         changed = False
-        for name in list(self.state.cursors):
-            path = present.get(name)
-            if path is None:
-                del self.state.cursors[name]
-                changed = True
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if self.state.cursors[name] < path.stat().st_size:
+        for name in [name for name in self.state.cursors if name not in present]:
+            del self.state.cursors[name]
+            changed = True
+        for name, path in present.items():
+            try:
+                if self.state.cursors.get(name, 0) < path.stat().st_size:
                     continue
+            except FileNotFoundError:
+                continue
             fd = try_lock(path)
             if fd is None:
                 continue
@@ -324,8 +325,7 @@ class _Folder:
                 path.unlink(missing_ok=True)
             finally:
                 os.close(fd)
-            del self.state.cursors[name]
-            changed = True
+            changed |= self.state.cursors.pop(name, None) is not None
         if changed:
             self.state.save(self.folder)
 
@@ -428,6 +428,9 @@ class ServingRecorder:
         self._thread: threading.Thread | None = None
         self._rounds = threading.Lock()
         self._last_problem: str | None = None
+        self._kept: set[Path] = set()  # orphaned folders whose run was deleted, said once
+        #: the folders the last :meth:`deliver_orphans` left, and why
+        self.waiting: dict[Path, str] = {}
 
     @property
     def store(self) -> Store:
@@ -543,6 +546,7 @@ class ServingRecorder:
         from nbmlops.backend.traffic import end_serving_run, run_state
 
         done: list[str] = []
+        self.waiting = {}
         root = serve_root(self.settings)
         if not root.is_dir():
             return done
@@ -551,18 +555,27 @@ class ServingRecorder:
                 continue
             lock = try_lock(folder / LOCK_FILE)
             if lock is None:
-                continue  # a live server's, or not made completely yet
+                self.waiting[folder] = "its server is running"  # or is making the folder right now
+                continue
             try:
                 state = _State.load(folder)
-                if state is None or any(_writer_alive(path) for path in list_segments(folder)):
+                if state is None:
+                    self.waiting[folder] = f"no readable {STATE_FILE}"
+                    continue
+                if any(_writer_alive(path) for path in list_segments(folder)):
+                    self.waiting[folder] = "a serving process still writes its traffic log"
                     continue
                 if run_state(self.store, state.run_id) is None:
-                    print(f"nbmlops serve: the serving run {state.run_id} of {folder} is no longer in the store; "
-                          "its traffic log is kept", file=sys.stderr)
+                    self.waiting[folder] = f"its serving run {state.run_id} is no longer in the store"
+                    if folder not in self._kept:
+                        print(f"nbmlops serve: the serving run {state.run_id} of {folder} is no longer in the "
+                              "store; its traffic log is kept there", file=sys.stderr)
+                        self._kept.add(folder)
                     continue
                 delivery = _Folder(self.store, folder, state, live=False)
                 delivery.deliver(final=True)
                 if not delivery.settled():
+                    self.waiting[folder] = "not every segment could be delivered and removed"
                     continue
                 end_serving_run(self.store, state.run_id, "FINISHED" if state.stopped else "KILLED")
                 shutil.rmtree(folder, ignore_errors=True)

@@ -190,6 +190,7 @@ def test_a_replayed_round_sends_the_same_rows_once(project: Path, recorders, cli
     delivery._send(plan, batch)  # sent, then the process died before its commit
     assert log.append(request("p2", [[2, 2.0]], predictions=[1]))
     assert recorder.deliver()
+    assert delivery.state.cursors[log.path.name] == log.size  # the replayed round, then the rest: all of it
     log.close()
     assert recorder.stop()
     rows = read_traffic("replayed").requests

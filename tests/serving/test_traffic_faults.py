@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from nbmlops.data.fingerprint import fingerprint
+from nbmlops.exceptions import StoreUnavailableError
 from nbmlops.serving.recorder import ServingRecorder, serve_root
 from nbmlops.serving.traffic import read_traffic
 from nbmlops.serving.traffic_log import TrafficLog
@@ -77,7 +78,7 @@ def test_sigkilled_server_every_reported_record_is_delivered_once_by_the_next(pr
     assert client.get_run(run_id).info.status == "RUNNING"
 
     heir = ServingRecorder()
-    assert heir.deliver_orphans() == [run_id]
+    assert heir.deliver_orphans() == [run_id], heir.waiting
     assert client.get_run(run_id).info.status == "KILLED"
     assert not (serve_root_of(project) / run_id).exists()
     traffic = read_traffic("killed")
@@ -98,10 +99,18 @@ def serve_root_of(project: Path) -> Path:
     return serve_root(resolve_settings(project))
 
 
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``mlflow server`` (artifacts served by it) for the tests of this module."""
+    with mlflow_server(tmp_path_factory.mktemp("server"), env=clean_env()) as uri:
+        yield uri
+
+
 @pytest.fixture
-def proxied_store(tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch):
-    """A real ``mlflow server`` (artifacts served by it) behind a loopback proxy the test can make answer 503."""
-    with mlflow_server(tmp_path / "server", env=clean_env()) as uri, FaultProxy(uri) as proxy:
+def proxied_store(tracking_server: str, project: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tracking server behind a loopback proxy the test can make answer 503."""
+    uri = tracking_server
+    with FaultProxy(uri) as proxy:
         monkeypatch.setenv("NBMLOPS_TRACKING_URI", proxy.uri)
         monkeypatch.delenv("NBMLOPS_ARTIFACT_ROOT", raising=False)
         monkeypatch.setenv("NBMLOPS_CALL_TIMEOUT", "2")
@@ -162,3 +171,39 @@ def test_store_down_during_delivery_loses_nothing_and_doubles_nothing(proxied_st
         assert dataset.dataset.digest == fingerprint(pd.read_parquet(local))
     history = sorted((m.step, m.value) for m in direct.get_metric_history(run_id, "requests"))
     assert history == [(1, 5.0), (2, 6.0)]  # the round planned before the outage, sent again whole, once; then the next
+
+
+def test_stop_while_the_store_is_down_leaves_the_run_for_the_next_server_which_ends_it_finished(proxied_store):
+    from mlflow import MlflowClient
+
+    uri, proxy = proxied_store
+    recorder = ServingRecorder(interval=3600)
+    run_id, folder = recorder.start("stopped-down", "champion", 1, "http://127.0.0.1:8080", "host", os.getpid())
+    log = TrafficLog(folder)
+    body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[1]]}})
+    for i in range(3):
+        assert log.append({"kind": "request", "id": f"q{i}", "ts": time.time(), "version": 1, "status": 200,
+                           "latency_ms": 1.0, "content_type": "application/json", "body": body, "body_b64": None,
+                           "response": json.dumps({"predictions": [1]}), "error": None})
+    log.close()
+    proxy.add(Fault("status", status=503))
+    assert not recorder.stop()  # could not deliver: nothing lost, the folder stays
+    direct = MlflowClient(uri)
+    assert direct.get_run(run_id).info.status == "RUNNING"
+    assert folder.is_dir()
+    proxy.clear()
+
+    heir = ServingRecorder()
+
+    def delivered() -> bool:
+        try:
+            return heir.deliver_orphans() == [run_id]
+        except StoreUnavailableError:  # the budget after an outage: calls fail at once for a while
+            return False
+
+    wait_for(delivered, 120, "the next server to deliver the stopped one's log")
+    run = direct.get_run(run_id)
+    assert run.info.status == "FINISHED"  # it had stopped gracefully: not KILLED
+    assert run.data.metrics["requests"] == 3
+    assert sorted(read_traffic("stopped-down").requests["request_id"]) == ["q0", "q1", "q2"]
+    assert not folder.exists()
