@@ -216,3 +216,17 @@ def test_segments_are_read_as_complete_frames_only(project: Path, recorders):
     ends = [end for end, _ in read_records(log.path)]
     assert recorder._delivery.state.cursors[log.path.name] == ends[0]
     log.close()
+
+
+def test_an_empty_segment_left_by_a_writer_killed_before_its_first_record_does_not_hold_the_folder(project, recorders,
+                                                                                                   client):
+    recorder = recorders("empty-segment")
+    log = TrafficLog(recorder.folder)
+    assert log.append(request("e1", [[1, 1.0]], predictions=[0]))
+    log.close()
+    (recorder.folder / f"{time.time_ns():020d}-host-999999-0badc0de.traffic").touch()  # named, never written
+    folder = recorder.folder
+    assert recorder.stop()
+    assert not folder.exists()
+    assert client.get_run(recorder.run_id).info.status == "FINISHED"
+    assert list(read_traffic("empty-segment").requests["request_id"]) == ["e1"]
