@@ -1,4 +1,5 @@
-"""End to end: an ``nbmlops serve`` process answers requests and is SIGKILLed; the next server of the project
+"""End to end: an ``nbmlops serve`` process with two worker processes answers requests and is SIGKILLed with them
+(its process group); the next server of the project
 delivers every answered request, exactly once, into the killed server's own serving run, which ends KILLED."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_sigkilled_server_every_answered_request_is_delivered_once_by_the_next_s
     with open(project / "serve.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "nbmlops.cli", "serve", f"{models.name}@{alias}", "--port", str(port),
-             "--workers", "1"],
+             "--workers", "2"],
             cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     answered: list[str] = []
     try:
