@@ -170,9 +170,9 @@ class TrafficLog:
 
     def _open_segment(self) -> None:
         """Close the current segment (its lock goes with it) and open the next, locked before it is named."""
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0:  # a forked child closes its copy too (the parent's lock stays the parent's) and opens its own
             os.close(self._fd)
-        self._fd = -1  # a forked child does not write to its parent's segment; it opens its own
+        self._fd = -1
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         hidden = self.folder / f".{name}.new"

@@ -174,3 +174,22 @@ def test_every_token_shape_the_redactor_knows_passes_the_cheap_test_and_is_redac
     for token in TOKEN_SHAPES:
         secret = token.split("//")[-1].split("@")[0] if "://" in token else token
         assert json.dumps(secret)[1:-1].encode() not in raw, token
+
+
+def test_a_forked_child_writes_a_segment_of_its_own_and_leaves_the_parent_s_lock(tmp_path: Path):
+    log = TrafficLog(tmp_path)
+    assert log.append(request("parent"))
+    parent_segment = log.path
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's outcome is its exit code
+        ok = log.append(request("child"))
+        log.close()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    segments = list_segments(tmp_path)
+    assert len(segments) == 2 and any(f"-{child}-" in s.name for s in segments)
+    assert try_lock(parent_segment) is None  # still the parent's: the child closed only its copy
+    assert log.append(request("parent again"))
+    log.close()
+    assert sorted(r["id"] for r in records_of(tmp_path)) == ["child", "parent", "parent again"]

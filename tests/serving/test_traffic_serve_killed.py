@@ -1,6 +1,6 @@
 """End to end: an ``nbmlops serve`` process with two worker processes answers requests and is SIGKILLed with them
-(its process group); the next server of the project
-delivers every answered request, exactly once, into the killed server's own serving run, which ends KILLED."""
+(its process group); the next server of the project delivers every answered request, exactly once, into the
+killed server's own serving run, which ends KILLED."""
 
 from __future__ import annotations
 
