@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from nbmlops.exceptions import NbmlopsError
 from nbmlops.journal import Damage, make_durable, read_records, try_lock
 from nbmlops.serving.traffic_log import list_segments
 
@@ -492,10 +491,11 @@ class ServingRecorder:
             return bool(self._quietly(lambda: self._delivery.deliver(final) if self._delivery else True))
 
     def _quietly(self, work: Any) -> Any:
-        """Run a delivery; a failure is one line on stderr (once per cause), never an exception."""
+        """Run a delivery; a failure is one line on stderr (once per cause), never an exception: serving goes on,
+        and what was not delivered is tried again at the next round."""
         try:
             result = work()
-        except (NbmlopsError, OSError) as exc:
+        except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             if problem != self._last_problem:
                 print(f"nbmlops serve: traffic not delivered yet, kept for the next round: {problem}",
