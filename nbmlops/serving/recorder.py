@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from nbmlops.journal import Damage, make_durable, read_records, try_lock
+from nbmlops.redact import redact_text
 from nbmlops.serving.traffic_log import list_segments
 
 if TYPE_CHECKING:
@@ -496,7 +497,7 @@ class ServingRecorder:
         try:
             result = work()
         except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            problem = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
             if problem != self._last_problem:
                 print(f"nbmlops serve: traffic not delivered yet, kept for the next round: {problem}",
                       file=sys.stderr)
