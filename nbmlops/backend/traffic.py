@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from nbmlops.backend.store import Store
 
 __all__ = [
-    "FEEDBACK_COLUMNS", "REQUEST_COLUMNS", "SERVE_EXPERIMENT_PREFIX", "create_serving_run", "end_serving_run",
+    "REQUEST_COLUMNS", "SERVE_EXPERIMENT_PREFIX", "create_serving_run", "end_serving_run",
     "feedback_frame", "log_frame", "log_summary", "read_frames", "request_frame", "run_state", "set_run_tags",
 ]
 
@@ -46,7 +46,6 @@ KIND_TAG, ALIAS_TAG = "nbmlops.kind", "nbmlops.serve.alias"
 #: between ``latency_ms`` and ``shadow.model_version``)
 REQUEST_COLUMNS = ("request_id", "row", "timestamp", "model_version", "status", "latency_ms")
 SHADOW_COLUMNS = ("shadow.model_version", "shadow.latency_ms")
-FEEDBACK_COLUMNS = ("request_id", "row", "label", "timestamp")
 _MAX_TAG = 5000
 _PARQUET_FILE = re.compile(r"[^/]+\.parquet")
 
