@@ -186,6 +186,15 @@ class Server:
                 frontier += [int(c) for c in children]
         return found
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server's processes have used so far."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self, grace: float = 180) -> float:
         """SIGTERM to the server's main process (what ``kill`` or a supervisor sends), wait for it to exit;
         returns the seconds it took. The group is SIGKILLed after ``grace``."""
@@ -248,6 +257,8 @@ class Block:
     rows_per_request: int
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    #: CPU seconds of the server's processes during the block (user + system, every thread)
+    cpu_s: float = 0.0
     failed: int = 0
     errors: collections.Counter = field(default_factory=collections.Counter)
     versions: collections.Counter = field(default_factory=collections.Counter)
@@ -319,7 +330,9 @@ async def _load(url: str, payloads: list[bytes], block: Block, concurrency: int,
 def run_block(server: Server, kind: str, payloads: list[bytes], rows: int, concurrency: int, count: int,
               keep_going: Any = None) -> Block:
     block = Block(server.side, kind, rows)
+    cpu = server.cpu_s()
     asyncio.run(_load(server.url, payloads, block, concurrency, count, keep_going))
+    block.cpu_s = server.cpu_s() - cpu
     return block
 
 
@@ -546,6 +559,10 @@ def block_rows(label: str, rounds: list[dict[str, Block]]) -> list[tuple[str, st
                      "", "info"))
         rows.append((f"{label}: {LABELS[side]}, throughput", _range([b.throughput for b in blocks],
                                                                   lambda v: f"{v:,.0f} req/s"), "", "info"))
+    cpu = {side: [r[side].cpu_s / r[side].sent for r in rounds] for side in SIDES}
+    rows.append((f"{label}: the server's CPU per request (every process and thread, from /proc): MLflow; nbmlops; "
+                 "nbmlops / MLflow round by round", f"{_range(cpu['mlflow'], _ms)}; {_range(cpu['nbmlops'], _ms)}; "
+                 f"{_ratio([n / m for n, m in zip(cpu['nbmlops'], cpu['mlflow'])])}", "", "info"))
     p50 = [r["nbmlops"].percentile(50) / r["mlflow"].percentile(50) for r in rounds]
     p99 = [r["nbmlops"].percentile(99) / r["mlflow"].percentile(99) for r in rounds]
     tput = [r["nbmlops"].throughput / r["mlflow"].throughput for r in rounds]
@@ -559,6 +576,16 @@ def block_rows(label: str, rounds: list[dict[str, Block]]) -> list[tuple[str, st
         (f"{label}: failed requests, both sides", str(failed), "0", "PASS" if failed == 0 else "FAIL"),
     ]
     return rows
+
+
+def cpu_row(result: dict[str, Any]) -> tuple[str, str, str, str]:
+    """The server's CPU over every measured round and the 10 s after them (the delivery of their traffic included),
+    per request."""
+    sent = {side: sum(r[kind][side].sent for r in result["rounds"] for kind in r) for side in SIDES}
+    per = {side: result["cpu"][side] / sent[side] for side in SIDES}
+    return ("5. the server's CPU over all the rounds and the 10 s after them (every process and thread, the "
+            "delivery of the traffic log included), per request: MLflow; nbmlops; nbmlops / MLflow",
+            f"{_ms(per['mlflow'])}; {_ms(per['nbmlops'])}; {per['nbmlops'] / per['mlflow']:.2f}", "", "info")
 
 
 def inside_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -635,6 +662,7 @@ def build_report(machine: dict[str, str], args: argparse.Namespace, result: dict
          f"{run.get('metrics', {}).get('requests', 'none')}; {result['stop_s']:.1f} s", "FINISHED", "PASS"
          if run.get("status") == "FINISHED" else "FAIL"),
         *inside_rows(result),
+        cpu_row(result),
         ("6. start to first `/ping` answer: MLflow; nbmlops", f"{result['started']['mlflow']:.1f} s; "
          f"{result['started']['nbmlops']:.1f} s", "", "info"),
     ]
@@ -725,6 +753,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         for side in SIDES:  # warm-up: every path (both payload kinds) run on each side
             for payloads, rows, count, concurrency in kinds.values():
                 record(run_block(pair[side], "warmup", payloads, rows, concurrency, max(50, count // 10)))
+        time.sleep(10)  # the warm-up's traffic delivered before the CPU count starts
+        cpu_before = {side: pair[side].cpu_s() for side in SIDES}
         rounds = []
         for index in range(args.rounds):
             order = SIDES if index % 2 == 0 else tuple(reversed(SIDES))
@@ -737,6 +767,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 f"{kind} p50 {b['mlflow'].percentile(50) * 1000:.2f}/{b['nbmlops'].percentile(50) * 1000:.2f} ms"
                 for kind, b in measured.items()), file=sys.stderr)
             rounds.append(measured)
+        time.sleep(10)  # the rounds' traffic delivered (the recorder delivers every 5 s)
+        cpu = {side: pair[side].cpu_s() - cpu_before[side] for side in SIDES}
         missed = any(
             _median([r[kind]["nbmlops"].percentile(50) / r[kind]["mlflow"].percentile(50) for r in rounds]) > P50_TARGET
             or _median([r[kind]["nbmlops"].throughput / r[kind]["mlflow"].throughput for r in rounds])
@@ -761,7 +793,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from importlib import metadata
 
     return {
-        "rounds": rounds, "swap": swap, "profile": profile, "started": started,
+        "rounds": rounds, "swap": swap, "profile": profile, "started": started, "cpu": cpu,
         "delivered_live": live, "live_wait_s": live_wait, "delivered_final": final, "stop_s": stop_s, "run": run,
         "sent_requests": len(sent), "sent_rows": sum(sent.values()),
         "versions": ", ".join(f"{name} {metadata.version(name)}"
