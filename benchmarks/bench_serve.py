@@ -21,7 +21,8 @@ each a process group of its own, started the way a user types them, with the sam
    run as interleaved pairs (MLflow, nbmlops, then nbmlops, MLflow in the next round, ...); for each block the
    p50/p95/p99 of the client-side latency and the throughput (requests / wall time of the block); each figure is
    the median of the rounds, with the range; the ratios are taken round by round (nbmlops / MLflow within the same
-   round) and their median is held to the targets: p50 <= 1.10x and throughput >= 0.9x MLflow's.
+   round) and their median is held to the targets: p50 <= 1.10x and throughput >= 0.9x MLflow's. Beside them, the
+   server's CPU per request (all its processes and threads, from /proc), per block and over all the rounds.
 3. An alias swap under that load: a single-row block against nbmlops during which ``champion`` is moved to version
    2 (what a promotion does in the registry); the block goes on until version 2 has answered for a while. Counted:
    failed requests (target 0: any status but 200, or no answer), the versions that answered (the
@@ -692,7 +693,9 @@ def build_report(machine: dict[str, str], args: argparse.Namespace, result: dict
         "`/invocations`, each request with its own `x-request-id`; both servers are warmed up first. Blocks are "
         "interleaved pairs whose order alternates from round to round; latency is measured by the client from "
         "sending to the whole answer; throughput is requests / wall time of the block; ratios are taken within "
-        "each round (both sides under the same conditions) and their median is held to the targets. 3: single rows "
+        "each round (both sides under the same conditions) and their median is held to the targets; the server's "
+        "CPU is read from /proc (user + system time of all its processes) around each block, and over all the "
+        "rounds plus the 10 s after them, which holds the delivery of their traffic log. 3: single rows "
         "one request at a time (no queueing: the latency of one request). 4: during "
         "a single-row block against nbmlops, once a quarter of it has been sent, `champion` moves to version 2 "
         "(`MlflowClient.set_registered_model_alias`, what a promotion does); the block goes on until version 2 has "
