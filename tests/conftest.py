@@ -23,7 +23,7 @@ from nbmlops.tracking.session import close_session
 BACKGROUND = pytest.StashKey[dict[str, tuple[subprocess.Popen, Path]]]()
 #: the tests that wait for those tiers (they run last)
 #: the folders whose tests run in the background tier
-BACKGROUND_DIRS = {"reliability", "team"}
+BACKGROUND_DIRS = {"reliability", "team", "serving"}
 TIER_TESTS = {"test_oldest_mlflow.py": "oldest-mlflow", "test_reliability_tier.py": "reliability"}
 
 
@@ -31,8 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Run the slow, mostly waiting tiers beside the main suite instead of after it.
 
     - the smoke tests on the oldest supported MLflow (``tests/oldest_mlflow.py``) whenever their test is collected;
-    - ``tests/reliability/`` (fault injection: budgets, kills, outages) and ``tests/team/`` (PostgreSQL, object
-      storage, an authenticating server, Dask workers), when collected with the rest of the suite: their tests are
+    - ``tests/reliability/`` (fault injection: budgets, kills, outages), ``tests/team/`` (PostgreSQL, object
+      storage, an authenticating server, Dask workers) and ``tests/serving/`` (model servers under load, killed,
+      their store down), when collected with the rest of the suite: their tests are
       handed to a second pytest process and ``test_reliability_tier.py`` reports its outcome. Run on their own
       (``pytest tests/reliability``), or with ``NBMLOPS_TIERS_INLINE=1``, they run here as usual.
     """
