@@ -387,19 +387,15 @@ def swap_block(server: Server, payloads: list[bytes], concurrency: int, count: i
 # ---------------------------------------------------------------------------------------------
 
 
-def traffic_rows(root: Path) -> tuple[Any, list[str]]:
-    """The requests frame of every serving run of the model, and the runs, read back from the store."""
+def delivered(expected: collections.Counter) -> dict[str, Any]:
+    """Compare the rows of every serving run of the model in the store (``read_traffic``, in the project this
+    process works in) with what was sent: ``expected`` maps request id -> rows it carried; also the app's own
+    latency of each request (its ``latency_ms``), by id."""
     from nbmlops.serving.traffic import read_traffic
 
     traffic = read_traffic(MODEL)
-    return traffic.requests, list(traffic.runs)
-
-
-def delivered(root: Path, expected: collections.Counter) -> dict[str, Any]:
-    """Compare the delivered rows with what was sent: ``expected`` maps request id -> rows it carried; also the
-    app's own latency of each request (its ``latency_ms``), by id."""
-    frame, runs = traffic_rows(root)
-    if frame is None or len(frame) == 0:
+    frame, runs = traffic.requests, list(traffic.runs)
+    if len(frame) == 0:
         return {"rows": 0, "ids": 0, "missing": len(expected), "extra": 0, "wrong_rows": 0, "runs": runs,
                 "latency_ms": {}}
     counts = collections.Counter(frame["request_id"].astype(str))
@@ -411,11 +407,11 @@ def delivered(root: Path, expected: collections.Counter) -> dict[str, Any]:
             "runs": runs, "latency_ms": dict(zip(first["request_id"].astype(str), first["latency_ms"].astype(float)))}
 
 
-def wait_delivered(root: Path, expected: collections.Counter, timeout: float) -> tuple[dict[str, Any], float]:
+def wait_delivered(expected: collections.Counter, timeout: float) -> tuple[dict[str, Any], float]:
     """Poll the store until every request sent is there (or ``timeout``); the last look, and when it was."""
     t0 = time.perf_counter()
     while True:
-        seen = delivered(root, expected)
+        seen = delivered(expected)
         if seen["missing"] == 0 or time.perf_counter() - t0 > timeout:
             return seen, time.perf_counter() - t0
         time.sleep(1.0)
@@ -786,9 +782,9 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         swap = swap_block(pair["nbmlops"], single, args.concurrency, args.requests, env, old, new)
         record(swap["block"])
         print("waiting for the traffic log to reach the store ...", file=sys.stderr)
-        live, live_wait = wait_delivered(root, sent, timeout=args.delivery_timeout)
+        live, live_wait = wait_delivered(sent, timeout=args.delivery_timeout)
         stop_s = pair["nbmlops"].stop()
-        final = delivered(root, sent)
+        final = delivered(sent)
         run = serving_run(env, final["runs"][0]) if len(final["runs"]) == 1 else {"status": f"runs: {final['runs']}"}
     finally:
         for server in pair.values():
