@@ -166,6 +166,22 @@ def test_registration_records_the_sha256_of_the_logged_model(project, request, c
     assert logged.tags[SHA256_TAG] == version.tags[SHA256_TAG]
 
 
+def test_a_version_mlflow_itself_loaded_from_a_local_store_still_passes_its_digest_check(project, request, capsys,
+                                                                                          store_uri, monkeypatch):
+    """MLflow's loader of a ``models:/`` URI writes ``registered_model_meta`` into the stored model folder of a local
+    artifact store (``mlflow models serve -m models:/...`` does): that file is no part of the model."""
+    import mlflow.pyfunc
+    from sklearn.linear_model import LogisticRegression
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    version = nbmlops.register(LogisticRegression().fit(X, [0, 0, 1, 1]), _name(request), training_data=X,
+                               timeout=60)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
+    X.to_csv("live.csv", index=False)
+    assert main(["monitor", f"{version.name}/{version.version}", "live.csv"]) == 0, capsys.readouterr().err
+
+
 def get_run_id(run) -> str:
     from nbmlops.tracking.session import get_session
 

@@ -49,8 +49,14 @@ def check_model_name(name: str) -> str:
     return name
 
 
+#: what MLflow's loader of a ``models:/`` URI writes into the model folder it loads (on a local artifact store,
+#: the stored folder itself): the registered name and version, no part of the model
+_REGISTERED_MODEL_META = "registered_model_meta"
+
+
 def model_digest(folder: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a model directory: of every file's relative path and content, in path order.
+    """The SHA-256 of a model directory: of every file's relative path and content, in path order (but the
+    ``registered_model_meta`` MLflow writes into its top folder when it loads the version).
 
     Raises:
         ModelFileError: the directory holds a symbolic link.
@@ -58,6 +64,8 @@ def model_digest(folder: str | os.PathLike[str]) -> str:
     root = Path(folder)
     total = hashlib.sha256()
     for path in sorted(_files(root), key=lambda p: p.relative_to(root).as_posix()):
+        if path.parent == root and path.name == _REGISTERED_MODEL_META:
+            continue
         total.update(path.relative_to(root).as_posix().encode() + b"\0")
         total.update(_file_digest(path).encode() + b"\n")
     return total.hexdigest()
