@@ -265,9 +265,12 @@ class _Columns:
 
 def _kind(values: list[Any]) -> str | None:
     """The kind of a column of JSON scalars (None: another mix, read by MLflow's parsers)."""
-    kind = _KINDS.get(frozenset(map(type, values)))
-    if kind in ("i", "f") and any(type(v) is int and not _INT64[0] <= v <= _INT64[1] for v in values):
-        return None
+    types = frozenset(map(type, values))
+    kind = _KINDS.get(types)
+    if int in types and kind is not None:
+        ints = values if kind == "i" else [v for v in values if type(v) is int]
+        if min(ints) < _INT64[0] or max(ints) > _INT64[1]:
+            return None
     return kind
 
 
