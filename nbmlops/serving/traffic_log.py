@@ -65,6 +65,8 @@ _NAME_HINTS = (
 #: every token shape :func:`nbmlops.redact.redact_text` knows starts with one of these, or matches _AWS_OR_GOOGLE
 _SHAPE_HINTS = ("-----BEGIN", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "xox", "hf_", "eyJ")
 _AWS_OR_GOOGLE = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|NPA|NVA|IPA|Iza)")
+#: characters no hint above holds (the digits and separators of numeric JSON and CSV bodies)
+_NO_HINT_BYTES = b"0123456789.,[] \t\r\n+"
 
 
 def list_segments(folder: Path) -> list[Path]:
@@ -227,7 +229,20 @@ def _quiet_segments(folder: Path) -> list[Path]:
 
 def _may_hold_secrets(text: str) -> bool:
     """False when ``text`` cannot hold a secret-looking name or a known token shape (the cheap test: plain
-    substring searches, about a microsecond for a one-row JSON body)."""
+    substring searches, about a microsecond for a one-row JSON body).
+
+    An ASCII text is first searched without its digits, spaces and ``.,[]+``, none of which any hint holds: a
+    hint found in the text is found in what is left (its characters stay, side by side), so that search misses
+    nothing, and it reads a numeric body's few letters instead of all of it (11 instead of 53 microseconds for
+    16 rows of 30 floats). Only when it finds a hint is the text itself searched, so the answer is the same."""
+    if text.isascii():
+        left = text.encode("ascii").translate(None, _NO_HINT_BYTES)
+        if not _hints_in(left.decode("ascii")):
+            return False
+    return _hints_in(text)
+
+
+def _hints_in(text: str) -> bool:
     lowered = text.lower()
     for hint in _NAME_HINTS:
         if hint in lowered:
