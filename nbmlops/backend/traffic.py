@@ -30,6 +30,8 @@ from nbmlops.backend.tags import RUN_KEY_TAG
 from nbmlops.exceptions import RecordRejected
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pandas as pd
 
     from nbmlops.backend.store import Store
@@ -634,8 +636,11 @@ def feedback_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 # -- reading back ----------------------------------------------------------------------------------
 
 
-def read_frames(store: Store, name: str, alias: str | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The traffic and feedback rows of the serving runs of ``name`` (of ``alias`` when given), and those runs."""
+def read_frames(store: Store, name: str, alias: str | None,
+                since: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The traffic and feedback rows of the serving runs of ``name`` (of ``alias`` when given), and those runs;
+    with ``since``, a run that ended before it is not read (none of its rows can be that recent: a run ends after
+    its last delivery), so a window of a day reads a day's runs, not a month's."""
     import pandas as pd
 
     client = store.client
@@ -651,6 +656,9 @@ def read_frames(store: Store, name: str, alias: str | None) -> tuple[pd.DataFram
                 max_results=1000, page_token=token,
             )
         )
+    if since is not None:
+        cutoff_ms = since.timestamp() * 1000
+        runs = [run for run in runs if run.info.end_time is None or run.info.end_time >= cutoff_ms]
     requests, feedback = [], []
     with tempfile.TemporaryDirectory(prefix="nbmlops-traffic-") as tmp, quiet_downloads():
         for run in runs:

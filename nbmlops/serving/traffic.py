@@ -99,7 +99,7 @@ def read_traffic(name: str, *, alias: str | None = None, since: Any = None, sett
     start = parse_since(since)
     settings = settings or resolve_settings()
     store = open_store(settings.tracking_uri, settings.artifact_root)
-    requests, feedback, runs = read_frames(store, name, alias)
+    requests, feedback, runs = read_frames(store, name, alias, start)
     if start is not None:
         requests = requests[requests["timestamp"] >= start].reset_index(drop=True)
         feedback = feedback[feedback["timestamp"] >= start].reset_index(drop=True)

@@ -177,6 +177,25 @@ def test_read_traffic_filters_by_alias_and_since(project: Path, recorders):
         read_traffic("filtered", since="yesterday-ish")
 
 
+def test_a_serving_run_that_ended_before_since_is_not_read(project: Path, recorders, client):
+    earlier, current = recorders("windowed"), recorders("windowed")
+    for recorder, rid in ((earlier, "earlier"), (current, "current")):
+        log = TrafficLog(recorder.folder)
+        assert log.append(request(rid, [[1, 1.0]], ts=time.time() - 3 * 3600 if rid == "earlier" else None,
+                                  predictions=[0]))
+        log.close()
+        assert recorder.deliver()
+    assert earlier.stop()
+    client.set_terminated(earlier.run_id, "FINISHED", end_time=int((time.time() - 2 * 3600) * 1000))
+    everything = read_traffic("windowed")
+    assert sorted(everything.runs) == sorted([earlier.run_id, current.run_id])
+    assert sorted(everything.requests["request_id"]) == ["current", "earlier"]
+    window = read_traffic("windowed", since="1h")
+    assert window.runs == [current.run_id]  # the run that ended two hours ago is not downloaded
+    assert list(window.requests["request_id"]) == ["current"]
+    assert read_traffic("windowed", since="4h").runs == everything.runs
+
+
 def test_a_replayed_round_sends_the_same_rows_once(project: Path, recorders, client):
     """A round whose sending was cut short (its plan stays in the folder's state) is sent again whole: records
     appended meanwhile wait for the next round, and no row, dataset or metric point is doubled."""
