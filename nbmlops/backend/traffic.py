@@ -412,16 +412,21 @@ def _from_array(value: Any) -> tuple[int, list[tuple[str, list[Any]]]] | None:
     return len(value), [(str(i), column) for i, column in enumerate(columns)]
 
 
+def _response_values(response: Any) -> Any:
+    """What an answer holds: its ``predictions`` (or the whole JSON when it has none); None for no JSON answer."""
+    if not isinstance(response, str):
+        return None
+    try:
+        decoded = json.loads(response)
+    except ValueError:
+        return None
+    return decoded.get("predictions", decoded) if isinstance(decoded, dict) else decoded
+
+
 def _fast_predictions(response: Any, count: int, prefix: str) -> list[tuple[str, list[Any]]] | None:
     """The ``prefix`` columns of an answer as :func:`_predictions` makes them, when its predictions are a list
     of scalars or of records with one set of keys; None for any other answer."""
-    values: Any = None
-    if isinstance(response, str):
-        try:
-            decoded = json.loads(response)
-        except ValueError:
-            decoded = None
-        values = decoded.get("predictions", decoded) if isinstance(decoded, dict) else decoded
+    values = _response_values(response)
     if isinstance(values, dict):
         return None
     if not isinstance(values, list):
@@ -583,13 +588,7 @@ def _predictions(response: Any, count: int, prefix: str) -> pd.DataFrame:
     """The ``prefix`` columns of a response's predictions, one per input row (null where it has none)."""
     import pandas as pd
 
-    values: Any = None
-    if isinstance(response, str):
-        try:
-            decoded = json.loads(response)
-        except ValueError:
-            decoded = None
-        values = decoded.get("predictions", decoded) if isinstance(decoded, dict) else decoded
+    values = _response_values(response)
     if isinstance(values, dict):  # a column-oriented output: {"name": [..], ...}
         try:
             values = pd.DataFrame(values).to_dict("records")
