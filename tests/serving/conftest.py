@@ -151,3 +151,37 @@ def wait_for(condition: Any, what: str, timeout: float = 90.0) -> Any:
             return found
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def serve_process(project: Path, target: str, *options: str, timeout: float = 180.0) -> tuple[Any, str]:
+    """``nbmlops serve TARGET --port <free> OPTIONS`` started as a user types it, in its own process group, its
+    output in ``project/serve.log``; returns the process and its URL once ``/ping`` answers (the log is the failure
+    message when the process ends first). The caller stops it (``tests.conftest.stop_group``)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(project / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "nbmlops.cli", "serve", target, "--port", str(port), *options],
+                                   cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail((project / "serve.log").read_text())
+        try:
+            return http("GET", url + "/ping", timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, "the server to answer", timeout=timeout)
+    except BaseException:
+        from tests.conftest import stop_group
+
+        stop_group(process)
+        raise
+    return process, url
+

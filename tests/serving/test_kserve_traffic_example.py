@@ -21,16 +21,9 @@ import nbmlops
 from nbmlops.cli import main
 from nbmlops.data import SnapshotStore
 from nbmlops.serving.traffic import read_traffic
+from tests.serving.test_monitor_traffic import FEATURES, frame
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "kserve_traffic.py"
-FEATURES = ["a", "b"]
-
-
-def frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    a = rng.normal(shift, 1.0, n)
-    b = rng.uniform(0, 10, n)
-    return pd.DataFrame({"a": a, "b": b, "y": (a + b / 5 > 1).astype(int)})
 
 
 def registered(name: str) -> tuple[Any, int]:

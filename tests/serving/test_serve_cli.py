@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 import nbmlops
 from nbmlops.cli import main
-from tests.conftest import free_port, stop_group
-from tests.serving.conftest import http, metric_samples, predictions, split_body, wait_for
+from tests.conftest import stop_group
+from tests.serving.conftest import http, metric_samples, predictions, serve_process, split_body, wait_for
 
 
 def _versions_by_worker(url: str) -> dict[str, float]:
@@ -25,16 +23,8 @@ def _versions_by_worker(url: str) -> dict[str, float]:
 
 def test_two_workers_serve_and_each_follows_the_alias_then_sigterm_stops_gracefully(models, project, client):
     alias = models.point(1)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(project / "serve.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nbmlops.cli", "serve", f"{models.name}@{alias}", "--port", str(port),
-             "--workers", "2", "--poll", "0.3"],
-            cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process, url = serve_process(project, f"{models.name}@{alias}", "--workers", "2", "--poll", "0.3")
     try:
-        wait_for(lambda: _ping(url) or (process.poll() is not None and pytest.fail((project / "serve.log").read_text())),
-                 "the server to answer", timeout=180)
         workers = wait_for(lambda: len(found := _versions_by_worker(url)) == 2 and found, "two workers serving",
                            timeout=180)
         assert set(workers.values()) == {1.0} and len(set(workers)) == 2
@@ -68,15 +58,8 @@ def test_two_workers_serve_and_each_follows_the_alias_then_sigterm_stops_gracefu
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_one_worker_in_the_foreground_stops_gracefully_and_ends_its_serving_run(models, project, client, stop):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(project / "serve.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "nbmlops.cli", "serve", f"{models.name}@champion", "--port",
-                                    str(port)], cwd=project, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    process, url = serve_process(project, f"{models.name}@champion")
     try:
-        wait_for(lambda: _ping(url) or (process.poll() is not None and pytest.fail((project / "serve.log").read_text())),
-                 "the server to answer", timeout=180)
         status, _, body = http("POST", url + "/invocations", split_body(models.rows), "application/json")
         assert (status, predictions(body)) == (200, models.v1.tolist())
         run_id = json.loads(http("GET", url + "/model")[2])["run_id"]
@@ -88,13 +71,6 @@ def test_one_worker_in_the_foreground_stops_gracefully_and_ends_its_serving_run(
     assert f"stopped; the traffic log went to serving run {run_id}" in out and "Traceback" not in out, out
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["requests"] == 1
-
-
-def _ping(url: str) -> bool:
-    try:
-        return http("GET", url + "/ping", timeout=5)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -7,33 +7,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 
 from nbmlops.serving.traffic import read_traffic
-from tests.conftest import free_port, stop_group
-from tests.serving.conftest import http, split_body, wait_for
-
-
-def _ping(url: str) -> bool:
-    try:
-        return http("GET", url + "/ping", timeout=5)[0] == 200
-    except OSError:
-        return False
+from tests.conftest import stop_group
+from tests.serving.conftest import http, serve_process, split_body, wait_for
 
 
 def test_sigkilled_server_every_answered_request_is_delivered_once_by_the_next_server(models, project, client, serving):
     alias = models.point(1)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(project / "serve.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nbmlops.cli", "serve", f"{models.name}@{alias}", "--port", str(port),
-             "--workers", "2"],
-            cwd=project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process, url = serve_process(project, f"{models.name}@{alias}", "--workers", "2", timeout=240)
     answered: list[str] = []
     try:
-        wait_for(lambda: process.poll() is None and _ping(url), "the server to answer", timeout=240)
         run_id = json.loads(http("GET", url + "/model")[2])["run_id"]
         for i in range(60):
             rid = f"e2e-{i:03d}"
