@@ -193,19 +193,25 @@ def test_lightgbm_booster_registers_as_text_model_and_round_trips(shell, request
                   serialization_format="pickle")
 
 
-def test_pipeline_with_an_xgboost_final_step_round_trips_through_skops(shell, request, tmp_path):
+@pytest.mark.parametrize(("library", "step", "step_type"), [
+    ("xgboost", "XGBClassifier(n_estimators=20, max_depth=3)", "xgboost.sklearn.XGBClassifier"),
+    ("catboost", "CatBoostClassifier(iterations=20, depth=3, verbose=0)", "catboost.core.CatBoostClassifier"),
+])
+def test_pipeline_with_a_boosting_final_step_round_trips_through_skops(shell, request, tmp_path, library, step,
+                                                                       step_type):
+    pytest.importorskip(library)
     name = _name(request)
     version = _train_in_cell(
         shell, name, "from sklearn.pipeline import make_pipeline\nfrom sklearn.preprocessing import StandardScaler\n"
-                     "from xgboost import XGBClassifier\nmodel = make_pipeline(StandardScaler(), "
-                     "XGBClassifier(n_estimators=20, max_depth=3)).fit(X_train, y_train)")
+                     f"from {library} import {step.split('(')[0]}\nmodel = make_pipeline(StandardScaler(), "
+                     f"{step}).fit(X_train, y_train)")
     assert version.tags["nbmlops.flavor"] == "sklearn"
     ns = shell.user_ns
     loaded = _pyfunc(version)
     assert loaded.metadata.flavors["sklearn"]["serialization_format"] == "skops"
     assert (np.asarray(loaded.predict(ns["X_test"])) == ns["model"].predict(ns["X_test"])).all()
     checked = check_model(_stored(version.source), version, trusted=False)
-    assert checked.how == "skops" and "xgboost.sklearn.XGBClassifier" in checked.types
+    assert checked.how == "skops" and step_type in checked.types
     assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
     _assert_drifted_with_predictions(_promote_and_monitor(name, _shifted(ns["X_test"])))
     _plant_pickle(version, tmp_path, "sklearn", "pickled_model", serialization_format="cloudpickle")
@@ -270,25 +276,6 @@ def test_catboost_regressor_and_a_trained_catboost_registered_from_python_round_
         checked = check_model(_stored(version.source), version, trusted=False)
         assert checked.how == "pyfunc"
         np.testing.assert_allclose(np.asarray(checked.load().predict(X)).ravel(), model.predict(X), rtol=1e-6)
-
-
-def test_pipeline_with_a_catboost_final_step_round_trips_through_skops(shell, request, tmp_path):
-    pytest.importorskip("catboost")
-    name = _name(request)
-    version = _train_in_cell(
-        shell, name, "from sklearn.pipeline import make_pipeline\nfrom sklearn.preprocessing import StandardScaler\n"
-                     "from catboost import CatBoostClassifier\nmodel = make_pipeline(StandardScaler(), "
-                     "CatBoostClassifier(iterations=20, depth=3, verbose=0)).fit(X_train, y_train)")
-    assert version.tags["nbmlops.flavor"] == "sklearn"
-    ns = shell.user_ns
-    loaded = _pyfunc(version)
-    assert loaded.metadata.flavors["sklearn"]["serialization_format"] == "skops"
-    assert (np.asarray(loaded.predict(ns["X_test"])) == ns["model"].predict(ns["X_test"])).all()
-    checked = check_model(_stored(version.source), version, trusted=False)
-    assert checked.how == "skops" and "catboost.core.CatBoostClassifier" in checked.types
-    assert (checked.load().predict(ns["X_test"]) == ns["model"].predict(ns["X_test"])).all()
-    _assert_drifted_with_predictions(_promote_and_monitor(name, _shifted(ns["X_test"])))
-    _plant_pickle(version, tmp_path, "sklearn", "pickled_model", serialization_format="cloudpickle")
 
 
 def test_statsmodels_results_register_but_load_only_when_trusted(shell, request, tmp_path):
