@@ -13,7 +13,10 @@ is said once on stderr, and asked again at the next poll.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import os
 import shutil
 import sys
 import tempfile
@@ -29,10 +32,11 @@ from nbmlops.backend.models import download_model
 from nbmlops.backend.scoring import incompatibility, input_schema, mlflow_app
 from nbmlops.config import Settings
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.journal import try_lock
 from nbmlops.registry.models import ModelReference, ModelVersionInfo, get_version
 from nbmlops.registry.safe_load import check_model
 
-__all__ = ["Follower", "Served", "load_version"]
+__all__ = ["Follower", "Served", "load_version", "remove_orphan_downloads"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,53 @@ def load_version(version: ModelVersionInfo, *, client: Any, settings: Settings, 
         UnsafeModelError: nbmlops refuses to load it (see :func:`nbmlops.registry.safe_load.check_model`).
         RegistryError: its library is missing, or it cannot be read.
     """
-    files = Path(tempfile.mkdtemp(prefix=f"nbmlops-serve-v{version.version}-"))
+    remove_orphan_downloads()
+    files, owner = _owned_folder(f"{_DOWNLOADS}{version.version}-")
     try:
         local = download_model(client, version.name, version.version, files, settings.tracking_uri)
         checked = check_model(local, version, trusted=trusted)
         model = checked.load_pyfunc()
     except BaseException:
-        shutil.rmtree(files, ignore_errors=True)
+        _remove(files, owner)
         raise
     # the files stay while the model lives (a trusted pyfunc model may read its artifacts when it predicts)
-    weakref.finalize(model, shutil.rmtree, files, True)
+    weakref.finalize(model, _remove, files, owner)
     return Served(version.version, model, input_schema(model), mlflow_app(model), _now(), checked.notes)
+
+
+#: the prefix of the temporary folders versions are downloaded into
+_DOWNLOADS = "nbmlops-serve-v"
+#: the lock file in such a folder, held (``flock``) by the process that serves from it while it lives
+_OWNER = ".owner"
+
+
+def _owned_folder(prefix: str) -> tuple[Path, int]:
+    """A new temporary folder and the descriptor of its owner lock, taken before the lock file has its name (so
+    that :func:`remove_orphan_downloads` never finds it unlocked)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    fd = os.open(folder / f"{_OWNER}.new", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(folder / f"{_OWNER}.new", folder / _OWNER)
+    return folder, fd
+
+
+def _remove(folder: Path, owner: int) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.close(owner)
+
+
+def remove_orphan_downloads() -> list[Path]:
+    """Remove the downloaded versions of serving processes that died without removing them (SIGKILL, out of
+    memory): folders whose owner lock nobody holds. Returns the folders removed."""
+    removed = []
+    for owner in Path(tempfile.gettempdir()).glob(f"{_DOWNLOADS}*/{_OWNER}"):
+        fd = try_lock(owner)  # None: its process lives (or the folder is another user's)
+        if fd is not None:
+            shutil.rmtree(owner.parent, ignore_errors=True)
+            os.close(fd)
+            removed.append(owner.parent)
+    return removed
 
 
 class Follower:
