@@ -430,6 +430,11 @@ class UnsafeModelError(RegistryError, ValueError):
         super().__init__(f"refusing to load {model}: {reason}")
 
 
+class ModelNotServableError(RegistryError, ValueError):
+    """A version that loads but fails to answer its own input example through MLflow's scoring path, so it is not
+    served (exit 2)."""
+
+
 class NotebookNotFoundError(NbmlopsError, FileNotFoundError):
     """The notebook to run does not exist."""
 

@@ -9,11 +9,15 @@ mlflow is imported inside the functions.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["error_message", "incompatibility", "input_schema", "mlflow_app", "pyfunc_model", "schema_text", "score"]
+__all__ = [
+    "error_message", "incompatibility", "input_schema", "mlflow_app", "pyfunc_model", "schema_text", "score", "warm_up",
+]
 
 
 def pyfunc_model(folder: Path, estimator: Any = None) -> Any:
@@ -69,6 +73,73 @@ def score(model: Any, schema: Any, body: bytes, content_type: str) -> tuple[int,
     except MlflowException as exc:
         return exc.get_http_status_code(), exc.serialize_as_json()
     return result.status, result.response
+
+
+def warm_up(app: Any, folder: Path) -> str | None:
+    """Post the model's own serving input example (``serving_input_example.json``, which MLflow saves with an
+    input example) once to ``app``, MLflow's scoring app for it, in memory: the first client request then does
+    not pay for the first call's set-up (about 50-150 ms), and a version that cannot answer it is known before
+    it serves. Returns MLflow's error message when it failed, None when it answered or has no example."""
+    from mlflow.models import Model
+
+    try:
+        body = Model.load(str(folder / "MLmodel")).get_serving_input(str(folder))
+    except Exception:  # an example MLflow cannot read back: nothing to warm up with
+        return None
+    if not body:
+        return None
+    answer: list[tuple[int, bytes]] = []
+    failed: list[BaseException] = []
+
+    def post() -> None:  # a thread of its own: the caller may be inside an event loop (a uvicorn worker's factory)
+        try:
+            answer.append(asyncio.run(_post(app, "/invocations", body.encode(), "application/json")))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=post, name="nbmlops-warm-up", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        return f"{type(failed[0]).__name__}: {failed[0]}"
+    status, response = answer[0]
+    message = error_message(status, response)
+    if message is None:
+        return None
+    try:  # MLflow's answer keeps the model's own exception in its stack trace: its last line says what happened
+        cause = [line for line in str(json.loads(response).get("stack_trace") or "").splitlines() if line.strip()]
+    except (ValueError, AttributeError):
+        cause = []
+    return f"{message} ({cause[-1].strip()})" if cause else message
+
+
+async def _post(app: Any, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+    """``POST path`` to an ASGI app in memory: its status and body."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
+    }
+    delivered = asyncio.Event()
+    status, chunks = 500, []
+
+    async def receive() -> dict[str, Any]:
+        if not delivered.is_set():
+            delivered.set()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect: the app answers first
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, b"".join(chunks)
 
 
 def error_message(status: int, response: bytes) -> str | None:

@@ -4,7 +4,8 @@ A :class:`Served` is immutable: the version, its MLflow ``PyFuncModel`` and MLfl
 :class:`Follower` holds the one serving now in :attr:`Follower.current`; a request reads that attribute once, at
 its start, and is answered by that version to its end. Every ``poll`` seconds the follower asks the registry
 where the alias points; when it moved, the new version is downloaded, checked (:mod:`nbmlops.registry.safe_load`:
-the same rules as ``nbmlops monitor``) and loaded in the follower's thread, its signature compared with the
+the same rules as ``nbmlops monitor``), loaded and made to answer its own input example in the follower's
+thread, its signature compared with the
 serving one (:func:`nbmlops.backend.scoring.incompatibility`), and it is swapped in with one assignment. A version
 that fails to load or does not fit is refused (one line on stderr, and the ``on_refused`` callback) and is not
 tried again until the alias moves to another version; the old version keeps serving. A store that does not answer
@@ -29,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.backend.models import download_model
-from nbmlops.backend.scoring import incompatibility, input_schema, mlflow_app
+from nbmlops.backend.scoring import incompatibility, input_schema, mlflow_app, warm_up
 from nbmlops.config import Settings
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import ModelNotServableError, NbmlopsError
 from nbmlops.journal import try_lock
 from nbmlops.registry.models import ModelReference, ModelVersionInfo, get_version
 from nbmlops.registry.safe_load import check_model
@@ -65,10 +66,12 @@ class Served:
 
 
 def load_version(version: ModelVersionInfo, *, client: Any, settings: Settings, trusted: bool) -> Served:
-    """Download ``version``, check that it loads safely and load it as MLflow's ``PyFuncModel``.
+    """Download ``version``, check that it loads safely, load it as MLflow's ``PyFuncModel`` and have it answer
+    its own input example once (:func:`nbmlops.backend.scoring.warm_up`).
 
     Raises:
         UnsafeModelError: nbmlops refuses to load it (see :func:`nbmlops.registry.safe_load.check_model`).
+        ModelNotServableError: it loads but fails to answer its own input example.
         RegistryError: its library is missing, or it cannot be read.
     """
     remove_orphan_downloads()
@@ -77,12 +80,19 @@ def load_version(version: ModelVersionInfo, *, client: Any, settings: Settings, 
         local = download_model(client, version.name, version.version, files, settings.tracking_uri)
         checked = check_model(local, version, trusted=trusted)
         model = checked.load_pyfunc()
+        app = mlflow_app(model)
+        failure = warm_up(app, local)
+        if failure is not None:
+            raise ModelNotServableError(
+                f"version {version.version} of {version.name} does not answer its own input example: "
+                f"{' '.join(failure.split())[:300]}"
+            )
     except BaseException:
         _remove(files, owner)
         raise
     # the files stay while the model lives (a trusted pyfunc model may read its artifacts when it predicts)
     weakref.finalize(model, _remove, files, owner)
-    return Served(version.version, model, input_schema(model), mlflow_app(model), _now(), checked.notes)
+    return Served(version.version, model, input_schema(model), app, _now(), checked.notes)
 
 
 #: the prefix of the temporary folders versions are downloaded into

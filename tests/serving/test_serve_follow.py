@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
+
+import mlflow.pyfunc
 
 import nbmlops
 from tests.serving.conftest import http, metric_samples, predictions, split_body, traffic_records, wait_for
@@ -89,3 +92,43 @@ def test_a_version_that_cannot_be_loaded_safely_is_refused_with_monitors_reason(
     assert refused["version"] == 4 and "it cannot be loaded: refusing to load" in refused["reason"]
     assert "statsmodels model, which MLflow pickles" in refused["reason"]
     assert _score(handle.url, models.rows) == (200, 1, models.v1.tolist())
+
+
+class _Rule(mlflow.pyfunc.PythonModel):
+    """Answers 0 for every row; ``broken``: raises instead (a version that loads but cannot answer anything)."""
+
+    def __init__(self, broken: bool) -> None:
+        self.broken = broken
+
+    def predict(self, context, model_input, params=None):
+        if self.broken:
+            raise RuntimeError("the lookup table this model needs is missing")
+        return [0] * len(model_input)
+
+
+def test_a_version_that_cannot_answer_its_own_input_example_is_refused_at_a_swap_and_at_the_start(
+        models, project, serving, capsys):
+    from nbmlops.cli import main
+
+    name = f"rule-{uuid.uuid4().hex[:8]}"
+    with nbmlops.track("rules"):
+        good = nbmlops.register(_Rule(broken=False), name, training_data=models.rows, timeout=120).version
+        broken = nbmlops.register(_Rule(broken=True), name, training_data=models.rows, timeout=120).version
+    nbmlops.flush(60)
+    nbmlops.promote(f"{name}/{good}", "live")
+    handle = serving(f"{name}@live", poll=0.2, trust_pickle=True)
+    assert _score(handle.url, models.rows) == (200, good, [0] * len(models.rows))
+    nbmlops.promote(f"{name}/{broken}", "live")
+    wait_for(lambda: metric_samples(handle.url)[("nbmlops_swap_refusals_total", ())] == 1, "the refusal")
+    [refused] = [r for r in traffic_records(handle.folder) if r["kind"] == "refused"]
+    assert refused["version"] == broken
+    assert f"version {broken} of {name} does not answer its own input example" in refused["reason"]
+    assert "the lookup table this model needs is missing" in refused["reason"]
+    assert _score(handle.url, models.rows) == (200, good, [0] * len(models.rows))  # the old one serves on
+
+    capsys.readouterr()
+    assert main(["serve", f"{name}@live", "--port", "0", "--trust-pickle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nbmlops: ") and len(err.splitlines()) == 1, err
+    assert f"version {broken} of {name} does not answer its own input example" in err
+    assert "Traceback" not in err
