@@ -29,6 +29,7 @@ The whole tree is defined here; the module that raises a class imports it from h
     │   ├── ModelNotFoundError                      2 404  no registered model, version or alias matches
     │   ├── UnsupportedModelError                   1 409  not a model nbmlops can register
     │   ├── UnsafeModelError                        2 400  a model nbmlops refuses to load
+    │   ├── ModelNotServableError                   2 400  a version that fails on its own input example
     │   ├── ModelSchemaError                        2 400  monitored data that does not fit the model's schema
     │   ├── MonitoringDataError                     2 400  data to monitor that cannot be read
     │   └── PromotionRefused                        3 409  a promotion check failed: the alias did not move
@@ -85,6 +86,7 @@ __all__ = [
     "ModelFileError",
     "ModelInputError",
     "ModelNotFoundError",
+    "ModelNotServableError",
     "ModelReferenceError",
     "ModelSchemaError",
     "MonitoringDataError",
