@@ -10,8 +10,8 @@ mlflow is imported inside the functions.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,21 +88,13 @@ def warm_up(app: Any, folder: Path) -> str | None:
         return None
     if not body:
         return None
-    answer: list[tuple[int, bytes]] = []
-    failed: list[BaseException] = []
-
-    def post() -> None:  # a thread of its own: the caller may be inside an event loop (a uvicorn worker's factory)
+    # a thread of its own: the caller may be inside an event loop (a uvicorn worker's factory)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nbmlops-warm-up") as pool:
         try:
-            answer.append(asyncio.run(_post(app, "/invocations", body.encode(), "application/json")))
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=post, name="nbmlops-warm-up", daemon=True)
-    thread.start()
-    thread.join()
-    if failed:
-        return f"{type(failed[0]).__name__}: {failed[0]}"
-    status, response = answer[0]
+            status, response = pool.submit(asyncio.run, _post(app, "/invocations", body.encode(),
+                                                              "application/json")).result()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
     message = error_message(status, response)
     if message is None or status == 504:  # MLflow's request timeout: slow, not wrong (requests get the same 504)
         return None

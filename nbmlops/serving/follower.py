@@ -4,12 +4,11 @@ A :class:`Served` is immutable: the version, its MLflow ``PyFuncModel`` and MLfl
 :class:`Follower` holds the one serving now in :attr:`Follower.current`; a request reads that attribute once, at
 its start, and is answered by that version to its end. Every ``poll`` seconds the follower asks the registry
 where the alias points; when it moved, the new version is downloaded, checked (:mod:`nbmlops.registry.safe_load`:
-the same rules as ``nbmlops monitor``), loaded and made to answer its own input example in the follower's
-thread, its signature compared with the
-serving one (:func:`nbmlops.backend.scoring.incompatibility`), and it is swapped in with one assignment. A version
-that fails to load or does not fit is refused (one line on stderr, and the ``on_refused`` callback) and is not
-tried again until the alias moves to another version; the old version keeps serving. A store that does not answer
-is said once on stderr, and asked again at the next poll.
+the same rules as ``nbmlops monitor``), loaded and made to answer its own input example in the follower's thread,
+its signature compared with the serving one (:func:`nbmlops.backend.scoring.incompatibility`), and it is swapped in
+with one assignment. A version that fails to load, fails on its own example or does not fit is refused (one line
+on stderr, and the ``on_refused`` callback) and is not tried again until the alias moves to another version; the
+old version keeps serving. A store that does not answer is said once on stderr, and asked again at the next poll.
 """
 
 from __future__ import annotations

@@ -38,10 +38,9 @@ __all__ = [
     "python_environment",
 ]
 
-#: seconds a git command may take: generous, it runs off the user's thread (a busy machine, say a pip install beside
-#: tests in parallel, stalled a ``git status`` of a tiny repository past 5 s)
 GIT_TIMEOUT = 15.0
-"""Seconds any one git command may take before it is killed."""
+"""Seconds any one git command may take before it is killed: generous, git runs off the user's thread, and a busy
+machine (a pip install beside tests in parallel) stalled a ``git status`` of a tiny repository past 5 s."""
 MAX_DIFF_BYTES = 5 * 1024 * 1024
 DIFF_TRUNCATED_MARKER = "\n[nbmlops: diff truncated at 5 MB]\n"
 ENVIRONMENT_ALLOW_LIST = (
